@@ -1,0 +1,124 @@
+"""The configuration as frozen dataclasses. Parsing lives in :mod:`koradaemon.config`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+def rel(default: str) -> Any:
+    """A field holding a path relative to the data root."""
+    return field(default=default, metadata={"path": True})
+
+
+def num(default: float, lo: float, hi: float) -> Any:
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
+    format: str = field(default="auto", metadata={"choices": ("auto", "json", "console")})
+    file: str = rel("logs/koradaemon.log")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    database: str = rel("kora_kernel.db")
+    workers: int = num(2, 1, 64)
+    max_file_bytes: int = num(256 * MiB, 1, 1 << 40)
+    chunk_bytes: int = num(51_200, 1024, 16 * MiB)
+    overlap_percent: int = num(10, 0, 50)
+    bulk_batch_files: int = num(2000, 1, 1_000_000)
+    bulk_batch_bytes: int = num(64 * MiB, 1, 1 << 34)
+    optimize_idle_s: float = num(30, 1, 86_400)
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    debounce_ms: int = num(50, 0, 100)
+    queue_max: int = num(100_000, 10, 10_000_000)
+    poll_interval_ms: int = num(2000, 100, 3_600_000)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    dir: str = rel("audit")
+    segment_max_bytes: int = num(64 * MiB, 4096, 1 << 34)
+    group_commit_ms: int = num(10, 0, 1000)
+    group_commit_records: int = num(256, 1, 100_000)
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    enabled: bool = True
+    passphrase_file: str = "secrets/vault-passphrase"
+    kdf_iterations: int = num(600_000, 600_000, 10_000_000)
+    idle_lock_s: float = num(900, 1, 86_400 * 7)
+    dir: str = rel("snapshots")
+    keep_last: int = num(10, 1, 100_000)
+    auto_interval_s: float = num(3600, 0, 86_400 * 30)
+    milestone_settle_s: float = num(30, 0, 86_400)
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str = rel("run/koradaemon.sock")
+    tokens_dir: str = rel("run/tokens")
+    max_request_bytes: int = num(1 * MiB, 1024, 64 * MiB)
+    max_clients: int = num(64, 1, 4096)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    enabled: bool = False
+    agency_id: str = ""
+    command: tuple[str, ...] = ("openclaw", "gateway", "run", "--bind", "loopback")
+    workdir: str = rel("agent")
+    state_dir: str = rel("agent/state")
+    health_url: str = "http://127.0.0.1:18789"
+    probe_interval_s: float = num(5, 0.01, 3600)
+    probe_timeout_s: float = num(2, 0.01, 600)
+    hung_after_failures: int = num(3, 1, 100)
+    startup_timeout_s: float = num(60, 0.1, 3600)
+    drain_s: float = num(10, 0, 3600)
+    backoff_initial_s: float = num(1, 0.01, 3600)
+    backoff_max_s: float = num(120, 0.01, 86_400)
+    healthy_reset_s: float = num(600, 0.1, 86_400)
+    crash_loop_failures: int = num(5, 1, 1000)
+    crash_loop_window_s: float = num(600, 1, 86_400)
+    degraded_retry_s: float = num(300, 0.1, 86_400)
+
+
+@dataclass(frozen=True)
+class AgencyConfig:
+    agency_id: str
+    roots: tuple[str, ...] = field(default=(), metadata={"path": True})
+    ignore: tuple[str, ...] = ()
+    state_dirs: tuple[str, ...] = field(default=(), metadata={"path": True})
+
+
+@dataclass(frozen=True)
+class Config:
+    data_root: Path
+    source: Path | None
+    agencies: tuple[AgencyConfig, ...]
+    version: int = 1
+    shutdown_timeout_s: float = 30.0
+    log: LogConfig = LogConfig()
+    index: IndexConfig = IndexConfig()
+    watch: WatchConfig = WatchConfig()
+    audit: AuditConfig = AuditConfig()
+    vault: VaultConfig = VaultConfig()
+    control: ControlConfig = ControlConfig()
+    agent: AgentConfig = AgentConfig()
+
+    def path(self, rel_path: str) -> Path:
+        """A config path made absolute against the data root."""
+        return self.data_root / rel_path
+
+    def agency(self, agency_id: str) -> AgencyConfig | None:
+        return next((a for a in self.agencies if a.agency_id == agency_id), None)

@@ -1,0 +1,61 @@
+"""Opening kora_kernel.db with the right settings and applying migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apsw
+import structlog
+
+from ..errors import DatabaseError
+from .schema import MIGRATIONS, SCHEMA_VERSION
+
+log = structlog.get_logger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def open_db(path: Path, *, readonly: bool = False, migrate: bool = True) -> apsw.Connection:
+    """Open ``path`` (creating it unless ``readonly``), set pragmas, bring the schema up to date."""
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    try:
+        conn = apsw.Connection(str(path), flags=flags)
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        if not readonly:
+            conn.pragma("journal_mode", "wal")
+        conn.pragma("synchronous", "normal")
+        conn.pragma("foreign_keys", True)
+        conn.pragma("cache_size", -16_000)
+        if migrate and not readonly:
+            apply_migrations(conn)
+        elif user_version(conn) != SCHEMA_VERSION:
+            raise DatabaseError(
+                f"{path}: schema version {user_version(conn)}, expected {SCHEMA_VERSION}",
+                hint="start the daemon once so it can migrate the database",
+            )
+    except apsw.Error as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}", hint="check the file and its permissions") from exc
+    return conn
+
+
+def user_version(conn: apsw.Connection) -> int:
+    return int(conn.pragma("user_version"))
+
+
+def apply_migrations(conn: apsw.Connection) -> None:
+    current = user_version(conn)
+    if current > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"database schema version {current} is newer than this koradaemon ({SCHEMA_VERSION})",
+            hint="upgrade koradaemon or restore an older database",
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        with conn:  # one transaction: the migration and the version bump land together
+            conn.execute(MIGRATIONS[version - 1])
+            conn.execute(f"PRAGMA user_version = {version}")
+        log.info("db_migrated", version=version)
+
+
+def integrity_ok(conn: apsw.Connection) -> bool:
+    rows = conn.execute("PRAGMA integrity_check").fetchall()
+    return rows == [("ok",)]

@@ -1,0 +1,68 @@
+"""Units of work handed from the indexer workers to the single writer thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .store import ChunkRow
+
+
+@dataclass
+class IndexJob:
+    agency_id: str
+    root: str
+    path: str
+    abs_path: Path
+    size: int
+    mtime_ns: int
+    sha256: str
+    chunks: Iterable[ChunkRow]
+    bulk: bool = False
+    skipped: str | None = None
+    nbytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class TouchJob:
+    agency_id: str
+    root: str
+    path: str
+    size: int
+    mtime_ns: int
+    bulk: bool = False
+
+
+@dataclass
+class DeleteJob:
+    agency_id: str
+    root: str
+    path: str
+    tree: bool = False
+    bulk: bool = False
+
+
+@dataclass
+class MoveJob:
+    agency_id: str
+    root: str
+    src: str
+    dst: str
+    tree: bool = False
+    bulk: bool = False
+
+
+@dataclass
+class CallJob:
+    """Run ``fn(conn)`` on the writer's connection (maintenance, barriers)."""
+
+    fn: Callable[..., object]
+    done: threading.Event = field(default_factory=threading.Event)
+    bulk: bool = False
+
+
+Job = IndexJob | TouchJob | DeleteJob | MoveJob | CallJob

@@ -1,0 +1,136 @@
+"""Indexer worker threads: take file changes off the work queue, prepare jobs, feed the writer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import apsw
+import structlog
+
+from .db import open_db
+from .jobs import DeleteJob, MoveJob
+from .prepare import ChunkParams, prepare_index
+from .store import AgencyStore
+from .writer import Writer
+
+log = structlog.get_logger(__name__)
+
+
+class ChangeQueue(Protocol):
+    def get(self, timeout: float | None = ...) -> Any: ...
+    def task_done(self) -> None: ...
+
+
+class Indexer:
+    """N worker threads between the watch queue and the writer.
+
+    ``root_paths`` maps (agency_id, root) to the root's folder on disk;
+    ``on_rescan(agency_id, root)`` runs a reconcile crawl for a RESCAN change;
+    ``is_locked(agency_id)`` drops work for agencies in lockdown.
+    """
+
+    def __init__(
+        self,
+        *,
+        db_path: Path,
+        work: ChangeQueue,
+        writer: Writer,
+        root_paths: Mapping[tuple[str, str], Path],
+        params: ChunkParams,
+        workers: int = 2,
+        on_rescan: Callable[[str, str], None] | None = None,
+        is_locked: Callable[[str], bool] = lambda agency_id: False,
+    ) -> None:
+        self.db_path = db_path
+        self.work = work
+        self.writer = writer
+        self.root_paths = dict(root_paths)
+        self.params = params
+        self.on_rescan = on_rescan
+        self.is_locked = is_locked
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"kora-indexer-{i}", daemon=True) for i in range(workers)
+        ]
+        self.counters: Counter[str] = Counter()
+        self._busy = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            if t.is_alive():
+                t.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def _run(self) -> None:
+        conn = open_db(self.db_path, migrate=False)
+        try:
+            while not self._stop.is_set():
+                change = self.work.get(timeout=0.2)
+                if change is None:
+                    continue
+                with self._lock:
+                    self._busy += 1
+                try:
+                    self.handle(conn, change)
+                except Exception:
+                    self.counters["errors"] += 1
+                    log.exception("indexer_change_failed", change=repr(change))
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+                    self.work.task_done()
+        finally:
+            conn.close()
+
+    def handle(self, conn: apsw.Connection, change: Any) -> None:
+        kind = change.kind.name
+        agency_id, root = change.agency_id, change.root
+        if self.is_locked(agency_id):
+            self.counters["dropped_locked"] += 1
+            return
+        if kind == "RESCAN":
+            if self.on_rescan is not None:
+                self.on_rescan(agency_id, root)
+            return
+        bulk = bool(getattr(change, "bulk", False))
+        self.counters[kind.lower()] += 1
+        if kind == "INDEX":
+            self._index(conn, agency_id, root, change.path, bulk)
+        elif kind in ("DELETE", "DELETE_TREE"):
+            tree = kind == "DELETE_TREE" or bool(getattr(change, "is_directory", False))
+            self.writer.submit(DeleteJob(agency_id, root, change.path, tree=tree, bulk=bulk))
+        elif kind in ("MOVE", "MOVE_TREE"):
+            tree = kind == "MOVE_TREE" or bool(getattr(change, "is_directory", False))
+            if not tree and AgencyStore(conn, agency_id).document(root, change.path) is None:
+                self._index(conn, agency_id, root, change.dest_path, bulk)  # source was never indexed
+                return
+            self.writer.submit(MoveJob(agency_id, root, change.path, change.dest_path, tree=tree, bulk=bulk))
+        else:
+            log.warning("indexer_unknown_change", kind=kind)
+
+    def _index(self, conn: apsw.Connection, agency_id: str, root: str, path: str, bulk: bool) -> None:
+        root_path = self.root_paths.get((agency_id, root))
+        if root_path is None:
+            log.warning("indexer_unknown_root", agency_id=agency_id, root=root)
+            return
+        known = AgencyStore(conn, agency_id).document(root, path)
+        job = prepare_index(agency_id, root, path, root_path / path, known, self.params, bulk)
+        if job is not None:
+            self.writer.submit(job)
+        else:
+            self.counters["unchanged"] += 1

@@ -1,0 +1,117 @@
+"""Reading one file into an index job: stat, size limits, binary sniff, sha256, chunks (via mmap).
+
+Small files are chunked here, in the worker thread; big files get a lazy chunk
+stream that the writer pulls from inside its transaction, so memory stays flat
+however large a file is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from .chunking import CHUNK_BYTES, OVERLAP_PERCENT, iter_spans, looks_binary
+from .jobs import DeleteJob, IndexJob, Job, TouchJob
+from .store import ChunkRow, DocRow
+from .writer import SkipFile
+
+EAGER_LIMIT = 4 << 20  # files up to this size are chunked in the worker
+EMPTY_SHA = hashlib.sha256(b"").hexdigest()
+
+
+@dataclass(frozen=True)
+class ChunkParams:
+    chunk_bytes: int = CHUNK_BYTES
+    overlap_percent: int = OVERLAP_PERCENT
+    max_file_bytes: int = 256 << 20
+
+
+def _chunk_rows(buf: bytes | mmap.mmap, size: int, params: ChunkParams) -> Iterator[ChunkRow]:
+    for span in iter_spans(buf, size, params.chunk_bytes, params.overlap_percent):
+        raw = buf[span.offset : span.end]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SkipFile("invalid_utf8") from None
+        yield span.offset, span.length, hashlib.sha256(raw).hexdigest(), text
+
+
+def _lazy_rows(path: Path, size: int, mtime_ns: int, params: ChunkParams) -> Iterator[ChunkRow]:
+    """Chunk a big file from a fresh mmap while the writer inserts; refuse if it changed meanwhile."""
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if st.st_size != size or st.st_mtime_ns != mtime_ns:
+            raise SkipFile("changed_while_reading")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            with suppress(AttributeError, OSError):
+                mm.madvise(mmap.MADV_SEQUENTIAL)
+            yield from _chunk_rows(mm, size, params)
+
+
+def prepare_index(
+    agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, params: ChunkParams, bulk: bool
+) -> Job | None:
+    """Build the job that brings the index in line with the file at ``abs_path`` (None: nothing to do)."""
+    try:
+        fh = open(abs_path, "rb")  # noqa: SIM115 - closed below, mmap needs the descriptor
+    except (FileNotFoundError, NotADirectoryError):
+        return DeleteJob(agency_id, root, rel, bulk=bulk) if known else None
+    except (PermissionError, IsADirectoryError, OSError) as exc:
+        return _skip_job(agency_id, root, rel, abs_path, known, bulk, f"unreadable:{type(exc).__name__}")
+    with fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        base = (agency_id, root, rel, abs_path, st.st_size, st.st_mtime_ns)
+        if st.st_size > params.max_file_bytes:
+            return IndexJob(*base, sha256="", chunks=(), bulk=bulk, skipped="too_large")
+        if st.st_size == 0:
+            return _maybe_same(known, base, EMPTY_SHA, bulk) or IndexJob(*base, EMPTY_SHA, (), bulk=bulk)
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if looks_binary(mm[:8192]):
+                return IndexJob(*base, sha256="", chunks=(), bulk=bulk, skipped="binary")
+            digest = hashlib.sha256(mm).hexdigest()
+            same = _maybe_same(known, base, digest, bulk)
+            if same is not None:
+                return same if same is not _UNCHANGED else None
+            if st.st_size > EAGER_LIMIT:
+                rows = _lazy_rows(abs_path, st.st_size, st.st_mtime_ns, params)
+                return IndexJob(*base, digest, rows, bulk=bulk, nbytes=st.st_size)
+            try:
+                eager = list(_chunk_rows(mm, st.st_size, params))
+            except SkipFile as skip:
+                return IndexJob(*base, sha256=digest, chunks=(), bulk=bulk, skipped=skip.reason)
+            return IndexJob(*base, digest, eager, bulk=bulk, nbytes=st.st_size)
+
+
+_UNCHANGED = TouchJob("", "", "", 0, 0)
+
+
+def _maybe_same(
+    known: DocRow | None, base: tuple[str, str, str, Path, int, int], digest: str, bulk: bool
+) -> Job | None:
+    """Same content as indexed: no rewrite; only refresh size/mtime if they moved."""
+    if known is None or known.sha256 != digest or known.skipped:
+        return None
+    agency_id, root, rel, _, size, mtime_ns = base
+    if (known.size, known.mtime_ns) == (size, mtime_ns):
+        return _UNCHANGED
+    return TouchJob(agency_id, root, rel, size, mtime_ns, bulk=bulk)
+
+
+def _skip_job(
+    agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, bulk: bool, reason: str
+) -> Job | None:
+    try:
+        st = os.stat(abs_path)
+    except OSError:
+        return DeleteJob(agency_id, root, rel, bulk=bulk) if known else None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return IndexJob(agency_id, root, rel, abs_path, st.st_size, st.st_mtime_ns, "", (), bulk=bulk, skipped=reason)

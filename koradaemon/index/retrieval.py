@@ -1,0 +1,79 @@
+"""Handing out chunk references and reading them back without copies.
+
+A reference is (root, path, offset, length, sha256). Reading one maps the file
+and checks the slice's sha256: a file changed since indexing is reported stale,
+never served wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+from ..paths import resolve_under
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    root: str
+    path: str
+    offset: int
+    length: int
+    sha256: str
+
+    @classmethod
+    def from_args(cls, args: dict[str, object]) -> ChunkRef:
+        try:
+            ref = cls(str(args["root"]), str(args["path"]), int(args["offset"]), int(args["length"]),  # type: ignore[call-overload]
+                      str(args["sha256"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"a chunk reference needs root, path, offset, length, sha256: {exc}") from None
+        if ref.offset < 0 or ref.length < 0 or len(ref.sha256) != 64:
+            raise DataError("a chunk reference has a negative offset/length or a malformed sha256")
+        return ref
+
+
+class StaleChunk(DataError):
+    """The file behind a reference changed since it was indexed."""
+
+    code = "stale"
+
+
+@contextmanager
+def open_chunk(data_root: Path, roots: tuple[str, ...], ref: ChunkRef) -> Iterator[memoryview]:
+    """Yield a read-only memoryview slice of the file's mmap for ``ref``; valid inside the ``with`` only."""
+    if ref.root not in roots:
+        raise DataError(f"{ref.root!r} is not a root of this agency")
+    root_path = data_root / ref.root
+    target = resolve_under(root_path, ref.path, what="path")
+    try:
+        fh = open(target, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise StaleChunk(f"{ref.root}/{ref.path} no longer exists") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {ref.root}/{ref.path}: {exc.strerror}") from None
+    with fh:
+        size = fh.seek(0, 2)
+        if ref.offset + ref.length > size:
+            raise StaleChunk(f"{ref.root}/{ref.path} is shorter than the reference: it changed")
+        if ref.length == 0:
+            yield memoryview(b"")
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            view = memoryview(mm)[ref.offset : ref.offset + ref.length]
+            try:
+                if hashlib.sha256(view).hexdigest() != ref.sha256:
+                    raise StaleChunk(f"{ref.root}/{ref.path} changed since it was indexed")
+                yield view
+            finally:
+                view.release()
+
+
+def read_chunk_text(data_root: Path, roots: tuple[str, ...], ref: ChunkRef) -> str:
+    with open_chunk(data_root, roots, ref) as view:
+        return str(view, "utf-8", "replace")

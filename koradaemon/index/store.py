@@ -1,0 +1,210 @@
+"""The agency-scoped data layer: the only code that speaks SQL to kora_kernel.db.
+
+Callers get an :class:`AgencyStore` for one agency; every statement it runs is
+parameterised and filtered by that agency, so the filter cannot be forgotten.
+No operation accepts SQL text from outside.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from ..errors import QueryError
+from ..paths import check_agency_id
+
+ChunkRow = tuple[int, int, str, str]  # byte_offset, byte_length, sha256, text
+
+
+@dataclass(frozen=True, slots=True)
+class DocRow:
+    id: int
+    root: str
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    skipped: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    chunk_id: int
+    root: str
+    path: str
+    seq: int
+    byte_offset: int
+    byte_length: int
+    sha256: str
+    snippet: str
+    score: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "chunk_id": self.chunk_id, "root": self.root, "path": self.path, "seq": self.seq,
+            "offset": self.byte_offset, "length": self.byte_length, "sha256": self.sha256,
+            "snippet": self.snippet, "score": round(self.score, 4),
+        }
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class AgencyStore:
+    """Queries and changes for one agency on one connection (reads may use any thread's connection)."""
+
+    def __init__(self, conn: apsw.Connection, agency_id: str) -> None:
+        self.conn = conn
+        self.agency_id = check_agency_id(agency_id)
+
+    # -- reads ---------------------------------------------------------------
+    def _one(self, sql: str, params: tuple[object, ...]) -> tuple[Any, ...]:
+        row = self.conn.execute(sql, params).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    def document(self, root: str, path: str) -> DocRow | None:
+        row = self.conn.execute(
+            "SELECT id, root, path, size, mtime_ns, sha256, skipped FROM documents"
+            " WHERE agency_id = ? AND root = ? AND path = ?",
+            (self.agency_id, root, path),
+        ).fetchone()
+        return DocRow(*row) if row else None
+
+    def known_files(self, root: str) -> dict[str, tuple[int, int]]:
+        rows = self.conn.execute(
+            "SELECT path, size, mtime_ns FROM documents WHERE agency_id = ? AND root = ?", (self.agency_id, root)
+        )
+        return {path: (size, mtime) for path, size, mtime in rows}
+
+    def paths_under(self, root: str, prefix: str) -> list[str]:
+        base = prefix.rstrip("/")
+        rows = self.conn.execute(  # '/' is 0x2F and '0' is 0x30: the range holds exactly "base/..."
+            "SELECT path FROM documents WHERE agency_id = ? AND root = ? AND path >= ? AND path < ?",
+            (self.agency_id, root, base + "/", base + "0"),
+        )
+        return [r[0] for r in rows]
+
+    def stats(self) -> dict[str, int]:
+        docs, size, skipped = self._one(
+            "SELECT count(*), coalesce(sum(size), 0), count(skipped) FROM documents WHERE agency_id = ?",
+            (self.agency_id,),
+        )
+        (chunks,) = self._one("SELECT count(*) FROM chunks WHERE agency_id = ?", (self.agency_id,))
+        return {"files": docs, "bytes": size, "skipped": skipped, "chunks": chunks}
+
+    def chunk(self, root: str, path: str, seq: int) -> tuple[int, int, str] | None:
+        row = self.conn.execute(
+            "SELECT c.byte_offset, c.byte_length, c.sha256 FROM chunks c JOIN documents d ON d.id = c.document_id"
+            " WHERE d.agency_id = ? AND c.agency_id = ? AND d.root = ? AND d.path = ? AND c.seq = ?",
+            (self.agency_id, self.agency_id, root, path, seq),
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def search(self, query: str, limit: int = 10, snippet_tokens: int = 16) -> list[Hit]:
+        if not query.strip():
+            raise QueryError("empty search query")
+        try:
+            rows = self.conn.execute(
+                "SELECT c.id, d.root, d.path, c.seq, c.byte_offset, c.byte_length, c.sha256,"
+                " snippet(chunks_fts, 0, '[', ']', '…', ?), bm25(chunks_fts)"
+                " FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
+                " JOIN documents d ON d.id = c.document_id"
+                " WHERE chunks_fts MATCH ? AND chunks_fts.agency_id = ? AND c.agency_id = ?"
+                " ORDER BY bm25(chunks_fts) LIMIT ?",
+                (snippet_tokens, query, self.agency_id, self.agency_id, limit),
+            ).fetchall()
+        except apsw.SQLError as exc:
+            hint = "see FTS5 query syntax; quote phrases"
+            raise QueryError(f"bad search query {query!r}: {exc}", hint=hint) from None
+        return [Hit(*r) for r in rows]  # type: ignore[arg-type]
+
+    # -- writes (writer thread only, inside its transaction) ------------------
+    def _drop_chunks(self, doc_id: int) -> None:
+        self.conn.execute(
+            "DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE document_id = ? AND agency_id = ?)",
+            (doc_id, self.agency_id),
+        )
+        self.conn.execute("DELETE FROM chunks WHERE document_id = ? AND agency_id = ?", (doc_id, self.agency_id))
+
+    def put_document(
+        self, root: str, path: str, size: int, mtime_ns: int, sha256: str,
+        chunks: Iterable[ChunkRow], skipped: str | None = None,
+    ) -> int:
+        """Insert or replace a document and its chunks; returns the number of chunks written."""
+        old = self.document(root, path)
+        if old is not None:
+            self._drop_chunks(old.id)
+            self.conn.execute(
+                "UPDATE documents SET size = ?, mtime_ns = ?, sha256 = ?, skipped = ?, indexed_at = ?"
+                " WHERE id = ? AND agency_id = ?",
+                (size, mtime_ns, sha256, skipped, _now(), old.id, self.agency_id),
+            )
+            doc_id = old.id
+        else:
+            self.conn.execute(
+                "INSERT INTO documents(agency_id, root, path, size, mtime_ns, sha256, skipped, indexed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.agency_id, root, path, size, mtime_ns, sha256, skipped, _now()),
+            )
+            doc_id = self.conn.last_insert_rowid()
+        count = 0
+        for seq, (offset, length, digest, text) in enumerate(chunks):
+            self.conn.execute(
+                "INSERT INTO chunks(agency_id, document_id, seq, byte_offset, byte_length, sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (self.agency_id, doc_id, seq, offset, length, digest),
+            )
+            self.conn.execute(
+                "INSERT INTO chunks_fts(rowid, body, agency_id) VALUES (?, ?, ?)",
+                (self.conn.last_insert_rowid(), text, self.agency_id),
+            )
+            count += 1
+        return count
+
+    def touch_document(self, root: str, path: str, size: int, mtime_ns: int) -> None:
+        self.conn.execute(
+            "UPDATE documents SET size = ?, mtime_ns = ? WHERE agency_id = ? AND root = ? AND path = ?",
+            (size, mtime_ns, self.agency_id, root, path),
+        )
+
+    def delete_document(self, root: str, path: str) -> bool:
+        old = self.document(root, path)
+        if old is None:
+            return False
+        self._drop_chunks(old.id)
+        self.conn.execute("DELETE FROM documents WHERE id = ? AND agency_id = ?", (old.id, self.agency_id))
+        return True
+
+    def delete_tree(self, root: str, prefix: str) -> int:
+        paths = self.paths_under(root, prefix)
+        for p in paths:
+            self.delete_document(root, p)
+        return len(paths)
+
+    def move_document(self, root: str, src: str, dst: str) -> bool:
+        """Rename a document in place (its chunks follow); a document already at ``dst`` is replaced."""
+        if self.document(root, src) is None:
+            return False
+        self.delete_document(root, dst)
+        self.conn.execute(
+            "UPDATE documents SET path = ? WHERE agency_id = ? AND root = ? AND path = ?",
+            (dst, self.agency_id, root, src),
+        )
+        return True
+
+    def move_tree(self, root: str, src: str, dst: str) -> int:
+        paths = self.paths_under(root, src)
+        for p in paths:
+            self.move_document(root, p, dst.rstrip("/") + p[len(src.rstrip("/")):])
+        return len(paths)
+
+
+def optimize_fts(conn: apsw.Connection) -> None:
+    """Merge FTS5 segments; run when idle, never on the hot path."""
+    conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('merge', 500)")

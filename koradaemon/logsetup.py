@@ -1,0 +1,87 @@
+"""structlog set-up: JSON lines to a file under a service, a readable console in the foreground."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def under_service_manager() -> bool:
+    """True when systemd or launchd started us (no TTY to talk to)."""
+    return bool(os.environ.get("INVOCATION_ID") or os.environ.get("XPC_SERVICE_NAME")) or not sys.stderr.isatty()
+
+
+def configure_logging(
+    *, level: str = "info", fmt: str = "auto", file: Path | None = None, stream: TextIO | None = None
+) -> None:
+    """Configure structlog once for the process.
+
+    ``fmt`` is ``json``, ``console`` or ``auto`` (JSON under a service manager or when not on a TTY).
+    With ``file`` set, JSON lines also go to that file (created with its folder, mode 0640).
+    """
+    use_json = fmt == "json" or (fmt == "auto" and under_service_manager())
+    out: Any = stream or sys.stderr
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: Any
+    if use_json:
+        shared.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        out = _Tee(out, os.fdopen(fd, "a", encoding="utf-8", buffering=1), skip_file=not use_json)
+        if not use_json:
+            shared.append(_JsonToFile(out))  # type: ignore[arg-type]
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+class _Tee:
+    """Writes console output to the stream and, for JSON, the same line to the log file."""
+
+    def __init__(self, stream: TextIO, file: TextIO, *, skip_file: bool) -> None:
+        self.stream = stream
+        self.file = file
+        self.skip_file = skip_file
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        if not self.skip_file:
+            self.file.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.file.flush()
+
+
+class _JsonToFile:
+    """A processor that copies each event as a JSON line into the log file, leaving the event untouched."""
+
+    def __init__(self, tee: _Tee) -> None:
+        self.tee = tee
+        self.render = structlog.processors.JSONRenderer()
+
+    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            self.tee.file.write(str(self.render(logger, name, dict(event))) + "\n")
+        return event
