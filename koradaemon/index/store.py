@@ -113,12 +113,14 @@ class AgencyStore:
             rows = self.conn.execute(
                 "SELECT c.id, d.root, d.path, c.seq, c.byte_offset, c.byte_length, c.sha256,"
                 " snippet(chunks_fts, 0, '[', ']', '…', ?), bm25(chunks_fts)"
-                " FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
+                " FROM chunks_fts CROSS JOIN chunks c ON c.id = chunks_fts.rowid"
                 " JOIN documents d ON d.id = c.document_id"
                 " WHERE chunks_fts MATCH ? AND chunks_fts.agency_id = ? AND c.agency_id = ?"
                 " ORDER BY bm25(chunks_fts) LIMIT ?",
                 (snippet_tokens, query, self.agency_id, self.agency_id, limit),
             ).fetchall()
+            if not rows:  # SQLite may skip the MATCH when a joined table is empty: parse it anyway
+                self.conn.execute("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT 1", (query,)).fetchall()
         except apsw.SQLError as exc:
             hint = "see FTS5 query syntax; quote phrases"
             raise QueryError(f"bad search query {query!r}: {exc}", hint=hint) from None

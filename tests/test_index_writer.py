@@ -1,0 +1,166 @@
+"""The writer, store and file preparation against a real APSW database file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from koradaemon.errors import QueryError
+from koradaemon.index.db import integrity_ok, open_db
+from koradaemon.index.jobs import DeleteJob, MoveJob
+from koradaemon.index.prepare import ChunkParams, prepare_index
+from koradaemon.index.retrieval import ChunkRef, StaleChunk, open_chunk
+from koradaemon.index.store import AgencyStore
+from koradaemon.index.writer import Applied, Writer
+
+ROOT = "notes"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[Path, Writer, list[Applied]]]:
+    db = tmp_path / "k.db"
+    open_db(db).close()
+    applied: list[Applied] = []
+    writer = Writer(db, on_committed=applied.extend, batch_files=50)
+    writer.start()
+    (tmp_path / ROOT).mkdir()
+    yield tmp_path, writer, applied
+    writer.stop()
+
+
+def index(tmp: Path, writer: Writer, rel: str, agency: str = "a", params: ChunkParams | None = None) -> None:
+    conn = open_db(tmp / "k.db")
+    known = AgencyStore(conn, agency).document(ROOT, rel)
+    job = prepare_index(agency, ROOT, rel, tmp / ROOT / rel, known, params or ChunkParams(), bulk=False)
+    if job is not None:
+        writer.submit(job)
+    writer.flush()
+    conn.close()
+
+
+def store(tmp: Path, agency: str = "a") -> AgencyStore:
+    return AgencyStore(open_db(tmp / "k.db"), agency)
+
+
+def test_index_search_and_reference_round_trip(env: tuple[Path, Writer, list[Applied]]) -> None:
+    tmp, writer, applied = env
+    (tmp / ROOT / "a.md").write_text("the quick brown fox\n\njumps over the lazy dog\n")
+    index(tmp, writer, "a.md")
+    hits = store(tmp).search("fox")
+    assert [h.path for h in hits] == ["a.md"]
+    assert "[fox]" in hits[0].snippet
+    assert applied[-1].type == "index" and applied[-1].data["chunks"] == 1
+    ref = ChunkRef(ROOT, "a.md", hits[0].byte_offset, hits[0].byte_length, hits[0].sha256)
+    with open_chunk(tmp, (ROOT,), ref) as view:
+        assert bytes(view).startswith(b"the quick")
+    (tmp / ROOT / "a.md").write_text("the quick brown cat\n\njumps over the lazy dog\n")
+    with pytest.raises(StaleChunk), open_chunk(tmp, (ROOT,), ref):
+        pass
+
+
+def test_unchanged_file_is_not_rewritten(env: tuple[Path, Writer, list[Applied]]) -> None:
+    tmp, writer, applied = env
+    f = tmp / ROOT / "same.txt"
+    f.write_text("stable content\n")
+    index(tmp, writer, "same.txt")
+    n = len(applied)
+    os.utime(f, ns=(1_000_000_000, 1_000_000_000))  # touch: same bytes, new mtime
+    index(tmp, writer, "same.txt")
+    assert len(applied) == n, "same sha256: no new index record"
+    assert store(tmp).document(ROOT, "same.txt").mtime_ns == 1_000_000_000  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"\x89PNG\r\n\x1a\n\x00\x00binary", "binary"), (b"caf\xe9 latin-1 text\n", "invalid_utf8")],
+)
+def test_unusable_files_are_skipped_with_reason(
+    env: tuple[Path, Writer, list[Applied]], content: bytes, reason: str
+) -> None:
+    tmp, writer, applied = env
+    (tmp / ROOT / "bad").write_bytes(content)
+    index(tmp, writer, "bad")
+    doc = store(tmp).document(ROOT, "bad")
+    assert doc is not None and doc.skipped == reason
+    assert applied[-1].type == "skip"
+    assert writer.counters[f"skipped_{reason}"] == 1
+
+
+def test_too_large_and_empty(env: tuple[Path, Writer, list[Applied]]) -> None:
+    tmp, writer, _ = env
+    (tmp / ROOT / "big.txt").write_text("x " * 5000)
+    (tmp / ROOT / "empty.txt").write_text("")
+    index(tmp, writer, "big.txt", params=ChunkParams(max_file_bytes=1000))
+    index(tmp, writer, "empty.txt")
+    s = store(tmp)
+    assert s.document(ROOT, "big.txt").skipped == "too_large"  # type: ignore[union-attr]
+    empty = s.document(ROOT, "empty.txt")
+    assert empty is not None and empty.skipped is None and empty.size == 0
+
+
+def test_huge_file_streams_in_chunks(env: tuple[Path, Writer, list[Applied]]) -> None:
+    tmp, writer, _ = env
+    line = b"lorem ipsum dolor sit amet, consectetur adipiscing elit\n"
+    with open(tmp / ROOT / "huge.txt", "wb") as fh:
+        for i in range(12 * 1024 * 1024 // len(line)):
+            fh.write(line if i != 100_000 else b"needle haystack\n")
+    index(tmp, writer, "huge.txt")
+    s = store(tmp)
+    assert s.stats()["chunks"] > 240
+    hits = s.search("needle")
+    assert len(hits) >= 1 and hits[0].path == "huge.txt"
+
+
+def test_invalid_utf8_deep_in_a_huge_file_is_skipped(env: tuple[Path, Writer, list[Applied]]) -> None:
+    tmp, writer, _ = env
+    with open(tmp / ROOT / "huge.txt", "wb") as fh:
+        fh.write(b"ok text\n" * (600_000))
+        fh.write(b"\xff\xfe broken\n")
+    index(tmp, writer, "huge.txt")
+    s = store(tmp)
+    assert s.document(ROOT, "huge.txt").skipped == "invalid_utf8"  # type: ignore[union-attr]
+    assert s.stats()["chunks"] == 0, "nothing half-indexed"
+
+
+def test_delete_move_and_tree_ops(env: tuple[Path, Writer, list[Applied]]) -> None:
+    tmp, writer, _ = env
+    (tmp / ROOT / "d").mkdir()
+    for name in ("x.txt", "y.txt"):
+        (tmp / ROOT / "d" / name).write_text(f"content {name}\n")
+        index(tmp, writer, f"d/{name}")
+    writer.submit(MoveJob("a", ROOT, "d", "e", tree=True))
+    writer.flush()
+    s = store(tmp)
+    assert sorted(s.known_files(ROOT)) == ["e/x.txt", "e/y.txt"]
+    writer.submit(MoveJob("a", ROOT, "e/x.txt", "z.txt"))
+    writer.submit(DeleteJob("a", ROOT, "e", tree=True))
+    writer.flush()
+    assert sorted(s.known_files(ROOT)) == ["z.txt"]
+    assert [h.path for h in s.search("content")] == ["z.txt"]
+    assert integrity_ok(s.conn)
+
+
+def test_agencies_are_isolated(env: tuple[Path, Writer, list[Applied]]) -> None:
+    tmp, writer, _ = env
+    (tmp / ROOT / "secret.txt").write_text("classified rutabaga\n")
+    index(tmp, writer, "secret.txt", agency="alpha")
+    assert store(tmp, "alpha").search("rutabaga")
+    assert store(tmp, "beta").search("rutabaga") == []
+    assert store(tmp, "beta").document(ROOT, "secret.txt") is None
+
+
+def test_fts_syntax_error_is_a_query_error(env: tuple[Path, Writer, list[Applied]]) -> None:
+    tmp, _, _ = env
+    with pytest.raises(QueryError, match="bad search query"):
+        store(tmp).search('"unbalanced')
+    with pytest.raises(QueryError):
+        store(tmp).search("   ")
+
+
+def test_vanished_file_is_not_an_error(env: tuple[Path, Writer, list[Applied]]) -> None:
+    tmp, writer, applied = env
+    index(tmp, writer, "never-there.txt")
+    assert applied == [] and writer.counters["job_errors"] == 0
