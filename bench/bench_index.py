@@ -1,0 +1,128 @@
+"""Bulk indexing throughput and memory, beside a plain one-transaction FTS5 insert of the same chunks.
+
+Run: .venv/bin/python bench/bench_index.py [--corpus stdlib|generated] [--files N]
+Prints MB/s, files/s, the baseline and the ratio, and peak RSS of this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import os
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import apsw
+import psutil
+
+from corpus import fresh, generated_corpus, stdlib_corpus
+from koradaemon.index.chunking import iter_spans
+from koradaemon.index.db import open_db
+from koradaemon.index.pipeline import Indexer
+from koradaemon.index.prepare import ChunkParams
+from koradaemon.index.writer import Writer
+from koradaemon.index.writer import SWITCH_INTERVAL
+
+KIND = SimpleNamespace(name="INDEX")
+
+
+class ListQueue:
+    def __init__(self, items: list[object]) -> None:
+        self.q: queue.Queue[object] = queue.Queue()
+        for it in items:
+            self.q.put(it)
+        self.pending = len(items)
+        self.done = threading.Event()
+
+    def get(self, timeout: float | None = None) -> object | None:
+        try:
+            return self.q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def task_done(self) -> None:
+        self.pending -= 1
+        if self.pending <= 0:
+            self.done.set()
+
+
+def rss_sampler(stop: threading.Event, peak: list[int]) -> None:
+    proc = psutil.Process()
+    while not stop.wait(0.05):
+        peak[0] = max(peak[0], proc.memory_info().rss)
+
+
+def run_daemon_path(corpus: Path, files: list[str], db: Path, workers: int) -> float:
+    open_db(db).close()
+    writer = Writer(db, batch_files=2000)
+    changes = [SimpleNamespace(kind=KIND, agency_id="bench", root="c", path=p, bulk=True) for p in files]
+    work = ListQueue(changes)
+    indexer = Indexer(db_path=db, work=work, writer=writer, root_paths={("bench", "c"): corpus},
+                      params=ChunkParams(), workers=workers)
+    t0 = time.perf_counter()
+    writer.start()
+    indexer.start()
+    work.done.wait()
+    writer.flush()
+    dt = time.perf_counter() - t0
+    indexer.stop()
+    writer.stop()
+    return dt
+
+
+def run_baseline(corpus: Path, files: list[str], db: Path) -> float:
+    """Plain ceiling: read, chunk and insert every chunk in ONE transaction, one thread, no bookkeeping."""
+    open_db(db).close()
+    conn = apsw.Connection(str(db))
+    conn.pragma("journal_mode", "wal")
+    conn.pragma("synchronous", "normal")
+    t0 = time.perf_counter()
+    with conn:
+        for rel in files:
+            data = (corpus / rel).read_bytes()
+            for s in iter_spans(data, len(data)):
+                conn.execute("INSERT INTO chunks_fts(body, agency_id) VALUES (?, ?)",
+                             (data[s.offset:s.end].decode(), "bench"))
+    dt = time.perf_counter() - t0
+    conn.close()
+    return dt
+
+
+def main() -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", choices=("stdlib", "generated"), default="stdlib")
+    ap.add_argument("--files", type=int, default=20_000, help="generated corpus: number of files")
+    ap.add_argument("--size", type=int, default=2000, help="generated corpus: bytes per file")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kora-bench-") as tmp:
+        base = Path(tmp)
+        corpus = fresh(base / "corpus")
+        if args.corpus == "stdlib":
+            nfiles, nbytes = stdlib_corpus(corpus)
+        else:
+            nfiles, nbytes = generated_corpus(corpus, args.files, args.size)
+        files = sorted(str(p.relative_to(corpus)) for p in corpus.rglob("*") if p.is_file())
+        mb = nbytes / 1e6
+        print(f"corpus: {args.corpus}, {nfiles} files, {mb:.1f} MB")
+        base_dt = run_baseline(corpus, files, base / "baseline.db")
+        peak = [psutil.Process().memory_info().rss]
+        stop = threading.Event()
+        sampler = threading.Thread(target=rss_sampler, args=(stop, peak), daemon=True)
+        sampler.start()
+        dt = run_daemon_path(corpus, files, base / "kora.db", args.workers)
+        stop.set()
+        sampler.join()
+        print(f"baseline (1 txn, plain FTS5 insert): {mb / base_dt:6.1f} MB/s  {nfiles / base_dt:8.0f} files/s")
+        print(f"koradaemon bulk index             : {mb / dt:6.1f} MB/s  {nfiles / dt:8.0f} files/s"
+              f"  ratio {base_dt / dt:.2f} of baseline")
+        print(f"peak RSS during bulk index         : {peak[0] / 1e6:6.1f} MB  (cpus={os.cpu_count()})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Acknowledging committed index changes: audit records, then live events, off the writer's thread.
+
+The writer commits first (so a change is searchable at once), then hands the
+batch here. This thread appends one audit record per change, waits for the
+group commit to make them durable, and only then publishes the events that
+subscribers see as acknowledgements.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from .errors import KoraError
+from .index.writer import Applied
+
+log = structlog.get_logger(__name__)
+
+AuditFn = Callable[[str, str, dict[str, Any]], None]
+PublishFn = Callable[[str, dict[str, Any]], None]
+
+
+class Acknowledger:
+    def __init__(self, *, audit: AuditFn | None, publish: PublishFn | None, maxsize: int = 1024) -> None:
+        self.audit = audit
+        self.publish = publish
+        self._q: queue.Queue[list[Applied] | None] = queue.Queue(maxsize=maxsize)
+        self._thread = threading.Thread(target=self._run, name="kora-acks", daemon=True)
+        self.latencies: list[float] = []  # commit → searchable (seconds), last few thousand
+        self.acknowledged = 0
+        self.audit_failures = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, applied: list[Applied]) -> None:
+        now = time.monotonic()
+        for a in applied:
+            if a.type == "index":
+                self.latencies.append(now - a.started)
+        if len(self.latencies) > 4096:
+            del self.latencies[:2048]
+        self._q.put(applied)
+
+    def depth(self) -> int:
+        return self._q.qsize()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._q.get()
+            if batch is None:
+                return
+            for applied in batch:
+                self._ack(applied)
+
+    def _ack(self, applied: Applied) -> None:
+        if self.audit is not None:
+            try:
+                self.audit(applied.agency_id, applied.type, applied.data)
+            except KoraError as exc:
+                self.audit_failures += 1
+                log.error("audit_append_failed", agency_id=applied.agency_id, type=applied.type, error=str(exc))
+                return
+        self.acknowledged += 1
+        if self.publish is not None:
+            self.publish(applied.agency_id, {"type": applied.type, **applied.data})

@@ -1,0 +1,26 @@
+"""`koradaemon run`: logging set-up, then the daemon in the foreground until a signal stops it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import structlog
+
+from .config_model import Config
+from .daemon import Daemon
+from .errors import KoraError
+from .index.writer import SWITCH_INTERVAL
+from .logsetup import configure_logging
+
+
+def run_daemon(cfg: Config, config_path: Path) -> int:
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    configure_logging(level=cfg.log.level, fmt=cfg.log.format, file=cfg.path(cfg.log.file))
+    log = structlog.get_logger("koradaemon")
+    daemon = Daemon(cfg, config_path=config_path)
+    try:
+        return daemon.run()
+    except KoraError as exc:
+        log.error("daemon_failed", error=exc.message, hint=exc.hint, code=exc.code)
+        return exc.exit_code

@@ -1,0 +1,78 @@
+"""What `status` reports, assembled from the running parts."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .index.db import open_db
+from .index.store import AgencyStore
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    s = sorted(values)
+    return {"p50_ms": round(s[len(s) // 2] * 1000, 3), "p99_ms": round(s[min(len(s) - 1, int(len(s) * 0.99))] * 1000, 3)}
+
+
+def agency_status(daemon: Daemon, agency_id: str) -> dict[str, Any]:
+    conn = open_db(daemon.db_path, migrate=False)
+    try:
+        stats = AgencyStore(conn, agency_id).stats()
+    finally:
+        conn.close()
+    watch = daemon.watchset.stats().get(agency_id, [])
+    locked = daemon.lockdown.locked().get(agency_id)
+    return {
+        **stats,
+        "locked": bool(locked),
+        "lockdown": locked,
+        "watch": watch,
+        "polling": [w["root"] for w in watch if w.get("mode") == "polling"],
+        "degraded_roots": {r: why for (a, r), why in daemon.degraded_roots.items() if a == agency_id},
+        "last_snapshot": daemon.snapshots.last(agency_id),
+        "audit": daemon.audit.heads().get(agency_id),
+    }
+
+
+def full_status(daemon: Daemon, agency_id: str | None = None) -> dict[str, Any]:
+    agencies = [a.agency_id for a in daemon.cfg.agencies if agency_id in (None, a.agency_id)]
+    return {
+        "pid": __import__("os").getpid(),
+        "uptime_s": round(time.monotonic() - daemon.started_mono, 1),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(daemon.started_at)),
+        "ready": daemon.ready,
+        "queue": {"depth": daemon.work.depth(), "writer": daemon.writer.depth(), "acks": daemon.acks.depth(),
+                  "busy_workers": daemon.indexer.busy},
+        "crawl": daemon.crawler.progress(),
+        "indexer": dict(daemon.indexer.counters),
+        "writer": dict(daemon.writer.counters),
+        "latency": _percentiles(daemon.acks.latencies),
+        "agencies": {a: agency_status(daemon, a) for a in agencies},
+        "lockdowns": sorted(daemon.lockdown.locked()),
+        "agent": daemon.supervisor.status() if daemon.supervisor is not None else {"state": "disabled"},
+        "vault": daemon.snapshots.vault_status(),
+    }
+
+
+def status_line(daemon: Daemon) -> str:
+    """One line for systemd's STATUS=."""
+    try:
+        files = sum(daemon.writer.counters.get(k, 0) for k in ("indexed",))
+        parts = [
+            f"indexed {files}",
+            f"queued {daemon.work.depth()}",
+            f"crawl {'done' if daemon.crawler.idle else 'running'}",
+        ]
+        locked = daemon.lockdown.locked()
+        if locked:
+            parts.append(f"locked {','.join(sorted(locked))}")
+        if daemon.supervisor is not None:
+            parts.append(f"agent {daemon.supervisor.status().get('state')}")
+        return "; ".join(parts)
+    except AttributeError:
+        return "starting"
