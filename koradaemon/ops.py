@@ -116,15 +116,14 @@ class Operations:
         self.d.audit.unlock(req.agency_id, reason)
         return {"unlocked": req.agency_id}
 
-    def subscribe(self, req: Any) -> Iterator[dict[str, Any]]:
+    def subscribe(self, req: Any) -> Iterator[dict[str, Any] | None]:
+        """Live events of the agency; ``None`` on idle lets the server notice a hang-up or a stop."""
         self.d.check_unlocked(req.agency_id)
         sub = self.d.events.subscribe(req.agency_id)
         try:
             yield {"type": "subscribed", "agency_id": req.agency_id}
-            while True:
-                event = sub.get(timeout=1.0)
-                if event is not None:
-                    yield event
+            while not sub.closed:
+                yield sub.get(timeout=0.5)
         finally:
             sub.close()
 

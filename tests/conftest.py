@@ -37,3 +37,135 @@ def no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.02)
     assert not leaked, f"threads leaked: {leaked}"
+
+
+# -- a real daemon in a subprocess -------------------------------------------------------------
+import json as _json  # noqa: E402
+import os as _os  # noqa: E402
+import signal as _signal  # noqa: E402
+import subprocess as _subprocess  # noqa: E402
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+from typing import Any as _Any  # noqa: E402
+
+BASE_CONFIG = """\
+version: 1
+shutdown_timeout_s: 20
+log: {{level: debug, format: json}}
+index: {{workers: 2, optimize_idle_s: 5}}
+watch: {{debounce_ms: 20}}
+vault: {{passphrase_file: secrets/pass, idle_lock_s: 60, auto_interval_s: 0, milestone_settle_s: 0, keep_last: 3}}
+agencies:
+  - agency_id: alpha
+    roots: [alpha/notes]
+    ignore: ["*.skip"]
+    state_dirs: [alpha/state]
+  - agency_id: beta
+    roots: [beta/notes]
+{extra}
+"""
+
+
+class DaemonProc:
+    """koradaemon running in a subprocess on a data root in tmp_path."""
+
+    def __init__(self, root: _Path, extra: str = "", env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.config = root / "koradaemon.yaml"
+        if not self.config.exists():
+            self.config.write_text(BASE_CONFIG.format(extra=extra))
+        for d in ("alpha/notes", "beta/notes", "alpha/state", "secrets"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        secret = root / "secrets" / "pass"
+        if not secret.exists():
+            secret.write_text("correct horse battery staple\n")
+            secret.chmod(0o600)
+        self.env = dict(_os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        self.env.pop("NOTIFY_SOCKET", None)
+        self.proc: _subprocess.Popen[bytes] | None = None
+        self.log = root / "daemon.out"
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 60) -> _subprocess.CompletedProcess[str]:
+        cmd = [_sys.executable, "-m", "koradaemon", "-c", str(self.config), "--data-root", str(self.root), *args]
+        res = _subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env,
+                              stdin=_subprocess.DEVNULL)
+        if check and res.returncode != 0:
+            pytest.fail(f"{args} failed ({res.returncode}): {res.stderr}")
+        return res
+
+    def start(self, wait_ready: bool = True) -> DaemonProc:
+        cmd = [_sys.executable, "-m", "koradaemon", "-c", str(self.config), "--data-root", str(self.root), "run"]
+        out = open(self.log, "ab")  # noqa: SIM115
+        self.proc = _subprocess.Popen(cmd, stdout=out, stderr=_subprocess.STDOUT, stdin=_subprocess.DEVNULL,
+                                      env=self.env)
+        out.close()
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def client_call(self, op: str, agency: str = "alpha", **args: _Any) -> dict[str, _Any]:
+        from koradaemon.control.client import ControlClient
+
+        token = (self.root / "run" / "tokens" / f"{agency}.token").read_text().strip()
+        with ControlClient(self.root / "run" / "koradaemon.sock", timeout=30) as c:
+            return c.call(op, agency, token, **args)
+
+    def status(self, agency: str = "alpha") -> dict[str, _Any] | None:
+        try:
+            return self.client_call("status", agency)
+        except Exception:
+            return None
+
+    def wait_ready(self, timeout: float = 30) -> dict[str, _Any]:
+        def ready() -> dict[str, _Any] | None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            st = self.status()
+            return st if st and st.get("ready") and st["crawl"]["done"] and st["queue"]["depth"] == 0 else None
+
+        return wait_for(ready, timeout, 0.05, "daemon ready")
+
+    def search(self, query: str, agency: str = "alpha") -> list[dict[str, _Any]]:
+        try:
+            return list(self.client_call("search", agency, query=query)["hits"])
+        except Exception:
+            return []
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(_signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except _subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail("daemon did not stop on SIGTERM")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def log_events(self) -> list[dict[str, _Any]]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                out.append(_json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+@pytest.fixture
+def daemon(tmp_path: _Path) -> Iterator[DaemonProc]:
+    d = DaemonProc(tmp_path)
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait()

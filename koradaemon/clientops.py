@@ -1,0 +1,124 @@
+"""What the CLI does for status/search/snapshot/restore/audit: via the socket, or offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .cli import print_json
+from .config_model import Config
+from .control.client import ControlClient
+from .errors import KoraError, LockdownError, NotRunningError
+from .service.tokens import TokenStore
+
+OPS = {
+    ("status", None): "status",
+    ("search", None): "search",
+    ("snapshot", None): "snapshot",
+    ("snapshots", None): "snapshots",
+    ("restore", None): "restore",
+    ("audit", "verify"): "audit.verify",
+    ("audit", "unlock"): "audit.unlock",
+}
+
+
+def _op_and_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    op = OPS[(args.cmd, getattr(args, "audit_cmd", None))]
+    extra: dict[str, Any] = {}
+    if op == "search":
+        extra = {"query": args.query, "limit": args.limit}
+    elif op == "restore":
+        extra = {"snapshot": args.snapshot or "", "target": args.target or ""}
+    elif op == "audit.unlock":
+        extra = {"reason": args.reason}
+    elif op == "snapshot":
+        extra = {"trigger": "manual"}
+    return op, extra
+
+
+def via_socket(cfg: Config, args: argparse.Namespace, agency: str) -> dict[str, Any]:
+    op, extra = _op_and_args(args)
+    token = TokenStore(cfg.path(cfg.control.tokens_dir)).read(agency) if _has_token(cfg, agency) else ""
+    if not token:
+        raise NotRunningError("no token yet: the daemon has never run on this data root")
+    agencies = [agency]
+    if op == "audit.verify" and not getattr(args, "agency", None):
+        agencies = [a.agency_id for a in cfg.agencies]
+    with ControlClient(cfg.path(cfg.control.socket), timeout=120) as client:
+        if len(agencies) == 1:
+            return {"op": op, "agency": agency, "result": client.call(op, agency, token, **extra), "online": True}
+        results = {}
+        for a in agencies:
+            tok = TokenStore(cfg.path(cfg.control.tokens_dir)).read(a)
+            results[a] = client.call(op, a, tok, **extra)
+        return {"op": op, "agency": None, "result": results, "online": True}
+
+
+def _has_token(cfg: Config, agency: str) -> bool:
+    return TokenStore(cfg.path(cfg.control.tokens_dir)).path(agency).exists()
+
+
+def offline(cfg: Config, args: argparse.Namespace, agency: str) -> dict[str, Any]:
+    from . import offline as off
+
+    op, extra = _op_and_args(args)
+    if op == "audit.verify" and not getattr(args, "agency", None):
+        return {"op": op, "agency": None, "result": off.audit_verify_all(cfg), "online": False}
+    fn = {
+        "status": off.status,
+        "search": off.search,
+        "snapshot": off.snapshot,
+        "snapshots": off.snapshots,
+        "restore": off.restore,
+        "audit.verify": off.audit_verify,
+        "audit.unlock": off.audit_unlock,
+    }[op]
+    return {"op": op, "agency": agency, "result": fn(cfg, agency, **extra), "online": False}
+
+
+def render(args: argparse.Namespace, out: dict[str, Any]) -> int:
+    op, result = out["op"], out["result"]
+    failed = op == "audit.verify" and not _verify_ok(result, out["agency"])
+    if getattr(args, "json", False):
+        print_json(result)
+        return 1 if failed else 0
+    if op == "search":
+        _render_search(result)
+    elif op == "audit.verify":
+        _render_verify(result, out["agency"])
+    elif op == "status":
+        from .statusview import render_status
+
+        print(render_status(result, online=out["online"]))
+    else:
+        print(json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+    return 1 if failed else 0
+
+
+def _render_search(result: dict[str, Any]) -> None:
+    hits = result.get("hits", [])
+    if not hits:
+        print("no matches")
+    for i, h in enumerate(hits, 1):
+        print(f"{i:2d}. {h['root']}/{h['path']}  offset={h['offset']} length={h['length']}"
+              f"  sha256={h['sha256'][:16]}…  score={h['score']}")
+        print(f"    {' '.join(str(h['snippet']).split())}")
+
+
+def _verify_ok(result: Any, agency: str | None) -> bool:
+    if agency is None:
+        return all(_verify_ok(r, "x") for r in result.values())
+    return bool(result.get("ok"))
+
+
+def _render_verify(result: Any, agency: str | None) -> None:
+    items = result.items() if agency is None else [(agency, result)]
+    for a, r in items:
+        if r.get("ok"):
+            print(f"OK agency={a} records={r.get('count')} head_seq={r.get('head_seq')}")
+        else:
+            print(f"FAIL agency={a} first_bad_seq={r.get('first_bad_seq')} reason={r.get('reason')}")
+
+
+__all__ = ["KoraError", "LockdownError", "offline", "render", "via_socket"]

@@ -1,0 +1,50 @@
+"""Human-readable rendering of a status dictionary (the `--json` form is the dictionary itself)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _dur(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86_400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def render_status(st: dict[str, Any], *, online: bool) -> str:
+    if not online:
+        lines = ["koradaemon: not running (figures read from the data root)"]
+    else:
+        lines = [f"koradaemon: running, pid {st.get('pid')}, up {_dur(st.get('uptime_s', 0))}, "
+                 f"{'ready' if st.get('ready') else 'starting'}"]
+        q = st.get("queue", {})
+        crawl = st.get("crawl", {})
+        lines.append(f"queue: {q.get('depth', 0)} changes, writer {q.get('writer', 0)}, "
+                     f"workers busy {q.get('busy_workers', 0)}")
+        lines.append(f"initial crawl: {'done' if crawl.get('done') else 'running'} "
+                     f"({crawl.get('roots_done', 0)}/{crawl.get('roots_total', 0)} roots, "
+                     f"{crawl.get('changes_queued', 0)} changes)")
+        lat = st.get("latency") or {}
+        if lat:
+            lines.append(f"change→searchable: p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms")
+    for agency, a in sorted(st.get("agencies", {}).items()):
+        state = "LOCKDOWN" if a.get("locked") else "ok"
+        lines.append(f"agency {agency}: {state}; {a.get('files', 0)} files, {a.get('chunks', 0)} chunks, "
+                     f"{a.get('bytes', 0)} bytes, {a.get('skipped', 0)} skipped")
+        if a.get("locked"):
+            lines.append(f"  lockdown: {a.get('lockdown')}")
+        for w in a.get("watch", []):
+            lines.append(f"  watch {w.get('root')}: {w.get('mode', '?')}, "
+                         f"{w.get('watched_dirs', '?')}/{w.get('total_dirs', '?')} dirs watched")
+        for root, why in (a.get("degraded_roots") or {}).items():
+            lines.append(f"  degraded {root}: {why}")
+        snap = a.get("last_snapshot")
+        lines.append(f"  last snapshot: {snap.get('id') if isinstance(snap, dict) else snap or 'none'}")
+    agent = st.get("agent")
+    if agent:
+        lines.append(f"agent: {agent.get('state')}, restarts {agent.get('restarts', 0)}, pid {agent.get('pid')}")
+    if st.get("lockdowns"):
+        lines.append(f"lockdowns: {', '.join(st['lockdowns'])}")
+    return "\n".join(lines)
