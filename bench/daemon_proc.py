@@ -1,0 +1,71 @@
+"""Start a koradaemon subprocess on a throw-away data root for the live benchmarks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from koradaemon.control.client import ControlClient
+
+CONFIG = """\
+version: 1
+log: {{level: warning, format: json}}
+index: {{workers: 2}}
+watch: {{debounce_ms: {debounce}, queue_max: 200000}}
+vault: {{enabled: false}}
+agencies:
+  - agency_id: bench
+    roots: [corpus]
+"""
+
+
+class LiveDaemon:
+    def __init__(self, root: Path, debounce_ms: int = 20) -> None:
+        self.root = root
+        (root / "corpus").mkdir(parents=True, exist_ok=True)
+        self.config = root / "koradaemon.yaml"
+        self.config.write_text(CONFIG.format(debounce=debounce_ms))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "koradaemon", "-c", str(self.config), "--data-root", str(self.root), "run"]
+        log = open(self.root / "daemon.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ))
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"daemon exited: {(self.root / 'daemon.log').read_text()[-3000:]}")
+            st = self.status()
+            if st and st.get("ready") and st["crawl"]["done"] and st["queue"]["depth"] == 0 \
+                    and st["queue"]["busy_workers"] == 0 and st["queue"]["writer"] == 0:
+                return time.perf_counter() - t0
+            time.sleep(0.05)
+
+    def token(self) -> str:
+        return (self.root / "run" / "tokens" / "bench.token").read_text().strip()
+
+    def client(self) -> ControlClient:
+        return ControlClient(self.root / "run" / "koradaemon.sock", timeout=30)
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            with self.client() as c:
+                return c.call("status", "bench", self.token())
+        except Exception:
+            return None
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        assert self.proc is not None
+        return float(psutil.Process(self.proc.pid).memory_info().rss / 1e6)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(60)
