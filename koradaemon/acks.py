@@ -21,12 +21,12 @@ from .index.writer import Applied
 
 log = structlog.get_logger(__name__)
 
-AuditFn = Callable[[str, str, dict[str, Any]], None]
-PublishFn = Callable[[str, dict[str, Any]], None]
+AuditNowaitFn = Callable[[str, str, dict[str, Any]], Any]  # returns a pending with .result(timeout)
+PublishFn = Callable[[str, dict[str, Any]], object]
 
 
 class Acknowledger:
-    def __init__(self, *, audit: AuditFn | None, publish: PublishFn | None, maxsize: int = 1024) -> None:
+    def __init__(self, *, audit: AuditNowaitFn | None, publish: PublishFn | None, maxsize: int = 1024) -> None:
         self.audit = audit
         self.publish = publish
         self._q: queue.Queue[list[Applied] | None] = queue.Queue(maxsize=maxsize)
@@ -60,17 +60,27 @@ class Acknowledger:
             batch = self._q.get()
             if batch is None:
                 return
-            for applied in batch:
-                self._ack(applied)
+            self._ack_batch(batch)
 
-    def _ack(self, applied: Applied) -> None:
-        if self.audit is not None:
+    def _ack_batch(self, batch: list[Applied]) -> None:
+        """Enqueue every record of the batch (one group commit), wait for durability, then publish."""
+        pending: list[tuple[Applied, Any]] = []
+        for applied in batch:
             try:
-                self.audit(applied.agency_id, applied.type, applied.data)
+                p = self.audit(applied.agency_id, applied.type, applied.data) if self.audit else None
             except KoraError as exc:
                 self.audit_failures += 1
                 log.error("audit_append_failed", agency_id=applied.agency_id, type=applied.type, error=str(exc))
-                return
-        self.acknowledged += 1
-        if self.publish is not None:
-            self.publish(applied.agency_id, {"type": applied.type, **applied.data})
+                continue
+            pending.append((applied, p))
+        for applied, p in pending:
+            if p is not None:
+                try:
+                    p.result(timeout=60)
+                except (KoraError, TimeoutError) as exc:
+                    self.audit_failures += 1
+                    log.error("audit_append_failed", agency_id=applied.agency_id, type=applied.type, error=str(exc))
+                    continue
+            self.acknowledged += 1
+            if self.publish is not None:
+                self.publish(applied.agency_id, {"type": applied.type, **applied.data})

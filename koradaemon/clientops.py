@@ -65,7 +65,7 @@ def offline(cfg: Config, args: argparse.Namespace, agency: str) -> dict[str, Any
     op, extra = _op_and_args(args)
     if op == "audit.verify" and not getattr(args, "agency", None):
         return {"op": op, "agency": None, "result": off.audit_verify_all(cfg), "online": False}
-    fn = {
+    fn: Any = {
         "status": off.status,
         "search": off.search,
         "snapshot": off.snapshot,
@@ -102,7 +102,7 @@ def _render_search(result: dict[str, Any]) -> None:
         print("no matches")
     for i, h in enumerate(hits, 1):
         print(f"{i:2d}. {h['root']}/{h['path']}  offset={h['offset']} length={h['length']}"
-              f"  sha256={h['sha256'][:16]}…  score={h['score']}")
+              f"  sha256={h['sha256'][:16]}…  score={h['score']:.4g}")
         print(f"    {' '.join(str(h['snippet']).split())}")
 
 
@@ -113,12 +113,12 @@ def _verify_ok(result: Any, agency: str | None) -> bool:
 
 
 def _render_verify(result: Any, agency: str | None) -> None:
-    items = result.items() if agency is None else [(agency, result)]
-    for a, r in items:
-        if r.get("ok"):
-            print(f"OK agency={a} records={r.get('count')} head_seq={r.get('head_seq')}")
-        else:
-            print(f"FAIL agency={a} first_bad_seq={r.get('first_bad_seq')} reason={r.get('reason')}")
+    from .audit.report import format_verify_result
+    from .audit.verify import VerifyResult
+
+    items = result.values() if agency is None else [result]
+    for r in items:
+        print(format_verify_result(VerifyResult(**r)))
 
 
 __all__ = ["KoraError", "LockdownError", "offline", "render", "via_socket"]

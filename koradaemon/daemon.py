@@ -75,7 +75,7 @@ class Daemon:
         for agency in cfg.agencies:
             self.tokens.ensure(agency.agency_id)
         self.work = WorkQueue(maxsize=cfg.watch.queue_max)
-        self.acks = Acknowledger(audit=self.audit_append, publish=self.events.publish)
+        self.acks = Acknowledger(audit=self.audit.append_nowait, publish=self.events.publish)
         self.writer = Writer(
             self.db_path,
             on_committed=self.acks.submit,

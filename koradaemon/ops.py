@@ -29,7 +29,7 @@ def _arg(args: Mapping[str, Any], name: str, typ: type, default: Any = ...) -> A
             raise UsageError(f"missing argument {name!r}")
         return default
     value = args[name]
-    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+    if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
         raise UsageError(f"argument {name!r} must be {typ.__name__}")
     return value
 
@@ -106,7 +106,7 @@ class Operations:
         return self.d.snapshots.restore(req.agency_id, snap or None, target or None, supervisor=self.d.supervisor)
 
     def audit_verify(self, req: Any) -> dict[str, Any]:
-        result = self.d.audit.verify(req.agency_id)
+        result = self.d.audit.verify(req.agency_id)[req.agency_id]
         return _verify_dict(result)
 
     def audit_unlock(self, req: Any) -> dict[str, Any]:

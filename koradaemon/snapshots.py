@@ -23,7 +23,7 @@ from .paths import check_relative
 
 log = structlog.get_logger(__name__)
 
-AuditFn = Callable[[str, str, dict[str, Any]], None]
+AuditFn = Callable[[str, str, dict[str, Any]], object]
 
 
 class SnapshotService:

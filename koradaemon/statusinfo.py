@@ -16,7 +16,8 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
     s = sorted(values)
-    return {"p50_ms": round(s[len(s) // 2] * 1000, 3), "p99_ms": round(s[min(len(s) - 1, int(len(s) * 0.99))] * 1000, 3)}
+    p99 = s[min(len(s) - 1, int(len(s) * 0.99))]
+    return {"p50_ms": round(s[len(s) // 2] * 1000, 3), "p99_ms": round(p99 * 1000, 3)}
 
 
 def agency_status(daemon: Daemon, agency_id: str) -> dict[str, Any]:

@@ -47,7 +47,7 @@ class Hit:
         return {
             "chunk_id": self.chunk_id, "root": self.root, "path": self.path, "seq": self.seq,
             "offset": self.byte_offset, "length": self.byte_length, "sha256": self.sha256,
-            "snippet": self.snippet, "score": round(self.score, 4),
+            "snippet": self.snippet, "score": self.score,
         }
 
 

@@ -223,7 +223,7 @@ class Writer:
             with conn:
                 store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, (), skip.reason)
             self.counters[f"skipped_{skip.reason}"] += 1
-            data = {"root": job.root, "path": job.path, "reason": skip.reason}
+            data: dict[str, object] = {"root": job.root, "path": job.path, "reason": skip.reason}
             return [Applied(job.agency_id, "skip", data, job.started)]
         except (OSError, apsw.Error) as exc:
             self.counters["job_errors"] += 1
