@@ -41,8 +41,7 @@ class LiveDaemon:
             if self.proc.poll() is not None:
                 raise SystemExit(f"daemon exited: {(self.root / 'daemon.log').read_text()[-3000:]}")
             st = self.status()
-            if st and st.get("ready") and st["crawl"]["done"] and st["queue"]["depth"] == 0 \
-                    and st["queue"]["busy_workers"] == 0 and st["queue"]["writer"] == 0:
+            if st and st.get("ready") and st["queue"]["idle"]:
                 return time.perf_counter() - t0
             time.sleep(0.05)
 

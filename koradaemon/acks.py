@@ -34,6 +34,8 @@ class Acknowledger:
         self.latencies: list[float] = []  # commit → searchable (seconds), last few thousand
         self.acknowledged = 0
         self.audit_failures = 0
+        self._outstanding = 0
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
@@ -45,10 +47,13 @@ class Acknowledger:
                 self.latencies.append(now - a.started)
         if len(self.latencies) > 4096:
             del self.latencies[:2048]
+        with self._lock:
+            self._outstanding += 1
         self._q.put(applied)
 
     def depth(self) -> int:
-        return self._q.qsize()
+        """Batches submitted and not yet acknowledged."""
+        return self._outstanding
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._thread.is_alive():
@@ -60,7 +65,11 @@ class Acknowledger:
             batch = self._q.get()
             if batch is None:
                 return
-            self._ack_batch(batch)
+            try:
+                self._ack_batch(batch)
+            finally:
+                with self._lock:
+                    self._outstanding -= 1
 
     def _ack_batch(self, batch: list[Applied]) -> None:
         """Enqueue every record of the batch (one group commit), wait for durability, then publish."""

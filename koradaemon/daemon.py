@@ -172,6 +172,12 @@ class Daemon:
     def _on_degraded(self, agency_id: str, root: str, reason: str) -> None:
         self.degraded_roots[(agency_id, root)] = reason
 
+    def idle(self) -> bool:
+        """Nothing queued, crawled, chunked, written or waiting for its audit record."""
+        work = self.work.stats()
+        return (self.crawler.idle and work["depth"] == 0 and work["in_flight"] == 0
+                and self.writer.depth() == 0 and self.acks.depth() == 0)
+
     def audit_append(self, agency_id: str, record_type: str, data: dict[str, Any]) -> None:
         self.audit.append(agency_id, record_type, data)
 

@@ -48,7 +48,7 @@ def full_status(daemon: Daemon, agency_id: str | None = None) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(daemon.started_at)),
         "ready": daemon.ready,
         "queue": {"depth": daemon.work.depth(), "writer": daemon.writer.depth(), "acks": daemon.acks.depth(),
-                  "busy_workers": daemon.indexer.busy},
+                  "busy_workers": daemon.indexer.busy, "idle": daemon.idle()},
         "crawl": daemon.crawler.progress(),
         "indexer": dict(daemon.indexer.counters),
         "writer": dict(daemon.writer.counters),

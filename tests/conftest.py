@@ -54,7 +54,7 @@ shutdown_timeout_s: 20
 log: {{level: debug, format: json}}
 index: {{workers: 2, optimize_idle_s: 5}}
 watch: {{debounce_ms: 20}}
-vault: {{passphrase_file: secrets/pass, idle_lock_s: 60, auto_interval_s: 0, milestone_settle_s: 0, keep_last: 3}}
+vault: {{enabled: {vault}, passphrase_file: secrets/pass, idle_lock_s: 60, auto_interval_s: 0, milestone_settle_s: 0, keep_last: 3}}
 agencies:
   - agency_id: alpha
     roots: [alpha/notes]
@@ -73,7 +73,10 @@ class DaemonProc:
         self.root = root
         self.config = root / "koradaemon.yaml"
         if not self.config.exists():
-            self.config.write_text(BASE_CONFIG.format(extra=extra))
+            import importlib.util
+
+            vault = "true" if importlib.util.find_spec("koradaemon.vault.snapshots") else "false"
+            self.config.write_text(BASE_CONFIG.format(extra=extra, vault=vault))
         for d in ("alpha/notes", "beta/notes", "alpha/state", "secrets"):
             (root / d).mkdir(parents=True, exist_ok=True)
         secret = root / "secrets" / "pass"
@@ -122,7 +125,7 @@ class DaemonProc:
             if self.proc.poll() is not None:
                 pytest.fail(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
             st = self.status()
-            return st if st and st.get("ready") and st["crawl"]["done"] and st["queue"]["depth"] == 0 else None
+            return st if st and st.get("ready") and st["queue"]["idle"] else None
 
         return wait_for(ready, timeout, 0.05, "daemon ready")
 

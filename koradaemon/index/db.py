@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import apsw
@@ -36,6 +38,24 @@ def open_db(path: Path, *, readonly: bool = False, migrate: bool = True) -> apsw
     except apsw.Error as exc:
         raise DatabaseError(f"cannot open database {path}: {exc}", hint="check the file and its permissions") from exc
     return conn
+
+
+@contextmanager
+def immediate(conn: apsw.Connection) -> Iterator[None]:
+    """A write transaction that takes the write lock up front (BEGIN IMMEDIATE).
+
+    A deferred transaction that reads first and writes later fails at once with
+    SQLITE_BUSY_SNAPSHOT when another connection committed in between (WAL); taking
+    the lock first makes it wait (busy_timeout) instead.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if not conn.getautocommit():
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def user_version(conn: apsw.Connection) -> int:

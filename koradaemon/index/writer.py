@@ -19,7 +19,7 @@ from pathlib import Path
 import apsw
 import structlog
 
-from .db import open_db
+from .db import immediate, open_db
 from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
 from .store import AgencyStore, optimize_fts
 
@@ -74,6 +74,8 @@ class Writer:
         self._pending: Job | None = None
         self._stopping = False
         self._stop_seen = False
+        self._outstanding = 0
+        self._count_lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         self.last_commit: float | None = None
         self._dirty_since_optimize = False
@@ -84,10 +86,13 @@ class Writer:
 
     def submit(self, job: Job) -> None:
         """Queue a job; blocks when the writer is behind (back-pressure on the workers)."""
+        with self._count_lock:
+            self._outstanding += 1
         self._q.put(job)
 
     def depth(self) -> int:
-        return self._q.qsize()
+        """Jobs submitted and not yet committed (and handed on)."""
+        return self._outstanding
 
     def call(self, fn: Callable[[apsw.Connection], object], timeout: float = 60.0) -> object:
         """Run ``fn`` on the writer connection after all earlier jobs; wait for it."""
@@ -133,7 +138,12 @@ class Writer:
                     continue
                 if job is None:
                     break
-                self._apply_batch(conn, self._gather(job))
+                batch = self._gather(job)
+                try:
+                    self._apply_batch(conn, batch)
+                finally:
+                    with self._count_lock:
+                        self._outstanding -= len(batch)
         except Exception:
             log.exception("writer_crashed")
             raise
@@ -175,7 +185,7 @@ class Writer:
         applied: list[Applied] = []
         if len(jobs) > 1:
             try:
-                with conn:
+                with immediate(conn):
                     for job in jobs:
                         result = self._apply_one(conn, job)
                         if result is not None:
@@ -215,12 +225,19 @@ class Writer:
     def _apply_alone(self, conn: apsw.Connection, job: Job) -> list[Applied]:
         store = AgencyStore(conn, job.agency_id)  # type: ignore[union-attr]
         try:
-            with conn:
-                result = self._dispatch(store, job)
-            return [result] if result is not None else []
+            for attempt in range(3):
+                try:
+                    with immediate(conn):
+                        result = self._dispatch(store, job)
+                    return [result] if result is not None else []
+                except apsw.BusyError:
+                    if attempt == 2:
+                        raise
+                    self.counters["busy_retries"] += 1
+                    time.sleep(0.05 * (attempt + 1))
         except SkipFile as skip:
             assert isinstance(job, IndexJob)
-            with conn:
+            with immediate(conn):
                 store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, (), skip.reason)
             self.counters[f"skipped_{skip.reason}"] += 1
             data: dict[str, object] = {"root": job.root, "path": job.path, "reason": skip.reason}
@@ -275,7 +292,7 @@ class Writer:
             return
         self._dirty_since_optimize = False
         t0 = time.monotonic()
-        with conn:
+        with immediate(conn):
             optimize_fts(conn)
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         log.info("fts_optimized", seconds=round(time.monotonic() - t0, 3))
