@@ -7,9 +7,9 @@ Prints MB/s, files/s, the baseline and the ratio, and peak RSS of this process.
 from __future__ import annotations
 
 import argparse
-import sys
 import os
 import queue
+import sys
 import tempfile
 import threading
 import time
@@ -18,14 +18,13 @@ from types import SimpleNamespace
 
 import apsw
 import psutil
-
 from corpus import fresh, generated_corpus, stdlib_corpus
+
 from koradaemon.index.chunking import iter_spans
 from koradaemon.index.db import open_db
 from koradaemon.index.pipeline import Indexer
 from koradaemon.index.prepare import ChunkParams
-from koradaemon.index.writer import Writer
-from koradaemon.index.writer import SWITCH_INTERVAL
+from koradaemon.index.writer import SWITCH_INTERVAL, Writer
 
 KIND = SimpleNamespace(name="INDEX")
 

@@ -12,6 +12,7 @@ Run: .venv/bin/python bench/bench_live.py [--files 20000] [--size 2000] [--edits
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import random
 import statistics
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import apsw
 import psutil
-
 from corpus import WORDS, generated_corpus
 from daemon_proc import LiveDaemon
+
 from koradaemon.index.store import AgencyStore
 
 
@@ -35,10 +36,8 @@ def pct(values: list[float], p: float) -> float:
 
 def sample_rss(d: LiveDaemon, stop: threading.Event, peak: list[float]) -> None:
     while not stop.wait(0.05):
-        try:
+        with contextlib.suppress(psutil.Error, AssertionError):
             peak[0] = max(peak[0], d.rss_mb())
-        except (psutil.Error, AssertionError):
-            pass
 
 
 def bench_latency(d: LiveDaemon, edits: int) -> list[float]:
@@ -54,8 +53,10 @@ def bench_latency(d: LiveDaemon, edits: int) -> list[float]:
         with open(path, "wb") as fh:
             fh.write(body)
         while True:  # poll the database itself: the moment the new content is searchable
-            row = ro.execute("SELECT 1 FROM documents WHERE agency_id='bench' AND root='corpus' AND path=? AND sha256=?",
-                             (f"live/e{i % 50}.txt", digest)).fetchone()
+            row = ro.execute(
+                "SELECT 1 FROM documents WHERE agency_id='bench' AND root='corpus' AND path=? AND sha256=?",
+                (f"live/e{i % 50}.txt", digest),
+            ).fetchone()
             if row:
                 break
             if time.perf_counter() - t0 > 10:

@@ -7,7 +7,7 @@ import shutil
 import sysconfig
 from pathlib import Path
 
-WORDS = (
+WORDS = (  # noqa: SIM905
     "agent memory index audit vault snapshot chunk search token agency daemon kernel watch file"
     " journal record signal process restart health probe latency throughput session context state"
 ).split()

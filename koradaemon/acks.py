@@ -51,6 +51,9 @@ class Acknowledger:
             self._outstanding += 1
         self._q.put(applied)
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def depth(self) -> int:
         """Batches submitted and not yet acknowledged."""
         return self._outstanding

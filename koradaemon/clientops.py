@@ -39,24 +39,24 @@ def _op_and_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 def via_socket(cfg: Config, args: argparse.Namespace, agency: str) -> dict[str, Any]:
     op, extra = _op_and_args(args)
-    token = TokenStore(cfg.path(cfg.control.tokens_dir)).read(agency) if _has_token(cfg, agency) else ""
+    token = TokenStore(cfg.tokens_path()).read(agency) if _has_token(cfg, agency) else ""
     if not token:
         raise NotRunningError("no token yet: the daemon has never run on this data root")
     agencies = [agency]
     if op == "audit.verify" and not getattr(args, "agency", None):
         agencies = [a.agency_id for a in cfg.agencies]
-    with ControlClient(cfg.path(cfg.control.socket), timeout=120) as client:
+    with ControlClient(cfg.socket_path(), timeout=120) as client:
         if len(agencies) == 1:
             return {"op": op, "agency": agency, "result": client.call(op, agency, token, **extra), "online": True}
         results = {}
         for a in agencies:
-            tok = TokenStore(cfg.path(cfg.control.tokens_dir)).read(a)
+            tok = TokenStore(cfg.tokens_path()).read(a)
             results[a] = client.call(op, a, tok, **extra)
         return {"op": op, "agency": None, "result": results, "online": True}
 
 
 def _has_token(cfg: Config, agency: str) -> bool:
-    return TokenStore(cfg.path(cfg.control.tokens_dir)).path(agency).exists()
+    return TokenStore(cfg.tokens_path()).path(agency).exists()
 
 
 def offline(cfg: Config, args: argparse.Namespace, agency: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,5 +121,19 @@ class Config:
         """A config path made absolute against the data root."""
         return self.data_root / rel_path
 
+    def socket_path(self) -> Path:
+        """The control socket: in $KORA_RUNTIME_DIR or systemd's $RUNTIME_DIRECTORY when set, else from config."""
+        runtime = _runtime_dir()
+        return runtime / "koradaemon.sock" if runtime else self.path(self.control.socket)
+
+    def tokens_path(self) -> Path:
+        runtime = _runtime_dir()
+        return runtime / "tokens" if runtime else self.path(self.control.tokens_dir)
+
     def agency(self, agency_id: str) -> AgencyConfig | None:
         return next((a for a in self.agencies if a.agency_id == agency_id), None)
+
+
+def _runtime_dir() -> Path | None:
+    value = os.environ.get("KORA_RUNTIME_DIR") or os.environ.get("RUNTIME_DIRECTORY")
+    return Path(value.split(":")[0]) if value else None

@@ -7,7 +7,6 @@ hung main loop stops the pings and systemd restarts us.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from .index.writer import Writer
 from .ops import Operations
 from .service.notify import Notifier
 from .service.tokens import TokenStore
+from .service.watchdog_ping import WatchdogPinger
 from .sigflags import SignalFlags
 from .snapshots import SnapshotService
 from .statusinfo import status_line
@@ -71,7 +71,7 @@ class Daemon:
             group_commit_records=cfg.audit.group_commit_records,
         )
         self.audit.open_all()
-        self.tokens = TokenStore(cfg.path(cfg.control.tokens_dir))
+        self.tokens = TokenStore(cfg.tokens_path())
         for agency in cfg.agencies:
             self.tokens.ensure(agency.agency_id)
         self.work = WorkQueue(maxsize=cfg.watch.queue_max)
@@ -113,7 +113,7 @@ class Daemon:
             self.supervisor.start()
         self.ops = Operations(self)
         self.control = ControlServer(
-            cfg.path(cfg.control.socket),
+            cfg.socket_path(),
             authenticate=self.tokens.check,
             handlers=self.ops.handlers(),
             on_refusal=self.ops.on_refusal,
@@ -202,14 +202,14 @@ class Daemon:
             self.flags.restore()
 
     def _loop(self) -> None:
-        wd = self.notifier.watchdog_interval()
+        pinger = WatchdogPinger(self.notifier, checks=(self.writer.alive, self.acks.alive))
+        wd = pinger.interval
         tick = min(0.5, wd) if wd else 0.5
         next_status = 0.0
         while not self.flags.stop.is_set():
+            pinger.tick()  # from the main loop only: if it hangs, systemd's watchdog fires
             self.flags.wake.wait(tick)
             self.flags.wake.clear()
-            if wd:
-                self.notifier.watchdog()
             if self.flags.reload.is_set():
                 self.flags.reload.clear()
                 self.reload()
@@ -267,6 +267,7 @@ class Daemon:
             steps.append(("crawler", lambda: self.crawler.stop(left())))
         if hasattr(self, "indexer"):
             steps.append(("drain", lambda: self._drain(left())))
+            steps.append(("queue", self.work.stop))
             steps.append(("indexer", lambda: self.indexer.stop(left())))
             steps.append(("writer", lambda: self.writer.stop(left())))
             steps.append(("acks", lambda: self.acks.stop(left())))
@@ -282,11 +283,7 @@ class Daemon:
 
     def _drain(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.work.depth() == 0 and self.indexer.busy == 0:
-                break
-            threading.Event().wait(0.01)
-        else:
+        if not self.work.wait_idle(timeout):
             log.warning("drain_timeout", queued=self.work.depth())
             return
         self.writer.flush(max(0.1, deadline - time.monotonic()))

@@ -50,7 +50,9 @@ class SnapshotService:
         v = self.cfg.vault
         self.keys = KeyHolder(resolve_passphrase_path(v.passphrase_file, self.cfg.data_root),
                               idle_lock_s=v.idle_lock_s, iterations=v.kdf_iterations)
-        self.store = SnapshotStore(self.cfg.path(v.dir), keys=self.keys, keep_last=v.keep_last, audit=self.audit)
+        audit = self.audit
+        self.store = SnapshotStore(self.cfg.path(v.dir), keys=self.keys, keep_last=v.keep_last,
+                                   audit=(lambda a, t, d: (audit(a, t, dict(d)), None)[1]) if audit else None)
         self.scheduler = SnapshotScheduler(interval_s=v.auto_interval_s, settle_s=v.milestone_settle_s)
 
     # -- lifecycle ----------------------------------------------------------------------

@@ -54,7 +54,8 @@ shutdown_timeout_s: 20
 log: {{level: debug, format: json}}
 index: {{workers: 2, optimize_idle_s: 5}}
 watch: {{debounce_ms: 20}}
-vault: {{enabled: {vault}, passphrase_file: secrets/pass, idle_lock_s: 60, auto_interval_s: 0, milestone_settle_s: 0, keep_last: 3}}
+vault: {{enabled: {vault}, passphrase_file: secrets/pass, idle_lock_s: 60, auto_interval_s: 0,
+        milestone_settle_s: 0, keep_last: 3}}
 agencies:
   - agency_id: alpha
     roots: [alpha/notes]
@@ -84,7 +85,8 @@ class DaemonProc:
             secret.write_text("correct horse battery staple\n")
             secret.chmod(0o600)
         self.env = dict(_os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-        self.env.pop("NOTIFY_SOCKET", None)
+        for var in ("NOTIFY_SOCKET", "KORA_RUNTIME_DIR", "RUNTIME_DIRECTORY", "KORA_DATA_ROOT", "STATE_DIRECTORY"):
+            self.env.pop(var, None)
         self.proc: _subprocess.Popen[bytes] | None = None
         self.log = root / "daemon.out"
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +14,7 @@ def check_cover(data: bytes, chunk: int, overlap: int) -> list[tuple[int, int]]:
         assert spans == []
         return spans
     assert spans[0][0] == 0 and spans[-1][1] == len(data)
-    for (a0, a1), (b0, b1) in zip(spans, spans[1:], strict=False):
+    for (a0, a1), (b0, b1) in itertools.pairwise(spans):
         assert a0 < b0 <= a1 < b1, "chunks advance, overlap or touch, and never leave a gap"
     for a, b in spans:
         data[a:b].decode("utf-8")  # never inside a UTF-8 sequence
@@ -34,7 +36,7 @@ def test_default_geometry_and_boundaries() -> None:
         assert data[b - 2 : b] == b"\n\n", "cut at a paragraph break"
         assert 38_400 <= b - a <= 51_200
     starts = [a for a, _ in spans[1:]]
-    for (a0, a1), b0 in zip(spans, starts, strict=False):
+    for (_a0, a1), b0 in zip(spans, starts, strict=False):
         assert a1 - b0 >= 4000, "about 10 % overlap"
 
 

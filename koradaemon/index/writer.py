@@ -90,6 +90,9 @@ class Writer:
             self._outstanding += 1
         self._q.put(job)
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def depth(self) -> int:
         """Jobs submitted and not yet committed (and handed on)."""
         return self._outstanding

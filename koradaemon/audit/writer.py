@@ -1,0 +1,283 @@
+"""One agency's audit log: a single appender thread doing group commit.
+
+Callers enqueue records; the appender takes what is queued (at most
+``group_commit_records``), encodes it, writes it with one ``os.write``, makes
+it durable with one ``fdatasync``, anchors the new head in the database and
+only then wakes the callers. A failed write, fsync or anchor is never retried:
+the log stops, every waiting caller gets :class:`AuditError` and ``on_failure``
+is told (the manager locks the agency down).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ..errors import AuditError, UsageError
+from .anchor import Anchor, AnchorStore
+from .opening import Opened, open_log
+from .record import RECOVERY, RESERVED_TYPES, SEGMENT_START, LineEncoder, Record, check_type, data_bytes, now_ts
+from .segments import create_segment, open_append, segment_path, write_all
+
+log = structlog.get_logger(__name__)
+
+FailureFn = Callable[[str, str], None]
+
+
+class Pending:
+    """A queued record; ``result()`` blocks until it is durable (or the log failed)."""
+
+    __slots__ = ("data", "error", "hash", "log", "nowait", "offset", "segment", "seq", "ticket", "ts", "type",
+                 "waiter")
+
+    def __init__(self, log: AuditLog, record_type: str, data: bytes, ticket: int, nowait: bool) -> None:
+        self.log = log
+        self.type = record_type
+        self.data = data
+        self.ticket = ticket
+        self.nowait = nowait
+        self.error: str | None = None
+        self.seq = -1
+        self.hash = ""
+        self.ts = ""
+        self.segment = 0
+        self.offset = 0
+        self.waiter: threading.Lock | None = None
+
+    def done(self) -> bool:
+        return self.error is not None or self.log._durable >= self.ticket
+
+    def result(self, timeout: float | None = None) -> Record:
+        self.log._wait(self, timeout)
+        return Record(self.seq, self.hash, self.type, self.ts, self.segment, self.offset)
+
+
+class AuditLog:
+    def __init__(
+        self,
+        agency_dir: Path,
+        agency_id: str,
+        anchors: AnchorStore,
+        *,
+        segment_max_bytes: int = 64 * 1024 * 1024,
+        group_commit_ms: float = 10,
+        group_commit_records: int = 256,
+        max_queue: int = 65_536,
+        on_failure: FailureFn | None = None,
+    ) -> None:
+        self.dir = agency_dir
+        self.agency_id = agency_id
+        self.anchors = anchors
+        self.segment_max_bytes = segment_max_bytes
+        self.linger_s = group_commit_ms / 1000
+        self.cap = max(1, group_commit_records)
+        self.max_queue = max_queue
+        self.on_failure = on_failure
+        self.failed: str | None = None
+        self.batches = 0
+        self._enc = LineEncoder(agency_id)
+        self._queue: deque[Pending] = deque()
+        self._qcond = threading.Condition()
+        self._dcond = threading.Condition()
+        self._tickets = 0
+        self._durable = 0
+        self._stopping = False
+        self._fd = -1
+        self._head: Anchor | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle -----------------------------------------------------------------
+    def open(self) -> Opened:
+        """Verify from the anchor (recovering a torn tail), then start the appender thread."""
+        opened = open_log(self.dir, self.agency_id, self.anchors)
+        self._head = opened.head
+        self._fd = open_append(segment_path(self.dir, opened.head.segment))
+        self._thread = threading.Thread(target=self._run, name=f"kora-audit-{self.agency_id}", daemon=True)
+        self._thread.start()
+        if opened.recovered is not None:
+            self.append_internal(RECOVERY, {"reason": "torn_tail", **opened.recovered})
+        return opened
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write and sync everything queued, then stop the thread and close the segment."""
+        with self._qcond:
+            self._stopping = True
+            self._qcond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("audit_close_timeout", agency_id=self.agency_id)
+                return
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    @property
+    def head(self) -> Anchor | None:
+        """The last durable record (what is anchored)."""
+        return self._head
+
+    # -- appending ------------------------------------------------------------------
+    def append(self, record_type: str, data: dict[str, Any], timeout: float | None = None) -> Record:
+        """Append one record and return once it is durable and anchored."""
+        return self._enqueue(self._public_type(record_type), data, nowait=False).result(timeout)
+
+    def append_nowait(self, record_type: str, data: dict[str, Any]) -> Pending:
+        """Queue one record for bulk use; ``.result()`` on the returned handle waits for durability."""
+        return self._enqueue(self._public_type(record_type), data, nowait=True)
+
+    @staticmethod
+    def _public_type(record_type: str) -> str:
+        if check_type(record_type) in RESERVED_TYPES:
+            raise UsageError(f"record type {record_type!r} is written by the log itself")
+        return record_type
+
+    def append_internal(self, record_type: str, data: dict[str, Any]) -> Record:
+        return self._enqueue(check_type(record_type), data, nowait=False).result()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything enqueued so far is durable."""
+        with self._qcond:
+            last = self._tickets
+        with self._dcond:
+            if not self._dcond.wait_for(lambda: self.failed is not None or self._durable >= last, timeout):
+                raise AuditError(f"audit flush of {self.agency_id!r} timed out")
+        self._raise_if_failed()
+
+    def _enqueue(self, record_type: str, data: dict[str, Any], *, nowait: bool) -> Pending:
+        data_raw = data_bytes(data, self.agency_id, record_type)
+        with self._qcond:
+            self._raise_if_failed()
+            if self._stopping or self._thread is None:
+                raise AuditError(f"audit log of {self.agency_id!r} is not open")
+            while len(self._queue) >= self.max_queue and self.failed is None:
+                self._qcond.wait(0.1)
+            self._tickets += 1
+            pending = Pending(self, record_type, data_raw, self._tickets, nowait)
+            self._queue.append(pending)
+            if len(self._queue) == 1 or len(self._queue) >= self.cap:
+                self._qcond.notify_all()
+        return pending
+
+    def _wait(self, pending: Pending, timeout: float | None) -> None:
+        """Block on a lock of this record's own, released by the appender when the record is done."""
+        with self._dcond:
+            if not pending.done():
+                waiter = pending.waiter = threading.Lock()
+                waiter.acquire()
+            else:
+                waiter = None
+        if waiter is not None and not waiter.acquire(timeout=-1 if timeout is None else timeout):
+            raise AuditError(f"audit append to {self.agency_id!r} timed out")
+        if pending.error is not None:
+            raise AuditError(f"audit log of {self.agency_id!r} failed: {pending.error}",
+                             hint="the agency is in lockdown; see 'koradaemon status'")
+
+    def _raise_if_failed(self) -> None:
+        if self.failed is not None:
+            raise AuditError(f"audit log of {self.agency_id!r} failed: {self.failed}",
+                             hint="the agency is in lockdown; see 'koradaemon status'")
+
+    # -- the appender thread --------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            try:
+                self._commit(batch)
+            except Exception as exc:
+                self._fail(batch, f"{type(exc).__name__}: {exc}")
+                return
+
+    def _take(self) -> list[Pending]:
+        with self._qcond:
+            while not self._queue and not self._stopping:
+                self._qcond.wait()
+            batch = self._pop()
+            if batch and len(batch) < self.cap and self.linger_s > 0 and batch[-1].nowait and not self._stopping:
+                # bulk producers keep producing: give the batch a moment to fill up
+                deadline = time.monotonic() + self.linger_s
+                while len(batch) < self.cap and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._qcond.wait(left):
+                        break
+                    batch.extend(self._pop(self.cap - len(batch)))
+                batch.extend(self._pop(self.cap - len(batch)))
+            self._qcond.notify_all()
+            return batch
+
+    def _pop(self, limit: int | None = None) -> list[Pending]:
+        q = self._queue
+        n = min(len(q), self.cap if limit is None else limit)
+        return [q.popleft() for _ in range(n)]
+
+    def _commit(self, batch: list[Pending]) -> None:
+        head = self._head
+        assert head is not None
+        if head.offset >= self.segment_max_bytes:
+            head = self._rotate(head)
+        ts = now_ts()
+        enc = self._enc.encode
+        seq, prev, offset = head.seq + 1, head.hash, head.offset
+        parts = []
+        for p in batch:
+            line, digest = enc(seq, ts, p.type, p.data, prev)
+            parts.append(line)
+            offset += len(line)
+            p.seq, p.hash, p.ts, p.segment, p.offset = seq, digest, ts, head.segment, offset
+            prev = digest
+            seq += 1
+        write_all(self._fd, b"".join(parts))
+        os.fdatasync(self._fd)
+        new_head = Anchor(seq - 1, prev, head.segment, offset)
+        self.anchors.store(self.agency_id, new_head)
+        self._head = new_head
+        self.batches += 1
+        self._release(batch, durable=batch[-1].ticket)
+
+    def _release(self, batch: list[Pending], durable: int | None = None) -> None:
+        with self._dcond:
+            if durable is not None:
+                self._durable = durable
+            for p in batch:
+                if p.waiter is not None:
+                    p.waiter.release()
+            self._dcond.notify_all()
+
+    def _rotate(self, head: Anchor) -> Anchor:
+        os.fdatasync(self._fd)
+        number = head.segment + 1
+        data = data_bytes({"segment": number, "prev_segment": head.segment}, self.agency_id, SEGMENT_START)
+        line, digest = self._enc.encode(head.seq + 1, now_ts(), SEGMENT_START, data, head.hash)
+        fd = create_segment(self.dir, number, line)
+        os.close(self._fd)
+        self._fd = fd
+        new_head = Anchor(head.seq + 1, digest, number, len(line))
+        self.anchors.store(self.agency_id, new_head)
+        self._head = new_head
+        log.info("audit_segment_rotated", agency_id=self.agency_id, segment=number, seq=new_head.seq)
+        return new_head
+
+    def _fail(self, batch: list[Pending], reason: str) -> None:
+        log.error("audit_write_failed", agency_id=self.agency_id, reason=reason, action="no retry; lockdown")
+        with self._qcond:
+            self.failed = reason
+            stranded = batch + list(self._queue)
+            self._queue.clear()
+            self._qcond.notify_all()
+        for p in stranded:
+            p.error = reason
+        self._release(stranded)
+        if self.on_failure is not None:
+            try:
+                self.on_failure(self.agency_id, reason)
+            except Exception:
+                log.exception("audit_failure_callback_failed", agency_id=self.agency_id)

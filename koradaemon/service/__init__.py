@@ -1,0 +1,1 @@
+"""Service-manager integration: sd_notify, watchdog pings and agency token files."""

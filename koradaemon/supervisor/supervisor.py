@@ -1,0 +1,407 @@
+"""The agent supervisor: start, probe, stop, restart with backoff, re-inject state after a crash.
+
+One thread runs the loop ``wait -> start -> watch -> finish -> decide``. Every request from other
+threads (stop, restart, pause) is a flag under one condition variable that wakes the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from ..errors import KoraError, SupervisorError
+from .backoff import RestartPolicy
+from .child import AgentProcess
+from .env import agent_env
+from .pidfile import reap_stale
+from .probes import Prober
+from .reinject import EX_CONFIG, Reinjector, RestoreFn
+
+log = structlog.get_logger(__name__)
+
+AuditFn = Callable[[str, str, dict[str, object]], None]
+PIDFILE_NAME = "agent.pid"
+STATES = ("starting", "ready", "unhealthy", "backoff", "degraded", "paused", "stopped")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run of the child ended. ``kind``: exited, hung, startup_timeout, spawn_failed, stop,
+    pause or restart_requested."""
+
+    kind: str
+    returncode: int | None
+    was_ready: bool
+
+
+__all__ = ["EX_CONFIG", "STATES", "AuditFn", "RestoreFn", "Supervisor"]
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Supervisor:
+    """Keeps one agent process alive and healthy; see ``docs/supervisor.md``."""
+
+    def __init__(
+        self,
+        *,
+        agency_id: str,
+        command: Sequence[str],
+        workdir: Path,
+        state_dir: Path,
+        run_dir: Path,
+        health_url: str,
+        probe_interval_s: float = 5.0,
+        probe_timeout_s: float = 2.0,
+        hung_after_failures: int = 3,
+        startup_timeout_s: float = 60.0,
+        drain_s: float = 10.0,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 120.0,
+        healthy_reset_s: float = 600.0,
+        crash_loop_failures: int = 5,
+        crash_loop_window_s: float = 600.0,
+        degraded_retry_s: float = 300.0,
+        early_crash_limit: int = 2,
+        audit: AuditFn | None = None,
+        restore_state: RestoreFn | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        ring_lines: int = 200,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.agency_id = agency_id
+        self.command = list(command)
+        self.workdir = workdir.resolve()
+        self.state_dir = state_dir.resolve()
+        self.run_dir = run_dir.resolve()
+        self.pidfile = run_dir / PIDFILE_NAME
+        self.prober = Prober(health_url, timeout_s=probe_timeout_s)
+        self.probe_interval_s = probe_interval_s
+        self.hung_after_failures = hung_after_failures
+        self.startup_timeout_s = startup_timeout_s
+        self.drain_s = drain_s
+        self.backoff_initial_s = backoff_initial_s
+        self.policy = RestartPolicy(
+            initial_s=backoff_initial_s,
+            max_s=backoff_max_s,
+            healthy_reset_s=healthy_reset_s,
+            crash_loop_failures=crash_loop_failures,
+            crash_loop_window_s=crash_loop_window_s,
+            degraded_retry_s=degraded_retry_s,
+            rng=rng,
+        )
+        self._audit_fn = audit
+        self.reinjector = Reinjector(
+            restore_state=restore_state, early_crash_limit=early_crash_limit, audit=self._audit
+        )
+        self._extra_env = dict(extra_env or {})
+        self._ring_lines = ring_lines
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._child: AgentProcess | None = None
+        self._state = "stopped"
+        self._stop_req = False
+        self._restart_req = False
+        self._pause_depth = 0
+        self._stop_drain_s = drain_s
+        self._starts = 0
+        self._restarts = 0
+        self._probe_failures = 0
+        self._ready_since: float | None = None
+        self._next_start_at: float | None = None
+        self._last_exit: dict[str, object] | None = None
+        self._last_tail: list[str] = []
+        self._error: str | None = None
+
+    # ----------------------------------------------------------------- public API
+    def start(self) -> None:
+        """End a stale agent group left by a killed daemon, then start supervising in a thread."""
+        if self._thread is not None:
+            raise SupervisorError("supervisor already started")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        ended = reap_stale(self.pidfile, drain_s=self.drain_s)
+        if ended:
+            self._audit("agent_exit", {"reason": "stale_group", "processes": ended})
+        with self._cv:
+            self._state = "starting"
+        self._thread = threading.Thread(target=self._run, name=f"supervisor-{self.agency_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the agent (SIGTERM, drain, SIGKILL of its group) and the supervisor thread."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            self._stop_req = True
+            self._stop_drain_s = max(0.0, min(self.drain_s, timeout - 1.0))
+            self._cv.notify_all()
+        thread = self._thread
+        if thread is None:
+            return
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            log.error("supervisor_stop_timeout", timeout=timeout)
+            child = self._child
+            if child is not None:
+                child.kill_now()
+            thread.join(5.0)
+
+    def request_restart(self) -> None:
+        """Restart the agent now (also leaves the degraded state and forgets earlier failures)."""
+        with self._cv:
+            self._restart_req = True
+            self._cv.notify_all()
+
+    @contextlib.contextmanager
+    def paused(self, timeout: float | None = None) -> Iterator[None]:
+        """Stop the agent for the body (e.g. a restore into its state directory), then start it again."""
+        wait_s = timeout if timeout is not None else self.drain_s + 2 * self.prober.timeout_s + 10.0
+        with self._cv:
+            self._pause_depth += 1
+            self._cv.notify_all()
+            ok = self._cv.wait_for(self._pause_settled, wait_s)
+        try:
+            if not ok:
+                raise SupervisorError(f"agent did not stop within {wait_s:.1f}s for a pause")
+            yield
+        finally:
+            with self._cv:
+                self._pause_depth -= 1
+                self._cv.notify_all()
+
+    def status(self) -> dict[str, object]:
+        """A JSON-ready snapshot of the supervisor's state for ``koradaemon status``."""
+        now = time.monotonic()
+        with self._cv:
+            child = self._child
+            tail = child.tail(20) if child is not None else self._last_tail[-20:]
+            return {
+                "agency_id": self.agency_id,
+                "state": self._state,
+                "pid": child.pid if child is not None else None,
+                "starts": self._starts,
+                "restarts": self._restarts,
+                "degraded": self.policy.degraded,
+                "probe_failures": self._probe_failures,
+                "uptime_s": round(now - child.started_at, 3) if child is not None else None,
+                "ready_for_s": round(now - self._ready_since, 3) if self._ready_since is not None else None,
+                "next_start_in_s": (
+                    round(max(0.0, self._next_start_at - now), 3) if self._next_start_at is not None else None
+                ),
+                "last_exit": dict(self._last_exit) if self._last_exit else None,
+                "last_restore": dict(restore) if (restore := self.reinjector.last_restore) else None,
+                "error": self._error,
+                "output_tail": tail,
+            }
+
+    # ----------------------------------------------------------------- main loop
+    def _pause_settled(self) -> bool:
+        thread = self._thread
+        return self._state in ("paused", "stopped") or thread is None or not thread.is_alive()
+
+    def _run(self) -> None:
+        delay, reason = 0.0, "initial"
+        try:
+            while (why := self._wait_until_start(delay)) is not None:
+                outcome = self._run_once("requested" if why == "requested" else reason)
+                if outcome.kind == "stop":
+                    break
+                delay, reason = self._after_exit(outcome)
+        except Exception as exc:  # keep the daemon alive; report in status
+            log.exception("supervisor_failed")
+            self._error = f"{type(exc).__name__}: {exc}"
+            child = self._child
+            if child is not None:
+                child.stop(0.0)
+        finally:
+            with self._cv:
+                self._state = "stopped"
+                self._child = None
+                self._next_start_at = None
+                self._cv.notify_all()
+
+    def _poke(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def _wait_until_start(self, delay: float) -> str | None:
+        """Wait ``delay`` seconds (or while paused); returns why the wait ended, None when asked to stop."""
+        with self._cv:
+            self._next_start_at = time.monotonic() + delay
+            while True:
+                if self._stop_req:
+                    return None
+                if self._pause_depth > 0:
+                    self._state = "paused"
+                    self._cv.notify_all()
+                    self._cv.wait_for(lambda: self._pause_depth == 0 or self._stop_req)
+                    self._next_start_at = time.monotonic()
+                    continue
+                if self._restart_req:
+                    self._restart_req = False
+                    self.policy.reset()
+                    why = "requested"
+                    break
+                if self._next_start_at <= time.monotonic():
+                    why = "timer"
+                    break
+                self._cv.wait(self._next_start_at - time.monotonic())
+            self._next_start_at = None
+            self._state = "starting"
+            return why
+
+    def _run_once(self, reason: str) -> Outcome:
+        env = agent_env(os.environ, state_dir=self.state_dir, extra=self._extra_env)
+        child = AgentProcess(
+            command=self.command,
+            workdir=self.workdir,
+            env=env,
+            pidfile=self.pidfile,
+            ring_lines=self._ring_lines,
+            on_exit=self._poke,
+        )
+        try:
+            child.start()
+        except SupervisorError as exc:
+            log.error("agent_spawn_failed", error=str(exc))
+            self._error = str(exc)
+            return Outcome("spawn_failed", None, False)
+        with self._cv:
+            self._child = child
+            self._starts += 1
+            self._probe_failures = 0
+            self._ready_since = None
+        self._audit("agent_start", {"pid": child.pid, "start": self._starts, "reason": reason})
+        return self._watch(child)
+
+    def _watch(self, child: AgentProcess) -> Outcome:
+        startup_deadline = time.monotonic() + self.startup_timeout_s
+        next_probe = time.monotonic() + min(self.probe_interval_s, 0.05)
+        was_ready = False
+        while True:
+            kind = self._wait_probe_or_event(child, next_probe)
+            if kind is None:
+                kind, was_ready = self._probe(was_ready, startup_deadline)
+                next_probe = time.monotonic() + self.probe_interval_s
+            if kind is not None:
+                return self._finish(child, kind, was_ready)
+
+    def _wait_probe_or_event(self, child: AgentProcess, next_probe: float) -> str | None:
+        with self._cv:
+            while True:
+                if child.exited():
+                    return "exited"
+                if self._stop_req:
+                    return "stop"
+                if self._pause_depth > 0:
+                    return "pause"
+                if self._restart_req:
+                    self._restart_req = False
+                    return "restart_requested"
+                remaining = next_probe - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cv.wait(remaining)
+
+    def _probe(self, was_ready: bool, startup_deadline: float) -> tuple[str | None, bool]:
+        """One probe round; returns (end-of-run kind or None, was_ready)."""
+        now = time.monotonic()
+        live = self.prober.live()
+        ready = self.prober.ready() if live.ok else None
+        is_ready = ready is not None and ready.ok
+        with self._cv:
+            self._probe_failures = 0 if live.ok else self._probe_failures + 1
+            failures = self._probe_failures
+            if is_ready:
+                if not was_ready:
+                    log.info("agent_ready", pid=self._child.pid if self._child else None)
+                    self.reinjector.on_ready()
+                was_ready = True
+                self._ready_since = self._ready_since if self._ready_since is not None else now
+                self._state = "ready"
+            else:
+                self._ready_since = None
+                self._state = "unhealthy" if was_ready else "starting"
+        if is_ready and self._ready_since is not None and self.policy.on_healthy(self._ready_since, now):
+            log.info("agent_backoff_reset", healthy_s=round(now - self._ready_since, 3))
+        if not was_ready:
+            return ("startup_timeout" if now > startup_deadline else None), was_ready
+        if failures >= self.hung_after_failures:
+            log.warning("agent_hung", failures=failures, error=live.error, status=live.status)
+            self._audit("agent_hung", {"pid": self._child.pid if self._child else None, "failures": failures})
+            return "hung", was_ready
+        return None, was_ready
+
+    def _finish(self, child: AgentProcess, kind: str, was_ready: bool) -> Outcome:
+        returncode = child.stop(self._stop_drain_s if kind == "stop" else self.drain_s)
+        info = child.exit_info(reason=kind, was_ready=was_ready)
+        tail = child.tail(self._ring_lines)
+        with self._cv:
+            self._child = None
+            self._ready_since = None
+            self._last_tail = tail
+            self._last_exit = {**info, "at": _utc_now()}
+        self._audit("agent_exit", info)
+        if kind in ("exited", "hung", "startup_timeout"):
+            log.warning("agent_crash", **info, output_tail=tail[-50:])
+        else:
+            log.info("agent_stopped", **info)
+        return Outcome(kind, returncode, was_ready)
+
+    # ----------------------------------------------------------------- decisions
+    def _after_exit(self, outcome: Outcome) -> tuple[float, str]:
+        """Decide the delay before the next start; runs re-injection level 1 when the state is unusable."""
+        if outcome.kind in ("pause", "restart_requested"):
+            if outcome.kind == "restart_requested":
+                self._audit("agent_restart", {"reason": "requested", "delay_ms": 0, "level": 0})
+                with self._cv:
+                    self._restarts += 1
+                    self.policy.reset()
+            return 0.0, "resume" if outcome.kind == "pause" else "requested"
+        level, force_degraded = self.reinjector.on_failure(
+            returncode=outcome.returncode, was_ready=outcome.was_ready, spawned=outcome.kind != "spawn_failed"
+        )
+        was_degraded = self.policy.degraded
+        decision = self.policy.on_failure(time.monotonic(), force_degraded=force_degraded)
+        delay = decision.delay_s
+        if level == 1 and not decision.degraded:
+            delay = self.backoff_initial_s
+        if decision.degraded and not was_degraded:
+            log.error("agent_degraded", failures=decision.failures_in_window, retry_s=delay)
+            self._audit(
+                "agent_degraded",
+                {"failures": decision.failures_in_window, "retry_ms": int(delay * 1000), "reason": outcome.kind},
+            )
+        with self._cv:
+            self._restarts += 1
+            self._state = "degraded" if decision.degraded else "backoff"
+        data: dict[str, object] = {
+            "reason": outcome.kind,
+            "returncode": outcome.returncode,
+            "delay_ms": int(delay * 1000),
+            "level": level,
+            "attempt": self.policy.attempt,
+        }
+        self._audit("agent_restart", data)
+        log.info("agent_restart_scheduled", **data)
+        return delay, "restore" if level == 1 else outcome.kind
+
+    def _audit(self, record_type: str, data: dict[str, object]) -> None:
+        if self._audit_fn is None:
+            return
+        try:
+            self._audit_fn(self.agency_id, record_type, data)
+        except KoraError as exc:
+            log.error("agent_audit_failed", type=record_type, error=str(exc), code=exc.code)

@@ -1,0 +1,137 @@
+"""A folder tree as a tar stream and back, refusing anything that could escape the folder.
+
+Packing walks the folder without following symlinks (symlinks are skipped and logged);
+unpacking accepts only plain relative names, regular files and directories, and never
+overwrites: it is meant for an empty temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, BinaryIO
+
+import structlog
+
+from ..errors import SnapshotError
+from .fsutil import fsync_dir, fsync_file
+
+log = structlog.get_logger(__name__)
+
+COPY_BLOCK = 64 * 1024
+
+
+class _Exactly:
+    """Reads exactly ``size`` bytes from a file that may change underneath: cut or zero-padded."""
+
+    def __init__(self, fh: BinaryIO, size: int) -> None:
+        self._fh, self._left, self.changed = fh, size, False
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        data = self._fh.read(n)
+        if len(data) < n:
+            self.changed = True
+            data += bytes(n - len(data))
+        self._left -= len(data)
+        return data
+
+
+def pack_dir(src: Path, out: Any) -> dict[str, int]:
+    """Write the tree under ``src`` as a tar stream to ``out`` (anything with ``write``)."""
+    counts = {"files": 0, "dirs": 0, "skipped": 0, "bytes": 0}
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+            dirnames.sort()
+            base = Path(dirpath)
+            rel_dir = base.relative_to(src)
+            for name in [*dirnames, *sorted(filenames)]:
+                _add(tar, base / name, (rel_dir / name).as_posix(), counts)
+    return counts
+
+
+def _add(tar: tarfile.TarFile, path: Path, arcname: str, counts: dict[str, int]) -> None:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    info = tarfile.TarInfo(arcname)
+    info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+    if stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        counts["dirs"] += 1
+    elif stat.S_ISREG(st.st_mode):
+        _add_file(tar, path, info, counts)
+    else:
+        counts["skipped"] += 1
+        log.warning("snapshot_entry_skipped", name=arcname, reason="not a regular file or folder")
+
+
+def _add_file(tar: tarfile.TarFile, path: Path, info: tarfile.TarInfo, counts: dict[str, int]) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    with os.fdopen(fd, "rb") as fh:
+        info.size = os.fstat(fd).st_size
+        reader = _Exactly(fh, info.size)
+        tar.addfile(info, reader)  # type: ignore[arg-type]
+    if reader.changed:
+        log.warning("snapshot_file_changed", name=info.name)
+    counts["files"] += 1
+    counts["bytes"] += info.size
+
+
+def _check_name(name: str) -> PurePosixPath:
+    p = PurePosixPath(name)
+    if not name or "\x00" in name or p.is_absolute() or any(part in ("..", "") for part in p.parts) \
+            or "\\" in name or p.parts[:1] == (".",):
+        raise SnapshotError(f"snapshot holds an unsafe member name {name!r}")
+    return p
+
+
+def unpack_into(src: Any, dest: Path) -> dict[str, int]:
+    """Extract a tar stream from ``src`` (anything with ``read``) into the empty folder ``dest``."""
+    counts = {"files": 0, "dirs": 0, "bytes": 0}
+    dir_modes: list[tuple[Path, int, int]] = []
+    written: list[Path] = []
+    with tarfile.open(fileobj=src, mode="r|") as tar:
+        for member in tar:
+            rel = _check_name(member.name)
+            target = dest.joinpath(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if member.isdir():
+                target.mkdir(exist_ok=True)
+                dir_modes.append((target, member.mode & 0o777, int(member.mtime)))
+                counts["dirs"] += 1
+            elif member.isreg():
+                counts["bytes"] += _write_member(tar.extractfile(member), target, member)
+                counts["files"] += 1
+                written.append(target)
+            else:
+                raise SnapshotError(f"snapshot member {member.name!r} is not a regular file or folder")
+    for path in written:  # one pass after writing: much cheaper than an fsync per file as it is written
+        fsync_file(path)
+    for path, mode, mtime in reversed(dir_modes):
+        fsync_dir(path)
+        os.chmod(path, mode | 0o700)
+        os.utime(path, (mtime, mtime))
+    fsync_dir(dest)
+    return counts
+
+
+def _write_member(data: IO[bytes] | None, target: Path, member: tarfile.TarInfo) -> int:
+    if data is None:
+        raise SnapshotError(f"snapshot member {member.name!r} has no data")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    written = 0
+    with os.fdopen(fd, "wb") as out:
+        while block := data.read(COPY_BLOCK):
+            out.write(block)
+            written += len(block)
+    os.chmod(target, member.mode & 0o777)
+    os.utime(target, (member.mtime, member.mtime))
+    return written

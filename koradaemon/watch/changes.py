@@ -1,0 +1,48 @@
+"""The change records the watchers hand to the indexer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class ChangeKind(Enum):
+    """What the consumer must do.
+
+    ``INDEX``: (re)index ``path`` from disk (it may be unchanged: the indexer compares sha256).
+    ``DELETE``: forget ``path``.  ``MOVE``: ``path`` was renamed to ``dest_path``.
+    ``DELETE_TREE`` / ``MOVE_TREE``: the same for every document under the directory ``path``.
+    ``RESCAN``: events were lost for this root; run a reconcile crawl (``path`` is ``""``).
+    """
+
+    INDEX = "index"
+    DELETE = "delete"
+    MOVE = "move"
+    DELETE_TREE = "delete_tree"
+    MOVE_TREE = "move_tree"
+    RESCAN = "rescan"
+
+    @property
+    def is_tree(self) -> bool:
+        return self in (ChangeKind.DELETE_TREE, ChangeKind.MOVE_TREE)
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    """One change under a watched root.
+
+    ``root`` is the root exactly as configured (relative to the data root); ``path`` and
+    ``dest_path`` are POSIX paths relative to that root. ``bulk`` marks changes from a crawl
+    (the indexer may batch them in one transaction).
+    """
+
+    kind: ChangeKind
+    agency_id: str
+    root: str
+    path: str
+    dest_path: str | None = None
+    bulk: bool = False
+
+    @classmethod
+    def rescan(cls, agency_id: str, root: str) -> FileChange:
+        return cls(ChangeKind.RESCAN, agency_id, root, "")

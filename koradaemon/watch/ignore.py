@@ -1,0 +1,200 @@
+"""Ignore rules of one watched root: built-ins, ``.gitignore``/``.koraignore`` files, config globs.
+
+Syntax (a subset of gitignore, the same for every source): blank lines and ``#`` comments are
+skipped; ``!pat`` re-includes; ``pat/`` matches directories only; a pattern containing a ``/``
+(other than a trailing one) is anchored to the directory of its file (the root for config
+globs), otherwise it matches a name at any depth; ``*`` and ``?`` do not cross ``/``;
+``[abc]``/``[!a-z]`` are classes; ``**/`` matches any number of directories, ``/**`` everything
+inside. A path inside an ignored directory is ignored whatever later rules say (as in git).
+
+Precedence, lowest first (the last matching rule wins): built-ins, then ignore files from the
+root downwards (in one directory ``.gitignore`` before ``.koraignore``), then the config globs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+IGNORE_FILES = (".gitignore", ".koraignore")
+BUILTIN_GLOBS = (
+    ".git/", "*.swp", "*.swo", "*.swx", "*~", ".#*", "4913", "*.tmp", ".goutputstream-*", "*.kate-swp",
+)
+_CACHE_MAX = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    base: str  # directory the rule is relative to ("" = the root)
+    regex: re.Pattern[str]
+    negate: bool
+    dir_only: bool
+    source: str
+
+
+def parse_line(line: str, base: str = "", source: str = "config") -> Rule | None:
+    """One gitignore-style line → a rule, or None for blanks and comments."""
+    line = line.rstrip("\r\n")
+    if not line.endswith("\\ "):
+        line = line.rstrip(" ")
+    if not line or line.startswith("#"):
+        return None
+    negate = line.startswith("!")
+    if negate or line.startswith(("\\!", "\\#")):
+        line = line[1:]
+    dir_only = line.endswith("/")
+    line = line.rstrip("/")
+    if not line:
+        return None
+    anchored = "/" in line
+    body = translate(line.lstrip("/"))
+    regex = re.compile(body if anchored else "(?:.*/)?" + body)
+    return Rule(base, regex, negate, dir_only, source)
+
+
+def translate(glob: str) -> str:
+    """A gitignore glob (no leading or trailing '/') → a regex body for ``fullmatch``."""
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if glob.startswith("**", i) and (i == 0 or glob[i - 1] == "/"):
+            if glob.startswith("**/", i):
+                out.append("(?:.*/)?")
+                i += 3
+                continue
+            if i + 2 == n:
+                out.append(".*")
+                i += 2
+                continue
+        if c == "*":
+            while i + 1 < n and glob[i + 1] == "*":
+                i += 1
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = glob.find("]", i + 2 if glob.startswith(("[!", "[^"), i) else i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                inner = glob[i + 1 : end]
+                if inner[:1] in ("!", "^"):
+                    inner = "^" + inner[1:]
+                out.append("[" + inner.replace("\\", "\\\\") + "]")
+                i = end
+        elif c == "\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(glob[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+class IgnoreRules:
+    """Decides whether a path (POSIX, relative to the root) is ignored. Thread-safe to read."""
+
+    def __init__(self, root_path: Path | None, globs: tuple[str, ...] = (), *, builtin: bool = True) -> None:
+        self.root_path = root_path
+        self.globs = tuple(globs)
+        self.builtin = builtin
+        self._rules: tuple[Rule, ...] = ()
+        self._cache: dict[str, bool] = {}
+        self.reload()
+
+    @classmethod
+    def for_root(cls, root_path: Path, globs: tuple[str, ...] | list[str] = ()) -> IgnoreRules:
+        """Rules for ``root_path``: built-ins + its ignore files (root and subdirectories) + ``globs``."""
+        return cls(root_path, tuple(globs))
+
+    def reload(self) -> None:
+        """Re-read the ignore files (call after one of them changed)."""
+        head = [r for g in (BUILTIN_GLOBS if self.builtin else ()) if (r := parse_line(g, "", "builtin"))]
+        tail = [r for g in self.globs if (r := parse_line(g, "", "config"))]
+        loaded: list[Rule] = []
+        self._set(head, loaded, tail)
+        if self.root_path is not None:
+            stack = [""]
+            while stack:  # parents first: their rules decide which subdirectories are visited
+                rel = stack.pop()
+                found = self._read_files(self.root_path, rel)
+                if found:
+                    loaded.extend(found)
+                    self._set(head, loaded, tail)
+                stack.extend(self._subdirs(self.root_path, rel))
+        log.debug("ignore_rules_loaded", root=str(self.root_path), rules=len(self._rules))
+
+    def _set(self, head: list[Rule], loaded: list[Rule], tail: list[Rule]) -> None:
+        self._rules, self._cache = tuple(head + loaded + tail), {}
+
+    @staticmethod
+    def _read_files(root_path: Path, rel: str) -> list[Rule]:
+        here = root_path / rel if rel else root_path
+        rules: list[Rule] = []
+        for name in IGNORE_FILES:
+            try:
+                text = (here / name).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            source = f"{rel}/{name}" if rel else name
+            rules.extend(r for line in text.splitlines() if (r := parse_line(line, rel, source)))
+        return rules
+
+    def _subdirs(self, root_path: Path, rel: str) -> list[str]:
+        out: list[str] = []
+        try:
+            with os.scandir(root_path / rel if rel else root_path) as it:
+                for entry in it:
+                    child = f"{rel}/{entry.name}" if rel else entry.name
+                    if entry.is_dir(follow_symlinks=False) and not self.is_ignored(child, True):
+                        out.append(child)
+        except OSError as exc:
+            log.warning("ignore_scan_failed", dir=rel or ".", error=exc.strerror)
+        return out
+
+    def is_ignored(self, path: str, is_dir: bool = False) -> bool:
+        """True when ``path`` or one of its parent directories is ignored."""
+        if not path:
+            return False
+        parent, _, _ = path.rpartition("/")
+        if parent and self._dir_ignored(parent):
+            return True
+        return self._match(path, is_dir)
+
+    def _dir_ignored(self, path: str) -> bool:
+        hit = self._cache.get(path)
+        if hit is None:
+            parent, _, _ = path.rpartition("/")
+            hit = (bool(parent) and self._dir_ignored(parent)) or self._match(path, True)
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache = {}
+            self._cache[path] = hit
+        return hit
+
+    def _match(self, path: str, is_dir: bool) -> bool:
+        result = False
+        for rule in self._rules:
+            if rule.dir_only and not is_dir:
+                continue
+            if rule.base:
+                if not path.startswith(rule.base + "/"):
+                    continue
+                rel = path[len(rule.base) + 1 :]
+            else:
+                rel = path
+            if rule.negate is not result:
+                continue  # cannot change the outcome
+            if rule.regex.fullmatch(rel):
+                result = not rule.negate
+        return result
+
+    @staticmethod
+    def is_ignore_file(path: str) -> bool:
+        return path.rpartition("/")[2] in IGNORE_FILES

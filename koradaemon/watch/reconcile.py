@@ -1,0 +1,54 @@
+"""Reconcile crawl: the changes that make the index of one root match the disk.
+
+Stage one compares (size, mtime_ns) from the disk with the index's view (``known``): files new
+or different → INDEX (bulk), indexed paths gone from disk or now ignored → DELETE (bulk).
+Stage two, sha256, is the indexer's: it hashes every INDEX'd file and skips content it has.
+A root that cannot be listed yields nothing, and paths below a directory that could not be
+listed are not deleted: an unreadable or unmounted folder never empties the index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import structlog
+
+from .changes import ChangeKind, FileChange
+from .crawl import CrawlStats, crawl
+from .ignore import IgnoreRules
+
+log = structlog.get_logger(__name__)
+
+
+def reconcile(
+    agency_id: str,
+    root: str,
+    root_path: Path,
+    rules: IgnoreRules,
+    known: Mapping[str, tuple[int, int]],
+    stats: CrawlStats | None = None,
+) -> Iterator[FileChange]:
+    """Yield INDEX/DELETE changes (``bulk=True``) for root ``root`` of ``agency_id``."""
+    st = stats if stats is not None else CrawlStats()
+    seen: set[str] = set()
+    changed = 0
+    for entry in crawl(root_path, rules, st):
+        seen.add(entry.path)
+        if known.get(entry.path) != (entry.size, entry.mtime_ns):
+            changed += 1
+            yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True)
+    if "" in st.failed_dirs:
+        log.error("reconcile_root_unreadable", agency_id=agency_id, root=root)
+        return
+    gone = 0
+    for path in known:
+        if path not in seen and not _under_failed(path, st.failed_dirs):
+            gone += 1
+            yield FileChange(ChangeKind.DELETE, agency_id, root, path, None, True)
+    log.info("reconcile_done", agency_id=agency_id, root=root, files=st.files, index=changed, delete=gone,
+             errors=st.errors)
+
+
+def _under_failed(path: str, failed: list[str]) -> bool:
+    return any(path.startswith(d + "/") for d in failed)
