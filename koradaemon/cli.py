@@ -87,6 +87,10 @@ def load(args: argparse.Namespace) -> Config:
 
 def dispatch(args: argparse.Namespace) -> int:
     cfg = load(args)
+    if args.cmd != "run":  # CLI output owns stdout; the library's log lines go to stderr
+        from .logsetup import configure_logging
+
+        configure_logging(level="warning", fmt="console", stream=sys.stderr)
     if args.cmd == "check-config":
         return cmd_check_config(cfg)
     if args.cmd == "run":

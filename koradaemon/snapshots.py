@@ -53,7 +53,8 @@ class SnapshotService:
         audit = self.audit
         self.store = SnapshotStore(self.cfg.path(v.dir), keys=self.keys, keep_last=v.keep_last,
                                    audit=(lambda a, t, d: (audit(a, t, dict(d)), None)[1]) if audit else None)
-        self.scheduler = SnapshotScheduler(interval_s=v.auto_interval_s, settle_s=v.milestone_settle_s)
+        self.scheduler = SnapshotScheduler(interval_s=v.auto_interval_s, settle_s=v.milestone_settle_s,
+                                           agencies=[a.agency_id for a in self.cfg.agencies if a.state_dirs])
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -147,6 +148,7 @@ class SnapshotService:
         info = self.store.create(agency_id, self._sources(agency), trigger=trigger,
                                  extra_state={"state_dirs": list(agency.state_dirs)})
         out = _info_dict(info)
+        self.scheduler.taken(agency_id)
         with self._lock:
             self._last[agency_id] = out
         log.info("snapshot_taken", agency_id=agency_id, trigger=trigger, id=out.get("id"),

@@ -72,6 +72,7 @@ class DaemonProc:
 
     def __init__(self, root: _Path, extra: str = "", env: dict[str, str] | None = None) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.config = root / "koradaemon.yaml"
         if not self.config.exists():
             import importlib.util
