@@ -78,6 +78,7 @@ class Daemon:
         self.acks = Acknowledger(audit=self.audit.append_nowait, publish=self.events.publish)
         self.writer = Writer(
             self.db_path,
+            is_ignored=self._is_ignored,
             on_committed=self.acks.submit,
             batch_files=cfg.index.bulk_batch_files,
             batch_bytes=cfg.index.bulk_batch_bytes,
@@ -142,6 +143,10 @@ class Daemon:
             self.schedule_reconcile(agency_id, root)
         self.snapshots.watch_agency(agency)
 
+    def _is_ignored(self, agency_id: str, root: str, path: str) -> bool:
+        rules = self.watchset.rules.get((agency_id, root))
+        return rules is not None and rules.is_ignored(path)
+
     def schedule_reconcile(self, agency_id: str, root: str) -> None:
         agency = self.cfg.agency(agency_id)
         if agency is None or root not in agency.roots:
@@ -150,6 +155,7 @@ class Daemon:
         root_path = self.cfg.path(root)
 
         def changes() -> Any:
+            self.writer.flush()  # what the index holds, including jobs already on their way
             conn = open_db(self.db_path, migrate=False)
             try:
                 known = AgencyStore(conn, agency_id).known_files(root)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,7 @@ from .errors import UsageError
 from .index.db import open_db
 from .index.retrieval import ChunkRef, read_chunk_text
 from .index.store import AgencyStore
+from .vault.fsutil import atomic_write_bytes as atomic_write
 from .statusinfo import full_status
 
 if TYPE_CHECKING:
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 MAX_LIMIT = 100
+_CONTEXT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
 
 def _arg(args: Mapping[str, Any], name: str, typ: type, default: Any = ...) -> Any:
@@ -47,6 +51,7 @@ class Operations:
             "snapshot": self.snapshot,
             "snapshots": self.list_snapshots,
             "restore": self.restore,
+            "vault.put_context": self.put_context,
             "audit.verify": self.audit_verify,
             "audit.unlock": self.audit_unlock,
             "subscribe": self.subscribe,
@@ -104,6 +109,25 @@ class Operations:
         snap = _arg(req.args, "snapshot", str, "")
         target = _arg(req.args, "target", str, "")
         return self.d.snapshots.restore(req.agency_id, snap or None, target or None, supervisor=self.d.supervisor)
+
+    def put_context(self, req: Any) -> dict[str, Any]:
+        """Store a named context blob in the agency's state (snapshotted with it), atomically, audited."""
+        self.d.check_unlocked(req.agency_id)
+        agency = self.d.cfg.agency(req.agency_id)
+        assert agency is not None
+        if not agency.state_dirs:
+            raise UsageError(f"agency {req.agency_id!r} has no state_dirs to keep context in")
+        name = _arg(req.args, "name", str)
+        content = _arg(req.args, "content", str)
+        if not _CONTEXT_NAME.fullmatch(name):
+            raise UsageError("context name: 1-64 of [A-Za-z0-9._-], not starting with '.'")
+        data = content.encode("utf-8")
+        target = self.d.cfg.path(agency.state_dirs[0]) / "context" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, data)
+        digest = hashlib.sha256(data).hexdigest()
+        self.d.audit_append(req.agency_id, "context_put", {"name": name, "bytes": len(data), "sha256": digest})
+        return {"name": name, "bytes": len(data), "sha256": digest}
 
     def audit_verify(self, req: Any) -> dict[str, Any]:
         result = self.d.audit.verify(req.agency_id)[req.agency_id]

@@ -99,7 +99,8 @@ class SnapshotService:
             log.warning("snapshot_skipped", reason="vault disabled", trigger=trigger)
             return
         for agency in self.cfg.agencies:
-            self._q.put((agency.agency_id, trigger))
+            if agency.state_dirs:
+                self._q.put((agency.agency_id, trigger))
 
     def stop(self, timeout: float = 10.0) -> None:
         for obs in self._observers:

@@ -165,3 +165,22 @@ def test_status_json_and_human(daemon: DaemonProc) -> None:
     assert daemon.stop() == 0
     offline = daemon.cli("status", check=True).stdout
     assert "not running" in offline
+
+
+def test_subscribe_streams_acknowledged_changes_and_put_context(daemon: DaemonProc) -> None:
+    daemon.start()
+    token = (daemon.root / "run" / "tokens" / "alpha.token").read_text().strip()
+    client = ControlClient(daemon.root / "run" / "koradaemon.sock")
+    stream = client.stream("subscribe", "alpha", token, idle_timeout=15)
+    assert next(stream)["type"] == "subscribed"
+    (daemon.root / "alpha" / "notes" / "live.md").write_text("streamed note about sorrel\n")
+    event = next(e for e in stream if e.get("type") == "index")
+    assert event["path"] == "live.md" and event["chunks"] == 1 and len(event["sha256"]) == 64
+    stream.close()
+    res = daemon.client_call("vault.put_context", name="session-1.json", content='{"goal": "demo"}')
+    assert res["bytes"] == 16
+    assert (daemon.root / "alpha" / "state" / "context" / "session-1.json").read_text() == '{"goal": "demo"}'
+    with pytest.raises(Exception, match="context name"):
+        daemon.client_call("vault.put_context", name="../escape", content="x")
+    wait_for(lambda: "context_put" in audit_types(daemon), 10, what="context audited")
+    assert daemon.stop() == 0

@@ -63,8 +63,10 @@ class Writer:
         batch_bytes: int = 64 << 20,
         optimize_idle_s: float = 30.0,
         queue_max: int = 256,
+        is_ignored: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         self.db_path = db_path
+        self.is_ignored = is_ignored
         self.on_committed = on_committed
         self.batch_files = batch_files
         self.batch_bytes = batch_bytes
@@ -278,6 +280,11 @@ class Writer:
         if not _still_same(job):
             self.counters["stale_jobs"] += 1
             return None  # the file changed again or vanished: a newer event follows
+        if self.is_ignored is not None and self.is_ignored(job.agency_id, job.root, job.path):
+            self.counters["ignored_late"] += 1  # the ignore rules changed after the event was queued
+            n = int(store.delete_document(job.root, job.path))
+            return Applied(job.agency_id, "delete", {"root": job.root, "path": job.path, "files": n},
+                           job.started) if n else None
         if job.skipped:
             store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, (), job.skipped)
             self.counters[f"skipped_{job.skipped}"] += 1
