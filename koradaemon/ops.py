@@ -15,8 +15,8 @@ from .errors import UsageError
 from .index.db import open_db
 from .index.retrieval import ChunkRef, read_chunk_text
 from .index.store import AgencyStore
-from .vault.fsutil import atomic_write_bytes as atomic_write
 from .statusinfo import full_status
+from .vault.fsutil import atomic_write_bytes as atomic_write
 
 if TYPE_CHECKING:
     from .daemon import Daemon
