@@ -80,6 +80,13 @@ def bench_bulk(m: AuditManager, datas: list[dict[str, Any]]) -> float:
     return len(datas) / (time.perf_counter() - t)
 
 
+def bench_many(m: AuditManager, datas: list[dict[str, Any]], chunk: int = 256) -> float:
+    t = time.perf_counter()
+    for i in range(0, len(datas), chunk):
+        m.append_many("many", [("index", d) for d in datas[i : i + chunk]])
+    return len(datas) / (time.perf_counter() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
@@ -89,10 +96,11 @@ def main() -> None:
     datas = [sample(i) for i in range(args.records)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        m = AuditManager(audit_root=root / "audit", db_path=root / "k.db", agency_ids=["threads", "bulk"])
+        m = AuditManager(audit_root=root / "audit", db_path=root / "k.db", agency_ids=["threads", "bulk", "many"])
         m.open_all()
         ceiling = raw_append_ceiling(datas)
         rate_bulk = bench_bulk(m, datas)
+        rate_many = bench_many(m, datas)
         rate_threads = bench_threads(m, datas, args.threads)
         batches = m.heads()
         m.close()
@@ -104,6 +112,8 @@ def main() -> None:
     print(f"raw ceiling  dumps+sha256 per record      {ceiling:>10,.0f} rec/s")
     print(f"append bulk  append_nowait, 1 producer     {rate_bulk:>10,.0f} rec/s  ({rate_bulk / ceiling:.2f} x ceiling)"
           f"  batches={batches['bulk'] and batches['bulk']['batches']}")
+    print(f"append many  append_many, 256 per call     {rate_many:>10,.0f} rec/s  ({rate_many / ceiling:.2f} x ceiling)"
+          f"  batches={batches['many'] and batches['many']['batches']}")
     print(f"append sync  {args.threads} threads x append()      {rate_threads:>10,.0f} rec/s  "
           f"({rate_threads / ceiling:.2f} x ceiling)  batches={batches['threads'] and batches['threads']['batches']}")
     print(f"raw ceiling  loads+dumps+sha256 per line  {ceiling_v:>10,.0f} rec/s")

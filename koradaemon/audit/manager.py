@@ -92,7 +92,12 @@ class AuditManager:
         return self._log_for(agency_id).append(record_type, data)
 
     def append_nowait(self, agency_id: str, record_type: str, data: dict[str, Any]) -> Pending:
+        """Queue one record; ``.result()`` on the handle waits until it is durable."""
         return self._log_for(agency_id).append_nowait(record_type, data)
+
+    def append_many(self, agency_id: str, records: list[tuple[str, dict[str, Any]]]) -> list[Record]:
+        """Append several records of one agency and wait until all are durable (one or few fsyncs)."""
+        return [p.result() for p in self._log_for(agency_id).append_many(records)]
 
     # -- verification ---------------------------------------------------------------
     def verify(self, agency_id: str | None = None) -> dict[str, VerifyResult]:

@@ -36,6 +36,11 @@ class Pending:
 
     __slots__ = ("data", "error", "hash", "log", "nowait", "offset", "segment", "seq", "ticket", "ts", "type",
                  "waiter")
+    seq: int
+    hash: str
+    ts: str
+    segment: int
+    offset: int
 
     def __init__(self, log: AuditLog, record_type: str, data: bytes, ticket: int, nowait: bool) -> None:
         self.log = log
@@ -44,12 +49,8 @@ class Pending:
         self.ticket = ticket
         self.nowait = nowait
         self.error: str | None = None
-        self.seq = -1
-        self.hash = ""
-        self.ts = ""
-        self.segment = 0
-        self.offset = 0
         self.waiter: threading.Lock | None = None
+        # seq, hash, ts, segment, offset are set by the appender before the record is done
 
     def done(self) -> bool:
         return self.error is not None or self.log._durable >= self.ticket
@@ -133,6 +134,11 @@ class AuditLog:
         """Queue one record for bulk use; ``.result()`` on the returned handle waits for durability."""
         return self._enqueue(self._public_type(record_type), data, nowait=True)
 
+    def append_many(self, records: list[tuple[str, dict[str, Any]]]) -> list[Pending]:
+        """Queue several records at once (all validated first, so a bad one queues none)."""
+        raws = [(self._public_type(t), data_bytes(d, self.agency_id, t)) for t, d in records]
+        return self._put(raws, nowait=True)
+
     @staticmethod
     def _public_type(record_type: str) -> str:
         if check_type(record_type) in RESERVED_TYPES:
@@ -152,19 +158,25 @@ class AuditLog:
         self._raise_if_failed()
 
     def _enqueue(self, record_type: str, data: dict[str, Any], *, nowait: bool) -> Pending:
-        data_raw = data_bytes(data, self.agency_id, record_type)
+        return self._put([(record_type, data_bytes(data, self.agency_id, record_type))], nowait=nowait)[0]
+
+    def _put(self, raws: list[tuple[str, bytes]], *, nowait: bool) -> list[Pending]:
+        out = []
         with self._qcond:
-            self._raise_if_failed()
-            if self._stopping or self._thread is None:
-                raise AuditError(f"audit log of {self.agency_id!r} is not open")
-            while len(self._queue) >= self.max_queue and self.failed is None:
-                self._qcond.wait(0.1)
-            self._tickets += 1
-            pending = Pending(self, record_type, data_raw, self._tickets, nowait)
-            self._queue.append(pending)
-            if len(self._queue) == 1 or len(self._queue) >= self.cap:
-                self._qcond.notify_all()
-        return pending
+            queue = self._queue
+            for record_type, raw in raws:
+                self._raise_if_failed()
+                if self._stopping or self._thread is None:
+                    raise AuditError(f"audit log of {self.agency_id!r} is not open")
+                while len(queue) >= self.max_queue and self.failed is None:
+                    self._qcond.wait(0.1)
+                self._tickets += 1
+                pending = Pending(self, record_type, raw, self._tickets, nowait)
+                queue.append(pending)
+                out.append(pending)
+                if len(queue) == 1 or len(queue) == self.cap:
+                    self._qcond.notify_all()
+        return out
 
     def _wait(self, pending: Pending, timeout: float | None) -> None:
         """Block on a lock of this record's own, released by the appender when the record is done."""
@@ -188,10 +200,11 @@ class AuditLog:
     # -- the appender thread --------------------------------------------------------
     def _run(self) -> None:
         while True:
-            batch = self._take()
-            if not batch:
-                return
+            batch: list[Pending] = []
             try:
+                batch = self._take()
+                if not batch:
+                    return
                 self._commit(batch)
             except Exception as exc:
                 self._fail(batch, f"{type(exc).__name__}: {exc}")
@@ -199,25 +212,24 @@ class AuditLog:
 
     def _take(self) -> list[Pending]:
         with self._qcond:
-            while not self._queue and not self._stopping:
+            queue = self._queue
+            while not queue and not self._stopping:
                 self._qcond.wait()
-            batch = self._pop()
-            if batch and len(batch) < self.cap and self.linger_s > 0 and batch[-1].nowait and not self._stopping:
+            if queue and len(queue) < self.cap and self.linger_s > 0 and queue[-1].nowait and not self._stopping:
                 # bulk producers keep producing: give the batch a moment to fill up
                 deadline = time.monotonic() + self.linger_s
-                while len(batch) < self.cap and not self._stopping:
+                while len(queue) < self.cap and not self._stopping:
                     left = deadline - time.monotonic()
-                    if left <= 0 or not self._qcond.wait(left):
+                    if left <= 0:
                         break
-                    batch.extend(self._pop(self.cap - len(batch)))
-                batch.extend(self._pop(self.cap - len(batch)))
+                    self._qcond.wait(left)
+            batch = self._pop()
             self._qcond.notify_all()
             return batch
 
-    def _pop(self, limit: int | None = None) -> list[Pending]:
+    def _pop(self) -> list[Pending]:
         q = self._queue
-        n = min(len(q), self.cap if limit is None else limit)
-        return [q.popleft() for _ in range(n)]
+        return [q.popleft() for _ in range(min(len(q), self.cap))]
 
     def _commit(self, batch: list[Pending]) -> None:
         head = self._head
@@ -225,15 +237,14 @@ class AuditLog:
         if head.offset >= self.segment_max_bytes:
             head = self._rotate(head)
         ts = now_ts()
-        enc = self._enc.encode
+        enc = self._enc.encode_parts
         seq, prev, offset = head.seq + 1, head.hash, head.offset
-        parts = []
+        parts: list[bytes] = []
+        segment = head.segment
         for p in batch:
-            line, digest = enc(seq, ts, p.type, p.data, prev)
-            parts.append(line)
-            offset += len(line)
-            p.seq, p.hash, p.ts, p.segment, p.offset = seq, digest, ts, head.segment, offset
-            prev = digest
+            prev, size = enc(parts, seq, ts, p.type, p.data, prev)
+            offset += size
+            p.seq, p.hash, p.ts, p.segment, p.offset = seq, prev, ts, segment, offset
             seq += 1
         write_all(self._fd, b"".join(parts))
         os.fdatasync(self._fd)
@@ -267,17 +278,18 @@ class AuditLog:
         return new_head
 
     def _fail(self, batch: list[Pending], reason: str) -> None:
+        """Stop for good: lock down first (on_failure), then wake every waiter with the error."""
         log.error("audit_write_failed", agency_id=self.agency_id, reason=reason, action="no retry; lockdown")
         with self._qcond:
             self.failed = reason
             stranded = batch + list(self._queue)
             self._queue.clear()
             self._qcond.notify_all()
-        for p in stranded:
-            p.error = reason
-        self._release(stranded)
         if self.on_failure is not None:
             try:
                 self.on_failure(self.agency_id, reason)
             except Exception:
                 log.exception("audit_failure_callback_failed", agency_id=self.agency_id)
+        for p in stranded:
+            p.error = reason
+        self._release(stranded)

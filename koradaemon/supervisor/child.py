@@ -22,7 +22,7 @@ import psutil
 import structlog
 
 from ..errors import SupervisorError
-from .pidfile import GroupRecord, remove_record, write_record
+from .pidfile import GroupRecord, group_members, remove_record, wait_gone, write_record
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +59,8 @@ class AgentProcess:
         self._stop_lock = threading.Lock()
         self.returncode: int | None = None
         self.started_at = 0.0
+        self.ended_at: float | None = None
+        self._record: GroupRecord | None = None
 
     @property
     def pid(self) -> int | None:
@@ -98,7 +100,8 @@ class AgentProcess:
             create_time = psutil.Process(self._proc.pid).create_time()
         except psutil.Error:
             create_time = time.time()
-        write_record(self.pidfile, GroupRecord(self._proc.pid, self._proc.pid, create_time, self.command[0]))
+        self._record = GroupRecord(self._proc.pid, self._proc.pid, create_time, self.command[0])
+        write_record(self.pidfile, self._record)
 
     def _pump(self, stream: str, pipe: IO[bytes]) -> None:
         """Forward each output line to the log and the ring until the pipe closes."""
@@ -118,6 +121,7 @@ class AgentProcess:
                 self._proc.wait()
         except ChildProcessError:
             pass
+        self.ended_at = time.monotonic()
         self._exited.set()
         if self._on_exit is not None:
             self._on_exit()
@@ -158,6 +162,8 @@ class AgentProcess:
                     log.warning("agent_drain_expired", pid=self._proc.pid, drain_s=drain_s)
             self.signal_group(signal.SIGKILL)
             self._exited.wait(5.0)
+            if self._record is not None:  # SIGKILL is asynchronous: wait until the members are dead
+                wait_gone(group_members(self._record), 5.0)
             try:
                 self.returncode = self._proc.wait(timeout=5.0)
             except subprocess.TimeoutExpired:
@@ -175,7 +181,7 @@ class AgentProcess:
             "pid": self.pid,
             "returncode": self.returncode,
             "reason": reason,
-            "uptime_ms": int((time.monotonic() - self.started_at) * 1000),
+            "uptime_ms": int(((self.ended_at or time.monotonic()) - self.started_at) * 1000),
             "was_ready": was_ready,
         }
 

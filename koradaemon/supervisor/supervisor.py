@@ -387,6 +387,7 @@ class Supervisor:
         with self._cv:
             self._restarts += 1
             self._state = "degraded" if decision.degraded else "backoff"
+            self._next_start_at = time.monotonic() + delay
         data: dict[str, object] = {
             "reason": outcome.kind,
             "returncode": outcome.returncode,

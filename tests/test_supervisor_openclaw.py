@@ -1,0 +1,90 @@
+"""Opt-in: the supervisor against the real OpenClaw gateway (install it with ``scripts/install-openclaw``).
+
+Skipped unless the gateway is found at ``$KORA_OPENCLAW_BIN`` or under the install prefix
+(``$KORA_OPENCLAW_PREFIX``, default ``~/.local/share/koradaemon/openclaw``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import wait_for
+from test_supervisor_support import AuditLog, free_port, gone, status_of
+
+from koradaemon.supervisor import Supervisor
+
+
+def openclaw_bin() -> Path | None:
+    explicit = os.environ.get("KORA_OPENCLAW_BIN")
+    if explicit:
+        return Path(explicit) if Path(explicit).is_file() else None
+    prefix = Path(os.environ.get("KORA_OPENCLAW_PREFIX", Path.home() / ".local/share/koradaemon/openclaw"))
+    candidate = prefix / "bin" / "openclaw"
+    return candidate if candidate.is_file() else None
+
+
+OPENCLAW = openclaw_bin()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(OPENCLAW is None, reason="OpenClaw gateway not installed (scripts/install-openclaw)"),
+]
+
+
+def group_of(pid: int) -> list[int]:
+    return [p.pid for p in psutil.process_iter() if _pgid(p.pid) == pid]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+@pytest.mark.timeout(300)
+def test_real_gateway_is_supervised_restarted_and_stopped(tmp_path: Path) -> None:
+    assert OPENCLAW is not None
+    port = free_port()
+    audit = AuditLog()
+    home = tmp_path / "home"
+    home.mkdir()
+    sup = Supervisor(
+        agency_id="acme",
+        command=[str(OPENCLAW), "gateway", "run", "--bind", "loopback", "--port", str(port), "--allow-unconfigured"],
+        workdir=tmp_path / "agent",
+        state_dir=tmp_path / "agent" / "state",
+        run_dir=tmp_path / "run",
+        health_url=f"http://127.0.0.1:{port}",
+        probe_interval_s=0.5,
+        probe_timeout_s=3.0,
+        startup_timeout_s=120.0,
+        drain_s=15.0,
+        backoff_initial_s=0.2,
+        extra_env={"HOME": str(home)},
+        audit=audit,
+    )
+    sup.start()
+    try:
+        wait_for(lambda: status_of(sup)["state"] == "ready", 150, interval=0.2, what="gateway ready")
+        first = int(status_of(sup)["pid"])
+        members = group_of(first)
+        assert (tmp_path / "agent" / "state").is_dir()
+        os.kill(first, signal.SIGKILL)
+        wait_for(
+            lambda: status_of(sup)["state"] == "ready" and status_of(sup)["pid"] != first,
+            150,
+            interval=0.2,
+            what="gateway ready after kill -9",
+        )
+        assert all(gone(p) for p in members)  # the rest of the killed gateway's group was ended too
+        second = int(status_of(sup)["pid"])
+        members = group_of(second)
+    finally:
+        sup.stop(30)
+    assert all(gone(p) for p in members)
+    assert audit.of("agent_exit")[-1]["reason"] == "stop"
+    assert audit.of("agent_exit")[-1]["returncode"] == 0  # SIGTERM: the gateway drained and exited cleanly

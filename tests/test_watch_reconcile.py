@@ -1,0 +1,93 @@
+"""Crawl and reconcile: a root changed while nobody watched converges to the disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from koradaemon.watch.changes import ChangeKind
+from koradaemon.watch.crawl import CrawlStats, crawl
+from koradaemon.watch.ignore import IgnoreRules
+from koradaemon.watch.reconcile import reconcile
+
+
+def index_of(root: Path, rules: IgnoreRules) -> dict[str, tuple[int, int]]:
+    """What an index that is up to date would know."""
+    return {e.path: (e.size, e.mtime_ns) for e in crawl(root, rules)}
+
+
+def test_crawl_lists_regular_files_only_and_keeps_symlinks_inside(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "d" / "e").mkdir(parents=True)
+    (root / "d" / "e" / "f.md").write_text("12345")
+    (root / "skip.log").write_text("x")
+    (tmp_path / "outside.md").write_text("secret")
+    (root / "out.md").symlink_to(tmp_path / "outside.md")
+    (root / "in.md").symlink_to(root / "d" / "e" / "f.md")
+    (root / "dirlink").symlink_to(root / "d", target_is_directory=True)
+    (root / "outdir").symlink_to(tmp_path, target_is_directory=True)
+    os.mkfifo(root / "pipe")
+    st = CrawlStats()
+    entries = {e.path: e for e in crawl(root, IgnoreRules.for_root(root, ("*.log",)), st)}
+    assert set(entries) == {"d/e/f.md", "in.md"}
+    assert entries["d/e/f.md"].size == 5 and entries["in.md"].size == 5
+    assert st.skipped >= 2 and st.dirs == 3
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
+def test_unreadable_directory_is_skipped_and_its_files_not_deleted(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "locked").mkdir(parents=True)
+    (root / "locked" / "a.md").write_text("a")
+    (root / "b.md").write_text("b")
+    rules = IgnoreRules.for_root(root)
+    known = index_of(root, rules)
+    (root / "locked").chmod(0)
+    try:
+        changes = list(reconcile("a1", "r", root, rules, known))
+    finally:
+        (root / "locked").chmod(0o755)
+    assert changes == []
+
+
+def test_reconcile_after_offline_changes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    for name in ("same.md", "edited.md", "gone.md", "sub/moved.md", "later-ignored.md"):
+        (root / name).write_text(name)
+    rules = IgnoreRules.for_root(root)
+    known = index_of(root, rules)
+    # the daemon is down: edit, delete, add, move, ignore
+    (root / "edited.md").write_text("edited, longer content")
+    (root / "gone.md").unlink()
+    (root / "new.md").write_text("new")
+    (root / "sub" / "moved.md").rename(root / "moved.md")
+    (root / ".koraignore").write_text("later-ignored.md\n")
+    rules.reload()
+    changes = list(reconcile("a1", "r", root, rules, known))
+    got = {(c.kind, c.path) for c in changes}
+    assert got == {
+        (ChangeKind.INDEX, "edited.md"), (ChangeKind.INDEX, "new.md"), (ChangeKind.INDEX, "moved.md"),
+        (ChangeKind.INDEX, ".koraignore"), (ChangeKind.DELETE, "gone.md"), (ChangeKind.DELETE, "sub/moved.md"),
+        (ChangeKind.DELETE, "later-ignored.md"),
+    }
+    assert all(c.bulk and c.agency_id == "a1" and c.root == "r" for c in changes)
+    # applying them converges: a second pass has nothing to do
+    assert list(reconcile("a1", "r", root, rules, index_of(root, rules))) == []
+
+
+def test_touched_file_with_same_content_is_offered_for_hashing(tmp_path: Path) -> None:
+    root = tmp_path
+    (root / "a.md").write_text("same")
+    rules = IgnoreRules.for_root(root)
+    known = index_of(root, rules)
+    st = os.stat(root / "a.md")
+    os.utime(root / "a.md", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert [(c.kind, c.path) for c in reconcile("a1", "r", root, rules, known)] == [(ChangeKind.INDEX, "a.md")]
+
+
+def test_missing_root_deletes_nothing(tmp_path: Path) -> None:
+    rules = IgnoreRules.for_root(tmp_path / "nope")
+    assert list(reconcile("a1", "r", tmp_path / "nope", rules, {"a.md": (1, 1)})) == []
