@@ -23,7 +23,7 @@ from pathlib import Path
 
 import apsw
 import psutil
-from corpus import WORDS, generated_corpus
+from corpus import WORDS, generated_corpus, stdlib_corpus, vocabulary
 from daemon_proc import LiveDaemon
 
 from koradaemon.index.store import AgencyStore
@@ -69,7 +69,17 @@ def bench_latency(d: LiveDaemon, edits: int) -> list[float]:
 
 def bench_search(d: LiveDaemon, queries: int) -> tuple[list[float], list[float]]:
     rnd = random.Random(5)
-    qs = [" ".join(rnd.sample(WORDS, 2)) if i % 3 else f"unique{rnd.randrange(1000)}" for i in range(queries)]
+    words, _ = vocabulary()
+    # A mix: common words, mid-frequency words, two-word queries, phrase, prefix, rare tokens.
+    kinds = [
+        lambda: rnd.choice(words[:50]),
+        lambda: rnd.choice(words[50:2000]),
+        lambda: f"{rnd.choice(words[:500])} {rnd.choice(words[:5000])}",
+        lambda: f'"{rnd.choice(words[:100])} {rnd.choice(words[:100])}"',
+        lambda: rnd.choice(words[100:3000])[:3] + "*",
+        lambda: f"unique{rnd.randrange(1000)}",
+    ]
+    qs = [kinds[i % len(kinds)]() for i in range(queries)]
     token = d.token()
     via_socket = []
     with d.client() as c:
@@ -94,10 +104,14 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=300)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--debounce-ms", type=int, default=20)
+    ap.add_argument("--corpus", choices=("generated", "stdlib"), default="generated")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kora-live-") as tmp:
         d = LiveDaemon(Path(tmp), args.debounce_ms)
-        nfiles, nbytes = generated_corpus(Path(tmp) / "corpus", args.files, args.size)
+        if args.corpus == "stdlib":
+            nfiles, nbytes = stdlib_corpus(Path(tmp) / "corpus")
+        else:
+            nfiles, nbytes = generated_corpus(Path(tmp) / "corpus", args.files, args.size)
         peak = [0.0]
         stop = threading.Event()
         try:

@@ -33,14 +33,35 @@ def stdlib_corpus(dest: Path, limit_bytes: int = 60 << 20) -> tuple[int, int]:
     return files, total
 
 
+def vocabulary(size: int = 20_000, seed: int = 11) -> tuple[list[str], list[float]]:
+    """Pseudo-words with Zipf-like frequencies (word i has weight 1/(i+1)), as in natural text."""
+    rnd = random.Random(seed)
+    letters = "etaoinshrdlucmfwypvbgkjqxz"
+    words = list(WORDS)
+    seen = set(words)
+    while len(words) < size:
+        w = "".join(rnd.choice(letters[: 8 + rnd.randrange(18)]) for _ in range(rnd.randrange(3, 10)))
+        if w not in seen:
+            seen.add(w)
+            words.append(w)
+    cum: list[float] = []
+    total = 0.0
+    for i in range(size):
+        total += 1.0 / (i + 1)
+        cum.append(total)
+    return words, cum
+
+
 def generated_corpus(dest: Path, files: int, size: int, seed: int = 7) -> tuple[int, int]:
+    words, cum = vocabulary()
     rnd = random.Random(seed)
     total = 0
     for i in range(files):
         d = dest / f"d{i % 100:02d}"
         d.mkdir(parents=True, exist_ok=True)
-        words = rnd.choices(WORDS, k=max(1, size // 7))
-        text = " ".join(words) + f"\nunique{i}\n"
+        picked = rnd.choices(words, cum_weights=cum, k=max(1, size // 7))
+        lines = [" ".join(picked[j : j + 12]) for j in range(0, len(picked), 12)]
+        text = "\n".join(lines) + f"\nunique{i}\n"
         (d / f"f{i}.txt").write_text(text)
         total += len(text)
     return files, total

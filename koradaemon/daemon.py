@@ -52,6 +52,7 @@ class Daemon:
         self.started_mono = time.monotonic()
         self.ready = False
         self.degraded_roots: dict[tuple[str, str], str] = {}
+        self.initial_sync: dict[str, Any] | None = None
         self._stopped = False
 
     # -- construction -------------------------------------------------------------
@@ -223,11 +224,20 @@ class Daemon:
                 self.flags.snapshot.clear()
                 self.snapshots.request_all("signal")
             self.snapshots.tick()
+            self._note_initial_sync()
             now = time.monotonic()
             if now >= next_status:
                 self.notifier.status(status_line(self))
                 next_status = now + 2.0
         log.info("daemon_stopping", signal=self.flags.stop_signal)
+
+    def _note_initial_sync(self) -> None:
+        if self.initial_sync is None and self.idle():
+            seconds = (self.writer.last_commit or time.monotonic()) - self.started_mono
+            nbytes = self.writer.counters.get("bytes", 0)
+            self.initial_sync = {"seconds": round(seconds, 3), "files": self.writer.counters.get("indexed", 0),
+                                 "bytes": nbytes, "mb_per_s": round(nbytes / 1e6 / seconds, 2) if seconds else 0}
+            log.info("initial_sync_done", **self.initial_sync)
 
     def reload(self) -> None:
         self.notifier.reloading()

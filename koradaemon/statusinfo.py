@@ -49,7 +49,7 @@ def full_status(daemon: Daemon, agency_id: str | None = None) -> dict[str, Any]:
         "ready": daemon.ready,
         "queue": {"depth": daemon.work.depth(), "writer": daemon.writer.depth(), "acks": daemon.acks.depth(),
                   "busy_workers": daemon.indexer.busy, "idle": daemon.idle()},
-        "crawl": daemon.crawler.progress(),
+        "crawl": {**daemon.crawler.progress(), "initial_sync": daemon.initial_sync},
         "indexer": dict(daemon.indexer.counters),
         "writer": dict(daemon.writer.counters),
         "latency": _percentiles(daemon.acks.latencies),

@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 # switch interval the writer waits on the chunkers. The daemon sets 1 ms
 # (sys.setswitchinterval): ~1.4x faster bulk indexing in bench/bench_index.py.
 SWITCH_INTERVAL = 0.001
+BULK_LINGER_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -162,9 +163,12 @@ class Writer:
         size = getattr(first, "nbytes", 0)
         if _streamed(first):
             return batch
+        # Bulk work is not waiting on anyone: linger briefly for more, since every commit
+        # flushes FTS5's pending terms into a new segment (fewer, larger commits are faster).
+        deadline = time.monotonic() + BULK_LINGER_S
         while len(batch) < self.batch_files and size < self.batch_bytes:
             try:
-                job = self._q.get_nowait()
+                job = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             if job is None:
