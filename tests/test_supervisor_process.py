@@ -135,9 +135,9 @@ def test_stale_group_of_a_killed_daemon_is_ended_on_restart(tmp_path: Path) -> N
     assert not gone(record.pid) and not gone(grandchild)
     audit = AuditLog()
     sup = make_supervisor(tmp_path, audit=audit)
-    sup.start()  # finds the recorded group, checks its create_time, ends it
+    sup.start()  # its thread finds the recorded group, checks its create_time, ends it
     try:
-        assert gone(record.pid) and gone(grandchild)
+        wait_for(lambda: gone(record.pid) and gone(grandchild), 15, what="stale group ended")
         wait_for(lambda: status_of(sup)["state"] == "ready", 10, what="new agent ready")
     finally:
         sup.stop(10)

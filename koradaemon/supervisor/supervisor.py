@@ -126,15 +126,12 @@ class Supervisor:
 
     # ----------------------------------------------------------------- public API
     def start(self) -> None:
-        """End a stale agent group left by a killed daemon, then start supervising in a thread."""
+        """Start supervising in a thread (which first ends a stale agent group left by a killed daemon)."""
         if self._thread is not None:
             raise SupervisorError("supervisor already started")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        ended = reap_stale(self.pidfile, drain_s=self.drain_s)
-        if ended:
-            self._audit("agent_exit", {"reason": "stale_group", "processes": ended})
         with self._cv:
             self._state = "starting"
         self._thread = threading.Thread(target=self._run, name=f"supervisor-{self.agency_id}", daemon=True)
@@ -214,6 +211,11 @@ class Supervisor:
     def _run(self) -> None:
         delay, reason = 0.0, "initial"
         try:
+            # First end a stale agent group left by a killed daemon (its pidfile); done here, not in
+            # start(), so a group that ignores SIGTERM does not hold up the daemon's readiness.
+            ended = reap_stale(self.pidfile, drain_s=self.drain_s)
+            if ended:
+                self._audit("agent_exit", {"reason": "stale_group", "processes": ended})
             while (why := self._wait_until_start(delay)) is not None:
                 outcome = self._run_once("requested" if why == "requested" else reason)
                 if outcome.kind == "stop":
