@@ -40,6 +40,10 @@ from .watchset import WatchSet
 
 log = structlog.get_logger(__name__)
 
+# The start-up crawl keeps at most this many changes queued ahead of the indexer: memory stays
+# flat however many files a root holds (100 k queued changes cost ~40 MB).
+CRAWL_HIGH_WATER = 2048
+
 
 class Daemon:
     def __init__(self, cfg: Config, *, config_path: Path | None = None) -> None:
@@ -97,7 +101,9 @@ class Daemon:
             is_locked=self.lockdown.is_locked,
         )
         self.crawler = Crawler(
-            put=self.work.put, depth=self.work.depth, high_water=max(8, cfg.watch.queue_max // 2),
+            put=self.work.put,
+            depth=self.work.depth,
+            high_water=max(8, min(CRAWL_HIGH_WATER, cfg.watch.queue_max // 2)),
             is_locked=self.lockdown.is_locked,
         )
         self.acks.start()
