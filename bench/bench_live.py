@@ -67,6 +67,9 @@ def bench_latency(d: LiveDaemon, edits: int) -> list[float]:
     return out
 
 
+KINDS = ("common word", "mid-frequency word", "two words", "phrase", "prefix*", "rare token")
+
+
 def bench_search(d: LiveDaemon, queries: int) -> tuple[list[float], list[float]]:
     rnd = random.Random(5)
     words, _ = vocabulary()
@@ -135,6 +138,10 @@ def main() -> None:
             print(f"search top-10 via socket: p50 {pct(sock, 0.5):.2f} ms, p99 {pct(sock, 0.99):.2f} ms;"
                   f" in-process floor p50 {pct(direct, 0.5):.2f} ms, p99 {pct(direct, 0.99):.2f} ms;"
                   f" mean ratio {statistics.mean(sock) / statistics.mean(direct):.2f}")
+            for k, kind in enumerate(KINDS):
+                s, f = sock[k :: len(KINDS)], direct[k :: len(KINDS)]
+                print(f"  {kind:18s} via socket p50 {pct(s, 0.5):6.2f} ms p99 {pct(s, 0.99):6.2f} ms"
+                      f" | in-process p50 {pct(f, 0.5):6.2f} ms p99 {pct(f, 0.99):6.2f} ms")
             print(f"daemon peak RSS overall: {max(peak[0], d.rss_mb()):.1f} MB")
         finally:
             stop.set()

@@ -51,6 +51,7 @@ class AuditConfig:
     segment_max_bytes: int = num(64 * MiB, 4096, 1 << 34)
     group_commit_ms: int = num(10, 0, 1000)
     group_commit_records: int = num(256, 1, 100_000)
+    full_verify_on_start: bool = True
 
 
 @dataclass(frozen=True)

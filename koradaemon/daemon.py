@@ -74,6 +74,7 @@ class Daemon:
             segment_max_bytes=cfg.audit.segment_max_bytes,
             group_commit_ms=cfg.audit.group_commit_ms,
             group_commit_records=cfg.audit.group_commit_records,
+            full_verify_on_start=cfg.audit.full_verify_on_start,
         )
         self.audit.open_all()
         self.tokens = TokenStore(cfg.tokens_path())

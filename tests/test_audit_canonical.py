@@ -106,3 +106,21 @@ def test_unicode_is_raw_and_control_characters_are_escaped() -> None:
 
 def test_bools_and_null_are_allowed_and_distinct_from_ints() -> None:
     assert canonical_bytes({"a": True, "b": None, "c": 1}) == b'{"a":true,"b":null,"c":1}'
+
+
+@settings(max_examples=200, deadline=None)
+@given(objects, keys, st.text(min_size=1, max_size=12), st.integers(0, MAX_INT),
+       st.from_regex(r"[0-9a-f]{64}", fullmatch=True))
+def test_fast_line_encoder_equals_the_plain_rule(data: dict[str, Any], rtype: str, agency: str, seq: int,
+                                                 prev: str) -> None:
+    from koradaemon.audit.fastline import fast_fields, line_head
+    from koradaemon.audit.record import LineEncoder, data_bytes, record_hash
+
+    ts = "2026-01-01T00:00:00.000000Z"
+    line, digest = LineEncoder(agency).encode(seq, ts, rtype, data_bytes(data, agency, rtype), prev)
+    record = {"v": 1, "seq": seq, "ts": ts, "agency_id": agency, "type": rtype, "data": data, "prev": prev}
+    assert digest == record_hash(record)
+    assert line == canonical_bytes({**record, "hash": digest}) + b"\n"
+    assert parse_canonical(line[:-1]) == {**record, "hash": digest}
+    fields = fast_fields(line[:-1], line_head(agency))
+    assert fields is not None and fields[:5] == (seq, rtype, data, prev, digest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ def break_descriptor(fd: int) -> None:
     os.close(ro)
 
 
-def manager(tmp_path: Path, lockdown: LockdownRegistry | None = None, **kw: int) -> AuditManager:
+def manager(tmp_path: Path, lockdown: LockdownRegistry | None = None, **kw: Any) -> AuditManager:
     m = AuditManager(audit_root=tmp_path / "audit", db_path=tmp_path / "kora_kernel.db", agency_ids=["a", "b"],
                      lockdown=lockdown, **kw)
     m.open_all()
@@ -99,9 +100,10 @@ def test_unlock_quarantines_the_damage_and_the_chain_verifies_again(tmp_path: Pa
     bad_seg = segs[1]
     first_rec = json.loads(segment_path(agency_dir, bad_seg).read_bytes().splitlines()[1])
     corrupt(tmp_path, "a", b'"i":' + str(first_rec["data"]["i"]).encode(), b'"i":77', bad_seg)  # type: ignore[index]
-    m = manager(tmp_path, segment_max_bytes=600)
+    m = manager(tmp_path, segment_max_bytes=600, full_verify_on_start=False)
     try:
-        # start-up verification reads only from the anchor: the damage shows in the full verify
+        # a start-up check from the anchor only does not see it: the full verify on demand does
+        assert not m.lockdown.is_locked("a")
         result = m.verify("a")["a"]
         assert not result.ok and result.first_bad_seq == first_rec["seq"]
         assert m.lockdown.is_locked("a")
@@ -172,3 +174,60 @@ def test_a_failed_fsync_locks_the_agency(tmp_path: Path) -> None:
         assert rec.seq == 3 and m.verify("a")["a"].ok
     finally:
         m.close()
+
+
+def test_status_heads_and_cli_lines(tmp_path: Path) -> None:
+    from koradaemon.audit.report import format_verify_result
+
+    m = manager(tmp_path)
+    try:
+        fill(m, "a", 2)
+        heads = m.heads()
+        assert heads["a"] is not None and heads["a"]["seq"] == 2 and heads["a"]["open"] is True
+        ok = m.verify("a")["a"]
+        assert format_verify_result(ok) == "OK agency=a records=3 head=2"
+        corrupt(tmp_path, "a", b'"i":1', b'"i":5')
+        line = format_verify_result(m.verify("a")["a"])
+        assert line.startswith("FAIL agency=a first_bad_seq=2 segment=1 offset=") and "reason=hash" in line
+        with pytest.raises(UsageError):
+            m.verify("zzz")
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("damage", ["genesis", "all_gone"])
+def test_unlock_when_nothing_good_is_left_restarts_at_genesis(tmp_path: Path, damage: str) -> None:
+    m = manager(tmp_path)
+    fill(m, "a", 3)
+    m.close()
+    agency_dir = tmp_path / "audit" / "a"
+    if damage == "genesis":
+        corrupt(tmp_path, "a", b'"format":"KBL-1"', b'"format":"KBL-2"')
+    else:
+        segment_path(agency_dir, 1).unlink()
+    m = manager(tmp_path)
+    try:
+        assert m.lockdown.is_locked("a")
+        rec = m.unlock("a", "start over")
+        recs = records(tmp_path, "a")
+        assert [r["type"] for r in recs] == ["genesis", "unlock"] and rec.seq == 1
+        data = recs[1]["data"]
+        assert data["first_bad_seq"] == 0 and data["last_good_seq"] is None  # type: ignore[index]
+        assert data["previous_anchor_seq"] == 3  # type: ignore[index]
+        assert len(data["quarantined"]) == (1 if damage == "genesis" else 0)  # type: ignore[index,arg-type]
+        assert m.verify("a")["a"].ok
+    finally:
+        m.close()
+
+
+def test_agency_ids_that_would_leave_the_audit_root_are_refused(tmp_path: Path) -> None:
+    from koradaemon.audit.anchor import AnchorStore
+    from koradaemon.audit.writer import AuditLog
+
+    anchors = AnchorStore(tmp_path / "k.db")
+    try:
+        for bad in ("..", "a/b", ""):
+            with pytest.raises(UsageError):
+                AuditLog(tmp_path / "audit" / "x", bad, anchors)
+    finally:
+        anchors.close()

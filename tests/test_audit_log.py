@@ -98,16 +98,34 @@ def test_append_nowait_bulk_and_rotation_keep_one_chain(tmp_path: Path, anchors:
     assert result.head_seq == last.seq + 0 and result.count == 301 + len(segs) - 1
 
 
-def test_reopen_continues_the_chain_and_checks_only_from_the_anchor(tmp_path: Path, anchors: AnchorStore) -> None:
+def test_reopen_continues_the_chain_from_the_anchor(tmp_path: Path, anchors: AnchorStore) -> None:
     alog = open_log(tmp_path, anchors)
     for i in range(20):
         alog.append("index", {"i": i})
     alog.close()
-    again = AuditLog(tmp_path / "audit" / "a", "a", anchors)
+    again = AuditLog(tmp_path / "audit" / "a", "a", anchors, full_verify_on_open=False)
     opened = again.open()
     assert opened.checked == 0 and opened.head.seq == 20
     assert again.append("delete", {"path": "x"}).seq == 21
     again.close()
+    full = AuditLog(tmp_path / "audit" / "a", "a", anchors)
+    assert full.open().checked == 22
+    full.close()
+
+
+def test_start_check_modes_differ_only_before_the_anchor(tmp_path: Path, anchors: AnchorStore) -> None:
+    alog = open_log(tmp_path, anchors)
+    for i in range(5):
+        alog.append("index", {"i": i})
+    alog.close()
+    seg = segment_path(tmp_path / "audit" / "a", 1)
+    seg.write_bytes(seg.read_bytes().replace(b'{"i":1}', b'{"i":6}'))
+    cheap = AuditLog(tmp_path / "audit" / "a", "a", anchors, full_verify_on_open=False)
+    cheap.open()  # damage before the anchor: only a full verification sees it
+    cheap.close()
+    with pytest.raises(TamperError) as exc:
+        AuditLog(tmp_path / "audit" / "a", "a", anchors).open()
+    assert exc.value.seq == 2
 
 
 def test_records_beyond_the_anchor_are_verified_then_anchored(tmp_path: Path, anchors: AnchorStore) -> None:
@@ -119,7 +137,7 @@ def test_records_beyond_the_anchor_are_verified_then_anchored(tmp_path: Path, an
     from koradaemon.audit.anchor import Anchor
 
     anchors.store("a", Anchor(early.seq, early.hash, early.segment, early.offset))
-    again = AuditLog(tmp_path / "audit" / "a", "a", anchors)
+    again = AuditLog(tmp_path / "audit" / "a", "a", anchors, full_verify_on_open=False)
     opened = again.open()
     assert opened.checked == 1 and opened.head.seq == 2 and anchors.load("a") == opened.head
     again.close()

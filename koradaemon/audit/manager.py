@@ -35,6 +35,7 @@ class AuditManager:
         segment_max_bytes: int = 64 * 1024 * 1024,
         group_commit_ms: float = 10,
         group_commit_records: int = 256,
+        full_verify_on_start: bool = True,
     ) -> None:
         self.root = audit_root
         self.agency_ids = list(agency_ids)
@@ -42,13 +43,15 @@ class AuditManager:
         self._owns_lockdown = lockdown is None
         self.lockdown = lockdown if lockdown is not None else LockdownRegistry(db_path)
         self._opts: dict[str, Any] = {"segment_max_bytes": segment_max_bytes, "group_commit_ms": group_commit_ms,
-                                      "group_commit_records": group_commit_records}
+                                      "group_commit_records": group_commit_records,
+                                      "full_verify_on_open": full_verify_on_start}
         self.logs: dict[str, AuditLog] = {}
         self._lock = threading.RLock()
 
     # -- opening --------------------------------------------------------------------
     def open_all(self) -> None:
-        """Open and verify (from the anchor) every agency's log; a failure locks that agency only."""
+        """Open and verify every agency's log (in full unless ``full_verify_on_start`` is off, then from
+        the anchor); a failure locks that agency only."""
         for agency_id in self.agency_ids:
             self.open_agency(agency_id)
 
@@ -115,8 +118,9 @@ class AuditManager:
         else:
             result = verify_log(self.root / agency_id, agency_id, anchor=self.anchors.load(agency_id))
         if not result.ok and head is not None:
-            self._close_log(agency_id)
-            self.lockdown.lock(agency_id, f"tamper: {result.reason}", result.first_bad_seq)
+            with self._lock:
+                self._close_log(agency_id)
+                self.lockdown.lock(agency_id, f"tamper: {result.reason}", result.first_bad_seq)
         return result
 
     # -- lockdown -------------------------------------------------------------------

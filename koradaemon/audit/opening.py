@@ -1,8 +1,9 @@
 """Opening a log: find its head, check it against the anchor, recover a torn tail.
 
 * no segments, no anchor → a new log (segment 1, ``genesis``);
-* an anchor → verify from the anchored record to the end (cheap start);
-  no anchor but segments → verify in full, then anchor;
+* an anchor → verify in full from genesis, checking the anchored record is on
+  the chain (``full=False``: only from the anchored record on, a cheap start
+  for very large logs); no anchor but segments → verify in full, then anchor;
 * an unterminated last line beyond the anchor → moved aside to
   ``audit-NNNNNN.jsonl.torn-<ts>``, segment truncated and fsynced; the caller
   appends a ``recovery`` record;
@@ -36,8 +37,10 @@ class Opened:
     created: bool
 
 
-def open_log(agency_dir: Path, agency_id: str, anchors: AnchorStore) -> Opened:
-    agency_dir.mkdir(parents=True, exist_ok=True)
+def open_log(agency_dir: Path, agency_id: str, anchors: AnchorStore, *, full: bool = True) -> Opened:
+    if not agency_dir.is_dir():
+        agency_dir.mkdir(parents=True)
+        fsync_dir(agency_dir.parent)
     remove_stale_tmp(agency_dir)
     anchor = anchors.load(agency_id)
     if not list_segments(agency_dir):
@@ -50,7 +53,7 @@ def open_log(agency_dir: Path, agency_id: str, anchors: AnchorStore) -> Opened:
         log.warning("audit_anchor_missing", agency_id=agency_id, action="full verification, then anchor")
         result = verify_log(agency_dir, agency_id)
     else:
-        result = verify_log(agency_dir, agency_id, anchor=anchor, start=anchor)
+        result = verify_log(agency_dir, agency_id, anchor=anchor, start=None if full else anchor)
     if not result.ok:
         raise TamperError(f"audit log of {agency_id!r} fails verification at seq {result.first_bad_seq}: "
                           f"{result.reason}", seq=result.first_bad_seq)

@@ -148,7 +148,8 @@ class _Scan:
         self.limit = limit
         self.head: Anchor | None = None
         self.torn: tuple[int, int] | None = None
-        self.at: tuple[int, int] | None = None  # (segment, offset) of the line being checked
+        self.at: tuple[int, int] | None = None  # (segment, offset) of the first bad line
+        self._end = 0  # offset just past the last good line of the segment being read
 
     def resume_at(self, start: Anchor) -> None:
         """Trust the log up to ``start`` once its own record hashes to ``start.hash``."""
@@ -188,30 +189,47 @@ class _Scan:
 
     def _segment(self, f: BinaryIO, number: int, offset: int, last: bool) -> bool:
         """Scan one segment from ``offset``; True when the limit was reached."""
+        start = offset
+        try:
+            return self._lines(f, number, last)
+        finally:
+            if self._end > start:  # the last good record of this segment becomes the head
+                self.head = Anchor(self.chain.next_seq - 1, self.chain.prev, number, self._end)
+
+    def _lines(self, f: BinaryIO, number: int, last: bool) -> bool:
         chain, check = self.chain, self.chain.check
+        offset = self._end = f.tell()
         first = offset == 0
+        limit = self.limit.offset if self.limit is not None and self.limit.segment == number else None
+        anchor = self.anchor.offset if self.anchor is not None and self.anchor.segment == number else None
         for line in f:
-            if self.limit is not None and number == self.limit.segment and offset >= self.limit.offset:
+            if limit is not None and offset >= limit:
                 return True
-            self.at = (number, offset)
             if not line.endswith(b"\n"):
+                self.at = (number, offset)
                 if last:
                     self.torn = (offset, len(line))
                     return True
                 raise BadRecord(chain.next_seq, f"unterminated line in segment {number} at byte {offset}")
-            check(line[:-1], number, first)
+            try:
+                check(line[:-1], number, first)
+            except BadRecord:
+                self.at = (number, offset)
+                raise
             first = False
-            offset += len(line)
-            self.head = Anchor(chain.next_seq - 1, chain.prev, number, offset)
-            if self.anchor is not None and number == self.anchor.segment and offset == self.anchor.offset:
-                if self.anchor != self.head:
-                    raise BadRecord(self.anchor.seq, "the anchored seq/hash is not on the chain at its offset",
-                                    anchor=True)
-                self.anchor_seen = True
+            offset = self._end = offset + len(line)
+            if offset == anchor:
+                self._anchor_at(number, offset)
         if first and offset == 0:
             self.at = (number, 0)
             raise BadRecord(chain.next_seq, f"segment {number} is empty")
-        return self.limit is not None and number == self.limit.segment
+        return limit is not None
+
+    def _anchor_at(self, number: int, offset: int) -> None:
+        assert self.anchor is not None
+        if self.anchor != Anchor(self.chain.next_seq - 1, self.chain.prev, number, offset):
+            raise BadRecord(self.anchor.seq, "the anchored seq/hash is not on the chain at its offset", anchor=True)
+        self.anchor_seen = True
 
     def finish(self) -> None:
         if self.anchor is None or self.anchor_seen:

@@ -1,9 +1,12 @@
 """One agency's audit log: a single appender thread doing group commit.
 
 Callers enqueue records; the appender takes what is queued (at most
-``group_commit_records``), encodes it, writes it with one ``os.write``, makes
-it durable with one ``fdatasync``, anchors the new head in the database and
-only then wakes the callers. A failed write, fsync or anchor is never retried:
+``group_commit_records``; when the newest record came from a bulk producer,
+``append_nowait``/``append_many``, it first waits up to ``group_commit_ms``
+for the batch to fill — blocking ``append`` callers never wait for that),
+encodes it, writes it with one ``os.write``, makes it durable with one
+``fdatasync``, anchors the new head in the database and only then wakes the
+callers. A failed write, fsync or anchor is never retried:
 the log stops, every waiting caller gets :class:`AuditError` and ``on_failure``
 is told (the manager locks the agency down).
 """
@@ -71,8 +74,11 @@ class AuditLog:
         group_commit_ms: float = 10,
         group_commit_records: int = 256,
         max_queue: int = 65_536,
+        full_verify_on_open: bool = True,
         on_failure: FailureFn | None = None,
     ) -> None:
+        if not agency_id or agency_id in (".", "..") or any(c in agency_id for c in "/\\\0"):
+            raise UsageError(f"agency id {agency_id!r} cannot name an audit directory")
         self.dir = agency_dir
         self.agency_id = agency_id
         self.anchors = anchors
@@ -81,6 +87,7 @@ class AuditLog:
         self.cap = max(1, group_commit_records)
         self.max_queue = max_queue
         self.on_failure = on_failure
+        self.full_verify_on_open = full_verify_on_open
         self.failed: str | None = None
         self.batches = 0
         self._enc = LineEncoder(agency_id)
@@ -96,8 +103,8 @@ class AuditLog:
 
     # -- life cycle -----------------------------------------------------------------
     def open(self) -> Opened:
-        """Verify from the anchor (recovering a torn tail), then start the appender thread."""
-        opened = open_log(self.dir, self.agency_id, self.anchors)
+        """Verify (in full, or from the anchor), recover a torn tail, then start the appender thread."""
+        opened = open_log(self.dir, self.agency_id, self.anchors, full=self.full_verify_on_open)
         self._head = opened.head
         self._fd = open_append(segment_path(self.dir, opened.head.segment))
         self._thread = threading.Thread(target=self._run, name=f"kora-audit-{self.agency_id}", daemon=True)
@@ -163,20 +170,30 @@ class AuditLog:
     def _put(self, raws: list[tuple[str, bytes]], *, nowait: bool) -> list[Pending]:
         out = []
         with self._qcond:
-            queue = self._queue
+            self._raise_if_failed()
+            if self._stopping or self._thread is None:
+                raise AuditError(f"audit log of {self.agency_id!r} is not open")
+            queue, cap, ticket = self._queue, self.cap, self._tickets
             for record_type, raw in raws:
-                self._raise_if_failed()
-                if self._stopping or self._thread is None:
-                    raise AuditError(f"audit log of {self.agency_id!r} is not open")
-                while len(queue) >= self.max_queue and self.failed is None:
-                    self._qcond.wait(0.1)
-                self._tickets += 1
-                pending = Pending(self, record_type, raw, self._tickets, nowait)
+                if len(queue) >= self.max_queue:
+                    self._tickets = ticket
+                    self._backpressure()
+                ticket += 1
+                pending = Pending(self, record_type, raw, ticket, nowait)
                 queue.append(pending)
                 out.append(pending)
-                if len(queue) == 1 or len(queue) == self.cap:
+                if len(queue) == 1 or len(queue) == cap:
                     self._qcond.notify_all()
+            self._tickets = ticket
         return out
+
+    def _backpressure(self) -> None:
+        """Wait (holding nothing but the condition) until the appender has made room."""
+        while len(self._queue) >= self.max_queue:
+            self._qcond.wait(0.1)
+            self._raise_if_failed()
+            if self._stopping:
+                raise AuditError(f"audit log of {self.agency_id!r} is closing")
 
     def _wait(self, pending: Pending, timeout: float | None) -> None:
         """Block on a lock of this record's own, released by the appender when the record is done."""
