@@ -137,7 +137,7 @@ class AgencyStore:
             hint = "see FTS5 query syntax; quote phrases"
             raise QueryError(f"bad search query {query!r}: {exc}", hint=hint) from None
         by_id = {r[0]: r for r in rows}
-        return [Hit(*by_id[i], score) for i, score in top if i in by_id]  # type: ignore[arg-type]
+        return [Hit(*by_id[i], score) for i, score in top if i in by_id]  # type: ignore[arg-type,call-arg]
 
     # -- writes (writer thread only, inside its transaction) ------------------
     def _drop_chunks(self, doc_id: int) -> None:
