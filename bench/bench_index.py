@@ -92,7 +92,7 @@ def run_baseline(corpus: Path, files: list[str], db: Path) -> float:
 
 
 def main() -> None:
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    sys.setswitchinterval(float(os.environ.get("KORA_SWITCH_INTERVAL", SWITCH_INTERVAL)))
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", choices=("stdlib", "generated"), default="stdlib")
     ap.add_argument("--files", type=int, default=20_000, help="generated corpus: number of files")

@@ -8,6 +8,7 @@ No operation accepts SQL text from outside.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ from ..errors import QueryError
 from ..paths import check_agency_id
 
 ChunkRow = tuple[int, int, str, str]  # byte_offset, byte_length, sha256, text
+
+# Next chunk id per writing connection: saves a max(id) query per document.
+_NEXT_CHUNK_ID: weakref.WeakKeyDictionary[apsw.Connection, int] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +172,9 @@ class AgencyStore:
                 (self.agency_id, root, path, size, mtime_ns, sha256, skipped, _now()),
             )
             doc_id = self.conn.last_insert_rowid()
-        (first_id,) = self._one("SELECT coalesce(max(id), 0) + 1 FROM chunks", ())
+        first_id = _NEXT_CHUNK_ID.get(self.conn)
+        if first_id is None:
+            (first_id,) = self._one("SELECT coalesce(max(id), 0) + 1 FROM chunks", ())
         meta: list[tuple[object, ...]] = []
 
         def fts_rows() -> Iterable[tuple[object, ...]]:
@@ -184,6 +190,8 @@ class AgencyStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 meta,
             )
+        # Ids only grow on this (the single writer's) connection; after a rollback they skip a few.
+        _NEXT_CHUNK_ID[self.conn] = first_id + len(meta)
         return len(meta)
 
     def touch_document(self, root: str, path: str, size: int, mtime_ns: int) -> None:

@@ -29,7 +29,8 @@ log = structlog.get_logger(__name__)
 # switch interval the writer waits on the chunkers. The daemon sets 1 ms
 # (sys.setswitchinterval): ~1.4x faster bulk indexing in bench/bench_index.py.
 SWITCH_INTERVAL = 0.001
-BULK_LINGER_S = 0.25
+BULK_LINGER_S = 0.05
+QUEUE_TEXT_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Writer:
         self._stop_seen = False
         self._outstanding = 0
         self._count_lock = threading.Lock()
+        self._held = 0
+        self._bytes_cv = threading.Condition()
         self.counters: Counter[str] = Counter()
         self.last_commit: float | None = None
         self._dirty_since_optimize = False
@@ -88,10 +91,26 @@ class Writer:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
-        """Queue a job; blocks when the writer is behind (back-pressure on the workers)."""
+        """Queue a job; blocks when the writer is behind (back-pressure on the workers).
+
+        Besides the job count, the text held by queued jobs is bounded (``QUEUE_TEXT_BYTES``),
+        so memory stays flat when many big files arrive at once.
+        """
+        held = _held_bytes(job)
+        with self._bytes_cv:
+            while self._held and self._held + held > QUEUE_TEXT_BYTES:
+                self._bytes_cv.wait()
+            self._held += held
         with self._count_lock:
             self._outstanding += 1
         self._q.put(job)
+
+    def _release(self, job: Job | None) -> None:
+        held = _held_bytes(job) if job is not None else 0
+        if held:
+            with self._bytes_cv:
+                self._held -= held
+                self._bytes_cv.notify_all()
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -131,7 +150,9 @@ class Writer:
             return job
         if self._stop_seen:
             return None
-        return self._q.get(timeout=timeout)
+        taken = self._q.get(timeout=timeout)
+        self._release(taken)
+        return taken
 
     def _run(self) -> None:
         conn = open_db(self.db_path)
@@ -144,85 +165,88 @@ class Writer:
                     continue
                 if job is None:
                     break
-                batch = self._gather(job)
-                try:
-                    self._apply_batch(conn, batch)
-                finally:
-                    with self._count_lock:
-                        self._outstanding -= len(batch)
+                if _batchable(job):
+                    self._run_bulk(conn, job)
+                else:
+                    self._run_single(conn, job)
         except Exception:
             log.exception("writer_crashed")
             raise
         finally:
             conn.close()
 
-    def _gather(self, first: Job) -> list[Job]:
-        batch = [first]
-        if not first.bulk:
-            return batch
-        size = getattr(first, "nbytes", 0)
-        if _streamed(first):
-            return batch
-        # Bulk work is not waiting on anyone: linger briefly for more, since every commit
-        # flushes FTS5's pending terms into a new segment (fewer, larger commits are faster).
-        deadline = time.monotonic() + BULK_LINGER_S
-        while len(batch) < self.batch_files and size < self.batch_bytes:
-            try:
-                job = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if job is None:
-                self._stop_seen = True
-                break
-            if not job.bulk or _streamed(job):
-                self._pending = job
-                break
-            batch.append(job)
-            size += getattr(job, "nbytes", 0)
-        return batch
+    def _done(self, n: int) -> None:
+        with self._count_lock:
+            self._outstanding -= n
 
-    def _apply_batch(self, conn: apsw.Connection, batch: list[Job]) -> None:
-        """Apply a batch in one transaction.
+    def _run_single(self, conn: apsw.Connection, job: Job) -> None:
+        """A live change (or a big streamed file, or a call): its own transaction, committed at once."""
+        try:
+            if isinstance(job, CallJob):
+                try:
+                    job.fn(conn)
+                except Exception:
+                    log.exception("writer_call_failed")
+                finally:
+                    job.done.set()
+                return
+            self._committed(self._apply_alone(conn, job))
+        finally:
+            self._done(1)
 
-        No savepoint per job: FTS5 flushes its pending terms at every savepoint, which
-        would turn each file into its own index segment. A batch that fails as a whole
-        is rolled back and replayed one job per transaction, so one bad file costs
-        only itself.
+    def _run_bulk(self, conn: apsw.Connection, first: Job) -> None:
+        """Bulk work: one transaction, applying each job as it arrives (overlapping the workers).
+
+        The transaction commits after ``batch_files`` files or ``batch_bytes`` bytes, when the
+        queue has been quiet for ``BULK_LINGER_S``, or as soon as a live change or a call
+        arrives. There is no savepoint per job: FTS5 flushes its pending terms at every
+        savepoint, which would make each file an index segment of its own. If any job fails,
+        the whole batch is rolled back and replayed one job per transaction, so a bad file
+        costs only itself.
         """
-        calls = [j for j in batch if isinstance(j, CallJob)]
-        jobs = [j for j in batch if not isinstance(j, CallJob)]
+        batch: list[Job] = [first]
+        try:
+            self._committed(self._bulk_transaction(conn, batch))
+        finally:
+            self._done(len(batch))
+
+    def _bulk_transaction(self, conn: apsw.Connection, batch: list[Job]) -> list[Applied]:
         applied: list[Applied] = []
-        if len(jobs) > 1:
-            try:
-                with immediate(conn):
-                    for job in jobs:
-                        result = self._apply_one(conn, job)
-                        if result is not None:
-                            applied.append(result)
-            except _Retry:
-                applied = []
-                self.counters["batch_replays"] += 1
-                for job in jobs:
-                    applied.extend(self._apply_alone(conn, job))
-        else:
-            for job in jobs:
-                applied.extend(self._apply_alone(conn, job))
+        size = getattr(batch[0], "nbytes", 0)
+        try:
+            with immediate(conn):
+                _keep(applied, self._apply_one(conn, batch[0]))
+                while len(batch) < self.batch_files and size < self.batch_bytes:
+                    try:
+                        job = self._q.get(timeout=BULK_LINGER_S)
+                    except queue.Empty:
+                        break
+                    self._release(job)
+                    if job is None:
+                        self._stop_seen = True
+                        break
+                    if not _batchable(job):
+                        self._pending = job
+                        break
+                    batch.append(job)
+                    size += getattr(job, "nbytes", 0)
+                    _keep(applied, self._apply_one(conn, job))
+        except (_Retry, apsw.Error):
+            self.counters["batch_replays"] += 1
+            applied = [a for job in batch for a in self._apply_alone(conn, job)]
+        return applied
+
+    def _committed(self, applied: list[Applied]) -> None:
         self.last_commit = time.monotonic()
         self.counters["commits"] += 1
-        if applied:
-            self._dirty_since_optimize = True
-            if self.on_committed is not None:
-                try:
-                    self.on_committed(applied)
-                except Exception:
-                    log.exception("on_committed_failed")
-        for call in calls:
+        if not applied:
+            return
+        self._dirty_since_optimize = True
+        if self.on_committed is not None:
             try:
-                call.fn(conn)
+                self.on_committed(applied)
             except Exception:
-                log.exception("writer_call_failed")
-            finally:
-                call.done.set()
+                log.exception("on_committed_failed")
 
     def _apply_one(self, conn: apsw.Connection, job: Job) -> Applied | None:
         """Inside a batch: any failure aborts the batch so it can be replayed job by job."""
@@ -318,6 +342,22 @@ def _still_same(job: IndexJob) -> bool:
     except OSError:
         return False
     return st.st_size == job.size and st.st_mtime_ns == job.mtime_ns
+
+
+def _held_bytes(job: Job | None) -> int:
+    """Bytes of chunk text a queued job holds in memory (streamed jobs hold none)."""
+    if isinstance(job, IndexJob) and isinstance(job.chunks, list):
+        return job.nbytes
+    return 0
+
+
+def _keep(applied: list[Applied], result: Applied | None) -> None:
+    if result is not None:
+        applied.append(result)
+
+
+def _batchable(job: Job) -> bool:
+    return job.bulk and not isinstance(job, CallJob) and not _streamed(job)
 
 
 def _streamed(job: Job) -> bool:
