@@ -63,6 +63,7 @@ class Daemon:
     def start(self) -> None:
         cfg = self.cfg
         cfg.data_root.mkdir(parents=True, exist_ok=True)
+        self.notifier.status("opening the database")
         self.db_path = cfg.path(cfg.index.database)
         self.db = open_db(self.db_path)
         self.lockdown = LockdownRegistry(self.db_path)
@@ -76,6 +77,7 @@ class Daemon:
             group_commit_records=cfg.audit.group_commit_records,
             full_verify_on_start=cfg.audit.full_verify_on_start,
         )
+        self.notifier.status("verifying audit chains")
         self.audit.open_all()
         self.tokens = TokenStore(cfg.tokens_path())
         for agency in cfg.agencies:
@@ -114,6 +116,7 @@ class Daemon:
         self.snapshots = SnapshotService(cfg, audit=self.audit_append, events=self.events)
         self.snapshots.start()
         self.lockdown.add_listener(self._on_lockdown_change)
+        self.notifier.status("starting watchers")
         for agency in cfg.agencies:
             if not self.lockdown.is_locked(agency.agency_id):
                 self._start_agency(agency.agency_id)
