@@ -43,7 +43,7 @@ class LiveDaemon:
             st = self.status()
             if st and st.get("ready") and st["queue"]["idle"]:
                 return time.perf_counter() - t0
-            time.sleep(0.05)
+            time.sleep(0.25)
 
     def token(self) -> str:
         return (self.root / "run" / "tokens" / "bench.token").read_text().strip()

@@ -20,12 +20,27 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(s[len(s) // 2] * 1000, 3), "p99_ms": round(p99 * 1000, 3)}
 
 
-def agency_status(daemon: Daemon, agency_id: str) -> dict[str, Any]:
+_stats_cache: dict[tuple[int, str], tuple[int, dict[str, int]]] = {}
+
+
+def _db_stats(daemon: Daemon, agency_id: str) -> dict[str, int]:
+    """Per-agency counts, O(files) to compute: recomputed only after the writer committed again."""
+    key = (id(daemon), agency_id)
+    hit = _stats_cache.get(key)
+    commits = daemon.writer.counters.get("commits", 0)
+    if hit is not None and hit[0] == commits:
+        return hit[1]
     conn = open_db(daemon.db_path, migrate=False)
     try:
         stats = AgencyStore(conn, agency_id).stats()
     finally:
         conn.close()
+    _stats_cache[key] = (commits, stats)
+    return stats
+
+
+def agency_status(daemon: Daemon, agency_id: str) -> dict[str, Any]:
+    stats = _db_stats(daemon, agency_id)
     watch = daemon.watchset.stats().get(agency_id, [])
     locked = daemon.lockdown.locked().get(agency_id)
     return {

@@ -8,9 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
+import structlog
 
 from ..errors import AuditError, DatabaseError
 from ..index.db import open_db
+
+log = structlog.get_logger(__name__)
+
+BUSY_DEADLINE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,13 @@ class AnchorStore:
     def store(self, agency_id: str, anchor: Anchor) -> None:
         updated = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self._lock:
+            self._store_retrying(agency_id, anchor, updated)
+
+    def _store_retrying(self, agency_id: str, anchor: Anchor, updated: str) -> None:
+        """A busy database is contention, not damage: keep trying for ``BUSY_DEADLINE_S`` before failing."""
+        deadline = time.monotonic() + BUSY_DEADLINE_S
+        delay = 0.01
+        while True:
             try:
                 self._conn.execute(
                     "INSERT INTO audit_anchor(agency_id, seq, hash, segment, offset, updated) "
@@ -53,6 +65,13 @@ class AnchorStore:
                     "updated = excluded.updated",
                     (agency_id, anchor.seq, anchor.hash, anchor.segment, anchor.offset, updated),
                 )
+                return
+            except apsw.BusyError as exc:
+                if time.monotonic() >= deadline:
+                    raise AuditError(f"cannot anchor the audit head of {agency_id!r}: {exc}") from exc
+                log.warning("audit_anchor_busy", agency_id=agency_id, retry_in_s=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
             except apsw.Error as exc:
                 raise AuditError(f"cannot anchor the audit head of {agency_id!r}: {exc}") from exc
 

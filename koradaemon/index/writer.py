@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 # (sys.setswitchinterval): ~1.4x faster bulk indexing in bench/bench_index.py.
 SWITCH_INTERVAL = 0.001
 BULK_LINGER_S = 0.05
+BULK_MAX_TXN_S = 0.5
 QUEUE_TEXT_BYTES = 16 << 20
 
 
@@ -213,10 +214,12 @@ class Writer:
     def _bulk_transaction(self, conn: apsw.Connection, batch: list[Job]) -> list[Applied]:
         applied: list[Applied] = []
         size = getattr(batch[0], "nbytes", 0)
+        deadline = time.monotonic() + BULK_MAX_TXN_S  # others (the audit anchor) wait for our lock
         try:
             with immediate(conn):
                 _keep(applied, self._apply_one(conn, batch[0]))
-                while len(batch) < self.batch_files and size < self.batch_bytes:
+                while (len(batch) < self.batch_files and size < self.batch_bytes
+                       and time.monotonic() < deadline):
                     try:
                         job = self._q.get(timeout=BULK_LINGER_S)
                     except queue.Empty:
