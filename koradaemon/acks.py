@@ -21,12 +21,12 @@ from .index.writer import Applied
 
 log = structlog.get_logger(__name__)
 
-AuditNowaitFn = Callable[[str, str, dict[str, Any]], Any]  # returns a pending with .result(timeout)
+AuditManyFn = Callable[[str, list[tuple[str, dict[str, Any]]]], object]  # returns once durable
 PublishFn = Callable[[str, dict[str, Any]], object]
 
 
 class Acknowledger:
-    def __init__(self, *, audit: AuditNowaitFn | None, publish: PublishFn | None, maxsize: int = 1024) -> None:
+    def __init__(self, *, audit: AuditManyFn | None, publish: PublishFn | None, maxsize: int = 16) -> None:
         self.audit = audit
         self.publish = publish
         self._q: queue.Queue[list[Applied] | None] = queue.Queue(maxsize=maxsize)
@@ -75,24 +75,19 @@ class Acknowledger:
                     self._outstanding -= 1
 
     def _ack_batch(self, batch: list[Applied]) -> None:
-        """Enqueue every record of the batch (one group commit), wait for durability, then publish."""
-        pending: list[tuple[Applied, Any]] = []
+        """One ``append_many`` per agency (one group commit), wait for durability, then publish."""
+        by_agency: dict[str, list[Applied]] = {}
         for applied in batch:
-            try:
-                p = self.audit(applied.agency_id, applied.type, applied.data) if self.audit else None
-            except KoraError as exc:
-                self.audit_failures += 1
-                log.error("audit_append_failed", agency_id=applied.agency_id, type=applied.type, error=str(exc))
-                continue
-            pending.append((applied, p))
-        for applied, p in pending:
-            if p is not None:
+            by_agency.setdefault(applied.agency_id, []).append(applied)
+        for agency_id, items in by_agency.items():
+            if self.audit is not None:
                 try:
-                    p.result(timeout=60)
-                except (KoraError, TimeoutError) as exc:
-                    self.audit_failures += 1
-                    log.error("audit_append_failed", agency_id=applied.agency_id, type=applied.type, error=str(exc))
+                    self.audit(agency_id, [(a.type, a.data) for a in items])
+                except KoraError as exc:
+                    self.audit_failures += len(items)
+                    log.error("audit_append_failed", agency_id=agency_id, records=len(items), error=str(exc))
                     continue
-            self.acknowledged += 1
+            self.acknowledged += len(items)
             if self.publish is not None:
-                self.publish(applied.agency_id, {"type": applied.type, **applied.data})
+                for a in items:
+                    self.publish(agency_id, {"type": a.type, **a.data})

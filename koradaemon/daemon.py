@@ -42,7 +42,7 @@ log = structlog.get_logger(__name__)
 
 # The start-up crawl keeps at most this many changes queued ahead of the indexer: memory stays
 # flat however many files a root holds (100 k queued changes cost ~40 MB).
-CRAWL_HIGH_WATER = 2048
+CRAWL_HIGH_WATER = 512
 
 
 class Daemon:
@@ -83,7 +83,7 @@ class Daemon:
         for agency in cfg.agencies:
             self.tokens.ensure(agency.agency_id)
         self.work = WorkQueue(maxsize=cfg.watch.queue_max)
-        self.acks = Acknowledger(audit=self.audit.append_nowait, publish=self.events.publish)
+        self.acks = Acknowledger(audit=self.audit.append_many, publish=self.events.publish)
         self.writer = Writer(
             self.db_path,
             is_ignored=self._is_ignored,

@@ -39,6 +39,15 @@ def _db_stats(daemon: Daemon, agency_id: str) -> dict[str, int]:
     return stats
 
 
+def _memory() -> dict[str, float]:
+    import apsw
+    import psutil
+
+    return {"rss_mb": round(psutil.Process().memory_info().rss / 1e6, 1),
+            "sqlite_mb": round(apsw.memory_used() / 1e6, 1),
+            "sqlite_peak_mb": round(apsw.memory_high_water() / 1e6, 1)}
+
+
 def agency_status(daemon: Daemon, agency_id: str) -> dict[str, Any]:
     stats = _db_stats(daemon, agency_id)
     watch = daemon.watchset.stats().get(agency_id, [])
@@ -68,6 +77,7 @@ def full_status(daemon: Daemon, agency_id: str | None = None) -> dict[str, Any]:
         "indexer": dict(daemon.indexer.counters),
         "writer": dict(daemon.writer.counters),
         "latency": _percentiles(daemon.acks.latencies),
+        "memory": _memory(),
         "agencies": {a: agency_status(daemon, a) for a in agencies},
         "lockdowns": sorted(daemon.lockdown.locked()),
         "agent": daemon.supervisor.status() if daemon.supervisor is not None else {"state": "disabled"},

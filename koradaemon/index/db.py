@@ -17,7 +17,7 @@ log = structlog.get_logger(__name__)
 BUSY_TIMEOUT_MS = 10_000
 
 
-def open_db(path: Path, *, readonly: bool = False, migrate: bool = True) -> apsw.Connection:
+def open_db(path: Path, *, readonly: bool = False, migrate: bool = True, cache_kib: int = 2000) -> apsw.Connection:
     """Open ``path`` (creating it unless ``readonly``), set pragmas, bring the schema up to date."""
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     try:
@@ -27,7 +27,7 @@ def open_db(path: Path, *, readonly: bool = False, migrate: bool = True) -> apsw
             conn.pragma("journal_mode", "wal")
         conn.pragma("synchronous", "normal")
         conn.pragma("foreign_keys", True)
-        conn.pragma("cache_size", -16_000)
+        conn.pragma("cache_size", -cache_kib)  # readers keep small caches; the writer asks for more
         if migrate and not readonly:
             apply_migrations(conn)
         elif user_version(conn) != SCHEMA_VERSION:

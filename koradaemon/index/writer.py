@@ -65,7 +65,7 @@ class Writer:
         batch_files: int = 2000,
         batch_bytes: int = 64 << 20,
         optimize_idle_s: float = 30.0,
-        queue_max: int = 256,
+        queue_max: int = 64,
         is_ignored: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         self.db_path = db_path
@@ -156,7 +156,7 @@ class Writer:
         return taken
 
     def _run(self) -> None:
-        conn = open_db(self.db_path)
+        conn = open_db(self.db_path, cache_kib=16_000)
         try:
             while True:
                 try:
