@@ -22,6 +22,7 @@ from .store import ChunkRow, DocRow
 from .writer import SkipFile
 
 EAGER_LIMIT = 4 << 20  # files up to this size are chunked in the worker
+READ_LIMIT = 256 << 10  # files up to this size are read(); larger ones are mapped
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 
 
@@ -73,21 +74,34 @@ def prepare_index(
             return IndexJob(*base, sha256="", chunks=(), bulk=bulk, skipped="too_large")
         if st.st_size == 0:
             return _maybe_same(known, base, EMPTY_SHA, bulk) or IndexJob(*base, EMPTY_SHA, (), bulk=bulk)
+        if st.st_size <= READ_LIMIT:  # small files: one read() is cheaper than mapping them
+            data = fh.read(st.st_size + 1)
+            if len(data) != st.st_size:
+                return None  # it is being written: the close event that follows brings it back
+            return _from_buffer(base, data, known, params, bulk)
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            if looks_binary(mm[:8192]):
-                return IndexJob(*base, sha256="", chunks=(), bulk=bulk, skipped="binary")
-            digest = hashlib.sha256(mm).hexdigest()
-            same = _maybe_same(known, base, digest, bulk)
-            if same is not None:
-                return same if same is not _UNCHANGED else None
-            if st.st_size > EAGER_LIMIT:
-                rows = _lazy_rows(abs_path, st.st_size, st.st_mtime_ns, params)
-                return IndexJob(*base, digest, rows, bulk=bulk, nbytes=st.st_size)
-            try:
-                eager = list(_chunk_rows(mm, st.st_size, params))
-            except SkipFile as skip:
-                return IndexJob(*base, sha256=digest, chunks=(), bulk=bulk, skipped=skip.reason)
-            return IndexJob(*base, digest, eager, bulk=bulk, nbytes=st.st_size)
+            return _from_buffer(base, mm, known, params, bulk)
+
+
+def _from_buffer(
+    base: tuple[str, str, str, Path, int, int], buf: bytes | mmap.mmap, known: DocRow | None,
+    params: ChunkParams, bulk: bool,
+) -> Job | None:
+    size, mtime_ns, abs_path = base[4], base[5], base[3]
+    if looks_binary(buf[:8192]):
+        return IndexJob(*base, sha256="", chunks=(), bulk=bulk, skipped="binary")
+    digest = hashlib.sha256(buf).hexdigest()
+    same = _maybe_same(known, base, digest, bulk)
+    if same is not None:
+        return same if same is not _UNCHANGED else None
+    if size > EAGER_LIMIT:
+        rows = _lazy_rows(abs_path, size, mtime_ns, params)
+        return IndexJob(*base, digest, rows, bulk=bulk, nbytes=size)
+    try:
+        eager = list(_chunk_rows(buf, size, params))
+    except SkipFile as skip:
+        return IndexJob(*base, sha256=digest, chunks=(), bulk=bulk, skipped=skip.reason)
+    return IndexJob(*base, digest, eager, bulk=bulk, nbytes=size)
 
 
 _UNCHANGED = TouchJob("", "", "", 0, 0)
