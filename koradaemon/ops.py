@@ -12,11 +12,11 @@ import apsw
 import structlog
 
 from .errors import UsageError
+from .fsutil import atomic_write_bytes as atomic_write
 from .index.db import open_db
 from .index.retrieval import ChunkRef, read_chunk_text
 from .index.store import AgencyStore
 from .statusinfo import full_status
-from .vault.fsutil import atomic_write_bytes as atomic_write
 
 if TYPE_CHECKING:
     from .daemon import Daemon

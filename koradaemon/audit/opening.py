@@ -21,9 +21,10 @@ from typing import Any
 import structlog
 
 from ..errors import TamperError
+from ..fsutil import fsync_dir
 from .anchor import Anchor, AnchorStore
 from .record import GENESIS, ZERO_HASH, LineEncoder, data_bytes, now_ts
-from .segments import FIRST_SEGMENT, create_segment, fsync_dir, list_segments, remove_stale_tmp, segment_path
+from .segments import FIRST_SEGMENT, create_segment, list_segments, remove_stale_tmp, segment_path
 from .verify import VerifyResult, verify_log
 
 log = structlog.get_logger(__name__)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import structlog
 
-from .segments import create_segment, fsync_dir, list_segments, segment_name, segment_path
+from ..fsutil import fsync_dir
+from .segments import create_segment, list_segments, segment_name, segment_path
 from .verify import VerifyResult
 
 log = structlog.get_logger(__name__)

@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from ..fsutil import fsync_dir
+
 SEGMENT_RE = re.compile(r"audit-(\d{6})\.jsonl")
 FIRST_SEGMENT = 1
 MAX_SEGMENT = 999_999
@@ -29,14 +31,6 @@ def list_segments(agency_dir: Path) -> list[int]:
         if m and entry.is_file(follow_symlinks=False):
             found.append(int(m.group(1)))
     return sorted(found)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def create_segment(agency_dir: Path, number: int, first_line: bytes) -> int:

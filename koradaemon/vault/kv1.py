@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import VaultError
-from .fsutil import atomic_file
+from ..fsutil import atomic_file
 
 log = structlog.get_logger(__name__)
 

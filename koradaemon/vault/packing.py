@@ -16,7 +16,7 @@ from typing import IO, Any, BinaryIO
 import structlog
 
 from ..errors import SnapshotError
-from .fsutil import fsync_dir, fsync_file
+from ..fsutil import fsync_dir, fsync_file
 
 log = structlog.get_logger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any, BinaryIO
 import structlog
 
 from ..errors import SnapshotError
+from ..fsutil import atomic_write_bytes, dir_lock, fsync_dir, remove_tree
 from ..paths import check_agency_id
-from .fsutil import atomic_write_bytes, dir_lock, fsync_dir, remove_tree
 from .keys import KeyHolder
 from .kv1 import DecryptReader, EncryptWriter, encrypt_stream, fail
 from .manifest import (
