@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--corpus", choices=("stdlib", "generated"), default="stdlib")
     ap.add_argument("--files", type=int, default=20_000, help="generated corpus: number of files")
     ap.add_argument("--size", type=int, default=2000, help="generated corpus: bytes per file")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kora-bench-") as tmp:
         base = Path(tmp)

@@ -14,7 +14,7 @@ from koradaemon.control.client import ControlClient
 CONFIG = """\
 version: 1
 log: {{level: warning, format: json}}
-index: {{workers: 2}}
+index: {{workers: 1}}
 watch: {{debounce_ms: {debounce}, queue_max: 200000}}
 vault: {{enabled: false}}
 agencies:

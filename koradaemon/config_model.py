@@ -29,7 +29,7 @@ class LogConfig:
 @dataclass(frozen=True)
 class IndexConfig:
     database: str = rel("kora_kernel.db")
-    workers: int = num(2, 1, 64)
+    workers: int = num(1, 1, 64)
     max_file_bytes: int = num(256 * MiB, 1, 1 << 40)
     chunk_bytes: int = num(51_200, 1024, 16 * MiB)
     overlap_percent: int = num(10, 0, 50)
