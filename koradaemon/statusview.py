@@ -43,8 +43,14 @@ def render_status(st: dict[str, Any], *, online: bool) -> str:
         snap = a.get("last_snapshot")
         lines.append(f"  last snapshot: {snap.get('id') if isinstance(snap, dict) else snap or 'none'}")
     agent = st.get("agent")
-    if agent:
-        lines.append(f"agent: {agent.get('state')}, restarts {agent.get('restarts', 0)}, pid {agent.get('pid')}")
+    if agent and agent.get("state") == "disabled":
+        lines.append("agent: not supervised (agent.enabled is false)")
+    elif agent:
+        extra = f", last restore {agent['last_restore']}" if agent.get("last_restore") else ""
+        lines.append(f"agent: {agent.get('state')}, pid {agent.get('pid')}, restarts {agent.get('restarts', 0)}{extra}")
+    if st.get("initial_sync") or (st.get("crawl") or {}).get("initial_sync"):
+        sync = (st.get("crawl") or {}).get("initial_sync") or {}
+        lines.append(f"initial sync: {sync.get('files')} files in {sync.get('seconds')} s ({sync.get('mb_per_s')} MB/s)")
     if st.get("lockdowns"):
         lines.append(f"lockdowns: {', '.join(st['lockdowns'])}")
     return "\n".join(lines)
