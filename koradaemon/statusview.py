@@ -48,9 +48,10 @@ def render_status(st: dict[str, Any], *, online: bool) -> str:
     elif agent:
         extra = f", last restore {agent['last_restore']}" if agent.get("last_restore") else ""
         lines.append(f"agent: {agent.get('state')}, pid {agent.get('pid')}, restarts {agent.get('restarts', 0)}{extra}")
-    if st.get("initial_sync") or (st.get("crawl") or {}).get("initial_sync"):
-        sync = (st.get("crawl") or {}).get("initial_sync") or {}
-        lines.append(f"initial sync: {sync.get('files')} files in {sync.get('seconds')} s ({sync.get('mb_per_s')} MB/s)")
+    sync = (st.get("crawl") or {}).get("initial_sync")
+    if sync:
+        lines.append(f"initial sync: {sync.get('files')} files in {sync.get('seconds')} s"
+                     f" ({sync.get('mb_per_s')} MB/s)")
     if st.get("lockdowns"):
         lines.append(f"lockdowns: {', '.join(st['lockdowns'])}")
     return "\n".join(lines)
