@@ -184,3 +184,26 @@ def test_subscribe_streams_acknowledged_changes_and_put_context(daemon: DaemonPr
         daemon.client_call("vault.put_context", name="../escape", content="x")
     wait_for(lambda: "context_put" in audit_types(daemon), 10, what="context audited")
     assert daemon.stop() == 0
+
+
+def test_get_chunk_refuses_traversal_symlink_escape_and_stale_refs(daemon: DaemonProc) -> None:
+    notes = daemon.root / "alpha" / "notes"
+    (notes / "a.md").write_text("reference me: tarragon\n")
+    outside = daemon.root / "beta" / "notes" / "secret.md"
+    outside.write_text("beta's secret: tarragon\n")
+    (notes / "link.md").symlink_to(outside)
+    daemon.start()
+    hit = next(h for h in daemon.search("tarragon") if h["path"] == "a.md")
+    ref = {"root": "alpha/notes", "path": "a.md", "offset": hit["offset"], "length": hit["length"],
+           "sha256": hit["sha256"]}
+    assert "tarragon" in daemon.client_call("get_chunk", **ref)["text"]
+    for bad in ({**ref, "path": "../../beta/notes/secret.md"}, {**ref, "path": "link.md"},
+                {**ref, "root": "beta/notes", "path": "secret.md"}, {**ref, "path": "/etc/passwd"}):
+        with pytest.raises(Exception) as err:
+            daemon.client_call("get_chunk", **bad)
+        assert getattr(err.value, "code", "") in ("path", "data"), err.value
+    (notes / "a.md").write_text("reference me: changed now\n")
+    with pytest.raises(Exception, match=r"changed since it was indexed|shorter"):
+        daemon.client_call("get_chunk", **ref)
+    assert "link.md" not in {h["path"] for h in daemon.search("tarragon")}, "escaping symlink not indexed"
+    assert daemon.stop() == 0
