@@ -43,8 +43,8 @@ def via_socket(cfg: Config, args: argparse.Namespace, agency: str) -> dict[str, 
     if not token:
         raise NotRunningError("no token yet: the daemon has never run on this data root")
     agencies = [agency]
-    if op == "audit.verify" and not getattr(args, "agency", None):
-        agencies = [a.agency_id for a in cfg.agencies]
+    if op in ("audit.verify", "status") and not getattr(args, "agency", None):
+        agencies = [a.agency_id for a in cfg.agencies if _has_token(cfg, a.agency_id)]
     with ControlClient(cfg.socket_path(), timeout=120) as client:
         if len(agencies) == 1:
             return {"op": op, "agency": agency, "result": client.call(op, agency, token, **extra), "online": True}
@@ -52,7 +52,21 @@ def via_socket(cfg: Config, args: argparse.Namespace, agency: str) -> dict[str, 
         for a in agencies:
             tok = TokenStore(cfg.tokens_path()).read(a)
             results[a] = client.call(op, a, tok, **extra)
+        if op == "status":  # the operator holds every token: one view over all agencies
+            return {"op": op, "agency": None, "result": _merge_status(results), "online": True}
         return {"op": op, "agency": None, "result": results, "online": True}
+
+
+def _merge_status(per_agency: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for st in per_agency.values():
+        if not merged:
+            merged = {**st, "agencies": {}, "lockdowns": []}
+        merged["agencies"].update(st.get("agencies", {}))
+        merged["lockdowns"] = sorted(set(merged["lockdowns"]) | set(st.get("lockdowns", [])))
+        if st.get("agent", {}).get("state") not in ("not this agency's", None):
+            merged["agent"] = st["agent"]
+    return merged
 
 
 def _has_token(cfg: Config, agency: str) -> bool:

@@ -79,10 +79,19 @@ def full_status(daemon: Daemon, agency_id: str | None = None) -> dict[str, Any]:
         "latency": _percentiles(daemon.acks.latencies),
         "memory": _memory(),
         "agencies": {a: agency_status(daemon, a) for a in agencies},
-        "lockdowns": sorted(daemon.lockdown.locked()),
-        "agent": daemon.supervisor.status() if daemon.supervisor is not None else {"state": "disabled"},
+        # Tenancy: an agency sees its own lockdown and the agent only if the agent works for it.
+        "lockdowns": sorted(a for a in daemon.lockdown.locked() if a in agencies),
+        "agent": _agent(daemon, agencies),
         "vault": daemon.snapshots.vault_status(),
     }
+
+
+def _agent(daemon: Daemon, agencies: list[str]) -> dict[str, Any]:
+    if daemon.supervisor is None:
+        return {"state": "disabled"}
+    if daemon.cfg.agent.agency_id not in agencies:
+        return {"state": "not this agency's"}
+    return dict(daemon.supervisor.status())
 
 
 def status_line(daemon: Daemon) -> str:

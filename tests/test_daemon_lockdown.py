@@ -31,7 +31,7 @@ def test_tampered_log_locks_only_its_agency(daemon: DaemonProc) -> None:
 
     daemon.start()
     st = daemon.client_call("status", "beta")
-    assert st["lockdowns"] == ["alpha"]
+    assert st["lockdowns"] == [], "beta's view does not reveal alpha's state"
     with pytest.raises(LockdownError):
         daemon.client_call("search", "alpha", query="lentils")
     assert daemon.search("barley", "beta"), "the other agency keeps working"
@@ -41,8 +41,8 @@ def test_tampered_log_locks_only_its_agency(daemon: DaemonProc) -> None:
     wait_for(lambda: daemon.search("oats", "beta"), 10, what="beta still indexing")
     alpha = daemon.client_call("status", "beta")
     assert "alpha" not in alpha["agencies"], "status for beta does not show alpha's data"
-    human = daemon.cli("status", "--agency", "beta").stdout
-    assert "lockdowns: alpha" in human
+    human = daemon.cli("status").stdout  # the operator's view: every agency whose token it can read
+    assert "lockdowns: alpha" in human and "agency alpha: LOCKDOWN" in human
 
     res = daemon.cli("audit", "unlock", "--agency", "alpha", "--reason", "tamper drill: restored from backup")
     assert res.returncode == 0, res.stderr
