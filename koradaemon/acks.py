@@ -31,7 +31,7 @@ class Acknowledger:
         self.publish = publish
         self._q: queue.Queue[list[Applied] | None] = queue.Queue(maxsize=maxsize)
         self._thread = threading.Thread(target=self._run, name="kora-acks", daemon=True)
-        self.latencies: list[float] = []  # commit → searchable (seconds), last few thousand
+        self.latencies: list[float] = []  # file read → committed, i.e. searchable (seconds), recent ones
         self.acknowledged = 0
         self.audit_failures = 0
         self._outstanding = 0

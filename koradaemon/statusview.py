@@ -28,7 +28,8 @@ def render_status(st: dict[str, Any], *, online: bool) -> str:
                      f"{crawl.get('changes_queued', 0)} changes)")
         lat = st.get("latency") or {}
         if lat:
-            lines.append(f"change→searchable: p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms")
+            lines.append(f"file read → committed (searchable): p50 {lat.get('p50_ms')} ms,"
+                         f" p99 {lat.get('p99_ms')} ms")
     for agency, a in sorted(st.get("agencies", {}).items()):
         state = "LOCKDOWN" if a.get("locked") else "ok"
         lines.append(f"agency {agency}: {state}; {a.get('files', 0)} files, {a.get('chunks', 0)} chunks, "
