@@ -28,6 +28,7 @@ from .index.prepare import ChunkParams
 from .index.store import AgencyStore
 from .index.writer import Writer
 from .ops import Operations
+from .runlock import RunLock
 from .service.notify import Notifier
 from .service.tokens import TokenStore
 from .service.watchdog_ping import WatchdogPinger
@@ -63,6 +64,8 @@ class Daemon:
     def start(self) -> None:
         cfg = self.cfg
         cfg.data_root.mkdir(parents=True, exist_ok=True)
+        self.runlock = RunLock(cfg.data_root)
+        self.runlock.acquire()  # before anything is touched: one daemon per data root
         self.notifier.status("opening the database")
         self.db_path = cfg.path(cfg.index.database)
         self.db = open_db(self.db_path)
@@ -305,6 +308,8 @@ class Daemon:
             steps.append(("audit", self.audit.close))
         if hasattr(self, "db"):
             steps.append(("db", self.db.close))
+        if hasattr(self, "runlock"):
+            steps.append(("runlock", self.runlock.release))
         return steps
 
     def _drain(self, timeout: float) -> None:

@@ -11,6 +11,7 @@ from .config_model import Config
 from .errors import LockdownError
 from .index.db import open_db
 from .index.store import AgencyStore
+from .runlock import RunLock
 from .snapshots import SnapshotService
 
 
@@ -73,6 +74,11 @@ def audit_verify_all(cfg: Config) -> dict[str, Any]:
 
 
 def audit_unlock(cfg: Config, agency: str, reason: str) -> dict[str, Any]:
+    with RunLock(cfg.data_root):
+        return _audit_unlock(cfg, agency, reason)
+
+
+def _audit_unlock(cfg: Config, agency: str, reason: str) -> dict[str, Any]:
     mgr = _manager(cfg)
     try:
         record = mgr.unlock(agency, reason)
@@ -82,6 +88,11 @@ def audit_unlock(cfg: Config, agency: str, reason: str) -> dict[str, Any]:
 
 
 def _with_snapshots(cfg: Config, fn: Any) -> Any:
+    with RunLock(cfg.data_root):
+        return _snapshots_locked(cfg, fn)
+
+
+def _snapshots_locked(cfg: Config, fn: Any) -> Any:
     mgr = _manager(cfg)
     mgr.open_all()
     try:

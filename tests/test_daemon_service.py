@@ -207,3 +207,28 @@ def test_get_chunk_refuses_traversal_symlink_escape_and_stale_refs(daemon: Daemo
         daemon.client_call("get_chunk", **ref)
     assert "link.md" not in {h["path"] for h in daemon.search("tarragon")}, "escaping symlink not indexed"
     assert daemon.stop() == 0
+
+
+def test_second_daemon_on_the_same_data_root_is_refused(daemon: DaemonProc) -> None:
+    (daemon.root / "alpha" / "notes" / "a.md").write_text("only one writer: fenugreek\n")
+    daemon.start()
+    second = daemon.cli("run", timeout=30)
+    assert second.returncode == 75
+    assert "another koradaemon" in second.stderr + "".join(
+        str(e.get("error", "")) for e in _json_lines(second.stdout + second.stderr))
+    assert daemon.search("fenugreek"), "the first daemon is unharmed"
+    assert daemon.stop() == 0
+    res = daemon.cli("audit", "verify")
+    assert res.returncode == 0, res.stdout
+
+
+def _json_lines(text: str) -> list[dict[str, object]]:
+    out = []
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
