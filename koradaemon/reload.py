@@ -36,6 +36,11 @@ def apply_reload(daemon: Daemon, new: Config) -> None:
         log.warning("reload_new_agency_needs_restart", agencies=sorted(added))
         new = _drop_agencies(new, added)
         added = set()
+    if new.log != old.log:
+        from .logsetup import configure_logging
+
+        configure_logging(level=new.log.level, fmt=new.log.format, file=new.path(new.log.file))
+        log.info("logging_reconfigured", level=new.log.level, format=new.log.format)
     changed = {a.agency_id for a in new.agencies if a.agency_id in old_ids and old.agency(a.agency_id) != a}
     for agency_id in removed | changed:
         daemon.watchset.stop_agency(agency_id)
