@@ -11,6 +11,8 @@ from typing import Any, TextIO
 
 import structlog
 
+_open_file: TextIO | None = None
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -44,15 +46,20 @@ def configure_logging(
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        out = _Tee(out, os.fdopen(fd, "a", encoding="utf-8", buffering=1), skip_file=not use_json)
+        log_file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        out = _Tee(out, log_file, skip_file=not use_json)
         if not use_json:
             shared.append(_JsonToFile(out))  # type: ignore[arg-type]
+    global _open_file
+    previous, _open_file = _open_file, (log_file if file is not None else None)
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    if previous is not None:  # a reconfiguration (SIGHUP) must not leak the old log file
+        previous.close()
 
 
 class _Tee:
@@ -66,12 +73,14 @@ class _Tee:
     def write(self, text: str) -> int:
         self.stream.write(text)
         if not self.skip_file:
-            self.file.write(text)
+            with contextlib.suppress(OSError, ValueError):  # closed by a reconfiguration meanwhile
+                self.file.write(text)
         return len(text)
 
     def flush(self) -> None:
         self.stream.flush()
-        self.file.flush()
+        with contextlib.suppress(OSError, ValueError):
+            self.file.flush()
 
 
 class _JsonToFile:
