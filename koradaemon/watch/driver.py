@@ -18,6 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+)
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
@@ -28,6 +39,14 @@ from .mapping import EventMapper
 from .workqueue import WorkQueue
 
 log = structlog.get_logger(__name__)
+
+# Only the events the mapper acts on. Leaving out opened / closed-without-writing keeps them out of
+# the inotify mask itself: otherwise every file the indexer reads comes back as two more events,
+# which cost the bulk crawl about a third of its speed.
+WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, FileClosedEvent,
+    FileDeletedEvent, DirDeletedEvent, FileMovedEvent, DirMovedEvent,
+]
 
 
 class WatchDriver:
@@ -105,7 +124,7 @@ class WatchDriver:
 
             observer, mode = Observer(timeout=0.5), "native"
         try:
-            observer.schedule(self.mapper, str(self.root_path), recursive=True)
+            observer.schedule(self.mapper, str(self.root_path), recursive=True, event_filter=WATCHED_EVENTS)
             observer.start()
         except BaseException:
             _halt(observer)
@@ -176,7 +195,7 @@ class WatchDriver:
                 _halt(old)
             observer = PollingObserver(timeout=self.poll_interval_s)
             try:
-                observer.schedule(self.mapper, str(self.root_path), recursive=True)
+                observer.schedule(self.mapper, str(self.root_path), recursive=True, event_filter=WATCHED_EVENTS)
                 observer.start()
             except Exception as exc:
                 _halt(observer)
