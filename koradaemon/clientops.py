@@ -9,7 +9,7 @@ from typing import Any
 from .cli import print_json
 from .config_model import Config
 from .control.client import ControlClient
-from .errors import KoraError, LockdownError, NotRunningError
+from .errors import NotRunningError
 from .service.tokens import TokenStore
 
 OPS = {
@@ -134,5 +134,3 @@ def _render_verify(result: Any, agency: str | None) -> None:
     for r in items:
         print(format_verify_result(VerifyResult(**r)))
 
-
-__all__ = ["KoraError", "LockdownError", "offline", "render", "via_socket"]

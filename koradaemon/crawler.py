@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -90,7 +90,7 @@ class Crawler:
             return
         t0 = time.monotonic()
         n = 0
-        for change in _iter(changes):
+        for change in changes():
             while self.depth() >= self.high_water:  # back-pressure: never overflow the live queue
                 if self._stop.wait(0.005):
                     return
@@ -101,6 +101,3 @@ class Crawler:
                 return
         log.info("crawl_done", agency_id=agency_id, root=root, changes=n, seconds=round(time.monotonic() - t0, 3))
 
-
-def _iter(changes: Callable[[], Iterable[Any]]) -> Iterator[Any]:
-    yield from changes()

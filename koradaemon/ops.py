@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import threading
@@ -131,7 +132,7 @@ class Operations:
 
     def audit_verify(self, req: Any) -> dict[str, Any]:
         result = self.d.audit.verify(req.agency_id)[req.agency_id]
-        return _verify_dict(result)
+        return dataclasses.asdict(result)
 
     def audit_unlock(self, req: Any) -> dict[str, Any]:
         reason = _arg(req.args, "reason", str)
@@ -151,12 +152,3 @@ class Operations:
         finally:
             sub.close()
 
-
-def _verify_dict(result: Any) -> dict[str, Any]:
-    if isinstance(result, Mapping):
-        return {k: _verify_dict(v) for k, v in result.items()}
-    if hasattr(result, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(result)
-    return result  # type: ignore[no-any-return]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -67,12 +68,12 @@ def agency_status(daemon: Daemon, agency_id: str) -> dict[str, Any]:
 def full_status(daemon: Daemon, agency_id: str | None = None) -> dict[str, Any]:
     agencies = [a.agency_id for a in daemon.cfg.agencies if agency_id in (None, a.agency_id)]
     return {
-        "pid": __import__("os").getpid(),
+        "pid": os.getpid(),
         "uptime_s": round(time.monotonic() - daemon.started_mono, 1),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(daemon.started_at)),
         "ready": daemon.ready,
         "queue": {"depth": daemon.work.depth(), "writer": daemon.writer.depth(), "acks": daemon.acks.depth(),
-                  "busy_workers": daemon.indexer.busy, "idle": daemon.idle()},
+                  "busy_workers": daemon.work.stats()["in_flight"], "idle": daemon.idle()},
         "crawl": {**daemon.crawler.progress(), "initial_sync": daemon.initial_sync},
         "indexer": dict(daemon.indexer.counters),
         "writer": dict(daemon.writer.counters),

@@ -58,8 +58,6 @@ class Indexer:
             threading.Thread(target=self._run, name=f"kora-indexer-{i}", daemon=True) for i in range(workers)
         ]
         self.counters: Counter[str] = Counter()
-        self._busy = 0
-        self._lock = threading.Lock()
 
     def start(self) -> None:
         for t in self._threads:
@@ -72,10 +70,6 @@ class Indexer:
             if t.is_alive():
                 t.join(max(0.0, deadline - time.monotonic()))
 
-    @property
-    def busy(self) -> int:
-        return self._busy
-
     def _run(self) -> None:
         conn = open_db(self.db_path, migrate=False)
         try:
@@ -83,16 +77,12 @@ class Indexer:
                 change = self.work.get(timeout=0.2)
                 if change is None:
                     continue
-                with self._lock:
-                    self._busy += 1
                 try:
                     self.handle(conn, change)
                 except Exception:
                     self.counters["errors"] += 1
                     log.exception("indexer_change_failed", change=repr(change))
                 finally:
-                    with self._lock:
-                        self._busy -= 1
                     self.work.task_done()
         finally:
             conn.close()

@@ -77,7 +77,6 @@ class Writer:
         self._q: queue.Queue[Job | None] = queue.Queue(maxsize=queue_max)
         self._thread = threading.Thread(target=self._run, name="kora-writer", daemon=True)
         self._pending: Job | None = None
-        self._stopping = False
         self._stop_seen = False
         self._outstanding = 0
         self._count_lock = threading.Lock()
@@ -135,7 +134,6 @@ class Writer:
     def stop(self, timeout: float = 10.0) -> None:
         if not self._thread.is_alive():
             return
-        self._stopping = True
         try:
             self._q.put(None, timeout=timeout)
         except queue.Full:
@@ -274,10 +272,7 @@ class Writer:
         except SkipFile as skip:
             assert isinstance(job, IndexJob)
             with immediate(conn):
-                store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, (), skip.reason)
-            self.counters[f"skipped_{skip.reason}"] += 1
-            data: dict[str, object] = {"root": job.root, "path": job.path, "reason": skip.reason}
-            return [Applied(job.agency_id, "skip", data, job.started)]
+                return [self._record_skip(store, job, skip.reason)]
         except (OSError, apsw.Error) as exc:
             self.counters["job_errors"] += 1
             log.warning("writer_job_failed", job=type(job).__name__, error=str(exc))
@@ -317,16 +312,19 @@ class Writer:
             return Applied(job.agency_id, "delete", {"root": job.root, "path": job.path, "files": n},
                            job.started) if n else None
         if job.skipped:
-            store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, (), job.skipped)
-            self.counters[f"skipped_{job.skipped}"] += 1
-            return Applied(job.agency_id, "skip", {"root": job.root, "path": job.path, "reason": job.skipped},
-                           job.started)
+            return self._record_skip(store, job, job.skipped)
         n = store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, job.chunks)
         self.counters["indexed"] += 1
         self.counters["chunks"] += n
         self.counters["bytes"] += job.size
         data = {"root": job.root, "path": job.path, "sha256": job.sha256, "size": job.size, "chunks": n}
         return Applied(job.agency_id, "index", data, job.started)
+
+    def _record_skip(self, store: AgencyStore, job: IndexJob, reason: str) -> Applied:
+        """A file that cannot be indexed is remembered with its reason (no chunks) and counted."""
+        store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, (), reason)
+        self.counters[f"skipped_{reason}"] += 1
+        return Applied(job.agency_id, "skip", {"root": job.root, "path": job.path, "reason": reason}, job.started)
 
     def _idle_optimize(self, conn: apsw.Connection) -> None:
         if not self._dirty_since_optimize:

@@ -48,7 +48,7 @@ __all__ = ["SnapshotInfo", "SnapshotScheduler", "SnapshotStore"]
 
 log = structlog.get_logger(__name__)
 
-AuditFn = Callable[[str, str, dict[str, object]], None]
+AuditFn = Callable[[str, str, dict[str, object]], object]  # return value ignored
 STALE_PREFIXES = (".tmp-", ".del-")
 
 
