@@ -40,6 +40,13 @@ def agent_daemon(tmp_path: Path, *extra_args: str, drain_s: float = 2) -> Daemon
     return DaemonProc(tmp_path, extra=extra)
 
 
+def kill_daemon(d: DaemonProc) -> None:
+    """Test clean-up: kill and reap, so no zombie or unwaited Popen leaks into later tests."""
+    if d.proc is not None and d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait()
+
+
 def agent_status(d: DaemonProc) -> dict[str, object]:
     st = d.status()
     return dict(st["agent"]) if st else {}
@@ -71,8 +78,7 @@ def test_agent_is_restarted_after_kill9_and_stopped_with_the_daemon(tmp_path: Pa
         assert d.stop() == 0
         assert not psutil.pid_exists(new_pid) or psutil.Process(new_pid).status() == psutil.STATUS_ZOMBIE
     finally:
-        if d.proc and d.proc.poll() is None:
-            d.proc.kill()
+        kill_daemon(d)
 
 
 def test_unusable_state_is_restored_from_the_vault(tmp_path: Path) -> None:
@@ -94,8 +100,7 @@ def test_unusable_state_is_restored_from_the_vault(tmp_path: Path) -> None:
         wait_for(lambda: "restore" in audit_types(d), 10, what="restore audited")
         assert d.stop() == 0
     finally:
-        if d.proc and d.proc.poll() is None:
-            d.proc.kill()
+        kill_daemon(d)
 
 
 def test_second_sigint_forces_exit_and_next_start_reaps_the_stale_agent(tmp_path: Path) -> None:
@@ -110,13 +115,15 @@ def test_second_sigint_forces_exit_and_next_start_reaps_the_stale_agent(tmp_path
         assert d.proc is not None and d.proc.wait(10) == 130
         assert time.monotonic() - t0 < 5, "the second SIGINT does not wait for the drain budget"
         assert psutil.pid_exists(pid), "the agent ignoring SIGTERM outlived the forced exit"
+        # The next daemon gives the stale group its drain budget after SIGTERM, then SIGKILLs it:
+        # a short budget now, so the wait below is not a race against the 30 s one used above.
+        d.config.write_text(d.config.read_text().replace("drain_s: 30", "drain_s: 1"))
         d.start()  # the new daemon finds the old agent group from its pidfile and ends it
         wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
                  30, 0.05, "stale agent ended")
         d.proc.kill()
         d.proc.wait()
     finally:
-        if d.proc and d.proc.poll() is None:
-            d.proc.kill()
+        kill_daemon(d)
         if psutil.pid_exists(pid):
             os.kill(pid, signal.SIGKILL)
