@@ -9,10 +9,10 @@ from typing import Any
 
 import structlog
 
-from .config_model import AgencyConfig, Config
-from .watch.driver import WatchDriver
-from .watch.ignore import IgnoreRules
-from .watch.workqueue import WorkQueue
+from ..config_model import AgencyConfig, Config
+from .driver import WatchDriver
+from .ignore import IgnoreRules
+from .workqueue import WorkQueue
 
 log = structlog.get_logger(__name__)
 

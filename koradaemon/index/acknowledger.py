@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from .errors import KoraError
-from .index.writer import Applied
+from ..errors import KoraError
+from .writer import Applied
 
 log = structlog.get_logger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import structlog
 
-from .config_model import AgencyConfig, Config
-from .errors import SnapshotError, UsageError
-from .events import EventBus
-from .paths import check_relative
+from ..config_model import AgencyConfig, Config
+from ..errors import SnapshotError, UsageError
+from ..events import EventBus
+from ..paths import check_relative
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +44,8 @@ class SnapshotService:
             self._build()
 
     def _build(self) -> None:
-        from .vault.keys import KeyHolder, resolve_passphrase_path
-        from .vault.snapshots import SnapshotScheduler, SnapshotStore
+        from .keys import KeyHolder, resolve_passphrase_path
+        from .snapshots import SnapshotScheduler, SnapshotStore
 
         v = self.cfg.vault
         self.keys = KeyHolder(resolve_passphrase_path(v.passphrase_file, self.cfg.data_root),

@@ -6,11 +6,11 @@ import argparse
 import json
 from typing import Any
 
-from .cli import print_json
-from .config_model import Config
-from .control.client import ControlClient
-from .errors import NotRunningError
-from .service.tokens import TokenStore
+from ..config_model import Config
+from ..control.client import ControlClient
+from ..errors import NotRunningError
+from ..service.tokens import TokenStore
+from .render import print_json
 
 OPS = {
     ("status", None): "status",
@@ -102,7 +102,7 @@ def render(args: argparse.Namespace, out: dict[str, Any]) -> int:
     elif op == "audit.verify":
         _render_verify(result, out["agency"])
     elif op == "status":
-        from .statusview import render_status
+        from .render_status import render_status
 
         print(render_status(result, online=out["online"]))
     else:
@@ -127,8 +127,8 @@ def _verify_ok(result: Any, agency: str | None) -> bool:
 
 
 def _render_verify(result: Any, agency: str | None) -> None:
-    from .audit.report import format_verify_result
-    from .audit.verify import VerifyResult
+    from ..audit.report import format_verify_result
+    from ..audit.verify import VerifyResult
 
     items = result.values() if agency is None else [result]
     for r in items:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .audit.lockdown import LockdownRegistry
-from .audit.manager import AuditManager
-from .config_model import Config
-from .errors import LockdownError
-from .index.db import open_db
-from .index.store import AgencyStore
-from .runlock import RunLock
-from .snapshots import SnapshotService
+from ..audit.lockdown import LockdownRegistry
+from ..audit.manager import AuditManager
+from ..config_model import Config
+from ..daemon.runlock import RunLock
+from ..errors import LockdownError
+from ..index.db import open_db
+from ..index.store import AgencyStore
+from ..vault.service import SnapshotService
 
 
 def _check_unlocked(cfg: Config, agency: str) -> None:

@@ -13,31 +13,31 @@ from typing import Any
 
 import structlog
 
-from .acks import Acknowledger
-from .audit.lockdown import LockdownRegistry
-from .audit.manager import AuditManager
-from .config import load_config
-from .config_model import Config
-from .control.server import ControlServer
-from .crawler import Crawler
-from .errors import KoraError, LockdownError
-from .events import EventBus
-from .index.db import open_db
-from .index.pipeline import Indexer
-from .index.prepare import ChunkParams
-from .index.store import AgencyStore
-from .index.writer import Writer
-from .ops import Operations
+from ..audit.lockdown import LockdownRegistry
+from ..audit.manager import AuditManager
+from ..config import load_config
+from ..config_model import Config
+from ..control.server import ControlServer
+from ..errors import KoraError, LockdownError
+from ..events import EventBus
+from ..index.acknowledger import Acknowledger
+from ..index.db import open_db
+from ..index.pipeline import Indexer
+from ..index.prepare import ChunkParams
+from ..index.store import AgencyStore
+from ..index.writer import Writer
+from ..service.notify import Notifier
+from ..service.tokens import TokenStore
+from ..service.watchdog_ping import WatchdogPinger
+from ..vault.service import SnapshotService
+from ..watch.crawler import Crawler
+from ..watch.reconcile import reconcile
+from ..watch.watchset import WatchSet
+from ..watch.workqueue import WorkQueue
+from .operations import Operations
 from .runlock import RunLock
-from .service.notify import Notifier
-from .service.tokens import TokenStore
-from .service.watchdog_ping import WatchdogPinger
-from .sigflags import SignalFlags
-from .snapshots import SnapshotService
-from .statusinfo import status_line
-from .watch.reconcile import reconcile
-from .watch.workqueue import WorkQueue
-from .watchset import WatchSet
+from .signals import SignalFlags
+from .status import status_line
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +143,7 @@ class Daemon:
         agent = self.cfg.agent
         if not agent.enabled:
             return None
-        from .agent import build_supervisor
+        from ..supervisor.build import build_supervisor
 
         return build_supervisor(self.cfg, audit=self.audit_append, snapshots=self.snapshots)
 

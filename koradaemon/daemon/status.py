@@ -6,11 +6,11 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from .index.db import open_db
-from .index.store import AgencyStore
+from ..index.db import open_db
+from ..index.store import AgencyStore
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from .assembler import Daemon
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import structlog
 
-from .config_model import Config
-from .daemon import Daemon
-from .errors import KoraError
-from .index.writer import SWITCH_INTERVAL
-from .logsetup import configure_logging
+from ..config_model import Config
+from ..errors import KoraError
+from ..index.writer import SWITCH_INTERVAL
+from ..logsetup import configure_logging
+from .assembler import Daemon
 
 
 def run_daemon(cfg: Config, config_path: Path) -> int:

@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import KoraError
+from ..errors import KoraError
 
 
 class DataRootBusy(KoraError):

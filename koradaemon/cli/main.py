@@ -7,17 +7,15 @@ socket; with no daemon running they work on the data root directly.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from . import __version__
-from .config import data_root_for, load_config
-from .config_model import Config
-from .errors import KoraError, NotRunningError, UsageError
+from .. import __version__
+from ..config import data_root_for, load_config
+from ..config_model import Config
+from ..errors import KoraError, NotRunningError, UsageError
 
 
 def default_config_path() -> Path:
@@ -88,16 +86,16 @@ def load(args: argparse.Namespace) -> Config:
 def dispatch(args: argparse.Namespace) -> int:
     cfg = load(args)
     if args.cmd != "run":  # CLI output owns stdout; the library's log lines go to stderr
-        from .logsetup import configure_logging
+        from ..logsetup import configure_logging
 
         configure_logging(level="warning", fmt="console", stream=sys.stderr)
     if args.cmd == "check-config":
         return cmd_check_config(cfg)
     if args.cmd == "run":
-        from .runner import run_daemon
+        from ..daemon.runner import run_daemon
 
         return run_daemon(cfg, args.config or default_config_path())
-    from . import clientops
+    from . import remote as clientops
 
     agency = getattr(args, "agency", None) or cfg.agencies[0].agency_id
     if cfg.agency(agency) is None:
@@ -116,7 +114,3 @@ def cmd_check_config(cfg: Config) -> int:
         print(f"agency {a.agency_id}: roots={list(a.roots)} ignore={list(a.ignore)} state_dirs={list(a.state_dirs)}")
     print(f"agent: {'enabled' if cfg.agent.enabled else 'disabled'}")
     return 0
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str))

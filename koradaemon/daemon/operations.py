@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 import apsw
 import structlog
 
-from .errors import UsageError
-from .fsutil import atomic_write_bytes as atomic_write
-from .index.db import open_db
-from .index.retrieval import ChunkRef, read_chunk_text
-from .index.store import AgencyStore
-from .statusinfo import full_status
+from ..errors import UsageError
+from ..fsutil import atomic_write_bytes as atomic_write
+from ..index.db import open_db
+from ..index.retrieval import ChunkRef, read_chunk_text
+from ..index.store import AgencyStore
+from .status import full_status
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from .assembler import Daemon
 
 log = structlog.get_logger(__name__)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config_model import Config
-from .snapshots import SnapshotService
+from ..config_model import Config
+from ..vault.service import SnapshotService
 
 
 def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> Any:
-    from .supervisor.supervisor import Supervisor
+    from .supervisor import Supervisor
 
     a = cfg.agent
     workdir = cfg.path(a.workdir)

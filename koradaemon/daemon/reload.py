@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .config_model import Config
+from ..config_model import Config
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from .assembler import Daemon
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ def apply_reload(daemon: Daemon, new: Config) -> None:
         new = _drop_agencies(new, added)
         added = set()
     if new.log != old.log:
-        from .logsetup import configure_logging
+        from ..logsetup import configure_logging
 
         configure_logging(level=new.log.level, fmt=new.log.format, file=new.path(new.log.file))
         log.info("logging_reconfigured", level=new.log.level, format=new.log.format)

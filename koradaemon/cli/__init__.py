@@ -1,0 +1,5 @@
+"""Command line: parser, remote (through the control socket), offline (on the data root), rendering."""
+
+from .main import main
+
+__all__ = ["main"]

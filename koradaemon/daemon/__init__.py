@@ -1,0 +1,1 @@
+"""The daemon: assembler, control operations, status, reload, signals, run lock."""
