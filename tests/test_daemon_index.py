@@ -118,8 +118,8 @@ def test_bad_files_are_skipped_and_counted(daemon: DaemonProc) -> None:
         fh.write(b"needle at the very end\n")
     daemon.start()
     st = daemon.client_call("status")
-    writer = st["writer"]
-    assert writer.get("skipped_invalid_utf8") == 1 and writer.get("skipped_binary") == 1
+    reasons = st["agencies"]["alpha"]["skipped_reasons"]
+    assert reasons.get("invalid_utf8") == 1 and reasons.get("binary") == 1
     assert has_hit(daemon, "needle", "huge.txt")
     assert "empty.txt" in indexed(daemon)
     assert daemon.stop() == 0

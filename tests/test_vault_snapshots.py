@@ -80,7 +80,7 @@ def test_create_layout_manifest_and_audit(tmp_path: Path, store: SnapshotStore) 
     src = make_tree(tmp_path / "state")
     info = store.create("alpha", {"state0": src}, "signal", {"state_dirs": ["alpha/state"]})
     snap = tmp_path / "snapshots" / "alpha" / info.id
-    assert info.id == "2026-01-02T030406Z"
+    assert info.id == "2026-01-02T030406Z-1"
     assert sorted(p.name for p in snap.iterdir()) == ["daemon-state.kv1", "manifest.json", "state0.kv1"]
     man = json.loads((snap / "manifest.json").read_text())
     assert man["version"] == 1 and man["agency"] == "alpha" and man["trigger"] == "signal"
@@ -228,8 +228,44 @@ def test_same_second_ids_disambiguated(tmp_path: Path, keys: KeyHolder) -> None:
     src = make_tree(tmp_path / "state")
     ids = [store.create("alpha", {"state0": src}, "manual").id for _ in range(12)]
     base = "2026-01-02T030405Z"
-    assert ids == [base] + [f"{base}-{n}" for n in range(1, 12)]
+    assert ids == [f"{base}-{n}" for n in range(1, 13)]
     assert [i.id for i in store.list("alpha")] == ids
+
+
+def test_ids_are_never_reused_and_sort_in_creation_order(tmp_path: Path, keys: KeyHolder) -> None:
+    """Retention deletes the oldest; a later snapshot in the same second must not take a deleted id,
+    and "latest" is always the newest even when the clock does not move (or moves back)."""
+    clock = Tick(step=0)
+    store = SnapshotStore(tmp_path / "s", keys=keys, keep_last=2, now=clock)
+    src = make_tree(tmp_path / "state")
+    seen: list[str] = []
+    for _ in range(6):
+        info = store.create("alpha", {"state0": src}, "manual")
+        assert info.id not in seen
+        seen.append(info.id)
+        assert store.latest("alpha").id == info.id  # type: ignore[union-attr]
+    assert [i.id for i in store.list("alpha")] == seen[-2:]
+    assert seen[-1].endswith("-6")
+
+
+def test_failed_audit_keeps_old_snapshots_and_drops_the_new_one(tmp_path: Path, keys: KeyHolder) -> None:
+    """Retention runs only after the new snapshot is written and audited."""
+    class FailingAudit:
+        fail = False
+
+        def __call__(self, agency_id: str, record_type: str, data: dict[str, object]) -> None:
+            if self.fail:
+                raise OSError(28, "No space left on device")
+
+    audit = FailingAudit()
+    store = SnapshotStore(tmp_path / "s", keys=keys, keep_last=2, audit=audit, now=Tick())
+    src = make_tree(tmp_path / "state")
+    kept = [store.create("alpha", {"state0": src}, "timer").id for _ in range(2)]
+    audit.fail = True
+    with pytest.raises(OSError):
+        store.create("alpha", {"state0": src}, "timer")
+    assert [i.id for i in store.list("alpha")] == kept
+    assert sorted(p.name for p in (tmp_path / "s" / "alpha").iterdir() if not p.name.startswith(".")) == kept
 
 
 def test_symlinks_not_followed_out_of_source(tmp_path: Path, store: SnapshotStore) -> None:

@@ -7,6 +7,7 @@ failed write or fsync) locks that agency down and leaves the others running.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,20 @@ class AuditManager:
             self.logs[agency_id] = alog
             log.info("audit_log_opened", agency_id=agency_id, head_seq=opened.head.seq, checked=opened.checked)
             return True
+
+    def add_agency(self, agency_id: str) -> bool:
+        """An agency added by a reload: open (or start, with genesis) its log."""
+        with self._lock:
+            if agency_id not in self.agency_ids:
+                self.agency_ids.append(agency_id)
+            return self.open_agency(agency_id)
+
+    def remove_agency(self, agency_id: str, timeout: float = 10.0) -> None:
+        """An agency removed by a reload: flush and close its log (the files stay)."""
+        with self._lock:
+            self._close_log(agency_id, timeout)
+            if agency_id in self.agency_ids:
+                self.agency_ids.remove(agency_id)
 
     def _on_failure(self, agency_id: str, reason: str) -> None:
         alog = self.logs.get(agency_id)
@@ -191,10 +206,12 @@ class AuditManager:
         return out
 
     def close(self, timeout: float = 10.0) -> None:
-        """Flush and fsync every open log, stop the appenders, close the database connections."""
+        """Flush and fsync every open log, stop the appenders, close the database connections; all
+        within ``timeout`` seconds in total."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             for agency_id in list(self.logs):
-                self._close_log(agency_id, timeout)
+                self._close_log(agency_id, max(0.05, deadline - time.monotonic()))
             self.anchors.close()
             if self._owns_lockdown:
                 self.lockdown.close()

@@ -84,6 +84,12 @@ def load(args: argparse.Namespace) -> Config:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    flags = None
+    if args.cmd == "run":  # signal handlers first: a SIGHUP/SIGUSR1 during start-up must not kill us
+        from ..daemon.signals import SignalFlags
+
+        flags = SignalFlags()
+        flags.install()
     cfg = load(args)
     if args.cmd != "run":  # CLI output owns stdout; the library's log lines go to stderr
         from ..logsetup import configure_logging
@@ -94,7 +100,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "run":
         from ..daemon.runner import run_daemon
 
-        return run_daemon(cfg, args.config or default_config_path())
+        return run_daemon(cfg, args.config or default_config_path(), flags)
     from . import remote as clientops
 
     agency = getattr(args, "agency", None) or cfg.agencies[0].agency_id

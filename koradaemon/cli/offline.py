@@ -96,7 +96,12 @@ def _snapshots_locked(cfg: Config, fn: Any) -> Any:
     mgr = _manager(cfg)
     mgr.open_all()
     try:
-        svc = SnapshotService(cfg, audit=mgr.append, events=None)
+        def state_dirs(agency_id: str) -> tuple[str, ...] | None:
+            agency = cfg.agency(agency_id)
+            return None if agency is None else tuple(agency.state_dirs)
+
+        svc = SnapshotService(cfg.vault, cfg.agent, cfg.data_root, audit=mgr.append, events=None,
+                              state_dirs=state_dirs, allowed=lambda a: not mgr.lockdown.is_locked(a))
         return fn(svc)
     finally:
         mgr.close()

@@ -64,7 +64,7 @@ def _merge_status(per_agency: dict[str, dict[str, Any]]) -> dict[str, Any]:
             merged = {**st, "agencies": {}, "lockdowns": []}
         merged["agencies"].update(st.get("agencies", {}))
         merged["lockdowns"] = sorted(set(merged["lockdowns"]) | set(st.get("lockdowns", [])))
-        if st.get("agent", {}).get("state") not in ("not this agency's", None):
+        if st.get("agent", {}).get("state") not in ("disabled", None):
             merged["agent"] = st["agent"]
     return merged
 

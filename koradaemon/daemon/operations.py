@@ -7,20 +7,21 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
 
 import apsw
 import structlog
 
 from ..errors import UsageError
+from ..events import EventBus
 from ..fsutil import atomic_write_bytes as atomic_write
 from ..index.db import open_db
 from ..index.retrieval import ChunkRef, read_chunk_text
 from ..index.store import AgencyStore
-from .status import full_status
-
-if TYPE_CHECKING:
-    from .assembler import Daemon
+from .runtime import AgencyRuntime
+from .status import StatusSources, full_status
 
 log = structlog.get_logger(__name__)
 
@@ -39,9 +40,18 @@ def _arg(args: Mapping[str, Any], name: str, typ: type, default: Any = ...) -> A
     return value
 
 
+class OpsContext(StatusSources, Protocol):
+    """What the operations need of the running daemon (it satisfies this; no import of the daemon)."""
+
+    data_root: Path
+    events: EventBus
+
+    def audit_append(self, agency_id: str, record_type: str, data: dict[str, Any]) -> None: ...
+
+
 class Operations:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, ctx: OpsContext) -> None:
+        self.d = ctx
         self._local = threading.local()
 
     def handlers(self) -> dict[str, Callable[[Any], Any]]:
@@ -59,6 +69,9 @@ class Operations:
             "ping": lambda req: {"pong": True},
         }
 
+    def _runtime(self, req: Any) -> AgencyRuntime:
+        return self.d.agencies.require(req.agency_id)
+
     def _conn(self) -> apsw.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
@@ -68,7 +81,7 @@ class Operations:
 
     def on_refusal(self, agency_id: str | None, reason: str, op: str | None) -> None:
         log.warning("control_refused", agency_id=agency_id, reason=reason, op=op)
-        if agency_id and self.d.cfg.agency(agency_id) and not self.d.lockdown.is_locked(agency_id):
+        if agency_id and self.d.agencies.allowed(agency_id):
             try:
                 self.d.audit_append(agency_id, "refused", {"reason": reason[:200], "op": (op or "")[:64]})
             except Exception as exc:  # a refusal must never take the server down
@@ -79,7 +92,7 @@ class Operations:
         return full_status(self.d, req.agency_id)
 
     def search(self, req: Any) -> dict[str, Any]:
-        self.d.check_unlocked(req.agency_id)
+        self._runtime(req).check_unlocked()
         query = _arg(req.args, "query", str)
         limit = _arg(req.args, "limit", int, 10)
         if not 1 <= limit <= MAX_LIMIT:
@@ -88,34 +101,33 @@ class Operations:
         return {"hits": [h.to_dict() for h in hits]}
 
     def get_chunk(self, req: Any) -> dict[str, Any]:
-        self.d.check_unlocked(req.agency_id)
-        agency = self.d.cfg.agency(req.agency_id)
-        assert agency is not None
+        self._runtime(req).check_unlocked()
+        agency = self._runtime(req).agency
         ref = ChunkRef.from_args(dict(req.args))
-        text = read_chunk_text(self.d.cfg.data_root, agency.roots, ref)
+        text = read_chunk_text(self.d.data_root, agency.roots, ref)
         return {"root": ref.root, "path": ref.path, "offset": ref.offset, "length": ref.length,
                 "sha256": ref.sha256, "text": text}
 
     def snapshot(self, req: Any) -> dict[str, Any]:
-        self.d.check_unlocked(req.agency_id)
-        info = self.d.snapshots.create_now(req.agency_id, _arg(req.args, "trigger", str, "manual"))
+        self._runtime(req).check_unlocked()
+        info = self.d.vault.create_now(req.agency_id, _arg(req.args, "trigger", str, "manual"))
         return {"snapshot": info}
 
     def list_snapshots(self, req: Any) -> dict[str, Any]:
-        self.d.check_unlocked(req.agency_id)
-        return {"snapshots": self.d.snapshots.list(req.agency_id)}
+        self._runtime(req).check_unlocked()
+        return {"snapshots": self.d.vault.list(req.agency_id)}
 
     def restore(self, req: Any) -> dict[str, Any]:
-        self.d.check_unlocked(req.agency_id)
+        runtime = self._runtime(req)
+        runtime.check_unlocked()
         snap = _arg(req.args, "snapshot", str, "")
         target = _arg(req.args, "target", str, "")
-        return self.d.snapshots.restore(req.agency_id, snap or None, target or None, supervisor=self.d.supervisor)
+        return self.d.vault.restore(req.agency_id, snap or None, target or None, pause=_pause(runtime.agent))
 
     def put_context(self, req: Any) -> dict[str, Any]:
         """Store a named context blob in the agency's state (snapshotted with it), atomically, audited."""
-        self.d.check_unlocked(req.agency_id)
-        agency = self.d.cfg.agency(req.agency_id)
-        assert agency is not None
+        self._runtime(req).check_unlocked()
+        agency = self._runtime(req).agency
         if not agency.state_dirs:
             raise UsageError(f"agency {req.agency_id!r} has no state_dirs to keep context in")
         name = _arg(req.args, "name", str)
@@ -123,7 +135,7 @@ class Operations:
         if not _CONTEXT_NAME.fullmatch(name):
             raise UsageError("context name: 1-64 of [A-Za-z0-9._-], not starting with '.'")
         data = content.encode("utf-8")
-        target = self.d.cfg.path(agency.state_dirs[0]) / "context" / name
+        target = self.d.data_root / agency.state_dirs[0] / "context" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, data)
         digest = hashlib.sha256(data).hexdigest()
@@ -138,12 +150,12 @@ class Operations:
         reason = _arg(req.args, "reason", str)
         if not reason.strip():
             raise UsageError("an unlock needs a reason")
-        self.d.audit.unlock(req.agency_id, reason)
+        self._runtime(req).unlock(reason)
         return {"unlocked": req.agency_id}
 
     def subscribe(self, req: Any) -> Iterator[dict[str, Any] | None]:
         """Live events of the agency; ``None`` on idle lets the server notice a hang-up or a stop."""
-        self.d.check_unlocked(req.agency_id)
+        self._runtime(req).check_unlocked()
         sub = self.d.events.subscribe(req.agency_id)
         try:
             yield {"type": "subscribed", "agency_id": req.agency_id}
@@ -152,3 +164,9 @@ class Operations:
         finally:
             sub.close()
 
+
+
+def _pause(agent: object) -> Callable[[], AbstractContextManager[None]] | None:
+    """The agent's ``paused()`` (an in-place restore holds the agent stopped), if this agency has one."""
+    paused = getattr(agent, "paused", None)
+    return paused if callable(paused) else None

@@ -12,13 +12,15 @@ from ..errors import KoraError
 from ..index.writer import SWITCH_INTERVAL
 from ..logsetup import configure_logging
 from .assembler import Daemon
+from .signals import SignalFlags
 
 
-def run_daemon(cfg: Config, config_path: Path) -> int:
+def run_daemon(cfg: Config, config_path: Path, flags: SignalFlags | None = None) -> int:
+    """Run until a signal stops it; ``flags`` are the handlers the CLI installed first thing."""
     sys.setswitchinterval(SWITCH_INTERVAL)
     configure_logging(level=cfg.log.level, fmt=cfg.log.format, file=cfg.path(cfg.log.file))
     log = structlog.get_logger("koradaemon")
-    daemon = Daemon(cfg, config_path=config_path)
+    daemon = Daemon(cfg, config_path=config_path, flags=flags)
     try:
         return daemon.run()
     except KoraError as exc:

@@ -21,8 +21,10 @@ class SignalFlags:
         self._previous: dict[int, object] = {}
 
     def install(self) -> None:
+        """Idempotent: a second call keeps the first call's saved handlers."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            self._previous[sig] = signal.signal(sig, self._handle)
+            previous = signal.signal(sig, self._handle)
+            self._previous.setdefault(sig, previous)
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

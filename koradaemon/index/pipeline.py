@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,12 @@ class ChangeQueue(Protocol):
     def task_done(self) -> None: ...
 
 
+class RootLookup(Protocol):
+    """(agency_id, root) -> the root's folder, or None when it is not (or no longer) attached."""
+
+    def get(self, key: tuple[str, str], /) -> Path | None: ...
+
+
 class Indexer:
     """N worker threads between the watch queue and the writer.
 
@@ -40,7 +46,7 @@ class Indexer:
         db_path: Path,
         work: ChangeQueue,
         writer: Writer,
-        root_paths: Mapping[tuple[str, str], Path],
+        root_paths: RootLookup,
         params: ChunkParams,
         workers: int = 2,
         on_rescan: Callable[[str, str], None] | None = None,
@@ -49,7 +55,7 @@ class Indexer:
         self.db_path = db_path
         self.work = work
         self.writer = writer
-        self.root_paths = dict(root_paths)
+        self.root_paths = root_paths
         self.params = params
         self.on_rescan = on_rescan
         self.is_locked = is_locked
@@ -62,6 +68,10 @@ class Indexer:
     def start(self) -> None:
         for t in self._threads:
             t.start()
+
+    def alive(self) -> bool:
+        """Every worker thread is running (or none was started yet)."""
+        return all(t.is_alive() or t.ident is None for t in self._threads)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

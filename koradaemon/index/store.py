@@ -102,6 +102,14 @@ class AgencyStore:
         (chunks,) = self._one("SELECT count(*) FROM chunks WHERE agency_id = ?", (self.agency_id,))
         return {"files": docs, "bytes": size, "skipped": skipped, "chunks": chunks}
 
+    def skip_reasons(self) -> dict[str, int]:
+        """How many of this agency's files are skipped, by reason."""
+        rows = self.conn.execute(
+            "SELECT skipped, count(*) FROM documents WHERE agency_id = ? AND skipped IS NOT NULL GROUP BY skipped",
+            (self.agency_id,),
+        ).fetchall()
+        return {str(reason): int(n) for reason, n in rows}
+
     def chunk(self, root: str, path: str, seq: int) -> tuple[int, int, str] | None:
         row = self.conn.execute(
             "SELECT c.byte_offset, c.byte_length, c.sha256 FROM chunks c JOIN documents d ON d.id = c.document_id"

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..config_model import Config
-from ..vault.service import SnapshotService
+from .supervisor import AuditFn, RestoreFn, Supervisor
 
 
-def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> Any:
-    from .supervisor import Supervisor
-
+def build_supervisor(cfg: Config, *, audit: AuditFn, restore_state: RestoreFn) -> Supervisor:
     a = cfg.agent
     workdir = cfg.path(a.workdir)
     state_dir = cfg.path(a.state_dir)
@@ -35,5 +31,5 @@ def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> 
         crash_loop_window_s=a.crash_loop_window_s,
         degraded_retry_s=a.degraded_retry_s,
         audit=audit,
-        restore_state=snapshots.restore_latest_agent_state,
+        restore_state=restore_state,
     )

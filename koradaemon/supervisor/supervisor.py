@@ -153,7 +153,7 @@ class Supervisor:
             child = self._child
             if child is not None:
                 child.kill_now()
-            thread.join(5.0)
+            thread.join(0.5)
 
     def request_restart(self) -> None:
         """Restart the agent now (also leaves the degraded state and forgets earlier failures)."""

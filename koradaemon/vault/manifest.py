@@ -30,11 +30,12 @@ def check_snap_id(snap_id: str) -> str:
     return snap_id
 
 
-def snap_sort_key(snap_id: str) -> tuple[str, int]:
+def snap_sort_key(snap_id: str) -> tuple[int, str]:
+    """Creation order: by the per-agency counter N, then the stamp (ids of older versions have no N)."""
     m = SNAP_ID_RE.match(snap_id)
     if m is None:
-        return (snap_id, -1)
-    return (m.group(1), int(m.group(2) or 0))
+        return (-1, snap_id)
+    return (int(m.group(2) or 0), m.group(1))
 
 
 def check_member(name: str) -> str:

@@ -1,8 +1,9 @@
 """The daemon's side of the Session Vault: triggers, the snapshot worker thread, restores.
 
 Triggers: SIGUSR1 and `koradaemon snapshot` (request), the auto-timer and settled
-milestones (scheduler), and the final snapshot before a planned stop. Snapshots run
-on their own thread so the main loop keeps feeding the systemd watchdog.
+milestones (each agency's :class:`~koradaemon.vault.policy.SnapshotPolicy`), and the final
+snapshot before a planned stop. Snapshots run on their own thread so the main loop keeps
+feeding the systemd watchdog.
 """
 
 from __future__ import annotations
@@ -11,113 +12,97 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..config_model import AgencyConfig, Config
-from ..errors import SnapshotError, UsageError
+from ..config_model import AgentConfig, VaultConfig
+from ..errors import LockdownError, SnapshotError, UsageError
 from ..events import EventBus
 from ..paths import check_relative
+
+if TYPE_CHECKING:
+    from .keys import KeyHolder
+    from .snapshots import SnapshotStore
 
 log = structlog.get_logger(__name__)
 
 AuditFn = Callable[[str, str, dict[str, Any]], object]
+StateDirsFn = Callable[[str], "tuple[str, ...] | None"]  # agency_id -> its state dirs (None: unknown agency)
 
 
 class SnapshotService:
-    def __init__(self, cfg: Config, *, audit: AuditFn | None, events: EventBus | None) -> None:
-        self.cfg = cfg
+    """The vault's worker: one thread takes queued snapshots; restores; key auto-lock.
+
+    It holds no per-agency policy (that is each :class:`AgencyRuntime`'s) and asks ``allowed``
+    right before every snapshot or restore, so nothing runs for an agency in lockdown, even a
+    request queued before the lockdown began.
+    """
+
+    def __init__(self, vault: VaultConfig, agent: AgentConfig, data_root: Path, *, audit: AuditFn | None,
+                 events: EventBus | None, state_dirs: StateDirsFn, allowed: Callable[[str], bool] = lambda a: True,
+                 on_taken: Callable[[str], None] | None = None) -> None:
+        self.vault, self.agent, self.data_root = vault, agent, data_root
         self.audit = audit
         self.events = events
-        self.enabled = cfg.vault.enabled
+        self.enabled = vault.enabled
+        self._state_dirs = state_dirs
+        self._allowed = allowed
+        self._on_taken = on_taken
         self._q: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="kora-snapshots", daemon=True)
         self._last: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._observers: list[Any] = []
-        self.store: Any = None
-        self.keys: Any = None
-        self.scheduler: Any = None
+        self.store: SnapshotStore | None = None
+        self.keys: KeyHolder | None = None
         if self.enabled:
-            self._build()
+            from .keys import KeyHolder, resolve_passphrase_path
+            from .snapshots import SnapshotStore
 
-    def _build(self) -> None:
-        from .keys import KeyHolder, resolve_passphrase_path
-        from .snapshots import SnapshotScheduler, SnapshotStore
-
-        v = self.cfg.vault
-        self.keys = KeyHolder(resolve_passphrase_path(v.passphrase_file, self.cfg.data_root),
-                              idle_lock_s=v.idle_lock_s, iterations=v.kdf_iterations)
-        self.store = SnapshotStore(self.cfg.path(v.dir), keys=self.keys, keep_last=v.keep_last, audit=self.audit)
-        self.scheduler = SnapshotScheduler(interval_s=v.auto_interval_s, settle_s=v.milestone_settle_s,
-                                           agencies=[a.agency_id for a in self.cfg.agencies if a.state_dirs])
+            self.keys = KeyHolder(resolve_passphrase_path(vault.passphrase_file, data_root),
+                                  idle_lock_s=vault.idle_lock_s, iterations=vault.kdf_iterations)
+            self.store = SnapshotStore(data_root / vault.dir, keys=self.keys, keep_last=vault.keep_last,
+                                       audit=self.audit)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
 
-    def watch_agency(self, agency: AgencyConfig) -> None:
-        """Milestones: a change under an agency's state dirs, once settled, triggers a snapshot."""
-        if not self.enabled or not agency.state_dirs or self.scheduler is None:
-            return
-        if self.cfg.vault.milestone_settle_s <= 0:
-            return
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
-
-        scheduler = self.scheduler
-
-        class _Changed(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.event_type not in ("opened", "closed_no_write"):
-                    scheduler.note_change(agency.agency_id)
-
-        observer = Observer()
-        for rel in agency.state_dirs:
-            path = self.cfg.path(rel)
-            path.mkdir(parents=True, exist_ok=True)
-            observer.schedule(_Changed(), str(path), recursive=True)
-        observer.daemon = True
-        observer.start()
-        self._observers.append(observer)
+    def alive(self) -> bool:
+        return self._thread.is_alive() or not self._thread.ident
 
     def tick(self) -> None:
-        """Called from the main loop: queue due timer/milestone snapshots, auto-lock an idle key."""
-        if not self.enabled:
-            return
-        for agency_id, trigger in self.scheduler.due():
-            if self.cfg.agency(agency_id) is not None:
-                self._q.put((agency_id, trigger))
-        self.keys.maybe_lock()
+        """From the main loop: auto-lock an idle key."""
+        if self.keys is not None:
+            self.keys.maybe_lock()
 
-    def request_all(self, trigger: str) -> None:
+    def request(self, agency_id: str, trigger: str) -> None:
+        """Queue a snapshot (SIGUSR1, timer, milestone); taken on the worker thread if still allowed."""
         if not self.enabled:
-            log.warning("snapshot_skipped", reason="vault disabled", trigger=trigger)
+            log.warning("snapshot_skipped", agency_id=agency_id, reason="vault disabled", trigger=trigger)
             return
-        for agency in self.cfg.agencies:
-            if agency.state_dirs:
-                self._q.put((agency.agency_id, trigger))
+        self._q.put((agency_id, trigger))
 
-    def stop(self, timeout: float = 10.0) -> None:
-        for obs in self._observers:
-            obs.stop()
-        for obs in self._observers:
-            obs.join(timeout)
-        self._observers.clear()
+    def stop(self, timeout: float) -> None:
+        """Finish the queued snapshots within ``timeout``; what is left is dropped (logged)."""
         if self._thread.is_alive():
             self._q.put(None)
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, timeout))
+            if self._thread.is_alive():
+                log.warning("snapshot_worker_busy_at_stop", queued=self._q.qsize())
 
-    def final(self, timeout: float) -> None:
-        """Before a planned stop: finish queued snapshots, then one per agency with state."""
-        self.stop(timeout)
+    def final(self, agency_ids: list[str], deadline: float) -> None:
+        """Before a planned stop: one snapshot per allowed agency with state, while time is left."""
         if not self.enabled:
             return
-        for agency in self.cfg.agencies:
-            if agency.state_dirs:
-                self._take(agency.agency_id, "shutdown")
+        for agency_id in agency_ids:
+            if time.monotonic() >= deadline:
+                log.warning("final_snapshot_skipped", agency_id=agency_id, reason="shutdown budget spent")
+                continue
+            if self._state_dirs(agency_id):
+                self._take(agency_id, "shutdown")
 
     def _run(self) -> None:
         while True:
@@ -127,27 +112,41 @@ class SnapshotService:
             self._take(*item)
 
     # -- operations ---------------------------------------------------------------------
-    def _sources(self, agency: AgencyConfig) -> dict[str, Path]:
-        return {f"state{i}": self.cfg.path(rel) for i, rel in enumerate(agency.state_dirs)}
+    def _sources(self, agency_id: str) -> dict[str, Path]:
+        dirs = self._state_dirs(agency_id)
+        if dirs is None:
+            raise UsageError(f"unknown agency {agency_id!r}")
+        return {f"state{i}": self.data_root / rel for i, rel in enumerate(dirs)}
+
+    def _check_allowed(self, agency_id: str) -> None:
+        if not self._allowed(agency_id):
+            raise LockdownError(f"agency {agency_id!r} is in lockdown: no snapshot or restore runs",
+                                hint=f"see 'koradaemon audit verify --agency {agency_id}'")
 
     def _take(self, agency_id: str, trigger: str) -> dict[str, Any] | None:
         try:
             return self.create_now(agency_id, trigger)
+        except LockdownError:
+            log.warning("snapshot_skipped", agency_id=agency_id, trigger=trigger, reason="lockdown")
         except Exception as exc:
             log.error("snapshot_failed", agency_id=agency_id, trigger=trigger, error=str(exc))
-            return None
+        return None
+
+    def _store(self) -> SnapshotStore:
+        if self.store is None:
+            raise SnapshotError("the vault is disabled in the configuration", hint="set vault.enabled: true")
+        return self.store
 
     def create_now(self, agency_id: str, trigger: str) -> dict[str, Any]:
-        if not self.enabled:
-            raise SnapshotError("the vault is disabled in the configuration", hint="set vault.enabled: true")
-        agency = self.cfg.agency(agency_id)
-        if agency is None:
-            raise UsageError(f"unknown agency {agency_id!r}")
+        store = self._store()
+        self._check_allowed(agency_id)
+        sources = self._sources(agency_id)
         t0 = time.monotonic()
-        info = self.store.create(agency_id, self._sources(agency), trigger=trigger,
-                                 extra_state={"state_dirs": list(agency.state_dirs)})
+        info = store.create(agency_id, sources, trigger=trigger,
+                            extra_state={"state_dirs": list(self._state_dirs(agency_id) or ())})
         out = _info_dict(info)
-        self.scheduler.taken(agency_id)
+        if self._on_taken is not None:
+            self._on_taken(agency_id)
         with self._lock:
             self._last[agency_id] = out
         log.info("snapshot_taken", agency_id=agency_id, trigger=trigger, id=out.get("id"),
@@ -157,7 +156,7 @@ class SnapshotService:
         return out
 
     def list(self, agency_id: str) -> list[dict[str, Any]]:
-        if not self.enabled:
+        if self.store is None:
             return []
         return [_info_dict(i) for i in self.store.list(agency_id)]
 
@@ -165,50 +164,45 @@ class SnapshotService:
         with self._lock:
             if agency_id in self._last:
                 return self._last[agency_id]
-        if not self.enabled:
+        if self.store is None:
             return None
         latest = self.store.latest(agency_id)
         return _info_dict(latest) if latest is not None else None
 
-    def restore(self, agency_id: str, snap_id: str | None, target: str | None, supervisor: Any = None
-                ) -> dict[str, Any]:
-        """Restore every state dir of a snapshot: into place (agent paused) or under ``target``."""
-        if not self.enabled:
-            raise SnapshotError("the vault is disabled in the configuration")
-        agency = self.cfg.agency(agency_id)
-        if agency is None:
-            raise UsageError(f"unknown agency {agency_id!r}")
-        info = self.store.latest(agency_id) if snap_id is None else self.store.get(agency_id, snap_id)
+    def restore(self, agency_id: str, snap_id: str | None, target: str | None,
+                pause: Callable[[], AbstractContextManager[None]] | None = None) -> dict[str, Any]:
+        """Restore every state dir of a snapshot: into place (``pause`` holds the agent) or under ``target``."""
+        store = self._store()
+        self._check_allowed(agency_id)
+        sources = self._sources(agency_id)
+        info = store.latest(agency_id) if snap_id is None else store.get(agency_id, snap_id)
         if info is None:
             raise SnapshotError(f"agency {agency_id!r} has no snapshot to restore")
-        sources = self._sources(agency)
         if target:
-            base = self.cfg.data_root / check_relative(target, what="target")
+            base = self.data_root / check_relative(target, what="target")
             for member in sources:
-                self.store.restore(agency_id, info.id, member, base / member, in_place=False)
+                store.restore(agency_id, info.id, member, base / member, in_place=False)
             return {"restored": info.id, "target": target}
-        agent_here = supervisor is not None and self.cfg.agent.agency_id == agency_id
-        pause = supervisor.paused() if agent_here else _nullcontext()
-        with pause:
+        with (pause() if pause is not None else _nullcontext()):
             for member, path in sources.items():
-                self.store.restore(agency_id, info.id, member, path, in_place=True)
+                store.restore(agency_id, info.id, member, path, in_place=True)
         return {"restored": info.id, "in_place": True}
 
     def restore_latest_agent_state(self) -> bool:
         """Level-1 re-injection: put the agent's state dir back from the last snapshot holding it."""
-        agent = self.cfg.agent
-        agency = self.cfg.agency(agent.agency_id)
-        if not self.enabled or agency is None or agent.state_dir not in agency.state_dirs:
+        agent = self.agent
+        dirs = self._state_dirs(agent.agency_id)
+        if self.store is None or not dirs or agent.state_dir not in dirs or not self._allowed(agent.agency_id):
             return False
-        info = self.store.latest(agency.agency_id)
+        info = self.store.latest(agent.agency_id)
         if info is None:
             return False
-        member = f"state{agency.state_dirs.index(agent.state_dir)}"
-        self.store.restore(agency.agency_id, info.id, member, self.cfg.path(agent.state_dir), in_place=True)
+        member = f"state{dirs.index(agent.state_dir)}"
+        self.store.restore(agent.agency_id, info.id, member, self.data_root / agent.state_dir, in_place=True)
         return True
 
     def vault_status(self) -> dict[str, Any]:
-        if not self.enabled:
+        if self.keys is None:
             return {"enabled": False}
         return {"enabled": True, "locked": self.keys.is_locked, "queued": self._q.qsize()}
 

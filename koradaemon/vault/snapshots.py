@@ -1,6 +1,7 @@
 """Snapshots: encrypted copies of an agency's state folders, written atomically, kept N deep.
 
-Layout: ``<root>/<agency>/YYYY-MM-DDTHHMMSSZ[-N]/`` holding ``manifest.json``, one
+Layout: ``<root>/<agency>/YYYY-MM-DDTHHMMSSZ-N/`` (N: a per-agency counter that only grows)
+holding ``manifest.json``, one
 ``<member>.kv1`` per source folder (a tar stream, KV-1 encrypted) and ``daemon-state.kv1``
 (the daemon's state for the restore, encrypted). See docs/vault-format.md.
 """
@@ -50,6 +51,7 @@ log = structlog.get_logger(__name__)
 
 AuditFn = Callable[[str, str, dict[str, object]], object]  # return value ignored
 STALE_PREFIXES = (".tmp-", ".del-")
+SEQ_FILE = ".seq"
 
 
 class _Hashing:
@@ -109,11 +111,18 @@ class SnapshotStore:
             except BaseException:
                 remove_tree(tmp)
                 raise
-            removed = self._retain(agency_dir, keep=snap_id)
-        log.info("snapshot_created", agency_id=agency_id, id=snap_id, trigger=trigger, removed=removed)
-        self._audit(agency_id, "snapshot", {"snapshot": snap_id, "trigger": trigger,
-                                            "members": sorted(sources), "bytes": sum(
-                                                m.bytes for m in members.values()), "removed": removed})
+            # Retention only once the new snapshot is written AND audited: a failed audit (lockdown,
+            # disk full) removes the new, unaudited snapshot and keeps every older one.
+            doomed = self._doomed(agency_dir, keep=snap_id)
+            try:
+                self._audit(agency_id, "snapshot", {"snapshot": snap_id, "trigger": trigger,
+                                                    "members": sorted(sources), "bytes": sum(
+                                                        m.bytes for m in members.values()), "removed": doomed})
+            except BaseException:
+                self._remove(agency_dir, [snap_id])
+                raise
+            self._remove(agency_dir, doomed)
+        log.info("snapshot_created", agency_id=agency_id, id=snap_id, trigger=trigger, removed=doomed)
         return info
 
     def _write_tree(self, tmp: Path, agency_id: str, snap_id: str, member: str, src: Path) -> MemberInfo:
@@ -153,12 +162,17 @@ class SnapshotStore:
 
     @staticmethod
     def _new_id(agency_dir: Path, stamp: datetime) -> str:
-        base = snap_id_base(stamp)
-        candidate, n = base, 0
-        while (agency_dir / candidate).exists():
-            n += 1
-            candidate = f"{base}-{n}"
-        return candidate
+        """``<UTC stamp>-<N>``: N is a per-agency counter that only grows (kept in ``.seq`` and never
+        below any id present), so an id is never reused and ids sort in creation order."""
+        counter = agency_dir / SEQ_FILE
+        try:
+            last = int(counter.read_text().strip() or 0)
+        except (OSError, ValueError):
+            last = 0
+        present = [snap_sort_key(i)[0] for i in SnapshotStore._ids(agency_dir)]
+        n = max([last, *present]) + 1
+        atomic_write_bytes(counter, f"{n}\n".encode())
+        return f"{snap_id_base(stamp)}-{n}"
 
     # -- housekeeping ---------------------------------------------------------------------
     def _agency_dir(self, agency_id: str) -> Path:
@@ -178,16 +192,18 @@ class SnapshotStore:
         ids = [e.name for e in agency_dir.iterdir() if SNAP_ID_RE.match(e.name) and e.is_dir()]
         return sorted(ids, key=snap_sort_key)
 
-    def _retain(self, agency_dir: Path, *, keep: str) -> list[str]:
+    def _doomed(self, agency_dir: Path, *, keep: str) -> list[str]:
         old = [i for i in self._ids(agency_dir) if i != keep]
-        doomed = old[: max(0, len(old) - (self.keep_last - 1))]
-        for snap_id in doomed:
+        return old[: max(0, len(old) - (self.keep_last - 1))]
+
+    @staticmethod
+    def _remove(agency_dir: Path, ids: list[str]) -> None:
+        for snap_id in ids:
             aside = agency_dir / f".del-{snap_id}"
             os.rename(agency_dir / snap_id, aside)
             remove_tree(aside)
-        if doomed:
+        if ids:
             fsync_dir(agency_dir)
-        return doomed
 
     def clean(self, agency_id: str) -> None:
         """Remove leftovers of an interrupted create (also done by every ``create``)."""

@@ -38,9 +38,13 @@ class Crawler:
         self.roots_done = 0
         self.changes_queued = 0
         self.running: str | None = None
+        self._per_agency: dict[str, dict[str, int]] = {}
 
     def start(self) -> None:
         self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive() or self._thread.ident is None
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -56,6 +60,7 @@ class Crawler:
                 return  # already pending: one crawl covers both requests
             self._jobs.append((agency_id, root, changes))
             self.roots_total += 1
+            self._count(agency_id, "roots_total")
             self._cv.notify()
 
     @property
@@ -63,9 +68,20 @@ class Crawler:
         with self._cv:
             return not self._jobs and self.running is None
 
-    def progress(self) -> dict[str, Any]:
-        return {"roots_total": self.roots_total, "roots_done": self.roots_done,
-                "changes_queued": self.changes_queued, "running": self.running, "done": self.idle}
+    def _count(self, agency_id: str, key: str, n: int = 1) -> None:
+        per = self._per_agency.setdefault(agency_id, {"roots_total": 0, "roots_done": 0, "changes_queued": 0})
+        per[key] += n
+
+    def progress(self, agency_id: str | None = None) -> dict[str, Any]:
+        """Daemon-wide progress, or one agency's own (no other agency's name, root or counts)."""
+        if agency_id is None:
+            return {"roots_total": self.roots_total, "roots_done": self.roots_done,
+                    "changes_queued": self.changes_queued, "running": self.running, "done": self.idle}
+        with self._cv:
+            per = dict(self._per_agency.get(agency_id, {"roots_total": 0, "roots_done": 0, "changes_queued": 0}))
+            pending = any(a == agency_id for a, _, _ in self._jobs)
+            running = self.running is not None and self.running.startswith(agency_id + ":")
+        return {**per, "running": running, "done": not pending and not running}
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -84,6 +100,7 @@ class Crawler:
                 with self._cv:
                     self.running = None
                     self.roots_done += 1
+                    self._count(agency_id, "roots_done")
 
     def _crawl(self, agency_id: str, root: str, changes: Callable[[], Iterable[Any]]) -> None:
         if self.is_locked(agency_id):
@@ -97,6 +114,7 @@ class Crawler:
             self.put(change)
             n += 1
             self.changes_queued += 1
+            self._count(agency_id, "changes_queued")
             if self._stop.is_set():
                 return
         log.info("crawl_done", agency_id=agency_id, root=root, changes=n, seconds=round(time.monotonic() - t0, 3))

@@ -1,0 +1,186 @@
+"""The index pipeline as one part: work queue, reconcile crawler, chunk workers, writer, audit step.
+
+It owns every thread and queue between a file change and its audit record, and the
+registry of attached roots (folder + ignore rules per agency root) that the workers and
+the writer consult. Agency runtimes attach and detach their roots; nothing else reaches in.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ..config_model import IndexConfig, WatchConfig
+from ..watch.changes import FileChange
+from ..watch.crawler import Crawler
+from ..watch.ignore import IgnoreRules
+from ..watch.reconcile import reconcile
+from ..watch.workqueue import WorkQueue
+from .acknowledger import Acknowledger, AuditManyFn, PublishFn
+from .db import open_db
+from .pipeline import Indexer
+from .prepare import ChunkParams
+from .store import AgencyStore
+from .writer import Writer
+
+log = structlog.get_logger(__name__)
+
+# The start-up crawl keeps at most this many changes queued ahead of the indexer: memory stays
+# flat however many files a root holds (100 k queued changes cost ~40 MB).
+CRAWL_HIGH_WATER = 512
+
+
+@dataclass(frozen=True)
+class AttachedRoot:
+    agency_id: str
+    root: str
+    path: Path
+    rules: IgnoreRules
+
+
+class RootRegistry:
+    """Which (agency, root) pairs are attached, with their folder and ignore rules. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._roots: dict[tuple[str, str], AttachedRoot] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, entry: AttachedRoot) -> None:
+        with self._lock:
+            self._roots[(entry.agency_id, entry.root)] = entry
+
+    def detach(self, agency_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._roots if k[0] == agency_id]:
+                del self._roots[key]
+
+    def get(self, agency_id: str, root: str) -> AttachedRoot | None:
+        return self._roots.get((agency_id, root))
+
+    def is_ignored(self, agency_id: str, root: str, path: str) -> bool:
+        entry = self._roots.get((agency_id, root))
+        return entry is not None and entry.rules.is_ignored(path)
+
+
+class _RootPaths:
+    """The read-only mapping view the chunk workers use: (agency, root) -> folder."""
+
+    def __init__(self, registry: RootRegistry) -> None:
+        self._registry = registry
+
+    def get(self, key: tuple[str, str], /) -> Path | None:
+        entry = self._registry.get(*key)
+        return entry.path if entry is not None else None
+
+
+class IndexPipeline:
+    def __init__(self, db_path: Path, index: IndexConfig, watch: WatchConfig, *, audit: AuditManyFn | None,
+                 publish: PublishFn | None, is_locked: Callable[[str], bool]) -> None:
+        self.db_path = db_path
+        self.roots = RootRegistry()
+        self.work = WorkQueue(maxsize=watch.queue_max)
+        self.acks = Acknowledger(audit=audit, publish=publish)
+        self.writer = Writer(db_path, is_ignored=self.roots.is_ignored, on_committed=self.acks.submit,
+                             batch_files=index.bulk_batch_files, batch_bytes=index.bulk_batch_bytes,
+                             optimize_idle_s=index.optimize_idle_s)
+        self.indexer = Indexer(db_path=db_path, work=self.work, writer=self.writer, root_paths=_RootPaths(self.roots),
+                               params=ChunkParams(index.chunk_bytes, index.overlap_percent, index.max_file_bytes),
+                               workers=index.workers, on_rescan=self.reconcile, is_locked=is_locked)
+        self.crawler = Crawler(put=self.work.put, depth=self.work.depth,
+                               high_water=max(8, min(CRAWL_HIGH_WATER, watch.queue_max // 2)), is_locked=is_locked)
+        self.started_mono = time.monotonic()
+        self.initial_sync: dict[str, Any] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.acks.start()
+        self.writer.start()
+        self.indexer.start()
+        self.crawler.start()
+
+    def alive(self) -> dict[str, bool]:
+        """Liveness of every core thread (a dead one makes the daemon stop and exit non-zero)."""
+        return {"writer": self.writer.alive(), "acks": self.acks.alive(), "indexer": self.indexer.alive(),
+                "crawler": self.crawler.alive()}
+
+    def stop(self, deadline: float) -> None:
+        """Stop the crawl, drain what is queued while time is left, then stop every thread."""
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        self.crawler.stop(left())
+        if not self.work.wait_idle(left()):
+            log.warning("drain_timeout", queued=self.work.depth())
+        else:
+            try:
+                self.writer.flush(max(0.05, left()))
+            except Exception as exc:
+                log.warning("drain_flush_failed", error=str(exc))
+        self.work.stop()
+        self.indexer.stop(left())
+        self.writer.stop(left())
+        self.acks.stop(left())
+
+    # -- roots and reconcile --------------------------------------------------------------
+    def attach(self, agency_id: str, root: str, path: Path, rules: IgnoreRules) -> None:
+        self.roots.attach(AttachedRoot(agency_id, root, path, rules))
+
+    def detach(self, agency_id: str) -> None:
+        self.roots.detach(agency_id)
+
+    def reconcile(self, agency_id: str, root: str) -> None:
+        """Queue a reconcile crawl of an attached root (start-up, unlock, reload, overflow rescan)."""
+        entry = self.roots.get(agency_id, root)
+        if entry is None:
+            return
+
+        def changes() -> Iterable[FileChange]:
+            self.writer.flush()  # what the index holds, including jobs already on their way
+            conn = open_db(self.db_path, migrate=False)
+            try:
+                known = AgencyStore(conn, agency_id).known_files(root)
+            finally:
+                conn.close()
+            return reconcile(agency_id, root, entry.path, entry.rules, known)
+
+        self.crawler.schedule(agency_id, root, changes)
+
+    # -- state ----------------------------------------------------------------------------
+    def idle(self) -> bool:
+        """Nothing queued, crawled, chunked, written or waiting for its audit record."""
+        work = self.work.stats()
+        return (self.crawler.idle and work["depth"] == 0 and work["in_flight"] == 0
+                and self.writer.depth() == 0 and self.acks.depth() == 0)
+
+    def note_initial_sync(self) -> None:
+        if self.initial_sync is None and self.idle():
+            seconds = (self.writer.last_commit or time.monotonic()) - self.started_mono
+            nbytes = self.writer.counters.get("bytes", 0)
+            self.initial_sync = {"seconds": round(seconds, 3), "files": self.writer.counters.get("indexed", 0),
+                                 "bytes": nbytes, "mb_per_s": round(nbytes / 1e6 / seconds, 2) if seconds else 0}
+            log.info("initial_sync_done", **self.initial_sync)
+
+    def commits(self) -> int:
+        return int(self.writer.counters.get("commits", 0))
+
+    def stats(self) -> dict[str, Any]:
+        """Daemon-wide figures (the operator's view; never shown to one agency)."""
+        return {"queue": {"depth": self.work.depth(), "writer": self.writer.depth(), "acks": self.acks.depth(),
+                          "busy_workers": self.work.stats()["in_flight"], "idle": self.idle()},
+                "crawl": {**self.crawler.progress(), "initial_sync": self.initial_sync},
+                "indexer": dict(self.indexer.counters), "writer": dict(self.writer.counters),
+                "latency": _percentiles(self.acks.latencies)}
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    s = sorted(values)
+    p99 = s[min(len(s) - 1, int(len(s) * 0.99))]
+    return {"p50_ms": round(s[len(s) // 2] * 1000, 3), "p99_ms": round(p99 * 1000, 3)}
