@@ -227,7 +227,8 @@ class AgencyRuntime:
     # -- status ------------------------------------------------------------------------------
     def watch_stats(self) -> list[dict[str, Any]]:
         with self._mutex:
-            return [dict(d.stats(), root=d.root) for d in self._drivers]
+            return [dict(d.stats(), root=d.root, debounce_ms=round(d.debouncer.debounce_s * 1000))
+                    for d in self._drivers]
 
     def status(self) -> dict[str, Any]:
         watch = self.watch_stats()

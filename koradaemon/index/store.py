@@ -108,7 +108,7 @@ class AgencyStore:
             "SELECT skipped, count(*) FROM documents WHERE agency_id = ? AND skipped IS NOT NULL GROUP BY skipped",
             (self.agency_id,),
         ).fetchall()
-        return {str(reason): int(n) for reason, n in rows}
+        return {str(reason): n for reason, n in rows if isinstance(n, int)}
 
     def chunk(self, root: str, path: str, seq: int) -> tuple[int, int, str] | None:
         row = self.conn.execute(

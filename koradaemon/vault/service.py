@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +183,7 @@ class SnapshotService:
             for member in sources:
                 store.restore(agency_id, info.id, member, base / member, in_place=False)
             return {"restored": info.id, "target": target}
-        with (pause() if pause is not None else _nullcontext()):
+        with (pause() if pause is not None else nullcontext()):
             for member, path in sources.items():
                 store.restore(agency_id, info.id, member, path, in_place=True)
         return {"restored": info.id, "in_place": True}
@@ -205,14 +205,6 @@ class SnapshotService:
         if self.keys is None:
             return {"enabled": False}
         return {"enabled": True, "locked": self.keys.is_locked, "queued": self._q.qsize()}
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _info_dict(info: Any) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Developer checks shipped with the package (run with ``python -m``)."""
