@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from .ignore import IgnoreRules
+from .walk import walk
 
 log = structlog.get_logger(__name__)
 
@@ -41,34 +42,26 @@ def crawl(root_path: Path, rules: IgnoreRules, stats: CrawlStats | None = None) 
     """Yield every indexable file below ``root_path`` (depth first, in no particular order)."""
     st = stats if stats is not None else CrawlStats()
     real_root = os.path.realpath(root_path)
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        try:
-            with os.scandir(os.path.join(root_path, rel)) as it:
-                entries = list(it)
-        except OSError as exc:
-            st.errors += 1
-            st.failed_dirs.append(rel)
-            log.warning("crawl_dir_failed", root=str(root_path), dir=rel or ".", error=exc.strerror)
-            continue
+
+    def failed(rel: str, exc: OSError) -> None:
+        st.errors += 1
+        st.failed_dirs.append(rel)
+        log.warning("crawl_dir_failed", root=str(root_path), dir=rel or ".", error=exc.strerror)
+
+    for rel, entries in walk(root_path, rules, on_error=failed):
         st.dirs += 1
         for entry in entries:
             child = f"{rel}/{entry.name}" if rel else entry.name
-            found = _entry(entry, child, rules, real_root, stack, st)
+            found = _entry(entry, child, rules, real_root, st)
             if found is not None:
                 st.files += 1
                 yield found
 
 
-def _entry(
-    entry: os.DirEntry[str], rel: str, rules: IgnoreRules, real_root: str, stack: list[str], st: CrawlStats
-) -> CrawlEntry | None:
+def _entry(entry: os.DirEntry[str], rel: str, rules: IgnoreRules, real_root: str, st: CrawlStats) -> CrawlEntry | None:
     try:
         if entry.is_dir(follow_symlinks=False):
-            if not rules.is_ignored(rel, True):
-                stack.append(rel)
-            return None
+            return None  # the walker descends into it unless ignored
         if rules.is_ignored(rel):
             return None
         if entry.is_symlink() and not inside(entry.path, real_root):

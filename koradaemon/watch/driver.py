@@ -8,7 +8,6 @@ repeated overflows, switch the root to polling, queue a RESCAN and call ``on_deg
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -36,6 +35,7 @@ from .changes import ChangeKind, FileChange
 from .debounce import Debouncer
 from .ignore import IgnoreRules
 from .mapping import EventMapper
+from .walk import walk
 from .workqueue import WorkQueue
 
 log = structlog.get_logger(__name__)
@@ -250,18 +250,5 @@ def _halt(observer: BaseObserver, timeout: float = 5.0) -> None:
 
 def _count_dirs(root_path: Path, rules: IgnoreRules, stopping: Callable[[], bool]) -> int | None:
     """Directories below the root that are not ignored (the watches a full tree needs)."""
-    count, stack = 0, [""]
-    while stack:
-        if stopping():
-            return None
-        rel = stack.pop()
-        count += 1
-        try:
-            with os.scandir(root_path / rel if rel else root_path) as it:
-                for entry in it:
-                    child = f"{rel}/{entry.name}" if rel else entry.name
-                    if entry.is_dir(follow_symlinks=False) and not rules.is_ignored(child, True):
-                        stack.append(child)
-        except OSError:
-            continue
-    return count
+    count = sum(1 for _ in walk(root_path, rules, stopping=stopping))
+    return None if stopping() else count

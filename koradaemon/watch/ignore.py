@@ -13,12 +13,13 @@ root downwards (in one directory ``.gitignore`` before ``.koraignore``), then th
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+
+from .walk import walk
 
 log = structlog.get_logger(__name__)
 
@@ -98,6 +99,10 @@ def translate(glob: str) -> str:
     return "".join(out)
 
 
+def _scan_failed(rel: str, exc: OSError) -> None:
+    log.warning("ignore_scan_failed", dir=rel or ".", error=exc.strerror)
+
+
 class IgnoreRules:
     """Decides whether a path (POSIX, relative to the root) is ignored. Thread-safe to read."""
 
@@ -121,14 +126,14 @@ class IgnoreRules:
         loaded: list[Rule] = []
         self._set(head, loaded, tail)
         if self.root_path is not None:
-            stack = [""]
-            while stack:  # parents first: their rules decide which subdirectories are visited
-                rel = stack.pop()
+            # parents first: their rules decide which subdirectories are visited
+            for rel, entries in walk(self.root_path, self, on_error=_scan_failed):
+                if not any(e.name in IGNORE_FILES for e in entries):
+                    continue
                 found = self._read_files(self.root_path, rel)
                 if found:
                     loaded.extend(found)
                     self._set(head, loaded, tail)
-                stack.extend(self._subdirs(self.root_path, rel))
         log.debug("ignore_rules_loaded", root=str(self.root_path), rules=len(self._rules))
 
     def _set(self, head: list[Rule], loaded: list[Rule], tail: list[Rule]) -> None:
@@ -146,18 +151,6 @@ class IgnoreRules:
             source = f"{rel}/{name}" if rel else name
             rules.extend(r for line in text.splitlines() if (r := parse_line(line, rel, source)))
         return rules
-
-    def _subdirs(self, root_path: Path, rel: str) -> list[str]:
-        out: list[str] = []
-        try:
-            with os.scandir(root_path / rel if rel else root_path) as it:
-                for entry in it:
-                    child = f"{rel}/{entry.name}" if rel else entry.name
-                    if entry.is_dir(follow_symlinks=False) and not self.is_ignored(child, True):
-                        out.append(child)
-        except OSError as exc:
-            log.warning("ignore_scan_failed", dir=rel or ".", error=exc.strerror)
-        return out
 
     def is_ignored(self, path: str, is_dir: bool = False) -> bool:
         """True when ``path`` or one of its parent directories is ignored."""
