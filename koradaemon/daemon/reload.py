@@ -21,6 +21,7 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("vault", "kdf_iterations"),
     ("vault", "dir"),
     ("vault", "keep_last"),
+    ("vault", "idle_lock_s"),
 )
 
 
