@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import apsw
 import structlog
 
+from ..control.connection import Handler
+from ..control.protocol import Request
 from ..errors import UsageError
 from ..events import EventBus
 from ..fsutil import atomic_write_bytes as atomic_write
@@ -54,7 +56,7 @@ class Operations:
         self.d = ctx
         self._local = threading.local()
 
-    def handlers(self) -> dict[str, Callable[[Any], Any]]:
+    def handlers(self) -> dict[str, Handler]:
         return {
             "status": self.status,
             "search": self.search,
@@ -69,7 +71,7 @@ class Operations:
             "ping": lambda req: {"pong": True},
         }
 
-    def _runtime(self, req: Any) -> AgencyRuntime:
+    def _runtime(self, req: Request) -> AgencyRuntime:
         return self.d.agencies.require(req.agency_id)
 
     def _conn(self) -> apsw.Connection:
@@ -88,10 +90,10 @@ class Operations:
                 log.error("refusal_audit_failed", error=str(exc))
 
     # -- ops -------------------------------------------------------------------------
-    def status(self, req: Any) -> dict[str, Any]:
+    def status(self, req: Request) -> dict[str, Any]:
         return full_status(self.d, req.agency_id)
 
-    def search(self, req: Any) -> dict[str, Any]:
+    def search(self, req: Request) -> dict[str, Any]:
         self._runtime(req).check_unlocked()
         query = _arg(req.args, "query", str)
         limit = _arg(req.args, "limit", int, 10)
@@ -100,7 +102,7 @@ class Operations:
         hits = AgencyStore(self._conn(), req.agency_id).search(query, limit)
         return {"hits": [h.to_dict() for h in hits]}
 
-    def get_chunk(self, req: Any) -> dict[str, Any]:
+    def get_chunk(self, req: Request) -> dict[str, Any]:
         self._runtime(req).check_unlocked()
         agency = self._runtime(req).agency
         ref = ChunkRef.from_args(dict(req.args))
@@ -108,23 +110,23 @@ class Operations:
         return {"root": ref.root, "path": ref.path, "offset": ref.offset, "length": ref.length,
                 "sha256": ref.sha256, "text": text}
 
-    def snapshot(self, req: Any) -> dict[str, Any]:
+    def snapshot(self, req: Request) -> dict[str, Any]:
         self._runtime(req).check_unlocked()
         info = self.d.vault.create_now(req.agency_id, _arg(req.args, "trigger", str, "manual"))
         return {"snapshot": info}
 
-    def list_snapshots(self, req: Any) -> dict[str, Any]:
+    def list_snapshots(self, req: Request) -> dict[str, Any]:
         self._runtime(req).check_unlocked()
         return {"snapshots": self.d.vault.list(req.agency_id)}
 
-    def restore(self, req: Any) -> dict[str, Any]:
+    def restore(self, req: Request) -> dict[str, Any]:
         runtime = self._runtime(req)
         runtime.check_unlocked()
         snap = _arg(req.args, "snapshot", str, "")
         target = _arg(req.args, "target", str, "")
         return self.d.vault.restore(req.agency_id, snap or None, target or None, pause=_pause(runtime.agent))
 
-    def put_context(self, req: Any) -> dict[str, Any]:
+    def put_context(self, req: Request) -> dict[str, Any]:
         """Store a named context blob in the agency's state (snapshotted with it), atomically, audited."""
         self._runtime(req).check_unlocked()
         agency = self._runtime(req).agency
@@ -142,18 +144,18 @@ class Operations:
         self.d.audit_append(req.agency_id, "context_put", {"name": name, "bytes": len(data), "sha256": digest})
         return {"name": name, "bytes": len(data), "sha256": digest}
 
-    def audit_verify(self, req: Any) -> dict[str, Any]:
+    def audit_verify(self, req: Request) -> dict[str, Any]:
         result = self.d.audit.verify(req.agency_id)[req.agency_id]
         return dataclasses.asdict(result)
 
-    def audit_unlock(self, req: Any) -> dict[str, Any]:
+    def audit_unlock(self, req: Request) -> dict[str, Any]:
         reason = _arg(req.args, "reason", str)
         if not reason.strip():
             raise UsageError("an unlock needs a reason")
         self._runtime(req).unlock(reason)
         return {"unlocked": req.agency_id}
 
-    def subscribe(self, req: Any) -> Iterator[dict[str, Any] | None]:
+    def subscribe(self, req: Request) -> Iterator[dict[str, Any] | None]:
         """Live events of the agency; ``None`` on idle lets the server notice a hang-up or a stop."""
         self._runtime(req).check_unlocked()
         sub = self.d.events.subscribe(req.agency_id)
