@@ -18,7 +18,7 @@ import structlog
 
 from ..config_model import IndexConfig, WatchConfig
 from ..watch.changes import FileChange
-from ..watch.crawler import Crawler
+from ..watch.crawl import Crawler
 from ..watch.ignore import IgnoreRules
 from ..watch.reconcile import reconcile
 from ..watch.workqueue import WorkQueue
