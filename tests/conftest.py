@@ -26,17 +26,47 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
-    """Fail a test that leaves non-daemon threads running (cf. watchdog's conftest)."""
+    """Fail a test that leaves any thread it started running, daemon threads included (every
+    thread of koradaemon is a daemon thread, so ignoring them would let a leaked writer pass)."""
     before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + 5
     leaked: list[threading.Thread] = []
     while time.monotonic() < deadline:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
         if not leaked:
             break
         time.sleep(0.02)
     assert not leaked, f"threads leaked: {leaked}"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_fds() -> Iterator[None]:
+    """Fail a test that leaves file descriptors open that it opened."""
+    def fds() -> set[int]:
+        return {int(n) for n in _os.listdir("/proc/self/fd")}
+
+    before = fds()
+    yield
+    import gc
+
+    deadline = time.monotonic() + 5
+    leaked: set[int] = set()
+    while time.monotonic() < deadline:
+        gc.collect()
+        leaked = {fd for fd in fds() - before if _os.path.exists(f"/proc/self/fd/{fd}")}
+        if not leaked:
+            break
+        time.sleep(0.02)
+    assert not leaked, "fds leaked: " + ", ".join(
+        f"{fd} -> {_readlink(fd)}" for fd in sorted(leaked))
+
+
+def _readlink(fd: int) -> str:
+    try:
+        return _os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
 
 
 # -- a real daemon in a subprocess -------------------------------------------------------------
@@ -117,9 +147,13 @@ class DaemonProc:
             return c.call(op, agency, token, **args)
 
     def status(self, agency: str = "alpha") -> dict[str, _Any] | None:
+        """The status, or None while the daemon does not answer yet (socket absent or refusing);
+        every other error (auth, protocol, lockdown) is raised, never hidden."""
+        from koradaemon.errors import NotRunningError
+
         try:
             return self.client_call("status", agency)
-        except Exception:
+        except (NotRunningError, FileNotFoundError, ConnectionRefusedError):
             return None
 
     def wait_ready(self, timeout: float = 30) -> dict[str, _Any]:
@@ -133,10 +167,8 @@ class DaemonProc:
         return wait_for(ready, timeout, 0.05, "daemon ready")
 
     def search(self, query: str, agency: str = "alpha") -> list[dict[str, _Any]]:
-        try:
-            return list(self.client_call("search", agency, query=query)["hits"])
-        except Exception:
-            return []
+        """The hits; an error (refused, lockdown, bad query, daemon gone) is raised, not read as "no hit"."""
+        return list(self.client_call("search", agency, query=query)["hits"])
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

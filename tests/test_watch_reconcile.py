@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,27 @@ from koradaemon.watch.reconcile import reconcile
 
 
 def index_of(root: Path, rules: IgnoreRules) -> dict[str, tuple[int, int]]:
-    """What an index that is up to date would know."""
-    return {e.path: (e.size, e.mtime_ns) for e in crawl(root, rules)}
+    """What an index that is up to date would know, computed independently of the crawl under test
+    (os.walk + os.stat, regular files only, the rules' verdict per path)."""
+    out: dict[str, tuple[int, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        dirnames[:] = [d for d in dirnames if not rules.is_ignored(f"{rel_dir}/{d}" if rel_dir else d, True)
+                       and not os.path.islink(os.path.join(dirpath, d))]
+        for name in filenames:
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            full = os.path.join(dirpath, name)
+            if rules.is_ignored(rel) or (os.path.islink(full) and not os.path.realpath(full).startswith(
+                    os.path.realpath(root) + os.sep)):
+                continue
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out[rel] = (st.st_size, st.st_mtime_ns)
+    return out
 
 
 def test_crawl_lists_regular_files_only_and_keeps_symlinks_inside(tmp_path: Path) -> None:
