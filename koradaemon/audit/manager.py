@@ -12,9 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import apsw
 import structlog
 
 from ..errors import AuditError, KoraError, LockdownError, TamperError, UsageError
+from ..ioerrors import describe_io_error, is_io_error
 from .anchor import AnchorStore
 from .lockdown import LockdownRegistry
 from .quarantine import quarantine_from
@@ -69,7 +71,14 @@ class AuditManager:
             except TamperError as exc:
                 self.lockdown.lock(agency_id, f"tamper: {exc.message}", exc.seq)
                 return False
-            except (OSError, KoraError) as exc:
+            except (OSError, apsw.Error) as exc:
+                if not is_io_error(exc):
+                    self.lockdown.lock(agency_id, f"cannot open audit log: {exc}")
+                    return False
+                # not tampering: no lockdown; the daemon cannot run this agency without its log
+                raise AuditError(f"cannot open the audit log of {agency_id!r}: {describe_io_error(exc)}",
+                                 hint="free space (or fix the device), then start again") from None
+            except KoraError as exc:
                 self.lockdown.lock(agency_id, f"cannot open audit log: {exc}")
                 return False
             self.logs[agency_id] = alog
@@ -202,6 +211,7 @@ class AuditManager:
             out[agency_id] = None if head is None else {
                 "seq": head.seq, "hash": head.hash, "segment": head.segment, "offset": head.offset,
                 "open": alog is not None and alog.failed is None, "batches": alog.batches if alog else 0,
+                "stalled": alog.stalled if alog is not None else None,
             }
         return out
 

@@ -45,6 +45,9 @@ def create_segment(agency_dir: Path, number: int, first_line: bytes) -> int:
     try:
         write_all(fd, first_line)
         os.fsync(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # disk full: leave nothing half-made behind
+        raise
     finally:
         os.close(fd)
     if final.exists():

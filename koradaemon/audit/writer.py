@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from ..errors import AuditError, UsageError
+from ..ioerrors import describe_io_error, is_io_error
 from .anchor import Anchor, AnchorStore
 from .opening import Opened, open_log
 from .record import RECOVERY, RESERVED_TYPES, SEGMENT_START, LineEncoder, Record, check_type, data_bytes, now_ts
@@ -89,6 +90,7 @@ class AuditLog:
         self.on_failure = on_failure
         self.full_verify_on_open = full_verify_on_open
         self.failed: str | None = None
+        self.stalled: str | None = None  # why writes are being retried (disk full, I/O error), if they are
         self.batches = 0
         self._enc = LineEncoder(agency_id)
         self._queue: deque[Pending] = deque()
@@ -222,10 +224,49 @@ class AuditLog:
                 batch = self._take()
                 if not batch:
                     return
-                self._commit(batch)
+                self._commit_retrying(batch)
             except Exception as exc:
                 self._fail(batch, f"{type(exc).__name__}: {exc}")
                 return
+
+    def _commit_retrying(self, batch: list[Pending]) -> None:
+        """Commit a batch; an I/O error (disk full, EIO, a full database for the anchor) is not
+        tampering: undo the partial write, report ``stalled``, retry until it goes through. The
+        records stay unacknowledged meanwhile, so nothing acknowledged is ever lost."""
+        delay = 0.05
+        while True:
+            head = self._head
+            try:
+                self._commit(batch)
+            except Exception as exc:
+                if not is_io_error(exc):
+                    raise
+                self._undo_partial(head)
+                reason = describe_io_error(exc)
+                if self.stalled != reason:
+                    log.error("audit_write_stalled", agency_id=self.agency_id, reason=reason,
+                              action="records held in memory, retrying; no lockdown (this is not tampering)")
+                self.stalled = reason
+                with self._qcond:
+                    if self._stopping and delay >= 1.0:
+                        raise
+                    self._qcond.wait(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            if self.stalled is not None:
+                log.warning("audit_write_resumed", agency_id=self.agency_id, was=self.stalled)
+                self.stalled = None
+            return
+
+    def _undo_partial(self, head: Anchor | None) -> None:
+        """Cut the segment back to the last durable record (a failed write may have left part of a batch)."""
+        if head is None or self._fd < 0:
+            return
+        try:
+            if os.fstat(self._fd).st_size > head.offset:
+                os.ftruncate(self._fd, head.offset)
+        except OSError as exc:
+            log.error("audit_truncate_failed", agency_id=self.agency_id, error=str(exc))
 
     def _take(self) -> list[Pending]:
         with self._qcond:
@@ -286,10 +327,15 @@ class AuditLog:
         data = data_bytes({"segment": number, "prev_segment": head.segment}, self.agency_id, SEGMENT_START)
         line, digest = self._enc.encode(head.seq + 1, now_ts(), SEGMENT_START, data, head.hash)
         fd = create_segment(self.dir, number, line)
+        new_head = Anchor(head.seq + 1, digest, number, len(line))
+        try:
+            self.anchors.store(self.agency_id, new_head)
+        except BaseException:  # e.g. the database is full: as if the rotation never began
+            os.close(fd)
+            segment_path(self.dir, number).unlink(missing_ok=True)
+            raise
         os.close(self._fd)
         self._fd = fd
-        new_head = Anchor(head.seq + 1, digest, number, len(line))
-        self.anchors.store(self.agency_id, new_head)
         self._head = new_head
         log.info("audit_segment_rotated", agency_id=self.agency_id, segment=number, seq=new_head.seq)
         return new_head
