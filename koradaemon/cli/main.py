@@ -108,7 +108,11 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(cfg: Config) -> int:
-    print(f"configuration OK: {cfg.source}")
+    """Print the checked configuration and its warnings. ``load_config`` ran every check already:
+    with errors it raised one ConfigError listing them all (exit 78) and this is not reached."""
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"configuration OK: {cfg.source}" + (f" ({len(cfg.warnings)} warning(s))" if cfg.warnings else ""))
     print(f"data root: {cfg.data_root}")
     for a in cfg.agencies:
         print(f"agency {a.agency_id}: roots={list(a.roots)} ignore={list(a.ignore)} state_dirs={list(a.state_dirs)}")

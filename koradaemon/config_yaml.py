@@ -1,0 +1,140 @@
+"""Bounded YAML reading for the configuration: a tree of values that remember their line.
+
+The loader is PyYAML's SafeLoader with limits, so no input can make it slow or crash it: anchors
+and aliases are refused (no alias bombs), nesting, node count, scalar length and number size are
+capped, and every problem, whatever raised it, becomes a :class:`ConfigError` naming the key and
+its line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_DEPTH = 16
+MAX_NODES = 20_000
+MAX_SCALAR_CHARS = 4096
+MAX_NUMBER_CHARS = 32
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class Node:
+    """A YAML value with the line it came from (1-based). Mappings hold ``dict[str, Node]``,
+    sequences ``list[Node]``."""
+
+    __slots__ = ("line", "value")
+
+    def __init__(self, value: Any, line: int) -> None:
+        self.value = value
+        self.line = line
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases and caps depth, node count and scalar sizes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.kora_path: list[str] = []
+        self.kora_nodes = 0
+
+    def where(self) -> str:
+        out = ""
+        for seg in self.kora_path:
+            out += seg if seg.startswith("[") or not out else "." + seg
+        return out or "config"
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(index, yaml.ScalarNode):
+            self.kora_path.append(str(index.value)[:64])
+        elif isinstance(index, int):
+            self.kora_path.append(f"[{index}]")
+        else:
+            self.kora_path.append("")  # a mapping key, or the document: reported as its parent
+        try:
+            self._check(event)
+            node: yaml.Node | None = super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+            if node is None:  # pragma: no cover - the parser always yields a node event here
+                raise self.fail(event, "a value is missing")
+            return node
+        finally:
+            self.kora_path.pop()
+
+    def _check(self, event: yaml.Event) -> None:
+        if isinstance(event, yaml.AliasEvent):
+            raise self.fail(event, "YAML aliases (*name) are not allowed in the configuration")
+        if getattr(event, "anchor", None) is not None:
+            raise self.fail(event, "YAML anchors (&name) are not allowed in the configuration")
+        self.kora_nodes += 1
+        if self.kora_nodes > MAX_NODES:
+            raise self.fail(event, f"more than {MAX_NODES} values in the configuration")
+        if len(self.kora_path) > MAX_DEPTH:
+            raise self.fail(event, f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_SCALAR_CHARS:
+            raise self.fail(event, f"a value longer than {MAX_SCALAR_CHARS} characters")
+
+    def fail(self, event: yaml.Event, message: str) -> ConfigError:
+        mark = event.start_mark
+        return ConfigError(f"{self.where()}: line {mark.line + 1 if mark else '?'}: {message}")
+
+
+def read_tree(text: str, source: str) -> Node:
+    """Parse ``text`` into a :class:`Node` tree; any problem is a :class:`ConfigError`."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: the configuration is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    loader: BoundedLoader | None = None
+    try:
+        loader = BoundedLoader(text)  # the reader already refuses control characters: inside the try
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"{source}: the configuration is empty", hint="see etc/koradaemon.example.yaml")
+        return _convert(node, loader, "")
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: {_yaml_message(exc)}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:  # defensive
+        raise ConfigError(f"{source}: malformed YAML: {type(exc).__name__}: {str(exc)[:200]}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    return f"config: {where}malformed YAML: {problem}"[:300]
+
+
+def _convert(node: yaml.Node, loader: BoundedLoader, where: str) -> Node:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            key = _scalar(key_node, loader, where.rstrip(".") or "config") if isinstance(
+                key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                raise ConfigError(f"{where.rstrip('.') or 'config'}: line {key_line}: keys must be strings")
+            if key in out:
+                raise ConfigError(f"{where}{key}: line {key_line}: duplicate key")
+            out[key] = _convert(value_node, loader, f"{where}{key}.")
+        return Node(out, line)
+    if isinstance(node, yaml.SequenceNode):
+        base = where.rstrip(".") or "config"
+        return Node([_convert(n, loader, f"{base}[{i}].") for i, n in enumerate(node.value)], line)
+    return Node(_scalar(node, loader, where.rstrip(".") or "config"), line)
+
+
+def _scalar(node: yaml.Node, loader: BoundedLoader, key: str) -> Any:
+    line = node.start_mark.line + 1
+    if node.tag in (_INT_TAG, _FLOAT_TAG) and len(str(node.value)) > MAX_NUMBER_CHARS:
+        raise ConfigError(f"{key}: line {line}: the number is too large")
+    try:
+        return loader.construct_object(node)  # type: ignore[no-untyped-call]
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(f"{key}: line {line}: cannot read the value: {str(exc).splitlines()[0][:200]}") from None
