@@ -241,15 +241,17 @@ def _check_overlaps(areas: list[Area], report: Report) -> None:
                 continue
             if a.agency_id == b.agency_id and not a.kind == b.kind == "root":
                 continue  # an agency's own state dir may sit in its own root
-            rel = _relation(b.path, b.real, a.path, a.real)
+            # a state dir overlapping a root is the state dir's fault; otherwise the later key's
+            first, later = (b, a) if b.kind == "root" and a.kind == "state dir" else (a, b)
+            rel = _relation(later.path, later.real, first.path, first.real)
             if rel is None:
                 continue
-            owner = f"agency {a.agency_id!r}" if a.agency_id != b.agency_id else "the same agency"
+            owner = f"agency {first.agency_id!r}" if first.agency_id != later.agency_id else "the same agency"
             if rel == "same":
-                report.error(b.key, f"{b.rel!r} duplicates {a.key} ({a.kind} of {owner})")
+                report.error(later.key, f"{later.rel!r} duplicates {first.key} ({first.kind} of {owner})")
             else:
                 verb = "is inside" if rel == "inside" else "contains"
-                report.error(b.key, f"{b.rel!r} {verb} {a.key} ({a.rel!r}, {a.kind} of {owner})")
+                report.error(later.key, f"{later.rel!r} {verb} {first.key} ({first.rel!r}, {first.kind} of {owner})")
 
 
 def _check_agencies(cfg: Config, report: Report) -> None:

@@ -107,7 +107,7 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     where = f"line {mark.line + 1}: " if mark is not None else ""
-    return f"config: {where}malformed YAML: {problem}"[:300]
+    return f"{where}malformed YAML: {problem}"[:300]
 
 
 def _convert(node: yaml.Node, loader: BoundedLoader, where: str) -> Node:

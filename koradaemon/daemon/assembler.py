@@ -18,7 +18,7 @@ from ..audit.manager import AuditManager
 from ..config import load_config
 from ..config_model import Config
 from ..control.server import ControlServer
-from ..errors import KoraError, LockdownError
+from ..errors import ConfigError, KoraError, LockdownError
 from ..events import EventBus
 from ..index.acknowledger import Acknowledger
 from ..index.db import open_db
@@ -63,7 +63,9 @@ class Daemon:
     # -- construction -------------------------------------------------------------
     def start(self) -> None:
         cfg = self.cfg
-        cfg.data_root.mkdir(parents=True, exist_ok=True)
+        if not cfg.data_root.is_dir():  # never created: a typo in --data-root must not start a new one
+            raise ConfigError(f"data root {cfg.data_root} does not exist or is not a folder",
+                              hint="create it, or fix --data-root")
         self.runlock = RunLock(cfg.data_root)
         self.runlock.acquire()  # before anything is touched: one daemon per data root
         self.notifier.status("opening the database")
@@ -258,6 +260,8 @@ class Daemon:
             if self.config_path is None:
                 raise KoraError("no configuration file to reload")
             new = load_config(self.config_path, data_root=self.cfg.data_root)
+            for warning in new.warnings:
+                log.warning("config_warning", problem=warning)
         except KoraError as exc:
             log.error("reload_rejected", error=str(exc), hint="the running configuration stays in force")
             self.notifier.ready(status_line(self))

@@ -51,7 +51,9 @@ class WatchSet:
             started: list[WatchDriver] = []
             for root in agency.roots:
                 root_path = self.cfg.path(root)
-                root_path.mkdir(parents=True, exist_ok=True)
+                if not root_path.is_dir():  # never created: a typo must not become an empty watched folder
+                    self._degraded(agency.agency_id)(root, "the root does not exist: not watched")
+                    continue
                 driver = WatchDriver(
                     agency_id=agency.agency_id,
                     root=root,
