@@ -21,6 +21,7 @@ MAX_SCALAR_CHARS = 4096
 MAX_NUMBER_CHARS = 32
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
+_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 
 
 class Node:
@@ -94,6 +95,8 @@ def read_tree(text: str, source: str) -> Node:
         if node is None:
             raise ConfigError(f"{source}: the configuration is empty", hint="see etc/koradaemon.example.yaml")
         return _convert(node, loader, "")
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(_reader_message(text, exc, source)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: {_yaml_message(exc)}") from None
     except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:  # defensive
@@ -101,6 +104,37 @@ def read_tree(text: str, source: str) -> Node:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _reader_message(text: str, exc: yaml.reader.ReaderError, source: str) -> str:
+    """A character YAML refuses (NUL, control characters): its line, and the key on that line."""
+    pos = exc.position if isinstance(exc.position, int) and 0 <= exc.position <= len(text) else 0
+    line = text.count("\n", 0, pos) + 1
+    what = f"the character U+{exc.character:04X}" if isinstance(exc.character, int) else "a character"
+    key = "config"
+    if len(text) <= MAX_CONFIG_BYTES:
+        clean = "".join(c if c.isprintable() or c in "\n\t" else " " for c in text)
+        try:
+            key = _key_at_line(read_tree(clean, source), line) or key
+        except ConfigError:
+            pass
+    return f"{key}: line {line}: {what} is not allowed in YAML ({source})"
+
+
+def _key_at_line(node: Node, line: int, path: str = "") -> str:
+    """The last key (or list item) that starts on ``line``, searching depth first."""
+    found = ""
+    items: list[tuple[str, Node]] = []
+    if isinstance(node.value, dict):
+        items = [(f"{path}.{k}" if path else k, v) for k, v in node.value.items()]
+    elif isinstance(node.value, list):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(node.value)]
+    for sub, child in items:
+        if child.line == line:
+            found = sub
+        if child.line <= line:
+            found = _key_at_line(child, line, sub) or found
+    return found
 
 
 def _yaml_message(exc: yaml.YAMLError) -> str:
@@ -112,6 +146,8 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
 
 def _convert(node: yaml.Node, loader: BoundedLoader, where: str) -> Node:
     line = node.start_mark.line + 1
+    if node.tag not in _TAGS:
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: line {line}: unsupported YAML type {node.tag[:80]!r}")
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Node] = {}
         for key_node, value_node in node.value:
