@@ -8,6 +8,7 @@ its line.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import yaml
@@ -114,10 +115,8 @@ def _reader_message(text: str, exc: yaml.reader.ReaderError, source: str) -> str
     key = "config"
     if len(text) <= MAX_CONFIG_BYTES:
         clean = "".join(c if c.isprintable() or c in "\n\t" else " " for c in text)
-        try:
+        with contextlib.suppress(ConfigError):
             key = _key_at_line(read_tree(clean, source), line) or key
-        except ConfigError:
-            pass
     return f"{key}: line {line}: {what} is not allowed in YAML ({source})"
 
 

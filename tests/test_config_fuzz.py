@@ -43,13 +43,15 @@ def alias_bomb(levels: int = 9, width: int = 9) -> str:
 
 
 HOSTILE = {
-    "alias bomb under an unknown key": (alias_bomb() + "agencies: [{agency_id: a}]\n", "bogus.a0: line 2: YAML anchors"),
+    "alias bomb under an unknown key": (alias_bomb() + "agencies: [{agency_id: a}]\n",
+                                        "bogus.a0: line 2: YAML anchors"),
     "alias": ("x: &a 1\ny: *a\n", "x: line 1: YAML anchors"),
     "nesting 50k deep (flow)": ("agencies: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested deeper than"),
     "nesting deep (block)": ("".join(" " * i + f"k{i}:\n" for i in range(200)) + " " * 200 + "v: 1\n",
                              "nested deeper than"),
     "5000-digit integer": ("watch:\n  queue_max: " + "9" * 5000 + "\n", "watch.queue_max: line 2: a value longer"),
-    "400-digit integer": ("watch:\n  queue_max: " + "9" * 400 + "\n", "watch.queue_max: line 2: the number is too large"),
+    "400-digit integer": ("watch:\n  queue_max: " + "9" * 400 + "\n",
+                          "watch.queue_max: line 2: the number is too large"),
     "long string": ("log:\n  file: " + "a" * 100_000 + "\n", "log.file: line 2: a value longer than"),
     "NUL": ("version: 1\nlog:\n  level: in\x00fo\n", "log.level: line 3: the character U+0000 is not allowed"),
     "control character": ("version: 1\nagencies:\n  - agency_id: a\x01b\n",
@@ -94,7 +96,8 @@ def load_or_error(path: Path, root: Path) -> tuple[str, float]:
 
 
 def run_cli(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KORA_DATA_ROOT", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY")}
+    drop = ("KORA_DATA_ROOT", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "koradaemon", *args], capture_output=True, text=True,
                          stdin=subprocess.DEVNULL, env=env, timeout=60)
