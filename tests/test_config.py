@@ -367,23 +367,37 @@ def test_check_config_refuses_a_missing_data_root(tmp_path: Path) -> None:
     assert not (tmp_path / "typo").exists()
 
 
-def test_example_config_passes_check_config_as_the_readme_runs_it(tmp_path: Path) -> None:
-    """README: `koradaemon -c etc/koradaemon.example.yaml --data-root DIR check-config`, with DIR
-    prepared as scripts/run prepares it."""
+def readme_block(after: str) -> str:
     readme = (REPO / "README.md").read_text()
-    assert "-c etc/koradaemon.example.yaml --data-root" in readme
-    data = tmp_path / "demo-data"
-    for d in ("demo/notes", "agent/state", "secrets"):
-        (data / d).mkdir(parents=True)
-    (data / "secrets").chmod(0o700)
-    (data / "secrets" / "vault-passphrase").write_text("demo passphrase\n")
-    (data / "secrets" / "vault-passphrase").chmod(0o600)
-    res = cli("-c", "etc/koradaemon.example.yaml", "--data-root", str(data), "check-config")
+    rest = readme[readme.index(after):]
+    return rest.split("```\n", 2)[1]
+
+
+def test_example_config_passes_check_config_as_the_readme_runs_it(tmp_path: Path) -> None:
+    """The README's commands, run literally by bash in a scratch folder that holds the repo's etc/:
+    prepare a data root as scripts/run does, then `koradaemon -c etc/koradaemon.example.yaml
+    --data-root demo-data check-config`."""
+    block = readme_block("Try the example on a data root prepared like `scripts/run` does")
+    assert "koradaemon -c etc/koradaemon.example.yaml --data-root demo-data check-config" in block
+    (tmp_path / "etc").symlink_to(REPO / "etc")
+    env = {k: v for k, v in os.environ.items() if k not in ("KORA_DATA_ROOT", "STATE_DIRECTORY")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    res = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stderr == "" and "configuration OK: etc/koradaemon.example.yaml" in res.stdout
-    scripts_run = (REPO / "scripts" / "run").read_text()
+    assert oct((tmp_path / "demo-data" / "secrets" / "vault-passphrase").stat().st_mode & 0o777) == "0o600"
+    scripts_run = (REPO / "scripts" / "run").read_text()  # the README's preparation is what scripts/run does
     assert 'mkdir -p "$DATA/demo/notes" "$DATA/agent/state" "$DATA/secrets"' in scripts_run
-    assert "vault-passphrase" in scripts_run
+    assert '(umask 077; python -c' in scripts_run and '"$DATA/secrets/vault-passphrase"' in scripts_run
+
+
+def test_the_example_config_without_a_passphrase_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "demo" / "notes").mkdir(parents=True)
+    res = cli("-c", "etc/koradaemon.example.yaml", "--data-root", str(tmp_path), "check-config")
+    assert res.returncode == 78
+    assert res.stderr.startswith("koradaemon: error: vault.passphrase_file: line ")
+    assert "'secrets/vault-passphrase' does not exist" in res.stderr
 
 
 def test_missing_and_undecodable_files(tmp_path: Path) -> None:
