@@ -64,6 +64,8 @@ class ConfigInvalid(ConfigError):
 
 
 def _line_of(problem: str) -> int:
+    if problem.startswith("data root:"):
+        return 0
     m = re.match(r"[^:]*: line (\d+): ", problem)
     return int(m.group(1)) if m else 1 << 30
 
@@ -157,7 +159,7 @@ def validate(cfg: Config, report: Report) -> Report:
         _check_area(cfg, area, report, root_ok)
     _check_overlaps(areas, report)
     _check_agencies(cfg, report)
-    _check_vault(cfg, report)
+    _check_vault(cfg, report, root_ok)
     _check_agent(cfg, report)
     return report
 
@@ -269,7 +271,7 @@ def _check_agencies(cfg: Config, report: Report) -> None:
                 report.error(f"agencies[{i}].ignore[{j}]", f"bad ignore pattern {glob!r}: {exc}")
 
 
-def _check_vault(cfg: Config, report: Report) -> None:
+def _check_vault(cfg: Config, report: Report, root_ok: bool) -> None:
     key, spec = "vault.passphrase_file", cfg.vault.passphrase_file
     if spec.startswith(CREDENTIAL_PREFIX):
         name = spec[len(CREDENTIAL_PREFIX):]
@@ -286,8 +288,9 @@ def _check_vault(cfg: Config, report: Report) -> None:
             report.error(key, f"{exc.message} (a file relative to the data root, or credential:NAME)")
             return
     path = _passphrase(cfg)
-    if cfg.vault.enabled and path is not None:
-        problem = _passphrase_problem(cfg, path, credential=spec.startswith(CREDENTIAL_PREFIX))
+    credential = spec.startswith(CREDENTIAL_PREFIX)
+    if cfg.vault.enabled and path is not None and (root_ok or credential):
+        problem = _passphrase_problem(cfg, path, credential=credential)
         if problem:
             report.error(key, f"{spec!r} {problem}")
 

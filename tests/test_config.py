@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -411,3 +413,93 @@ def test_missing_and_undecodable_files(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match="not a regular file"):
         load_config(fifo)
+
+
+def test_run_never_creates_a_missing_root_and_logs_the_warning(tmp_path: Path) -> None:
+    from conftest import BASE_CONFIG, DaemonProc
+
+    (tmp_path / "koradaemon.yaml").write_text(
+        BASE_CONFIG.format(vault="true", extra="").replace("roots: [alpha/notes]", "roots: [alpha/notes, alpha/typo]"))
+    d = DaemonProc(tmp_path)
+    try:
+        st = d.start().wait_ready()
+        assert st["agencies"]["alpha"]["degraded_roots"] == {"alpha/typo": "the root does not exist: not watched"}
+        assert not (tmp_path / "alpha" / "typo").exists()
+        warnings = [e for e in d.log_events() if e.get("event") == "config_warning"]
+        assert [w["problem"] for w in warnings] == [
+            "agencies[0].roots[1]: line 10: 'alpha/typo' does not exist (it is not created; create it or fix the path)"]
+        assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def test_run_refuses_a_missing_data_root_without_creating_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text(GOOD)
+    res = cli("-c", str(cfg), "--data-root", str(tmp_path / "typo"), "run")
+    assert res.returncode == 78
+    assert res.stderr == (f"koradaemon: error: data root: {tmp_path / 'typo'} does not exist (koradaemon never "
+                          "creates it; create it or fix --data-root)\n")
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.fixture
+def other_user() -> Iterator[tuple[int, int]]:
+    """A throw-away unprivileged user (the tests run as root, which can read anything)."""
+    import pwd
+
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("needs root and useradd to create an unprivileged user")
+    name = f"kcfg{os.getpid() % 100000}"
+    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"useradd failed: {made.stderr.strip()}")
+    try:
+        pw = pwd.getpwnam(name)
+        yield pw.pw_uid, pw.pw_gid
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_a_passphrase_file_the_daemon_user_cannot_read_is_an_error(other_user: tuple[int, int]) -> None:
+    """load_config in a forked child that dropped to the created user (this checkout's interpreter lives
+    under root's home, so the user cannot exec it; the fork keeps the imported code)."""
+    import tempfile
+
+    uid, gid = other_user
+    with tempfile.TemporaryDirectory(prefix="kcfg-") as scratch:  # /tmp/pytest-of-root is 0700
+        base = Path(scratch)
+        base.chmod(0o755)
+        root = prepare(base / "data")
+        for p in [root, *root.rglob("*")]:
+            if p.name != "pass":
+                os.chown(p, uid, gid)  # the data root belongs to the user; the passphrase stays root's 0600
+        cfg = base / "k.yaml"
+        cfg.write_text(GOOD)
+        cfg.chmod(0o644)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: drop privileges for good, then run the one validation
+            code = 3
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
+                try:
+                    load_config(cfg, data_root=root)
+                    os.write(write_end, b"ok")
+                except ConfigError as exc:
+                    os.write(write_end, str(exc).encode()[:60000])
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as r:
+            out = r.read().decode()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert "vault.passphrase_file: line 5: 'secrets/pass' is not readable by this user" in out, out
