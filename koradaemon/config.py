@@ -163,8 +163,9 @@ def _agencies(node: Node | None, rep: Report) -> tuple[AgencyConfig, ...]:
     return tuple(out)
 
 
-def parse_config(text: str, *, data_root: Path, source: Path | None = None) -> Config:
-    """Parse and validate: every problem of the file is reported at once in one :class:`ConfigInvalid`."""
+def parse_config(text: str, *, data_root: Path, source: Path | None = None, runtime_checks: bool = True) -> Config:
+    """Parse and validate: every problem of the file is reported at once in one :class:`ConfigInvalid`.
+    ``runtime_checks``: see :func:`koradaemon.config_checks.validate` (off only for client commands)."""
     name = str(source or "<config>")
     root = read_tree(text, name)
     rep = Report()
@@ -191,7 +192,7 @@ def parse_config(text: str, *, data_root: Path, source: Path | None = None) -> C
             rep.error(bad.key, bad.message)
     agencies = _agencies(root.value.get("agencies"), rep)
     cfg = Config(data_root=data_root, source=source, agencies=agencies, **kwargs)
-    validate(cfg, rep)
+    validate(cfg, rep, runtime=runtime_checks)
     if rep.errors:
         raise ConfigInvalid(name, rep.errors, rep.warnings)
     return dataclasses.replace(cfg, warnings=tuple(rep.warnings))
@@ -205,10 +206,13 @@ def data_root_for(config_path: Path, override: str | None = None) -> Path:
     return config_path.resolve().parent
 
 
-def load_config(path: Path, *, data_root: Path | None = None) -> Config:
-    """Read, parse and validate the configuration file: what ``check-config``, ``run`` and SIGHUP use."""
+def load_config(path: Path, *, data_root: Path | None = None, runtime_checks: bool = True) -> Config:
+    """Read, parse and validate the configuration file: what ``check-config``, ``run`` and SIGHUP use.
+    Client commands (status, search, ...) pass ``runtime_checks=False``: they skip the checks of the
+    daemon's own environment (passphrase file, agent command), which an operator's shell may not share."""
     text = _read_text(path)
-    return parse_config(text, data_root=data_root or data_root_for(path), source=path)
+    return parse_config(text, data_root=data_root or data_root_for(path), source=path,
+                        runtime_checks=runtime_checks)
 
 
 def _read_text(path: Path) -> str:

@@ -151,16 +151,20 @@ def _relation(a: Path, ra: Path, b: Path, rb: Path) -> str | None:
     return None
 
 
-def validate(cfg: Config, report: Report) -> Report:
-    """Run every check on ``cfg``; problems go to ``report`` (whose ``lines`` map keys to lines)."""
+def validate(cfg: Config, report: Report, *, runtime: bool = True) -> Report:
+    """Run every check on ``cfg``; problems go to ``report`` (whose ``lines`` map keys to lines).
+
+    ``runtime=False`` leaves out what only the daemon's own environment can satisfy (the passphrase
+    file's presence and mode, a ``credential:`` directory, the agent command on PATH), for client
+    commands run by an operator in another environment. ``run``, ``check-config`` and reload use all."""
     root_ok = _check_data_root(cfg, report)
     areas = list(_areas(cfg))
     for area in areas:
         _check_area(cfg, area, report, root_ok)
     _check_overlaps(areas, report)
     _check_agencies(cfg, report)
-    _check_vault(cfg, report, root_ok)
-    _check_agent(cfg, report)
+    _check_vault(cfg, report, root_ok and runtime, runtime)
+    _check_agent(cfg, report, runtime)
     return report
 
 
@@ -271,14 +275,14 @@ def _check_agencies(cfg: Config, report: Report) -> None:
                 report.error(f"agencies[{i}].ignore[{j}]", f"bad ignore pattern {glob!r}: {exc}")
 
 
-def _check_vault(cfg: Config, report: Report, root_ok: bool) -> None:
+def _check_vault(cfg: Config, report: Report, root_ok: bool, runtime: bool) -> None:
     key, spec = "vault.passphrase_file", cfg.vault.passphrase_file
     if spec.startswith(CREDENTIAL_PREFIX):
         name = spec[len(CREDENTIAL_PREFIX):]
         if not name or "/" in name or name in (".", "..") or "\x00" in name:
             report.error(key, f"bad credential name {name!r}")
             return
-        if cfg.vault.enabled and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        if runtime and cfg.vault.enabled and not os.environ.get("CREDENTIALS_DIRECTORY"):
             report.error(key, f"{spec!r} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)")
             return
     else:
@@ -289,7 +293,7 @@ def _check_vault(cfg: Config, report: Report, root_ok: bool) -> None:
             return
     path = _passphrase(cfg)
     credential = spec.startswith(CREDENTIAL_PREFIX)
-    if cfg.vault.enabled and path is not None and (root_ok or credential):
+    if runtime and cfg.vault.enabled and path is not None and (root_ok or credential):
         problem = _passphrase_problem(cfg, path, credential=credential)
         if problem:
             report.error(key, f"{spec!r} {problem}")
@@ -317,7 +321,7 @@ def _passphrase_problem(cfg: Config, path: Path, *, credential: bool) -> str | N
     return None
 
 
-def _check_agent(cfg: Config, report: Report) -> None:
+def _check_agent(cfg: Config, report: Report, runtime: bool) -> None:
     agent = cfg.agent
     try:
         parse_loopback_url(agent.health_url)
@@ -329,6 +333,8 @@ def _check_agent(cfg: Config, report: Report) -> None:
         report.error("agent.agency_id", f"{agent.agency_id!r} is not a declared agency")
     if not agent.command:
         report.error("agent.command", "the agent command is empty")
+        return
+    if not runtime:
         return
     problem = _executable_problem(agent.command[0], cfg.path(agent.workdir) if _safe(agent.workdir) else None)
     if problem:

@@ -503,3 +503,21 @@ def test_a_passphrase_file_the_daemon_user_cannot_read_is_an_error(other_user: t
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert "vault.passphrase_file: line 5: 'secrets/pass' is not readable by this user" in out, out
+
+
+def test_client_commands_skip_the_checks_of_the_daemons_environment(tmp_path: Path) -> None:
+    """Under systemd the passphrase is a credential and the agent's PATH is the unit's: an operator's
+    `status` from a shell must not fail on them, while check-config and run (the daemon's view) do."""
+    root = prepare(tmp_path / "data")
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text(GOOD.replace("secrets/pass", "credential:vault") +
+                   "agent:\n  enabled: true\n  agency_id: demo\n  command: [no-such-agent-binary-x]\n")
+    res = cli("-c", str(cfg), "--data-root", str(root), "check-config")
+    assert res.returncode == 78
+    assert "vault.passphrase_file: line 5: 'credential:vault' needs $CREDENTIALS_DIRECTORY" in res.stderr
+    assert "agent.command[0]: line 13: 'no-such-agent-binary-x' is not found on PATH" in res.stderr
+    res = cli("-c", str(cfg), "--data-root", str(root), "status", "--json")
+    assert "vault.passphrase_file" not in res.stderr and "agent.command" not in res.stderr, res.stderr
+    assert res.returncode != 78 and "Traceback" not in res.stderr
+    with pytest.raises(ConfigError, match="agencies"):  # the layout checks still apply to clients
+        parse_config(GOOD.replace("roots: [notes, docs/x]", "roots: ['.']"), data_root=root, runtime_checks=False)

@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def load(args: argparse.Namespace) -> Config:
     path = args.config or default_config_path()
     root = Path(args.data_root).resolve() if args.data_root else data_root_for(path)
-    return load_config(path, data_root=root)
+    # run and check-config: every check; client commands skip those of the daemon's environment
+    return load_config(path, data_root=root, runtime_checks=args.cmd in ("run", "check-config"))
 
 
 def dispatch(args: argparse.Namespace) -> int:
