@@ -181,7 +181,8 @@ def parse_config(text: str, *, data_root: Path, source: Path | None = None, runt
             section = _build(SECTIONS[key], child, f"{key}.", rep)
             if section is not None:
                 kwargs[key] = section
-    if "version" in root.value and root.value["version"].value != 1:
+    version = root.value["version"].value if "version" in root.value else 1
+    if type(version) is not int or version != 1:
         rep.error("version", "only version 1 is supported")
     if "shutdown_timeout_s" in root.value:
         try:

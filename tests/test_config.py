@@ -93,6 +93,7 @@ def test_good_config_parses_to_frozen_dataclasses(tmp_path: Path) -> None:
         ("log:\n  level: loud\nagencies: [{agency_id: a}]", "log.level: line 2: 'loud' is not one of"),
         ("agent:\n  enabled: true\n  agency_id: nobody\nagencies: [{agency_id: a}]", "agent.agency_id: line 3"),
         ("version: 2\nagencies: [{agency_id: a}]", "only version 1"),
+        ("version: true\nagencies: [{agency_id: a}]", "version: line 1: only version 1"),
         ("agencies:\n  - agency_id: a\n    roots: []\n", "agencies[0].roots: line 3: agency 'a' has no roots"),
         ("agencies:\n  - agency_id: a\n", "agencies[0].roots: line 2: agency 'a' has no roots"),
         ("agencies:\n  - agency_id: a\n    roots: [notes]\n    ignore: ['ok', '[z-a]']\n",
