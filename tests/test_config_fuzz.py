@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,40 @@ def test_sighup_with_hostile_configs_keeps_the_running_configuration(tmp_path: P
         if d.proc is not None and d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
+    d = DaemonProc(tmp_path_factory.mktemp("daemon"))
+    try:
+        d.start()
+        yield d
+        assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(text=mutated())
+def test_mutated_configs_through_sighup(running: DaemonProc, text: str) -> None:
+    """Each mutated file is reloaded or rejected, never kills the daemon; then the good file goes back."""
+    d = running
+    good = d.config.read_text()  # every example ends by putting the good file back
+
+    def counts() -> tuple[int, int]:
+        names = [e.get("event") for e in d.log_events()]
+        return names.count("config_reloaded"), names.count("reload_rejected")
+
+    for content in (text, good):
+        before = counts()
+        tmp = d.config.with_suffix(".new")
+        tmp.write_text(content, encoding="utf-8", errors="surrogatepass")
+        tmp.replace(d.config)
+        d.signal(signal.SIGHUP)
+        wait_for(lambda before=before: counts() != before, 20, 0.01, "reload handled")
+        assert d.proc is not None and d.proc.poll() is None, d.log.read_text()[-3000:]
+    st = d.status()
+    assert st is not None and st["ready"] and "Traceback" not in d.log.read_text(errors="replace")
