@@ -191,8 +191,8 @@ def _areas(cfg: Config) -> Iterator[Area]:
         for j, s in enumerate(agency.state_dirs):
             yield area(f"agencies[{i}].state_dirs[{j}]", "state dir", agency.agency_id, s)
     if cfg.agent.enabled:
-        yield area("agent.workdir", "agent folder", None, cfg.agent.workdir)
-        yield area("agent.state_dir", "agent folder", None, cfg.agent.state_dir)
+        yield area("agent.workdir", "agent folder", cfg.agent.agency_id, cfg.agent.workdir)
+        yield area("agent.state_dir", "agent folder", cfg.agent.agency_id, cfg.agent.state_dir)
 
 
 def _safe(rel: str) -> bool:
@@ -238,17 +238,15 @@ def _show(cfg: Config, p: Path) -> str:
 
 
 def _check_overlaps(areas: list[Area], report: Report) -> None:
-    """Roots never overlap each other; a state dir never overlaps another agency's root or state dir."""
-    for j, b in enumerate(areas):
-        if b.kind == "agent folder" or not _safe(b.rel) or str(check_relative(b.rel)) == ".":
-            continue
-        for a in areas[:j]:
-            if a.kind == "agent folder" or not _safe(a.rel) or str(check_relative(a.rel)) == ".":
-                continue
+    """Roots never overlap each other; a state dir or agent folder never overlaps another agency's
+    root, state dir or agent folder (its own agency's root may hold it)."""
+    usable = [a for a in areas if _safe(a.rel) and str(check_relative(a.rel)) != "."]
+    for j, b in enumerate(usable):
+        for a in usable[:j]:
             if a.agency_id == b.agency_id and not a.kind == b.kind == "root":
-                continue  # an agency's own state dir may sit in its own root
-            # a state dir overlapping a root is the state dir's fault; otherwise the later key's
-            first, later = (b, a) if b.kind == "root" and a.kind == "state dir" else (a, b)
+                continue
+            # a state dir or agent folder overlapping a root is its own fault; otherwise the later key's
+            first, later = (b, a) if b.kind == "root" and a.kind != "root" else (a, b)
             rel = _relation(later.path, later.real, first.path, first.real)
             if rel is None:
                 continue

@@ -522,3 +522,18 @@ def test_client_commands_skip_the_checks_of_the_daemons_environment(tmp_path: Pa
     assert res.returncode != 78 and "Traceback" not in res.stderr
     with pytest.raises(ConfigError, match="agencies"):  # the layout checks still apply to clients
         parse_config(GOOD.replace("roots: [notes, docs/x]", "roots: ['.']"), data_root=root, runtime_checks=False)
+
+
+def test_agent_folders_stay_out_of_other_agencies_and_the_daemons_files(tmp_path: Path) -> None:
+    root = prepare(tmp_path, "alpha/state")
+    agent = (f"agent:\n  enabled: true\n  agency_id: alpha\n  command: [{sys.executable}]\n"
+             "  workdir: {workdir}\n  state_dir: {state}\n")
+    err = problems(root, layout(agent.format(workdir="alpha/work", state="beta/notes/state")))
+    assert err.errors == ("agent.state_dir: line 8: 'beta/notes/state' is inside agencies[1].roots[0] "
+                          "('beta/notes', root of agency 'beta')",)
+    err = problems(root, layout(agent.format(workdir="run", state="alpha/state")))
+    assert err.errors == ("agent.workdir: line 7: 'run' overlaps the daemon's own files: is the folder of "
+                          "control.socket ('run'); contains control.tokens_dir ('run/tokens'); is the run folder "
+                          "(lock and pid files) ('run')",)
+    cfg = parse_config(layout(agent.format(workdir="alpha/work", state="alpha/state")), data_root=root)
+    assert cfg.agent.state_dir == "alpha/state"
