@@ -127,6 +127,22 @@ def test_hostile_config_is_one_config_error_naming_key_and_line(tmp_path: Path, 
     assert elapsed - cli_baseline < 1.0, f"{name}: check-config took {elapsed:.2f} s (start-up {cli_baseline:.2f} s)"
 
 
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_config_with_the_pure_python_parser(tmp_path: Path, data_root: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The same limits and messages where PyYAML has no libyaml (the loader falls back to Python)."""
+    from koradaemon import config_yaml
+
+    monkeypatch.setattr(config_yaml, "_CParser", None)
+    assert isinstance(config_yaml.make_loader("a: 1"), config_yaml._PyLoader)
+    text, expected = HOSTILE[name]
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text, encoding="utf-8")
+    message, seconds = load_or_error(path, data_root)
+    assert expected in message
+    assert seconds < 1.0, f"{name}: load_config took {seconds:.2f} s"
+
+
 SNIPPETS = [
     alias_bomb(4, 4), "x: &a [1]\n", "y: *a\n", "[" * 300, "{" * 300, "9" * 400, "a" * 5000, "\x00", "\x01",
     "\x1b[0m", "\ufeff", "\t", "'[z-a]'", "- '[z-a]'\n", "!!python/name:os.system", "!!binary AAAA", "2001-13-45",
