@@ -436,10 +436,11 @@ def test_run_never_creates_a_missing_root_and_logs_the_warning(tmp_path: Path) -
             d.proc.wait()
 
 
-def test_run_refuses_a_missing_data_root_without_creating_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["run"], ["status"], ["search", "--agency", "demo", "x"]])
+def test_a_missing_data_root_is_refused_and_never_created(tmp_path: Path, command: list[str]) -> None:
     cfg = tmp_path / "k.yaml"
     cfg.write_text(GOOD)
-    res = cli("-c", str(cfg), "--data-root", str(tmp_path / "typo"), "run")
+    res = cli("-c", str(cfg), "--data-root", str(tmp_path / "typo"), *command)
     assert res.returncode == 78
     assert res.stderr == (f"koradaemon: error: data root: {tmp_path / 'typo'} does not exist (koradaemon never "
                           "creates it; create it or fix --data-root)\n")
