@@ -18,7 +18,7 @@ from .errors import ConfigError
 
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_DEPTH = 16
-MAX_NODES = 5_000
+MAX_NODES = 2_000
 MAX_SCALAR_CHARS = 4096
 MAX_NUMBER_CHARS = 32
 _INT_TAG = "tag:yaml.org,2002:int"

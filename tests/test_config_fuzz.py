@@ -67,6 +67,7 @@ HOSTILE = {
     "sexagesimal": ("watch:\n  queue_max: " + ":".join(["59"] * 1000) + "\n", "watch.queue_max: line 2"),
     "float overflow": ("shutdown_timeout_s: 1e999\n", "shutdown_timeout_s: line 1: expected a number"),
     "too large": ("# " + "x" * 300_000 + "\n", "larger than 256 KiB"),
+    "too many values": ("".join(f"k{i}: {i}\n" for i in range(20_000)), "more than 2000 values"),
     "key not a string": ("? [a, b]\n: 1\n", "config: line 1: keys must be strings"),
     "two documents": ("version: 1\n---\nversion: 1\n", "malformed YAML"),
 }
