@@ -1,16 +1,22 @@
-"""Load the YAML configuration into frozen dataclasses, naming the key and line of every problem."""
+"""Load the YAML configuration into frozen dataclasses, naming the key and line of every problem.
+
+Reading is bounded (:mod:`koradaemon.config_yaml`), then the structure is checked against the
+dataclasses of :mod:`koradaemon.config_model` (a new section is one :data:`SECTIONS` row), then
+:func:`koradaemon.config_checks.validate` checks layout, files and commands. All problems are
+collected and reported together.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .config_checks import ConfigInvalid, Report, validate
 from .config_model import (
     AgencyConfig,
     AgentConfig,
@@ -22,6 +28,7 @@ from .config_model import (
     VaultConfig,
     WatchConfig,
 )
+from .config_yaml import MAX_CONFIG_BYTES, Node, read_tree
 from .errors import ConfigError, PathError
 from .paths import check_agency_id, check_relative
 
@@ -37,166 +44,159 @@ SECTIONS: dict[str, type] = {
 TOP_SCALARS = {"version", "shutdown_timeout_s"}
 
 
-class _Node:
-    """A YAML value with the line it came from (1-based)."""
+class _Bad(Exception):
+    """One bad value: reported, then the key is skipped and parsing goes on."""
 
-    __slots__ = ("line", "value")
-
-    def __init__(self, value: Any, line: int) -> None:
-        self.value = value
-        self.line = line
-
-
-def _convert(node: yaml.Node, loader: yaml.SafeLoader, where: str) -> _Node:
-    line = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, _Node] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
-            if not isinstance(key, str):
-                raise ConfigError(f"{where}: line {key_node.start_mark.line + 1}: keys must be strings")
-            if key in out:
-                raise ConfigError(f"{where}{key}: line {key_node.start_mark.line + 1}: duplicate key")
-            out[key] = _convert(value_node, loader, f"{where}{key}.")
-        return _Node(out, line)
-    if isinstance(node, yaml.SequenceNode):
-        return _Node([_convert(n, loader, where) for n in node.value], line)
-    return _Node(loader.construct_object(node), line)  # type: ignore[no-untyped-call]
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
 
 
-def _parse_yaml(text: str, source: str) -> _Node:
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise ConfigError(f"{source}: the configuration is empty", hint="see etc/koradaemon.example.yaml")
-        return _convert(node, loader, "")
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: malformed YAML: {exc}") from exc
-    finally:
-        loader.dispose()
-
-
-def _fail(key: str, node: _Node, message: str) -> ConfigError:
-    return ConfigError(f"{key}: line {node.line}: {message}")
-
-
-def _scalar(key: str, node: _Node, typ: Any, meta: typing.Mapping[str, Any]) -> Any:
+def _scalar(key: str, node: Node, typ: Any, meta: typing.Mapping[str, Any]) -> Any:
     value = node.value
     if typ is bool:
         if not isinstance(value, bool):
-            raise _fail(key, node, f"expected true or false, got {value!r}")
+            raise _Bad(key, f"expected true or false, got {_short(value)}")
         return value
     if typ is int or typ is float:
         ok = isinstance(value, int) and not isinstance(value, bool)
         if typ is float and isinstance(value, float):
             ok = value == value and value not in (float("inf"), float("-inf"))
         if not ok:
-            raise _fail(key, node, f"expected {'an integer' if typ is int else 'a number'}, got {value!r}")
+            raise _Bad(key, f"expected {'an integer' if typ is int else 'a number'}, got {_short(value)}")
         lo, hi = meta.get("min"), meta.get("max")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise _fail(key, node, f"{value} is out of range [{lo}, {hi}]")
+            raise _Bad(key, f"{value} is out of range [{lo}, {hi}]")
         return typ(value)
     if typ is str:
         if not isinstance(value, str):
-            raise _fail(key, node, f"expected a string, got {value!r}")
+            raise _Bad(key, f"expected a string, got {_short(value)}")
         if "choices" in meta and value not in meta["choices"]:
-            raise _fail(key, node, f"{value!r} is not one of {', '.join(meta['choices'])}")
+            raise _Bad(key, f"{value!r} is not one of {', '.join(meta['choices'])}")
         if meta.get("path"):
-            _check_path(key, node, value)
+            try:
+                check_relative(value, what="path")
+            except PathError as exc:
+                raise _Bad(key, exc.message) from None
         return value
-    raise _fail(key, node, f"unsupported type {typ}")  # pragma: no cover - model bug
+    raise _Bad(key, f"unsupported type {typ}")  # pragma: no cover - model bug
 
 
-def _check_path(key: str, node: _Node, value: str) -> None:
-    try:
-        check_relative(value, what="path")
-    except PathError as exc:
-        raise _fail(key, node, exc.message) from None
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _value(key: str, node: _Node, typ: Any, meta: typing.Mapping[str, Any]) -> Any:
+def _value(key: str, node: Node, typ: Any, meta: typing.Mapping[str, Any], rep: Report) -> Any:
     origin = typing.get_origin(typ)
     if origin is tuple:
         if not isinstance(node.value, list):
-            raise _fail(key, node, f"expected a list, got {node.value!r}")
+            raise _Bad(key, f"expected a list, got {_short(node.value)}")
         item_type = typing.get_args(typ)[0]
-        return tuple(_value(f"{key}[{i}]", n, item_type, meta) for i, n in enumerate(node.value))
+        out = []
+        for i, n in enumerate(node.value):
+            rep.lines[f"{key}[{i}]"] = n.line
+            try:
+                out.append(_value(f"{key}[{i}]", n, item_type, meta, rep))
+            except _Bad as bad:
+                rep.error(bad.key, bad.message)
+        return tuple(out)
     if origin is types.UnionType:
-        raise _fail(key, node, "unsupported optional")  # pragma: no cover
+        raise _Bad(key, "unsupported optional")  # pragma: no cover
     return _scalar(key, node, typ, meta)
 
 
-def _build(cls: type, node: _Node, prefix: str) -> Any:
+def _build(cls: type, node: Node, prefix: str, rep: Report) -> Any:
+    """``cls`` from a mapping node; bad keys are reported and left at their default. None if
+    the node is not a mapping or lacks a required key."""
+    where = prefix.rstrip(".") or "config"
     if not isinstance(node.value, dict):
-        raise _fail(prefix.rstrip(".") or "config", node, "expected a mapping")
+        rep.error(where, f"expected a mapping, got {_short(node.value)}")
+        return None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, child in node.value.items():
         full = f"{prefix}{key}"
+        rep.lines[full] = child.line
         if key not in fields:
-            raise _fail(full, child, f"unknown key (known: {', '.join(sorted(fields))})")
-        kwargs[key] = _value(full, child, hints[key], fields[key].metadata)
-    missing = [
+            rep.error(full, f"unknown key (known: {', '.join(sorted(fields))})")
+            continue
+        try:
+            kwargs[key] = _value(full, child, hints[key], fields[key].metadata, rep)
+        except _Bad as bad:
+            rep.error(bad.key, bad.message)
+    required = [
         n for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
+    missing = [n for n in required if n not in node.value]
     if missing:
-        raise _fail(prefix.rstrip(".") or "config", node, f"missing required key(s): {', '.join(missing)}")
+        rep.error(where, f"missing required key(s): {', '.join(missing)}")
+    if any(n not in kwargs for n in required):
+        return None  # missing, or a bad value reported above
     return cls(**kwargs)
 
 
-def _agencies(node: _Node | None) -> tuple[AgencyConfig, ...]:
+def _agencies(node: Node | None, rep: Report) -> tuple[AgencyConfig, ...]:
     if node is None or not isinstance(node.value, list) or not node.value:
-        line = node.line if node else 1
-        raise ConfigError(f"agencies: line {line}: declare at least one agency (a list of mappings)")
+        if node is not None:
+            rep.lines["agencies"] = node.line
+        rep.error("agencies", "declare at least one agency (a list of mappings)")
+        return ()
     out: list[AgencyConfig] = []
     for i, item in enumerate(node.value):
-        agency = _build(AgencyConfig, item, f"agencies[{i}].")
+        rep.lines[f"agencies[{i}]"] = item.line
+        agency = _build(AgencyConfig, item, f"agencies[{i}].", rep)
+        if agency is None:
+            continue
         try:
             check_agency_id(agency.agency_id)
         except PathError as exc:
-            raise _fail(f"agencies[{i}].agency_id", item, exc.message) from None
+            rep.error(f"agencies[{i}].agency_id", exc.message)
+            continue
         if any(a.agency_id == agency.agency_id for a in out):
-            raise _fail(f"agencies[{i}].agency_id", item, f"duplicate agency {agency.agency_id!r}")
+            rep.error(f"agencies[{i}].agency_id", f"duplicate agency {agency.agency_id!r}")
+            continue
         out.append(agency)
     return tuple(out)
 
 
-def parse_config(text: str, *, data_root: Path, source: Path | None = None) -> Config:
-    root = _parse_yaml(text, str(source or "<config>"))
+def parse_config(text: str, *, data_root: Path, source: Path | None = None, runtime_checks: bool = True) -> Config:
+    """Parse and validate: every problem of the file is reported at once in one :class:`ConfigInvalid`.
+    ``runtime_checks``: see :func:`koradaemon.config_checks.validate` (off only for client commands)."""
+    name = str(source or "<config>")
+    root = read_tree(text, name)
+    rep = Report()
     if not isinstance(root.value, dict):
-        raise _fail("config", root, "the top level must be a mapping")
+        raise ConfigError(f"config: line {root.line}: the top level must be a mapping")
     known = set(SECTIONS) | TOP_SCALARS | {"agencies"}
     kwargs: dict[str, Any] = {}
     for key, child in root.value.items():
+        rep.lines[key] = child.line
         if key not in known:
-            raise _fail(key, child, f"unknown key (known: {', '.join(sorted(known))})")
-        if key in SECTIONS:
-            kwargs[key] = _build(SECTIONS[key], child, f"{key}.")
-    if "version" in root.value and root.value["version"].value != 1:
-        raise _fail("version", root.value["version"], "only version 1 is supported")
+            rep.error(key, f"unknown key (known: {', '.join(sorted(known))})")
+        elif key in SECTIONS:
+            section = _build(SECTIONS[key], child, f"{key}.", rep)
+            if section is not None:
+                kwargs[key] = section
+    version = root.value["version"].value if "version" in root.value else 1
+    if type(version) is not int or version != 1:
+        rep.error("version", "only version 1 is supported")
     if "shutdown_timeout_s" in root.value:
-        kwargs["shutdown_timeout_s"] = _scalar(
-            "shutdown_timeout_s", root.value["shutdown_timeout_s"], float, {"min": 1, "max": 3600}
-        )
-    agencies = _agencies(root.value.get("agencies"))
+        try:
+            kwargs["shutdown_timeout_s"] = _scalar(
+                "shutdown_timeout_s", root.value["shutdown_timeout_s"], float, {"min": 1, "max": 3600}
+            )
+        except _Bad as bad:
+            rep.error(bad.key, bad.message)
+    agencies = _agencies(root.value.get("agencies"), rep)
     cfg = Config(data_root=data_root, source=source, agencies=agencies, **kwargs)
-    _cross_checks(cfg, root)
-    return cfg
-
-
-def _cross_checks(cfg: Config, root: _Node) -> None:
-    agent = cfg.agent
-    if agent.enabled:
-        node = root.value["agent"]
-        if cfg.agency(agent.agency_id) is None:
-            raise _fail("agent.agency_id", node, f"{agent.agency_id!r} is not a declared agency")
-        if not agent.command:
-            raise _fail("agent.command", node, "the agent command is empty")
-        if not agent.health_url.startswith(("http://127.", "http://localhost", "http://[::1]")):
-            raise _fail("agent.health_url", node, "the health URL must be on loopback")
+    validate(cfg, rep, runtime=runtime_checks)
+    if rep.errors:
+        raise ConfigInvalid(name, rep.errors, rep.warnings)
+    return dataclasses.replace(cfg, warnings=tuple(rep.warnings))
 
 
 def data_root_for(config_path: Path, override: str | None = None) -> Path:
@@ -207,11 +207,36 @@ def data_root_for(config_path: Path, override: str | None = None) -> Path:
     return config_path.resolve().parent
 
 
-def load_config(path: Path, *, data_root: Path | None = None) -> Config:
+def load_config(path: Path, *, data_root: Path | None = None, runtime_checks: bool = True) -> Config:
+    """Read, parse and validate the configuration file: what ``check-config``, ``run`` and SIGHUP use.
+    Client commands (status, search, ...) pass ``runtime_checks=False``: they skip the checks of the
+    daemon's own environment (passphrase file, agent command), which an operator's shell may not share."""
+    text = _read_text(path)
+    return parse_config(text, data_root=data_root or data_root_for(path), source=path,
+                        runtime_checks=runtime_checks)
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file", hint="see etc/koradaemon.example.yaml") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
-    return parse_config(text, data_root=data_root or data_root_for(path), source=path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{path}: the configuration is not a regular file")
+        data = b""
+        while len(data) <= MAX_CONFIG_BYTES and (more := os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))):
+            data += more
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: the configuration is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: not UTF-8 ({exc.reason} "
+                          f"at byte {exc.start})") from None

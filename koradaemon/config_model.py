@@ -117,6 +117,8 @@ class Config:
     vault: VaultConfig = VaultConfig()
     control: ControlConfig = ControlConfig()
     agent: AgentConfig = AgentConfig()
+    # Non-fatal findings of validation (e.g. a root that does not exist yet), one line each.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def path(self, rel_path: str) -> Path:
         """A config path made absolute against the data root."""

@@ -180,7 +180,8 @@ def test_check_config_reports_errors(tmp_path: Path) -> None:
     assert res.returncode == 78
     assert "agencies[0].roots[0]: line 3" in res.stderr
     good = tmp_path / "good.yaml"
-    good.write_text("agencies:\n  - agency_id: a\n    roots: [notes]\n")
+    good.write_text("vault: {enabled: false}\nagencies:\n  - agency_id: a\n    roots: [notes]\n")
+    (tmp_path / "notes").mkdir()
     res = subprocess.run([sys.executable, "-m", "koradaemon", "-c", str(good), "check-config"],
                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert res.returncode == 0 and "agency a" in res.stdout

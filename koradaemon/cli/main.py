@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def load(args: argparse.Namespace) -> Config:
     path = args.config or default_config_path()
     root = Path(args.data_root).resolve() if args.data_root else data_root_for(path)
-    return load_config(path, data_root=root)
+    # run and check-config: every check; client commands skip those of the daemon's environment
+    return load_config(path, data_root=root, runtime_checks=args.cmd in ("run", "check-config"))
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -114,7 +115,11 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(cfg: Config) -> int:
-    print(f"configuration OK: {cfg.source}")
+    """Print the checked configuration and its warnings. ``load_config`` ran every check already:
+    with errors it raised one ConfigError listing them all (exit 78) and this is not reached."""
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"configuration OK: {cfg.source}" + (f" ({len(cfg.warnings)} warning(s))" if cfg.warnings else ""))
     print(f"data root: {cfg.data_root}")
     for a in cfg.agencies:
         print(f"agency {a.agency_id}: roots={list(a.roots)} ignore={list(a.ignore)} state_dirs={list(a.state_dirs)}")

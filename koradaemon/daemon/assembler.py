@@ -58,9 +58,9 @@ class Daemon:
     # -- assembly -------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.cfg
-        if not cfg.data_root.is_dir():
+        if not cfg.data_root.is_dir():  # never created: a typo in --data-root must not start a new one
             raise ConfigError(f"data root {cfg.data_root} does not exist or is not a folder",
-                               hint="create it (koradaemon never creates a data root it was not given)")
+                              hint="create it, or fix --data-root")
         self.runlock = RunLock(cfg.data_root)
         self.runlock.acquire()  # before anything is touched: one daemon per data root
         self._on_stop("runlock", lambda d: self.runlock.release())
@@ -182,6 +182,8 @@ class Daemon:
             if self.config_path is None:
                 raise KoraError("no configuration file to reload")
             new = load_config(self.config_path, data_root=self.cfg.data_root)
+            for warning in new.warnings:
+                log.warning("config_warning", problem=warning)
             refused = restart_only_changes(self.cfg, new)
             if refused:
                 log.error("reload_refused", needs_restart=refused,

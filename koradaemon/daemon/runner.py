@@ -20,6 +20,8 @@ def run_daemon(cfg: Config, config_path: Path, flags: SignalFlags | None = None)
     sys.setswitchinterval(SWITCH_INTERVAL)
     configure_logging(level=cfg.log.level, fmt=cfg.log.format, file=cfg.path(cfg.log.file))
     log = structlog.get_logger("koradaemon")
+    for warning in cfg.warnings:  # validation ran in load_config; errors stopped us before this
+        log.warning("config_warning", problem=warning)
     daemon = Daemon(cfg, config_path=config_path, flags=flags)
     try:
         return daemon.run()

@@ -128,8 +128,8 @@ class AgencyRuntime:
         changed: list[str] = []
         with self._mutex:
             old_cfg, old = self.cfg, self.agency
-            if (old.roots, old.ignore) != (agency.roots, agency.ignore):
-                changed.append("roots")
+            if (old.roots, old.ignore) != (agency.roots, agency.ignore) or self.degraded_roots:
+                changed.append("roots")  # also: retry roots that were missing or failed to start
             if old_cfg.watch != cfg.watch:
                 changed.append("watch")
             if old.state_dirs != agency.state_dirs or old_cfg.vault != cfg.vault:
@@ -184,6 +184,9 @@ class AgencyRuntime:
                 entry = self.pipeline.roots.get(self.agency_id, root)
                 if entry is None:
                     continue
+                if not entry.path.is_dir():  # never created: a typo must not become an empty watched folder
+                    self._degraded(root, "the root does not exist: not watched")
+                    continue
                 driver = WatchDriver(agency_id=self.agency_id, root=root, root_path=entry.path, rules=entry.rules,
                                      queue=self.pipeline.work, debounce_s=watch.debounce_ms / 1000,
                                      poll_interval_s=watch.poll_interval_ms / 1000, on_degraded=self._degraded)
@@ -194,6 +197,7 @@ class AgencyRuntime:
                     self.degraded_roots[root] = f"not watched: {exc}"
                     continue
                 self._drivers.append(driver)
+                self.degraded_roots.pop(root, None)
                 if reconcile:
                     self.pipeline.reconcile(self.agency_id, root)
             v = self.cfg.vault

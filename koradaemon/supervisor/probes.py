@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import http.client
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from ..loopback import parse_loopback_url
 
 LIVE_PATH = "/healthz"
 READY_PATH = "/readyz"
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 @dataclass(frozen=True)
@@ -24,14 +22,10 @@ class Prober:
     """Issues short GET requests to one loopback base URL; any 2xx is success."""
 
     def __init__(self, base_url: str, *, timeout_s: float) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"agent health_url must be http://host:port, got {base_url!r}")
-        if parts.hostname not in _LOOPBACK:
-            raise ConfigError(f"agent health_url must point at loopback, got host {parts.hostname!r}")
-        self.host = parts.hostname
-        self.port = parts.port or 80
-        self.prefix = parts.path.rstrip("/")
+        url = parse_loopback_url(base_url)  # the same check as config validation (ConfigError)
+        self.host = url.host
+        self.port = url.port
+        self.prefix = url.prefix
         self.timeout_s = timeout_s
 
     def get(self, path: str) -> ProbeResult:
