@@ -119,9 +119,26 @@ def test_restore_in_place_replaces_state(tmp_path: Path, store: SnapshotStore) -
     info = store.create("alpha", {"state0": src}, "manual")
     (src / "sessions" / "s1.json").write_text("broken")
     (src / "new-junk").write_text("junk")
-    store.restore("alpha", info.id, "state0", src, in_place=True)
+    src.chmod(0o750)
+    replaced = tree(src)
+    result = store.restore("alpha", info.id, "state0", src, in_place=True)
     assert tree(src) == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert src.stat().st_mode & 0o777 == 0o750, "the folder keeps its mode"
+    backups = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert len(backups) == 1 and backups[0].name.startswith(".state.before-restore-2026-")
+    assert tree(backups[0]) == replaced, "what the restore replaced is kept beside it"
+    assert result["backup"] == str(backups[0])
+
+
+def test_restore_backups_are_pruned_to_keep_last(tmp_path: Path, store: SnapshotStore) -> None:
+    src = make_tree(tmp_path / "state")
+    info = store.create("alpha", {"state0": src}, "manual")
+    for i in range(5):
+        (src / "gen").write_text(str(i))
+        store.restore("alpha", info.id, "state0", src, in_place=True)
+    backups = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".state.before-restore-"))
+    assert len(backups) == 3  # the store's keep_last
+    assert (tmp_path / backups[-1] / "gen").read_text() == "4"
 
 
 def test_restore_into_non_empty_target_refused(tmp_path: Path, store: SnapshotStore) -> None:
@@ -316,4 +333,5 @@ def test_restore_cleans_leftovers_of_an_interrupted_swap(tmp_path: Path, store: 
     (tmp_path / ".state.restore-cafebabe").mkdir()
     store.restore("alpha", info.id, "state0", src, in_place=True)
     assert tree(src) == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert len(left) == 1 and left[0].startswith(".state.before-restore-"), left  # no half-made leftovers

@@ -310,15 +310,21 @@ class SnapshotStore:
             staged.mkdir(mode=0o700)
             try:
                 counts = self._unpack(info, member, staged)
-                _swap_in(staged, target)
+                if target.is_dir():
+                    os.chmod(staged, target.stat().st_mode & 0o7777)  # the folder keeps its mode
+                backup = _swap_in(staged, target, stamp=self._now().astimezone(UTC))
             except BaseException:
                 remove_tree(staged)
                 raise
-        log.info("snapshot_restored", agency_id=agency_id, id=snap_id, member=member, in_place=in_place, **counts)
+            pruned = _prune_backups(target, keep=self.keep_last)
+        log.info("snapshot_restored", agency_id=agency_id, id=snap_id, member=member, in_place=in_place,
+                 backup=backup.name if backup else None, **counts)
         data: dict[str, object] = {"snapshot": snap_id, "member": member, "in_place": in_place,
-                                   "target": target.name, "files": counts["files"], "bytes": counts["bytes"]}
+                                   "target": target.name, "files": counts["files"], "bytes": counts["bytes"],
+                                   "backup": backup.name if backup else None, "pruned_backups": pruned}
         self._audit(agency_id, "restore", data)
-        return {"snapshot": snap_id, "member": member, **counts}
+        return {"snapshot": snap_id, "member": member, **counts, "backup": str(backup) if backup else None,
+                "backups": [str(b) for b in list_backups(target)]}
 
     def _unpack(self, info: SnapshotInfo, member: str, staged: Path) -> dict[str, int]:
         src, reader, m = self._open_member(info, member)
@@ -338,8 +344,12 @@ class SnapshotStore:
             self.audit(agency_id, record_type, data)
 
 
-def _swap_in(staged: Path, target: Path) -> None:
-    """Rename ``target`` aside, ``staged`` into place, then drop the old tree."""
+BACKUP_MARK = ".before-restore-"
+
+
+def _swap_in(staged: Path, target: Path, *, stamp: datetime) -> Path | None:
+    """Rename ``target`` aside, ``staged`` into place, then keep the replaced tree as a dated backup
+    beside it (``.<name>.before-restore-<UTC stamp>-<hex>``); returns the backup's path."""
     aside = None
     if target.exists():
         aside = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
@@ -350,20 +360,41 @@ def _swap_in(staged: Path, target: Path) -> None:
         if aside is not None:
             os.rename(aside, target)
         raise
-    fsync_dir(target.parent)
+    backup = None
     if aside is not None:
-        remove_tree(aside)
+        backup = target.parent / f".{target.name}{BACKUP_MARK}{stamp:%Y-%m-%dT%H%M%SZ}-{secrets.token_hex(2)}"
+        os.rename(aside, backup)
+    fsync_dir(target.parent)
+    return backup
+
+
+def list_backups(target: Path) -> list[Path]:
+    """The dated backups of ``target`` left by in-place restores, oldest first."""
+    prefix = f".{target.name}{BACKUP_MARK}"
+    if not target.parent.is_dir():
+        return []
+    return sorted(e for e in target.parent.iterdir() if e.name.startswith(prefix) and e.is_dir())
+
+
+def _prune_backups(target: Path, *, keep: int) -> list[str]:
+    doomed = list_backups(target)[: max(0, len(list_backups(target)) - keep)]
+    for path in doomed:
+        remove_tree(path)
+    return [p.name for p in doomed]
 
 
 def _recover_aside(target: Path) -> None:
-    """After a crash between the two renames of ``_swap_in``: put the old tree back; drop leftovers."""
+    """After a crash between the renames of ``_swap_in``: put the old tree back, or keep it as a
+    backup when the restored tree is already in place; drop half-unpacked leftovers."""
     prefix = f".{target.name}."
     for entry in sorted(target.parent.iterdir()):
         if not entry.name.startswith(prefix):
             continue
-        if entry.name.startswith(prefix + "old-") and not target.exists():
-            log.warning("restore_recovered_aside", target=target.name)
-            os.rename(entry, target)
-        elif entry.name.startswith((prefix + "old-", prefix + "restore-")):
+        if entry.name.startswith(prefix + "old-"):
+            if not target.exists():
+                log.warning("restore_recovered_aside", target=target.name)
+                os.rename(entry, target)
+            else:
+                os.rename(entry, target.parent / f".{target.name}{BACKUP_MARK}recovered-{secrets.token_hex(2)}")
+        elif entry.name.startswith(prefix + "restore-"):
             remove_tree(entry)
-
