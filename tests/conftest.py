@@ -207,3 +207,58 @@ def daemon(tmp_path: _Path) -> Iterator[DaemonProc]:
     if d.proc is not None and d.proc.poll() is None:
         d.proc.kill()
         d.proc.wait()
+
+
+# -- an unprivileged user, for permission tests (the suite runs as root, which reads anything) ------
+import shutil as _shutil  # noqa: E402
+
+
+@pytest.fixture
+def unprivileged_user() -> Iterator[tuple[int, int]]:
+    """A throw-away user created for the test (uid, gid); skipped where users cannot be created."""
+    import pwd
+
+    if _os.geteuid() != 0 or not _shutil.which("useradd"):
+        pytest.skip("needs root and useradd to create an unprivileged user")
+    name = f"kora{_os.getpid() % 100000}"
+    made = _subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                           capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"useradd failed: {made.stderr.strip()}")
+    try:
+        pw = pwd.getpwnam(name)
+        yield pw.pw_uid, pw.pw_gid
+    finally:
+        _subprocess.run(["userdel", name], capture_output=True)
+
+
+def run_as_user(uid: int, gid: int, fn: Callable[[], str]) -> str:
+    """Run ``fn`` in a forked child that dropped to ``uid``/``gid`` for good; return what it returned.
+
+    A fork, not an exec: this checkout's interpreter may live under root's home, where the user
+    cannot run it. An exception in the child fails the test with its text."""
+    read_end, write_end = _os.pipe()
+    pid = _os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            _os.close(read_end)
+            _os.setgroups([])
+            _os.setgid(gid)
+            _os.setuid(uid)
+            try:
+                out = "ok:" + fn()
+            except BaseException as exc:
+                out = f"error:{type(exc).__name__}: {exc}"
+            _os.write(write_end, out.encode()[:60000])
+            code = 0
+        finally:
+            _os._exit(code)
+    _os.close(write_end)
+    with _os.fdopen(read_end, "rb") as r:
+        out = r.read().decode()
+    _, status = _os.waitpid(pid, 0)
+    assert _os.waitstatus_to_exitcode(status) == 0, out
+    if not out.startswith("ok:"):
+        pytest.fail(f"the child running as uid {uid} failed: {out}")
+    return out[3:]

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
+from conftest import run_as_user
 
 from koradaemon.watch.changes import ChangeKind
 from koradaemon.watch.crawl import CrawlStats, crawl
@@ -56,20 +56,32 @@ def test_crawl_lists_regular_files_only_and_keeps_symlinks_inside(tmp_path: Path
     assert st.skipped >= 2 and st.dirs == 3
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
-def test_unreadable_directory_is_skipped_and_its_files_not_deleted(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    (root / "locked").mkdir(parents=True)
-    (root / "locked" / "a.md").write_text("a")
-    (root / "b.md").write_text("b")
-    rules = IgnoreRules.for_root(root)
-    known = index_of(root, rules)
-    (root / "locked").chmod(0)
-    try:
-        changes = list(reconcile("a1", "r", root, rules, known))
-    finally:
-        (root / "locked").chmod(0o755)
-    assert changes == []
+def test_unreadable_directory_is_skipped_and_its_files_not_deleted(unprivileged_user: tuple[int, int]) -> None:
+    """Run as a created unprivileged user: a folder it cannot list is skipped, and the files the index
+    holds below it are not taken for deleted."""
+    import tempfile
+
+    uid, gid = unprivileged_user
+    with tempfile.TemporaryDirectory(prefix="kora-unreadable-") as scratch:  # pytest's tmp is root's 0700
+        base = Path(scratch)
+        base.chmod(0o755)
+        root = base / "root"
+        (root / "locked").mkdir(parents=True)
+        (root / "locked" / "a.md").write_text("a")
+        (root / "b.md").write_text("b")
+        for p in (root, root / "b.md"):
+            os.chown(p, uid, gid)
+        rules = IgnoreRules.for_root(root)
+        known = index_of(root, rules)
+        assert set(known) == {"locked/a.md", "b.md"}
+        (root / "locked").chmod(0o700)  # root's folder: the user cannot list it
+
+        def reconcile_as_user() -> str:
+            stats = CrawlStats()
+            changes = list(reconcile("a1", "r", root, IgnoreRules.for_root(root), known, stats=stats))
+            return repr(([(c.kind.name, c.path) for c in changes], stats.errors, stats.failed_dirs))
+
+        assert run_as_user(uid, gid, reconcile_as_user) == repr(([], 1, ["locked"]))
 
 
 def test_reconcile_after_offline_changes(tmp_path: Path) -> None:
