@@ -7,14 +7,18 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
-from ..errors import AuthError, ControlError, KoraError, ProtocolError
+from ..errors import AuthError, BusyError, ControlError, KoraError, ProtocolError
 from .protocol import (
     BadRequest,
+    FrameTimeout,
+    IdleTimeout,
     InternalError,
     LineReader,
     Peer,
@@ -36,6 +40,19 @@ HandlerResult = Mapping[str, Any] | Iterator[Mapping[str, Any] | None]
 Handler = Callable[[Request], HandlerResult]
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-connection time limits, in seconds.
+
+    ``auth``: from connect to the first request with a valid token. ``idle``: between requests of
+    an authenticated connection. ``read``: from a request's first byte to its newline.
+    """
+
+    auth: float = 10.0
+    idle: float = 300.0
+    read: float = 10.0
+
+
 class ServerContext(Protocol):
     """What a connection needs from its server."""
 
@@ -44,6 +61,10 @@ class ServerContext(Protocol):
     refusals: RefusalReporter
     max_request_bytes: int
     stopping: threading.Event
+    timeouts: Timeouts
+
+    def claim(self, conn: Connection, agency_id: str) -> None:
+        """Give an authenticated connection its agency's slot (or the operator's); :class:`BusyError`."""
 
 
 def peer_credentials(sock: socket.socket) -> Peer | None:
@@ -64,18 +85,45 @@ class Connection:
         self.server = server
         self.sock = sock
         self.peer = peer
+        self.authenticated = False
         self._reader = LineReader(sock, server.max_request_bytes)
         _set_send_timeout(sock, SEND_TIMEOUT_S)
 
+    def is_silent(self) -> bool:
+        """True when the client has sent nothing at all yet (nothing read, nothing waiting)."""
+        if self._reader.received:
+            return False
+        try:
+            return not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return True
+
+    def evict(self, exc: KoraError) -> None:
+        """Say why (without blocking) and hang up; the connection's thread then ends. Any thread."""
+        with contextlib.suppress(OSError):
+            self.sock.send(error_line(None, exc), socket.MSG_DONTWAIT)
+        self.close()
+
     def run(self) -> None:
-        """Serve requests until the client leaves, the server stops or a request is too large."""
+        """Serve requests until the client leaves, the server stops or a timeout expires."""
+        auth_deadline = time.monotonic() + self.server.timeouts.auth
         try:
             while not self.server.stopping.is_set():
+                if not self._set_timeouts(auth_deadline):
+                    self._send(error_line(None, AuthError("no authenticated request in time", hint="reconnect")))
+                    return
                 try:
                     line = self._reader.readline()
                 except RequestTooLarge as exc:
-                    self._send(error_line(None, exc))
                     self._refuse(None, "request too large", "")
+                    if not self._send(error_line(None, exc)):
+                        return
+                    continue
+                except (IdleTimeout, FrameTimeout) as exc:
+                    log.debug("control_connection_timeout", error=exc.message, peer=self.peer)
+                    self._send(error_line(None, exc))
                     return
                 if line is None or not self._serve(line):
                     return
@@ -83,6 +131,19 @@ class Connection:
             log.debug("control_connection_error", error=str(exc))
         finally:
             self.close()
+
+    def _set_timeouts(self, auth_deadline: float) -> bool:
+        """Apply the limits for the next read; False when the pre-auth time is up."""
+        limits = self.server.timeouts
+        if self.authenticated:
+            self._reader.idle_timeout, self._reader.frame_timeout = limits.idle, limits.read
+            return True
+        remaining = auth_deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self._reader.idle_timeout = min(limits.idle, remaining)
+        self._reader.frame_timeout = min(limits.read, remaining)
+        return True
 
     def close(self, how: int = socket.SHUT_RDWR) -> None:
         """Wake a blocked read (``SHUT_RD`` still lets a last error line out); any thread, idempotent."""
@@ -103,6 +164,13 @@ class Connection:
         if not self._authenticate(req.agency_id, envelope.token):
             self._refuse(req.agency_id, "authentication failed", req.op)
             return self._send(error_line(req.id, AuthError("authentication failed", hint="check agency_id and token")))
+        if not self.authenticated:
+            try:
+                self.server.claim(self, req.agency_id)
+            except BusyError as exc:
+                self._send(error_line(req.id, exc))
+                return False
+            self.authenticated = True
         handler = self.server.handlers.get(req.op)
         if handler is None:
             self._refuse(req.agency_id, "unknown operation", req.op)
@@ -139,18 +207,23 @@ class Connection:
         return self._send(error_line(req.id, exc))
 
     def _stream(self, req: Request, events: Iterator[Mapping[str, Any] | None]) -> bool:
+        ended = "end"
         try:
             for event in events:
                 if self.server.stopping.is_set():
+                    ended = "stopping"
                     self._send(error_line(req.id, ControlError("the daemon is stopping")))
                     return False
                 if event is None:  # idle tick: a send would not notice a client that hung up
                     if self._peer_closed():
+                        ended = "hang-up"
                         return False
                 elif not self._send(event_line(req.id, event)):
+                    ended = "hang-up"
                     return False
             return self._send(end_line(req.id))
         finally:
+            log.debug("control_stream_ended", op=req.op, agency_id=req.agency_id, reason=ended)
             close = getattr(events, "close", None)
             if callable(close):
                 close()
@@ -169,6 +242,7 @@ class Connection:
 
     def _send(self, data: bytes) -> bool:
         try:
+            self.sock.settimeout(SEND_TIMEOUT_S)  # the reader's last timeout may have been short
             self.sock.sendall(data)
         except OSError as exc:
             log.debug("control_send_failed", error=str(exc))

@@ -16,8 +16,10 @@ lines and finishes with ``{"id": .., "ok": true, "end": true}`` (or an error lin
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,7 @@ from ..errors import ControlError, KoraError, ProtocolError
 MAX_REQUEST_BYTES = 1 << 20
 OP_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 MAX_FIELD_CHARS = 256
+MAX_SAFE_INT = 2**53 - 1  # what every JSON reader holds exactly
 
 
 class InternalError(ControlError):
@@ -47,7 +50,19 @@ class BadRequest(ProtocolError):
 
 
 class RequestTooLarge(BadRequest):
-    """A request line longer than the limit; the connection is closed after the reply."""
+    """A request line longer than the limit; the reader skips to the next newline after the reply."""
+
+
+class FrameTimeout(ProtocolError):
+    """A request line was begun but not finished within the read timeout (the connection ends)."""
+
+    code = "timeout"
+
+
+class IdleTimeout(ControlError):
+    """No request arrived within the idle timeout (the connection ends)."""
+
+    code = "idle_timeout"
 
 
 @dataclass(frozen=True)
@@ -81,7 +96,8 @@ def parse_request(line: bytes) -> Envelope:
     except UnicodeDecodeError:
         raise BadRequest("request is not valid UTF-8") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                         parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"request is not valid JSON: {_short(exc)}") from None
     if not isinstance(obj, dict):
@@ -135,7 +151,12 @@ def end_line(request_id: Any) -> bytes:
 
 
 def error_line(request_id: Any, exc: KoraError) -> bytes:
-    return encode_line({"id": request_id, "ok": False, "error": error_body(exc)})
+    """An error reply; an id JSON cannot carry becomes null rather than failing the reply."""
+    body = error_body(exc)
+    try:
+        return encode_line({"id": request_id, "ok": False, "error": body})
+    except (TypeError, ValueError):
+        return encode_line({"id": None, "ok": False, "error": body})
 
 
 def error_body(exc: KoraError) -> dict[str, str]:
@@ -172,34 +193,99 @@ def error_classes() -> dict[str, type[KoraError]]:
 
 
 class LineReader:
-    """Reads ``\\n``-terminated lines from a stream socket, refusing lines over ``max_bytes``."""
+    """Reads ``\\n``-terminated lines from a stream socket, refusing lines over ``max_bytes``.
 
-    def __init__(self, sock: socket.socket, max_bytes: int) -> None:
+    With ``idle_timeout`` the wait for the first byte of a line is bounded, with ``frame_timeout``
+    the time from a line's first byte to its newline (a client sending one byte a second cannot
+    hold a connection). Without them the socket's own timeout applies.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        max_bytes: int,
+        *,
+        idle_timeout: float | None = None,
+        frame_timeout: float | None = None,
+        initial: bytes = b"",
+    ) -> None:
         self.sock = sock
         self.max_bytes = max_bytes
-        self._buf = bytearray()
+        self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self.received = len(initial)
+        self._buf = bytearray(initial)
+        self._skipping = False  # after a too-large line: discard up to the next newline
+        self._frame_started: float | None = time.monotonic() if initial else None
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes read but not yet returned as a line."""
+        return bytes(self._buf)
 
     def readline(self) -> bytes | None:
         """The next line without its ``\\n``; None at end of stream (a trailing partial line is dropped).
 
-        Raises :class:`RequestTooLarge` (and discards the buffer) when no newline comes within the limit.
+        Raises :class:`RequestTooLarge` when no newline comes within the limit; the next call
+        first skips the rest of that line, so the stream resynchronises at its newline.
+        Raises :class:`IdleTimeout` / :class:`FrameTimeout` when a timeout expires.
         """
         while True:
             nl = self._buf.find(b"\n")
-            if nl >= 0:
+            if self._skipping:
+                if nl < 0:
+                    self._buf.clear()
+                else:
+                    del self._buf[: nl + 1]
+                    self._skipping = False
+                    self._frame_started = time.monotonic() if self._buf else None
+                    continue
+            elif nl >= 0:
                 if nl > self.max_bytes:
-                    break
+                    return self._too_large(nl)
                 line = bytes(self._buf[:nl])
                 del self._buf[: nl + 1]
+                self._frame_started = time.monotonic() if self._buf else None
                 return line
-            if len(self._buf) > self.max_bytes:
-                break
-            chunk = self.sock.recv(65536)
+            elif len(self._buf) > self.max_bytes:
+                return self._too_large(None)
+            chunk = self._recv()
             if not chunk:
                 return None
+            if self._frame_started is None:
+                self._frame_started = time.monotonic()
+            self.received += len(chunk)
             self._buf += chunk
-        self._buf.clear()
+
+    def _too_large(self, nl: int | None) -> bytes:
+        if nl is None:
+            self._buf.clear()
+            self._skipping = True
+        else:
+            del self._buf[: nl + 1]
+            self._frame_started = time.monotonic() if self._buf else None
         raise RequestTooLarge(f"request too large (limit {self.max_bytes} bytes)")
+
+    def _recv(self) -> bytes:
+        in_frame = self._frame_started is not None
+        limit = self.frame_timeout if in_frame else self.idle_timeout
+        if limit is None:
+            return self.sock.recv(65536)
+        started = self._frame_started if in_frame else time.monotonic()
+        assert started is not None
+        remaining = started + limit - time.monotonic() if in_frame else limit
+        if remaining <= 0:
+            raise self._timeout(in_frame)
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv(65536)
+        except TimeoutError:
+            raise self._timeout(in_frame) from None
+
+    def _timeout(self, in_frame: bool) -> ControlError:
+        if in_frame:
+            return FrameTimeout(f"request not completed within {self.frame_timeout:g}s")
+        return IdleTimeout(f"no request within {self.idle_timeout:g}s", hint="reconnect")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -215,10 +301,19 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:32]}")
+    return value
+
+
 def _is_scalar(value: Any) -> bool:
     if isinstance(value, str):
         return len(value) <= MAX_FIELD_CHARS
-    return value is None or isinstance(value, bool | int | float)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -MAX_SAFE_INT <= value <= MAX_SAFE_INT
+    return value is None or isinstance(value, bool | float)
 
 
 def _short(exc: BaseException) -> str:

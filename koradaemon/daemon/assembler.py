@@ -7,6 +7,7 @@ hung main loop stops the pings and systemd restarts us.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ from ..audit.lockdown import LockdownRegistry
 from ..audit.manager import AuditManager
 from ..config import load_config
 from ..config_model import Config
-from ..control.server import ControlServer
+from ..control.connection import Timeouts
+from ..control.protocol import Peer
+from ..control.server import ControlServer, local_operator
+from ..control.slots import SlotLimits
 from ..errors import KoraError, LockdownError
 from ..events import EventBus
 from ..index.acknowledger import Acknowledger
@@ -133,11 +137,27 @@ class Daemon:
             handlers=self.ops.handlers(),
             on_refusal=self.ops.on_refusal,
             max_request_bytes=cfg.control.max_request_bytes,
-            max_clients=cfg.control.max_clients,
+            slots=SlotLimits(cfg.control.preauth_slots, cfg.control.agency_slots, cfg.control.operator_slots),
+            timeouts=Timeouts(cfg.control.auth_timeout_s, cfg.control.idle_timeout_s, cfg.control.read_timeout_s),
+            backlog=cfg.control.backlog,
+            is_operator=self._is_operator,
+            is_agency=lambda a: cfg.agency(a) is not None,
         )
         self.control.start()
         self.ready = True
         log.info("daemon_ready", data_root=str(cfg.data_root), agencies=[a.agency_id for a in cfg.agencies])
+
+    def _is_operator(self, peer: Peer | None) -> bool:
+        """Root or the daemon's user, but never the supervised agent's process group."""
+        if not local_operator(peer) or peer is None:
+            return False
+        agent_pid = self.supervisor.status().get("pid") if self.supervisor is not None else None
+        if not isinstance(agent_pid, int):
+            return True
+        try:
+            return os.getpgid(peer.pid) != agent_pid  # the agent leads its own process group
+        except OSError:
+            return False  # gone already: no reserve for it
 
     def _build_supervisor(self) -> Any:
         agent = self.cfg.agent

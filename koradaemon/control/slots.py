@@ -1,0 +1,128 @@
+"""Connection slots of the control server: who may hold a connection, and how many.
+
+Three kinds of slot, so no single local process can starve the others:
+
+- a small shared **pre-auth** pool for connections that have not yet sent a request with a valid
+  token. When it is full, a new connection evicts the oldest one that has sent nothing at all
+  (idle connections cost the attacker, not the next client); if every one is busy talking, the
+  newcomer is refused. Operator peers have a reserve of their own here too.
+- **agency** slots: once a connection authenticates, it moves to the slots of the agency it named
+  first. Each agency has its own count, so one agency (or someone holding its token) can fill
+  only its own slots.
+- **operator** slots: an operator peer (root or the daemon's user, the agent excluded) whose
+  agency's slots are full takes one of these, so ``koradaemon status`` gets through.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from ..errors import BusyError
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class SlotLimits:
+    preauth: int = 16
+    per_agency: int = 16
+    operator: int = 4
+
+
+class Slots(Generic[C]):
+    """Thread-safe slot accounting for connections of type ``C``."""
+
+    def __init__(self, limits: SlotLimits) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._preauth: list[C] = []  # oldest first
+        self._preauth_op: list[C] = []
+        self._agency: dict[str, set[C]] = {}
+        self._operator: set[C] = set()
+        self._where: dict[C, str] = {}
+
+    def admit(self, conn: C, *, operator: bool, is_silent: Callable[[C], bool]) -> C | None:
+        """Give a new connection a pre-auth slot; returns the connection evicted for it, if any.
+
+        Raises :class:`BusyError` when the pool is full of connections that are all talking.
+        """
+        with self._lock:
+            if len(self._preauth) < self.limits.preauth:
+                self._add_preauth(conn, self._preauth, "preauth")
+                return None
+            if operator and len(self._preauth_op) < self.limits.operator:
+                self._add_preauth(conn, self._preauth_op, "preauth_op")
+                return None
+            victim = next((c for c in self._preauth if is_silent(c)), None)
+            if victim is None:
+                raise BusyError("too many unauthenticated connections", hint="try again later")
+            self._preauth.remove(victim)
+            del self._where[victim]
+            self._add_preauth(conn, self._preauth, "preauth")
+            return victim
+
+    def claim(self, conn: C, agency_id: str, *, operator: bool) -> str:
+        """Move an authenticated connection from pre-auth to its agency's slots (or the operator's).
+
+        Returns the kind of slot; raises :class:`BusyError` (the connection then holds no slot).
+        """
+        with self._lock:
+            self._drop(conn)
+            members = self._agency.setdefault(agency_id, set())
+            if len(members) < self.limits.per_agency:
+                members.add(conn)
+                self._where[conn] = f"agency:{agency_id}"
+                return "agency"
+            if not members:
+                del self._agency[agency_id]
+            if operator and len(self._operator) < self.limits.operator:
+                self._operator.add(conn)
+                self._where[conn] = "operator"
+                return "operator"
+        raise BusyError(f"too many connections for agency {agency_id!r}", hint="close idle clients or try later")
+
+    def release(self, conn: C) -> None:
+        with self._lock:
+            self._drop(conn)
+
+    def authenticated(self, conn: C) -> bool:
+        with self._lock:
+            return self._where.get(conn, "").startswith(("agency:", "operator"))
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            out = {"preauth": len(self._preauth) + len(self._preauth_op), "operator": len(self._operator)}
+            for agency, members in self._agency.items():
+                out[f"agency:{agency}"] = len(members)
+            return out
+
+    def agency_count(self, agency_id: str) -> int:
+        with self._lock:
+            return len(self._agency.get(agency_id, ()))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._where)
+
+    def _add_preauth(self, conn: C, pool: list[C], where: str) -> None:
+        pool.append(conn)
+        self._where[conn] = where
+
+    def _drop(self, conn: C) -> None:
+        where = self._where.pop(conn, None)
+        if where == "preauth":
+            self._preauth.remove(conn)
+        elif where == "preauth_op":
+            self._preauth_op.remove(conn)
+        elif where == "operator":
+            self._operator.discard(conn)
+        elif where is not None:
+            agency = where.split(":", 1)[1]
+            members = self._agency.get(agency)
+            if members is not None:
+                members.discard(conn)
+                if not members:
+                    del self._agency[agency]
