@@ -58,9 +58,10 @@ class ControlClient:
                 return self._call_once(op, agency_id, token, args)
             except BusyError:
                 # "busy" comes before the request runs: on a fresh connection retrying is safe
-                if not fresh or time.monotonic() + delay > deadline:
+                remaining = deadline - time.monotonic()
+                if not fresh or remaining <= 0:
                     raise
-            time.sleep(delay)
+            time.sleep(min(delay, remaining))
             delay = min(delay * 2, _RETRY_MAX_S)
 
     def _call_once(self, op: str, agency_id: str, token: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +72,11 @@ class ControlClient:
         assert self._reader is not None
         request_id = next(self._ids)
         try:
-            self._sock.sendall(encode_request(request_id, op, agency_id, token, args))
+            try:
+                self._sock.sendall(encode_request(request_id, op, agency_id, token, args))
+            except OSError:
+                _raise_parting_error(self._reader)  # e.g. "busy", sent just before the daemon hung up
+                raise
             reply = _read(self._reader)
         except BaseException:
             self.close()  # transport trouble: the next call reconnects
@@ -144,12 +149,13 @@ class ControlClient:
                 sock.close()
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK) and not isinstance(exc, TimeoutError):
                     raise self._connect_error(exc) from None
-            if time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise BusyError(
                     f"the daemon on {self.socket_path} did not accept the connection in time",
                     hint="it is overloaded; try again",
                 )
-            time.sleep(delay)
+            time.sleep(min(delay, remaining))
             delay = min(delay * 2, _RETRY_MAX_S)
 
     def _connect_error(self, exc: OSError) -> ControlError:
@@ -158,6 +164,17 @@ class ControlClient:
                 f"no daemon is listening on {self.socket_path}", hint="start it with 'koradaemon run'"
             )
         return ControlError(f"cannot connect to {self.socket_path}: {exc.strerror or exc}")
+
+
+def _raise_parting_error(reader: LineReader) -> None:
+    """After a failed send: raise the error line the daemon left before hanging up, if there is one."""
+    try:
+        reader.sock.settimeout(0.5)
+        reply = _read(reader)
+    except (OSError, ControlError):
+        return
+    if reply.get("ok") is not True:
+        raise error_from_body(reply.get("error"))
 
 
 def _read(reader: LineReader) -> dict[str, Any]:

@@ -36,6 +36,8 @@ log = structlog.get_logger(__name__)
 
 SEND_TIMEOUT_S = 10.0  # a client that stops reading cannot pin a connection thread for longer
 
+_AUTH_TIMEOUT = AuthError("no authenticated request in time", hint="send a request with a valid token")
+
 HandlerResult = Mapping[str, Any] | Iterator[Mapping[str, Any] | None]
 Handler = Callable[[Request], HandlerResult]
 
@@ -93,17 +95,18 @@ class Connection:
         """True when the client has sent nothing at all yet (nothing read, nothing waiting)."""
         if self._reader.received:
             return False
-        try:
-            return not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True
-        except OSError:
+        try:  # select first: a socket with a timeout would wait in recv despite MSG_DONTWAIT
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            return not readable or not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (OSError, ValueError):
             return True
 
     def evict(self, exc: KoraError) -> None:
         """Say why (without blocking) and hang up; the connection's thread then ends. Any thread."""
-        with contextlib.suppress(OSError):
-            self.sock.send(error_line(None, exc), socket.MSG_DONTWAIT)
+        with contextlib.suppress(OSError, ValueError):
+            _, writable, _ = select.select([], [self.sock], [], 0)
+            if writable:
+                self.sock.send(error_line(None, exc), socket.MSG_DONTWAIT)
         self.close()
 
     def run(self) -> None:
@@ -112,7 +115,7 @@ class Connection:
         try:
             while not self.server.stopping.is_set():
                 if not self._set_timeouts(auth_deadline):
-                    self._send(error_line(None, AuthError("no authenticated request in time", hint="reconnect")))
+                    self._send(error_line(None, _AUTH_TIMEOUT))
                     return
                 try:
                     line = self._reader.readline()
@@ -123,7 +126,8 @@ class Connection:
                     continue
                 except (IdleTimeout, FrameTimeout) as exc:
                     log.debug("control_connection_timeout", error=exc.message, peer=self.peer)
-                    self._send(error_line(None, exc))
+                    late = not self.authenticated and time.monotonic() >= auth_deadline - 0.01
+                    self._send(error_line(None, _AUTH_TIMEOUT if late else exc))
                     return
                 if line is None or not self._serve(line):
                     return

@@ -284,8 +284,8 @@ class LineReader:
 
     def _timeout(self, in_frame: bool) -> ControlError:
         if in_frame:
-            return FrameTimeout(f"request not completed within {self.frame_timeout:g}s")
-        return IdleTimeout(f"no request within {self.idle_timeout:g}s", hint="reconnect")
+            return FrameTimeout(f"request not completed within {self.frame_timeout or 0:.3g}s")
+        return IdleTimeout(f"no request within {self.idle_timeout or 0:.3g}s", hint="reconnect")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
