@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
 import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -141,9 +143,13 @@ class ControlClient:
         delay = _RETRY_FIRST_S
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            sock.settimeout(timeout)
+            # A blocking connect queues in the kernel while the backlog is full, for up to
+            # SO_SNDTIMEO (Linux); where that does not apply, EAGAIN is retried below.
+            _set_send_timeout(sock, max(0.001, deadline - time.monotonic()))
             try:
                 sock.connect(os.fspath(self.socket_path))
+                _set_send_timeout(sock, 0)  # 0: none; sends follow ``timeout`` from here on
+                sock.settimeout(timeout)
                 return sock
             except OSError as exc:
                 sock.close()
@@ -164,6 +170,12 @@ class ControlClient:
                 f"no daemon is listening on {self.socket_path}", hint="start it with 'koradaemon run'"
             )
         return ControlError(f"cannot connect to {self.socket_path}: {exc.strerror or exc}")
+
+
+def _set_send_timeout(sock: socket.socket, seconds: float) -> None:
+    whole = int(seconds)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
 
 
 def _raise_parting_error(reader: LineReader) -> None:

@@ -62,6 +62,8 @@ def agency_status(daemon: Daemon, agency_id: str) -> dict[str, Any]:
         "degraded_roots": {r: why for (a, r), why in daemon.degraded_roots.items() if a == agency_id},
         "last_snapshot": daemon.snapshots.last(agency_id),
         "audit": daemon.audit.heads().get(agency_id),
+        "control": {"connections": daemon.control.slots.agency_count(agency_id),
+                    "subscribers": daemon.events.subscriber_count(agency_id)},
     }
 
 
