@@ -7,7 +7,6 @@ import errno
 import itertools
 import json
 import os
-import select
 import socket
 import struct
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BusyError, ControlError, NotRunningError
-from .protocol import LineReader, encode_request, error_from_body
+from .protocol import LineReader, encode_request, error_from_body, ready_now
 
 MAX_RESPONSE_BYTES = 64 << 20
 _NOT_RUNNING = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.ENOTSOCK)
@@ -97,10 +96,9 @@ class ControlClient:
         if self._sock is None:
             return True
         try:
-            readable, _, _ = select.select([self._sock], [], [], 0)
+            return ready_now(self._sock)
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
     def stream(
         self, op: str, agency_id: str, token: str, /, *, idle_timeout: float | None = None, **args: Any

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import struct
 import threading
@@ -29,6 +28,7 @@ from .protocol import (
     event_line,
     ok_line,
     parse_request,
+    ready_now,
 )
 from .refusals import RefusalReporter
 
@@ -95,17 +95,15 @@ class Connection:
         """True when the client has sent nothing at all yet (nothing read, nothing waiting)."""
         if self._reader.received:
             return False
-        try:  # select first: a socket with a timeout would wait in recv despite MSG_DONTWAIT
-            readable, _, _ = select.select([self.sock], [], [], 0)
-            return not readable or not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        try:  # poll first: a socket with a timeout would wait in recv despite MSG_DONTWAIT
+            return not ready_now(self.sock) or not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (OSError, ValueError):
             return True
 
     def evict(self, exc: KoraError) -> None:
         """Say why (without blocking) and hang up; the connection's thread then ends. Any thread."""
         with contextlib.suppress(OSError, ValueError):
-            _, writable, _ = select.select([], [self.sock], [], 0)
-            if writable:
+            if ready_now(self.sock, write=True):
                 self.sock.send(error_line(None, exc), socket.MSG_DONTWAIT)
         self.close()
 
@@ -235,8 +233,7 @@ class Connection:
     def _peer_closed(self) -> bool:
         """True when the client hung up (read side at EOF); pipelined requests wait for the stream."""
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-            if not readable:
+            if not ready_now(self.sock):
                 return False
             return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:

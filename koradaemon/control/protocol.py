@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import select
 import socket
 import time
 from collections.abc import Mapping
@@ -286,6 +287,17 @@ class LineReader:
         if in_frame:
             return FrameTimeout(f"request not completed within {self.frame_timeout or 0:.3g}s")
         return IdleTimeout(f"no request within {self.idle_timeout or 0:.3g}s", hint="reconnect")
+
+
+def ready_now(sock: socket.socket, *, write: bool = False) -> bool:
+    """Whether ``sock`` is readable (or writable) right now, without waiting.
+
+    ``poll`` rather than ``select``: a busy daemon's descriptors may lie above ``FD_SETSIZE``.
+    A closed or hung-up socket counts as ready (a read then sees the end).
+    """
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
