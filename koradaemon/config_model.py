@@ -78,6 +78,8 @@ class ControlConfig:
     auth_timeout_s: float = num(10, 0.1, 3600)  # connect -> first request with a valid token
     idle_timeout_s: float = num(300, 1, 86400)  # between requests of an authenticated connection
     read_timeout_s: float = num(10, 0.1, 3600)  # first byte of a request -> its newline
+    heavy_per_agency: int = num(2, 1, 256)  # searches, snapshots, verifies running at once per agency
+    heavy_wait_s: float = num(30, 0, 3600)  # how long a heavy request waits for its turn before "busy"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -298,3 +299,52 @@ def test_refusal_buckets_are_per_agency() -> None:
     assert rep.suppressed_for("beta") == 195
     assert rep.suppressed_for("alpha") == 0
     assert rep.suppressed == 195 + 195
+
+
+def test_heavy_operations_are_bounded_per_agency_and_run_niced(tmp_path: Path) -> None:
+    tokens = TokenStore(tmp_path / "tokens")
+    tok = {a: tokens.ensure(a) for a in ("alpha", "beta")}
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+    nice: list[int] = []
+
+    def heavy(req: Request) -> dict[str, Any]:
+        nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        entered.release()
+        if not release.wait(30):
+            raise TimeoutError("never released")
+        return {"done": req.agency_id}
+
+    server = ControlServer(tmp_path / "k.sock", authenticate=tokens.check,
+                           handlers={"heavy": heavy, "status": lambda r: {"ok": True}},
+                           heavy_ops=frozenset({"heavy"}), heavy_per_agency=2, heavy_wait_s=0.5)
+    results: list[Any] = []
+
+    def call(agency: str, timeout: float = 30) -> None:
+        try:
+            with ControlClient(tmp_path / "k.sock", timeout=timeout) as c:
+                results.append(c.call("heavy", agency, tok[agency]))
+        except BusyError as exc:
+            results.append(exc.code)
+
+    with server:
+        threads = [threading.Thread(target=call, args=("alpha",)) for _ in range(2)]
+        threads.append(threading.Thread(target=call, args=("beta",)))  # beta is not held up by alpha
+        for t in threads:
+            t.start()
+        for _ in threads:
+            assert entered.acquire(timeout=10), "heavy handler did not start"
+        assert server.heavy.running("alpha") == 2 and server.heavy.running("beta") == 1
+        started = time.monotonic()
+        call("alpha", timeout=1.0)  # a third of alpha's waits for a turn (retrying) until its timeout: "busy"
+        assert results == ["busy"]
+        assert 0.9 < time.monotonic() - started < 10
+        with ControlClient(tmp_path / "k.sock") as c:  # light requests are not gated
+            assert c.call("status", "alpha", tok["alpha"]) == {"ok": True}
+        release.set()
+        for t in threads:
+            t.join(30)
+    assert sorted(map(str, results)) == sorted(map(str, ["busy", {"done": "alpha"}, {"done": "alpha"},
+                                                         {"done": "beta"}]))
+    if sys.platform.startswith("linux"):
+        assert nice == [10, 10, 10]  # heavy work runs at nice +10 so light requests win the CPU

@@ -162,10 +162,10 @@ def ping_seconds(d: DaemonProc) -> float:
 
 def test_cli_status_answers_while_200_idle_connections_are_held(daemon: DaemonProc) -> None:
     daemon.start()
-    baseline_cli = min(cli_status_seconds(daemon) for _ in range(2))
+    baseline_cli = min(cli_status_seconds(daemon) for _ in range(3))
     with IdleCrowd(sock_path(daemon), 200) as crowd:
         answer = max(ping_seconds(daemon) for _ in range(5))
-        cli = cli_status_seconds(daemon)
+        cli = min(cli_status_seconds(daemon) for _ in range(3))  # min: other load on the machine is noise
         assert crowd.reopened > 0  # the crowd really was pushing: the daemon kept evicting it
     print(f"idle crowd: status round trip {answer:.3f}s, CLI {cli:.3f}s (alone {baseline_cli:.3f}s)")
     assert answer < 1.0, f"status took {answer:.3f}s with 200 idle connections held"
@@ -175,48 +175,70 @@ def test_cli_status_answers_while_200_idle_connections_are_held(daemon: DaemonPr
 
 @pytest.fixture
 def big_daemon(tmp_path: Path) -> Iterator[DaemonProc]:
+    """~3,000 files of 1,500 words each from a vocabulary of ~300,000 distinct terms, so that
+    26 prefix queries OR-ed together expand to every term and read every posting list."""
     d = DaemonProc(tmp_path)
-    words = [f"{chr(97 + i)}{chr(97 + j)}{k}" for i in range(26) for j in range(26) for k in range(5)]
     notes = tmp_path / "alpha" / "notes"
     for n in range(3000):
-        body = " ".join(words[(n * 7 + i) % len(words)] for i in range(200))
-        (notes / f"f{n:04d}.md").write_text(body + "\n")
+        words = (f"{chr(97 + (n * 31 + i) % 26)}{(n * 7919 + i * 104729) % 300_000:x}" for i in range(1500))
+        (notes / f"f{n:04d}.md").write_text(" ".join(words) + "\n")
     yield d
     if d.proc is not None and d.proc.poll() is None:
-        d.proc.kill()
+        d.proc.kill()  # searches without a time limit may still be running: do not wait for them
         d.proc.wait()
 
 
-@pytest.mark.skip(reason="needs query time limit from h-search: without it the 8 queries run > 60 s each")
-def test_cli_status_answers_during_8_pathological_searches_and_200_idle_connections(
-    big_daemon: DaemonProc,
-) -> None:
-    d = big_daemon
-    d.start()
-    d.wait_ready(timeout=300)
-    baseline_cli = min(cli_status_seconds(d) for _ in range(2))
-    query = " OR ".join(f"{chr(97 + i)}*" for i in range(26))
-    outcomes: list[str] = []
+PATHOLOGICAL = " OR ".join(f"{chr(97 + i)}*" for i in range(26))
 
-    def pathological() -> None:
+
+def start_searches(d: DaemonProc, n: int, outcomes: list[str]) -> list[threading.Thread]:
+    def search() -> None:
         started = time.monotonic()
         try:
-            with ControlClient(sock_path(d), timeout=120) as client:
-                client.call("search", "alpha", token(d, "alpha"), query=query, limit=100)
+            with ControlClient(sock_path(d), timeout=300) as client:
+                client.call("search", "alpha", token(d, "alpha"), query=PATHOLOGICAL, limit=100)
             outcomes.append(f"answered in {time.monotonic() - started:.1f}s")
         except KoraError as exc:
             outcomes.append(f"{exc.code} after {time.monotonic() - started:.1f}s")
 
+    threads = [threading.Thread(target=search, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_cli_status_answers_during_8_pathological_searches_and_200_idle_connections(
+    big_daemon: DaemonProc,
+) -> None:
+    d = big_daemon
+    d.start(wait_ready=False)
+    d.wait_ready(timeout=300)
+    baseline_cli = min(cli_status_seconds(d) for _ in range(3))
+    outcomes: list[str] = []
     with IdleCrowd(sock_path(d), 200):
-        searches = [threading.Thread(target=pathological) for _ in range(8)]
-        for t in searches:
-            t.start()
+        start_searches(d, 8, outcomes)
+        wait_for(lambda: d.client_call("status")["agencies"]["alpha"]["control"]["connections"] >= 9,
+                 30, 0.05, "eight searches running")
         answer = max(ping_seconds(d) for _ in range(5))
-        cli = cli_status_seconds(d)
-        for t in searches:
-            t.join(120)
-    assert len(outcomes) == 8, outcomes
-    assert all(o.startswith("query") for o in outcomes), outcomes  # stopped by the time limit
+        cli = min(cli_status_seconds(d) for _ in range(3))  # min: other load on the machine is noise
+        running = 8 - len(outcomes)
+    print(f"8 searches ({running} still running): status {answer:.3f}s, CLI {cli:.3f}s (alone {baseline_cli:.3f}s)")
+    assert running > 0, f"the searches were not pathological enough to overlap the check: {outcomes}"
     assert answer < 1.0, f"status took {answer:.3f}s during 8 pathological searches"
     assert cli < baseline_cli + 1.0, f"CLI status took {cli:.3f}s (alone: {baseline_cli:.3f}s)"
+
+
+@pytest.mark.skip(reason="needs query time limit from h-search: without it each query runs for minutes")
+def test_pathological_searches_are_stopped_by_the_query_time_limit(big_daemon: DaemonProc) -> None:
+    d = big_daemon
+    d.start(wait_ready=False)
+    d.wait_ready(timeout=300)
+    outcomes: list[str] = []
+    with IdleCrowd(sock_path(d), 200):
+        for t in start_searches(d, 8, outcomes):
+            t.join(120)
+        answer = max(ping_seconds(d) for _ in range(5))
+    assert len(outcomes) == 8, outcomes
+    assert all(o.startswith("query") for o in outcomes), outcomes  # "query too expensive", not hits
+    assert answer < 1.0
     assert d.stop() == 0

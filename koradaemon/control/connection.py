@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -31,9 +33,11 @@ from .protocol import (
     ready_now,
 )
 from .refusals import RefusalReporter
+from .slots import HeavyGate
 
 log = structlog.get_logger(__name__)
 
+HEAVY_NICE = 10
 SEND_TIMEOUT_S = 10.0  # a client that stops reading cannot pin a connection thread for longer
 
 _AUTH_TIMEOUT = AuthError("no authenticated request in time", hint="send a request with a valid token")
@@ -64,6 +68,8 @@ class ServerContext(Protocol):
     max_request_bytes: int
     stopping: threading.Event
     timeouts: Timeouts
+    heavy_ops: frozenset[str]
+    heavy: HeavyGate
 
     def claim(self, conn: Connection, agency_id: str) -> None:
         """Give an authenticated connection its agency's slot (or the operator's); :class:`BusyError`."""
@@ -88,6 +94,7 @@ class Connection:
         self.sock = sock
         self.peer = peer
         self.authenticated = False
+        self._niced = False
         self._reader = LineReader(sock, server.max_request_bytes)
         _set_send_timeout(sock, SEND_TIMEOUT_S)
 
@@ -190,6 +197,21 @@ class Connection:
             return False
 
     def _call(self, handler: Handler, req: Request) -> bool:
+        heavy = req.op in self.server.heavy_ops
+        if heavy:
+            try:
+                self.server.heavy.enter(req.agency_id, cancelled=self._peer_closed)
+            except BusyError as exc:
+                return self._send(error_line(req.id, exc))
+            if not self._niced:
+                self._niced = lower_thread_priority()
+        try:
+            return self._run_handler(handler, req)
+        finally:
+            if heavy:
+                self.server.heavy.leave(req.agency_id)
+
+    def _run_handler(self, handler: Handler, req: Request) -> bool:
         try:
             result = handler(req)
             if isinstance(result, Mapping):
@@ -249,6 +271,23 @@ class Connection:
             log.debug("control_send_failed", error=str(exc))
             return False
         return True
+
+
+def lower_thread_priority() -> bool:
+    """Give the calling thread nice +10 (Linux: each thread has its own nice value).
+
+    A connection that ran a heavy operation keeps it for the rest of its life, so light requests
+    of everyone else (and other processes, the CLI included) get the CPU first. Lowering a
+    priority needs no privilege; it is never raised back, and the thread ends with its connection.
+    """
+    if not sys.platform.startswith("linux"):
+        return True  # elsewhere PRIO_PROCESS would name a process, not this thread
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), HEAVY_NICE))
+    except OSError as exc:
+        log.debug("control_nice_failed", error=str(exc))
+    return True
 
 
 def _set_send_timeout(sock: socket.socket, seconds: float) -> None:

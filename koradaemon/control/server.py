@@ -7,7 +7,8 @@ reported through ``on_refusal`` (wired to the audit log by the daemon), rate-lim
 No single local process can starve the server: connections hold slots (see :mod:`.slots`:
 a small pre-auth pool, per-agency slots, an operator reserve), every read has a time limit
 (:class:`.connection.Timeouts`), the accept backlog is bounded, and each connection runs in its
-own thread, so a slow handler holds up only its own client.
+own thread, so a slow handler holds up only its own client; heavy operations (searches,
+snapshots, full verifies) run at most ``heavy_per_agency`` at a time per agency.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .bind import bind_private
 from .connection import Connection, Handler, Timeouts, peer_credentials
 from .protocol import MAX_REQUEST_BYTES, Peer
 from .refusals import RefusalFn, RefusalReporter
-from .slots import SlotLimits, Slots
+from .slots import HeavyGate, SlotLimits, Slots
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +58,9 @@ class ControlServer:
         backlog: int = 64,
         is_operator: Callable[[Peer | None], bool] = local_operator,
         is_agency: Callable[[str], bool] | None = None,
+        heavy_ops: frozenset[str] = frozenset(),
+        heavy_per_agency: int = 2,
+        heavy_wait_s: float = 30.0,
         refusal_burst: int = 20,
         refusal_rate: float = 2.0,
     ) -> None:
@@ -69,6 +73,8 @@ class ControlServer:
         self.timeouts = timeouts
         self.backlog = backlog
         self._is_operator = is_operator
+        self.heavy_ops = heavy_ops
+        self.heavy = HeavyGate(heavy_per_agency, heavy_wait_s)
         self.stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None

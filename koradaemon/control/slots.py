@@ -16,6 +16,7 @@ Three kinds of slot, so no single local process can starve the others:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -126,3 +127,44 @@ class Slots(Generic[C]):
                 members.discard(conn)
                 if not members:
                     del self._agency[agency]
+
+
+class HeavyGate:
+    """At most ``per_agency`` heavy operations (searches, snapshots, full verifies) of one agency run
+    at once; more wait up to ``wait_s`` for their turn, then get :class:`BusyError`.
+
+    So one agency's expensive requests use a bounded share of the CPU, and light requests
+    (``status``, ``ping``) of everyone still find a core to run on.
+    """
+
+    def __init__(self, per_agency: int, wait_s: float) -> None:
+        self.per_agency = per_agency
+        self.wait_s = wait_s
+        self._cond = threading.Condition()
+        self._running: dict[str, int] = {}
+
+    def running(self, agency_id: str) -> int:
+        with self._cond:
+            return self._running.get(agency_id, 0)
+
+    def enter(self, agency_id: str, cancelled: Callable[[], bool] = lambda: False) -> None:
+        deadline = time.monotonic() + self.wait_s
+        with self._cond:
+            while self._running.get(agency_id, 0) >= self.per_agency:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or cancelled():
+                    raise BusyError(
+                        f"{self.per_agency} heavy operations of agency {agency_id!r} are running already",
+                        hint="try again when they are done",
+                    )
+                self._cond.wait(min(remaining, 0.5))
+            self._running[agency_id] = self._running.get(agency_id, 0) + 1
+
+    def leave(self, agency_id: str) -> None:
+        with self._cond:
+            left = self._running.get(agency_id, 0) - 1
+            if left > 0:
+                self._running[agency_id] = left
+            else:
+                self._running.pop(agency_id, None)
+            self._cond.notify_all()

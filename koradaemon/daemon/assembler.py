@@ -38,7 +38,7 @@ from ..watch.crawler import Crawler
 from ..watch.reconcile import reconcile
 from ..watch.watchset import WatchSet
 from ..watch.workqueue import WorkQueue
-from .operations import Operations
+from .operations import HEAVY_OPS, Operations
 from .runlock import RunLock
 from .signals import SignalFlags
 from .status import status_line
@@ -142,6 +142,9 @@ class Daemon:
             backlog=cfg.control.backlog,
             is_operator=self._is_operator,
             is_agency=lambda a: cfg.agency(a) is not None,
+            heavy_ops=HEAVY_OPS,
+            heavy_per_agency=cfg.control.heavy_per_agency,
+            heavy_wait_s=cfg.control.heavy_wait_s,
         )
         self.control.start()
         self.ready = True
