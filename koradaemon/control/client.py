@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BusyError, ControlError, NotRunningError
-from .protocol import LineReader, encode_request, error_from_body, ready_now
+from .framing import LineReader, ready_now
+from .protocol import encode_request, error_from_body
 
 MAX_RESPONSE_BYTES = 64 << 20
 _NOT_RUNNING = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.ENOTSOCK)

@@ -16,12 +16,10 @@ from typing import Any, Protocol
 import structlog
 
 from ..errors import AuthError, BusyError, ControlError, KoraError, ProtocolError
+from .framing import FrameTimeout, IdleTimeout, LineReader, ready_now
 from .protocol import (
     BadRequest,
-    FrameTimeout,
-    IdleTimeout,
     InternalError,
-    LineReader,
     Peer,
     Request,
     RequestTooLarge,
@@ -30,7 +28,6 @@ from .protocol import (
     event_line,
     ok_line,
     parse_request,
-    ready_now,
 )
 from .refusals import RefusalReporter
 from .slots import HeavyGate
