@@ -242,3 +242,65 @@ def test_pathological_searches_are_stopped_by_the_query_time_limit(big_daemon: D
     assert all(o.startswith("query") for o in outcomes), outcomes  # "query too expensive", not hits
     assert answer < 1.0
     assert d.stop() == 0
+
+
+def test_200_concurrent_clients_wait_for_their_turn_instead_of_failing(daemon: DaemonProc) -> None:
+    daemon.start()
+    tok = token(daemon, "alpha")
+    failures: list[str] = []
+    answered: list[int] = []
+    lock = threading.Lock()
+    go = threading.Event()
+
+    def client_loop() -> None:
+        go.wait(30)
+        for _ in range(5):  # a fresh connection per call, as each CLI run makes
+            try:
+                with ControlClient(sock_path(daemon), timeout=60) as client:
+                    client.call("status", "alpha", tok)
+                with lock:
+                    answered.append(1)
+            except KoraError as exc:
+                with lock:
+                    failures.append(f"{exc.code}: {exc.message}")
+
+    threads = [threading.Thread(target=client_loop) for _ in range(200)]
+    for t in threads:
+        t.start()
+    go.set()  # all at once: the backlog (64) and alpha's 16 slots overflow
+    for t in threads:
+        t.join(120)
+    assert failures == []
+    assert len(answered) == 1000
+    assert daemon.stop() == 0
+
+
+def test_operator_gets_through_when_an_agencys_slots_are_full(tmp_path: Path) -> None:
+    d = DaemonProc(tmp_path, extra="control: {agency_slots: 2, operator_slots: 1}")
+    try:
+        d.start()
+        tok = token(d, "alpha")
+        hello = json.dumps({"id": 1, "op": "ping", "agency_id": "alpha", "token": tok}).encode() + b"\n"
+        held = []
+        for _ in range(2):  # whoever holds alpha's token fills alpha's two slots
+            s = raw_connect(sock_path(d))
+            s.sendall(hello)
+            assert read_lines(s, 1)[0]["ok"] is True
+            held.append(s)
+        res = d.cli("status", "--agency", "alpha", "--json", timeout=60)  # root: the operator's reserve
+        assert res.returncode == 0 and json.loads(res.stdout)["ready"] is True, res.stderr
+        third = raw_connect(sock_path(d))  # this test runs as root too: it takes the one operator slot
+        third.sendall(hello)
+        assert read_lines(third, 1)[0]["ok"] is True
+        fourth = raw_connect(sock_path(d))
+        fourth.sendall(hello)
+        refused = read_lines(fourth, 1)[0]
+        assert refused["error"]["code"] == "busy" and "agency 'alpha'" in refused["error"]["message"]
+        for s in (*held, third, fourth):
+            s.close()
+        assert d.client_call("status", "beta")["ready"] is True  # beta's slots were never touched
+        assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
