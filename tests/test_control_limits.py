@@ -144,24 +144,32 @@ def test_eviction_spares_a_connection_that_is_talking(make: Callable[..., Server
     _close_all([talking, silent, newcomer])
 
 
-def test_full_pool_of_talkers_refuses_newcomer_and_client_retries(make: Callable[..., Server]) -> None:
+def test_dribbling_connection_is_evicted_for_a_whole_request(make: Callable[..., Server]) -> None:
     s = make(slots=SlotLimits(preauth=1, per_agency=4, operator=0), is_operator=lambda p: False)
-    talker = s.raw()
-    talker.sock.sendall(b"{")  # holds the only pre-auth slot, not silent
-    wait_for(lambda: s.server.client_count == 1, what="talker admitted")
-    refused = s.raw()
-    reply = refused.line()
-    assert reply is not None and reply["error"]["code"] == "busy"
-    assert "too many unauthenticated connections" in reply["error"]["message"]
-    with pytest.raises(BusyError):
-        s.call(timeout=0.3)  # no slot frees within its timeout: busy, exit code 75
-    timer = threading.Timer(0.3, talker.close)  # the slot frees while the client is waiting
+    dribbler = s.raw()
+    dribbler.sock.sendall(b'{"id": 1, "op"')  # half a request, then nothing: holds the only slot
+    wait_for(lambda: s.server.client_count == 1, what="dribbler admitted")
+    wait_for(lambda: all(c.eviction_rank() == 1 for c in list(s.server._clients)), what="its half line read")
+    assert s.call(timeout=5) == {"agency_id": "alpha"}  # the whole request wins the slot
+    evicted = dribbler.line()
+    assert evicted is not None and evicted["error"]["code"] == "busy"
+    dribbler.close()
+
+
+def test_client_retries_busy_until_a_slot_frees(make: Callable[..., Server]) -> None:
+    s = make(slots=SlotLimits(preauth=4, per_agency=1, operator=0), is_operator=lambda p: False)
+    holder = s.authenticated("alpha")
+    started = time.monotonic()
+    with pytest.raises(BusyError, match="too many connections for agency 'alpha'"):
+        s.call(timeout=0.5)  # no slot frees within its timeout: busy (exit code 75)
+    assert time.monotonic() - started >= 0.45  # it kept trying, it did not fail at once
+    timer = threading.Timer(0.3, holder.close)  # the slot frees while the client is waiting
     timer.start()
     try:
         assert s.call(timeout=10) == {"agency_id": "alpha"}
     finally:
         timer.cancel()
-        _close_all([talker, refused])
+        holder.close()
 
 
 def test_agency_slots_are_per_agency(make: Callable[..., Server]) -> None:

@@ -95,14 +95,16 @@ class Connection:
         self._reader = LineReader(sock, server.max_request_bytes)
         _set_send_timeout(sock, SEND_TIMEOUT_S)
 
-    def is_silent(self) -> bool:
-        """True when the client has sent nothing at all yet (nothing read, nothing waiting)."""
-        if self._reader.received:
-            return False
+    def eviction_rank(self) -> int | None:
+        """For the pre-auth pool: 0 when the client has sent nothing at all, 1 when it has but
+        nothing of it waits to be read (half a line, refused requests), None when bytes wait."""
         try:  # poll first: a socket with a timeout would wait in recv despite MSG_DONTWAIT
-            return not ready_now(self.sock) or not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            waiting = ready_now(self.sock) and bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
         except (OSError, ValueError):
-            return True
+            waiting = False  # broken or at its end: nothing to lose
+        if waiting:
+            return None
+        return 1 if self._reader.received else 0
 
     def evict(self, exc: KoraError) -> None:
         """Say why (without blocking) and hang up; the connection's thread then ends. Any thread."""

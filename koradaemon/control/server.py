@@ -177,7 +177,7 @@ class ControlServer:
     def _admit(self, sock: socket.socket) -> None:
         conn = Connection(self, sock, peer_credentials(sock))
         try:
-            victim = self.slots.admit(conn, operator=self._operator(conn.peer), is_silent=Connection.is_silent)
+            victim = self.slots.admit(conn, operator=self._operator(conn.peer), eviction_rank=Connection.eviction_rank)
         except BusyError as exc:
             log.warning("control_too_many_clients", reason=exc.message, peer=conn.peer)
             conn.evict(exc)

@@ -3,9 +3,11 @@
 Three kinds of slot, so no single local process can starve the others:
 
 - a small shared **pre-auth** pool for connections that have not yet sent a request with a valid
-  token. When it is full, a new connection evicts the oldest one that has sent nothing at all
-  (idle connections cost the attacker, not the next client); if every one is busy talking, the
-  newcomer is refused. Operator peers have a reserve of their own here too.
+  token. When it is full, a new connection evicts the oldest one that has sent nothing at all,
+  else the oldest one with nothing waiting to be read (half a line, or only refused requests):
+  idle or dribbling connections cost the attacker, not the next client, who sends a whole
+  request at once. Only if every one has a request waiting is the newcomer refused. Operator
+  peers have a reserve of their own here too.
 - **agency** slots: once a connection authenticates, it moves to the slots of the agency it named
   first. Each agency has its own count, so one agency (or someone holding its token) can fill
   only its own slots.
@@ -45,10 +47,12 @@ class Slots(Generic[C]):
         self._operator: set[C] = set()
         self._where: dict[C, str] = {}
 
-    def admit(self, conn: C, *, operator: bool, is_silent: Callable[[C], bool]) -> C | None:
+    def admit(self, conn: C, *, operator: bool, eviction_rank: Callable[[C], int | None]) -> C | None:
         """Give a new connection a pre-auth slot; returns the connection evicted for it, if any.
 
-        Raises :class:`BusyError` when the pool is full of connections that are all talking.
+        When the pool is full, the oldest connection of the lowest ``eviction_rank`` makes room
+        (0: has sent nothing; 1: sent something, nothing waiting to be read; None: a request of
+        it waits to be read, never evicted). Raises :class:`BusyError` when none can go.
         """
         with self._lock:
             if len(self._preauth) < self.limits.preauth:
@@ -57,7 +61,7 @@ class Slots(Generic[C]):
             if operator and len(self._preauth_op) < self.limits.operator:
                 self._add_preauth(conn, self._preauth_op, "preauth_op")
                 return None
-            victim = next((c for c in self._preauth if is_silent(c)), None)
+            victim = _pick_victim(self._preauth, eviction_rank)
             if victim is None:
                 raise BusyError("too many unauthenticated connections", hint="try again later")
             self._preauth.remove(victim)
@@ -127,6 +131,18 @@ class Slots(Generic[C]):
                 members.discard(conn)
                 if not members:
                     del self._agency[agency]
+
+
+def _pick_victim(pool: list[C], eviction_rank: Callable[[C], int | None]) -> C | None:
+    """The oldest connection of the lowest rank; stops looking at the first rank-0 one."""
+    best: tuple[int, C] | None = None
+    for conn in pool:  # oldest first
+        rank = eviction_rank(conn)
+        if rank == 0:
+            return conn
+        if rank is not None and (best is None or rank < best[0]):
+            best = (rank, conn)
+    return best[1] if best else None
 
 
 class HeavyGate:
