@@ -71,7 +71,15 @@ class ControlConfig:
     socket: str = rel("run/koradaemon.sock")
     tokens_dir: str = rel("run/tokens")
     max_request_bytes: int = num(1 * MiB, 1024, 64 * MiB)
-    max_clients: int = num(64, 1, 4096)
+    backlog: int = num(64, 1, 4096)  # listen() backlog; clients wait there (with a timeout) when it is full
+    preauth_slots: int = num(16, 1, 1024)  # connections not yet authenticated, shared by everyone
+    agency_slots: int = num(16, 1, 1024)  # authenticated connections per agency
+    operator_slots: int = num(4, 0, 256)  # reserve for root / the daemon's user when an agency is full
+    auth_timeout_s: float = num(10, 0.1, 3600)  # connect -> first request with a valid token
+    idle_timeout_s: float = num(300, 1, 86400)  # between requests of an authenticated connection
+    read_timeout_s: float = num(10, 0.1, 3600)  # first byte of a request -> its newline
+    heavy_per_agency: int = num(2, 1, 256)  # searches, snapshots, verifies running at once per agency
+    heavy_wait_s: float = num(30, 0, 3600)  # how long a heavy request waits for its turn before "busy"
 
 
 @dataclass(frozen=True)

@@ -149,3 +149,10 @@ class NotRunningError(ControlError):
 
     exit_code = 69
     code = "not_running"
+
+
+class BusyError(ControlError):
+    """The daemon is up but has no connection slot free for this client right now."""
+
+    exit_code = 75
+    code = "busy"

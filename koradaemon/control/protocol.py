@@ -16,8 +16,8 @@ lines and finishes with ``{"id": .., "ok": true, "end": true}`` (or an error lin
 from __future__ import annotations
 
 import json
+import math
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +27,7 @@ from ..errors import ControlError, KoraError, ProtocolError
 MAX_REQUEST_BYTES = 1 << 20
 OP_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 MAX_FIELD_CHARS = 256
+MAX_SAFE_INT = 2**53 - 1  # what every JSON reader holds exactly
 
 
 class InternalError(ControlError):
@@ -47,7 +48,7 @@ class BadRequest(ProtocolError):
 
 
 class RequestTooLarge(BadRequest):
-    """A request line longer than the limit; the connection is closed after the reply."""
+    """A request line longer than the limit; the reader skips to the next newline after the reply."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def parse_request(line: bytes) -> Envelope:
     except UnicodeDecodeError:
         raise BadRequest("request is not valid UTF-8") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                         parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"request is not valid JSON: {_short(exc)}") from None
     if not isinstance(obj, dict):
@@ -135,7 +137,12 @@ def end_line(request_id: Any) -> bytes:
 
 
 def error_line(request_id: Any, exc: KoraError) -> bytes:
-    return encode_line({"id": request_id, "ok": False, "error": error_body(exc)})
+    """An error reply; an id JSON cannot carry becomes null rather than failing the reply."""
+    body = error_body(exc)
+    try:
+        return encode_line({"id": request_id, "ok": False, "error": body})
+    except (TypeError, ValueError):
+        return encode_line({"id": None, "ok": False, "error": body})
 
 
 def error_body(exc: KoraError) -> dict[str, str]:
@@ -171,37 +178,6 @@ def error_classes() -> dict[str, type[KoraError]]:
     return out
 
 
-class LineReader:
-    """Reads ``\\n``-terminated lines from a stream socket, refusing lines over ``max_bytes``."""
-
-    def __init__(self, sock: socket.socket, max_bytes: int) -> None:
-        self.sock = sock
-        self.max_bytes = max_bytes
-        self._buf = bytearray()
-
-    def readline(self) -> bytes | None:
-        """The next line without its ``\\n``; None at end of stream (a trailing partial line is dropped).
-
-        Raises :class:`RequestTooLarge` (and discards the buffer) when no newline comes within the limit.
-        """
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl >= 0:
-                if nl > self.max_bytes:
-                    break
-                line = bytes(self._buf[:nl])
-                del self._buf[: nl + 1]
-                return line
-            if len(self._buf) > self.max_bytes:
-                break
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self._buf += chunk
-        self._buf.clear()
-        raise RequestTooLarge(f"request too large (limit {self.max_bytes} bytes)")
-
-
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -215,10 +191,19 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:32]}")
+    return value
+
+
 def _is_scalar(value: Any) -> bool:
     if isinstance(value, str):
         return len(value) <= MAX_FIELD_CHARS
-    return value is None or isinstance(value, bool | int | float)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -MAX_SAFE_INT <= value <= MAX_SAFE_INT
+    return value is None or isinstance(value, bool | float)
 
 
 def _short(exc: BaseException) -> str:

@@ -2,7 +2,13 @@
 
 Requests are authenticated with the agency's token before any handler runs. Malformed input,
 failed authentication, unknown operations and forbidden requests get a JSON error and are
-reported through ``on_refusal`` (wired to the audit log by the daemon), rate-limited.
+reported through ``on_refusal`` (wired to the audit log by the daemon), rate-limited per agency.
+
+No single local process can starve the server: connections hold slots (see :mod:`.slots`:
+a small pre-auth pool, per-agency slots, an operator reserve), every read has a time limit
+(:class:`.connection.Timeouts`), the accept backlog is bounded, and each connection runs in its
+own thread, so a slow handler holds up only its own client; heavy operations (searches,
+snapshots, full verifies) run at most ``heavy_per_agency`` at a time per agency.
 """
 
 from __future__ import annotations
@@ -18,15 +24,24 @@ from pathlib import Path
 
 import structlog
 
-from ..errors import ControlError
+from ..errors import BusyError, ControlError
 from .bind import bind_private
-from .connection import Connection, Handler, peer_credentials
-from .protocol import MAX_REQUEST_BYTES, error_line
+from .connection import Connection, Handler, Timeouts, peer_credentials
+from .protocol import MAX_REQUEST_BYTES, Peer
 from .refusals import RefusalFn, RefusalReporter
+from .slots import HeavyGate, SlotLimits, Slots
 
 log = structlog.get_logger(__name__)
 
 ACCEPT_POLL_S = 1.0
+ACCEPT_BATCH = 64  # connections taken from the backlog per wake-up
+DEFAULT_SLOTS = SlotLimits()
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+def local_operator(peer: Peer | None) -> bool:
+    """The default operator test: root or the daemon's own user."""
+    return peer is not None and peer.uid in (0, os.geteuid())
 
 
 class ControlServer:
@@ -38,16 +53,28 @@ class ControlServer:
         handlers: Mapping[str, Handler],
         on_refusal: RefusalFn | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
-        max_clients: int = 32,
+        slots: SlotLimits = DEFAULT_SLOTS,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        backlog: int = 64,
+        is_operator: Callable[[Peer | None], bool] = local_operator,
+        is_agency: Callable[[str], bool] | None = None,
+        heavy_ops: frozenset[str] = frozenset(),
+        heavy_per_agency: int = 2,
+        heavy_wait_s: float = 30.0,
         refusal_burst: int = 20,
         refusal_rate: float = 2.0,
     ) -> None:
         self.socket_path = socket_path
         self.authenticate = authenticate
         self.handlers: Mapping[str, Handler] = dict(handlers)
-        self.refusals = RefusalReporter(on_refusal, burst=refusal_burst, rate=refusal_rate)
+        self.refusals = RefusalReporter(on_refusal, burst=refusal_burst, rate=refusal_rate, is_known=is_agency)
         self.max_request_bytes = max_request_bytes
-        self.max_clients = max_clients
+        self.slots: Slots[Connection] = Slots(slots)
+        self.timeouts = timeouts
+        self.backlog = backlog
+        self._is_operator = is_operator
+        self.heavy_ops = heavy_ops
+        self.heavy = HeavyGate(heavy_per_agency, heavy_wait_s)
         self.stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -65,7 +92,7 @@ class ControlServer:
         """Bind the socket (removing a stale one; refusing if a daemon answers) and start accepting."""
         if self._thread is not None:
             raise ControlError("control server already started")
-        self._listener = bind_private(self.socket_path, backlog=max(16, self.max_clients))
+        self._listener = bind_private(self.socket_path, backlog=self.backlog)
         self._listener.setblocking(False)
         self._wake = socket.socketpair()
         st = os.stat(self.socket_path)
@@ -112,45 +139,64 @@ class ControlServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def claim(self, conn: Connection, agency_id: str) -> None:
+        """Move an authenticated connection to its agency's slots (or the operator's); :class:`BusyError`."""
+        kind = self.slots.claim(conn, agency_id, operator=self._operator(conn.peer))
+        log.debug("control_client_authenticated", agency_id=agency_id, slot=kind, peer=conn.peer)
+
+    def _operator(self, peer: Peer | None) -> bool:
+        try:
+            return bool(self._is_operator(peer))
+        except Exception:
+            log.exception("control_operator_check_failed", peer=peer)
+            return False
+
     def _accept_loop(self) -> None:
         assert self._listener is not None and self._wake is not None
         while not self.stopping.is_set():
             readable, _, _ = select.select([self._listener, self._wake[0]], [], [], ACCEPT_POLL_S)
             if self._listener not in readable:
                 continue
-            try:
-                sock, _ = self._listener.accept()
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                if not self.stopping.is_set():
-                    log.error("control_accept_failed", error=str(exc))
-                    self.stopping.wait(ACCEPT_POLL_S)
-                continue
-            sock.settimeout(None)
-            self._admit(sock)
+            for _ in range(ACCEPT_BATCH):  # drain the backlog quickly: waiting clients sit there
+                try:
+                    sock, _ = self._listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if not self.stopping.is_set():
+                        log.error("control_accept_failed", error=str(exc))
+                        self.stopping.wait(ACCEPT_POLL_S)
+                    break
+                sock.settimeout(None)
+                try:
+                    self._admit(sock)
+                except Exception:  # one bad accept must not end the listener
+                    log.exception("control_admit_failed")
+                    sock.close()
 
     def _admit(self, sock: socket.socket) -> None:
-        peer = peer_credentials(sock)
-        with self._lock:
-            full = len(self._clients) >= self.max_clients
-            if not full:
-                conn = Connection(self, sock, peer)
-                thread = threading.Thread(target=self._run, args=(conn,), name="control-conn", daemon=True)
-                self._clients[conn] = thread
-        if full:
-            log.warning("control_too_many_clients", limit=self.max_clients, peer=peer)
-            with contextlib.suppress(OSError):
-                sock.sendall(error_line(None, ControlError("too many clients", hint="try again later")))
+        conn = Connection(self, sock, peer_credentials(sock))
+        try:
+            victim = self.slots.admit(conn, operator=self._operator(conn.peer), eviction_rank=Connection.eviction_rank)
+        except BusyError as exc:
+            log.warning("control_too_many_clients", reason=exc.message, peer=conn.peer)
+            conn.evict(exc)
             sock.close()
             return
-        log.debug("control_client_connected", peer=peer)
+        if victim is not None:
+            log.info("control_idle_connection_evicted", peer=victim.peer)
+            victim.evict(BusyError("closed to make room: no request sent", hint="send a request after connecting"))
+        thread = threading.Thread(target=self._run, args=(conn,), name="control-conn", daemon=True)
+        with self._lock:
+            self._clients[conn] = thread
+        log.debug("control_client_connected", peer=conn.peer)
         thread.start()
 
     def _run(self, conn: Connection) -> None:
         try:
             conn.run()
         finally:
+            self.slots.release(conn)
             conn.sock.close()
             with self._lock:
                 self._clients.pop(conn, None)

@@ -8,6 +8,7 @@ the systemd watchdog, so a hung main loop stops the pings and systemd restarts u
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,10 @@ from ..audit.lockdown import LockdownRegistry
 from ..audit.manager import AuditManager
 from ..config import load_config
 from ..config_model import Config
-from ..control.server import ControlServer
+from ..control.connection import Timeouts
+from ..control.protocol import Peer
+from ..control.server import ControlServer, local_operator
+from ..control.slots import SlotLimits
 from ..errors import ConfigError, KoraError
 from ..events import EventBus
 from ..index.db import open_db
@@ -29,7 +33,7 @@ from ..service.tokens import TokenStore
 from ..service.watchdog_ping import WatchdogPinger
 from ..vault.service import SnapshotService
 from .agencies import Agencies
-from .operations import Operations
+from .operations import HEAVY_OPS, Operations
 from .reload import restart_only_changes
 from .runlock import RunLock
 from .signals import SignalFlags
@@ -99,9 +103,19 @@ class Daemon:
         self.agencies.start()
         ops = Operations(self)
         self.control = ControlServer(
-            cfg.socket_path(), authenticate=self.agencies.check_token, handlers=ops.handlers(),
-            on_refusal=ops.on_refusal, max_request_bytes=cfg.control.max_request_bytes,
-            max_clients=cfg.control.max_clients,
+            cfg.socket_path(),
+            authenticate=self.agencies.check_token,
+            handlers=ops.handlers(),
+            on_refusal=ops.on_refusal,
+            max_request_bytes=cfg.control.max_request_bytes,
+            slots=SlotLimits(cfg.control.preauth_slots, cfg.control.agency_slots, cfg.control.operator_slots),
+            timeouts=Timeouts(cfg.control.auth_timeout_s, cfg.control.idle_timeout_s, cfg.control.read_timeout_s),
+            backlog=cfg.control.backlog,
+            is_operator=self._is_operator,
+            is_agency=lambda a: self.agencies.get(a) is not None,
+            heavy_ops=HEAVY_OPS,
+            heavy_per_agency=cfg.control.heavy_per_agency,
+            heavy_wait_s=cfg.control.heavy_wait_s,
         )
         self.control.start()
         self._on_stop("control", lambda d: self.control.stop(_left(d)))
@@ -111,6 +125,20 @@ class Daemon:
     def _on_stop(self, name: str, fn: Callable[[float], None]) -> None:
         """Register how to stop a part just started; stop runs them newest first."""
         self._steps.insert(0, (name, fn))
+
+
+    def _is_operator(self, peer: Peer | None) -> bool:
+        """Root or the daemon's user, but never the supervised agent's process group."""
+        if not local_operator(peer) or peer is None:
+            return False
+        agents = [r.agent for r in self.agencies if r.agent is not None]
+        agent_pid = agents[0].status().get("pid") if agents else None
+        if not isinstance(agent_pid, int):
+            return True
+        try:
+            return os.getpgid(peer.pid) != agent_pid  # the agent leads its own process group
+        except OSError:
+            return False  # gone already: no reserve for it
 
     def _attach_agent(self) -> None:
         agent = self.cfg.agent

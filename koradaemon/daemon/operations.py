@@ -28,6 +28,9 @@ from .status import StatusSources, full_status
 log = structlog.get_logger(__name__)
 
 MAX_LIMIT = 100
+# Operations whose cost grows with the agency's data: the control server runs a bounded number
+# of them per agency at once (control.heavy_per_agency).
+HEAVY_OPS = frozenset({"search", "get_chunk", "snapshot", "snapshots", "restore", "audit.verify"})
 _CONTEXT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
 

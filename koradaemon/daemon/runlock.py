@@ -16,7 +16,7 @@ from ..errors import KoraError
 
 class DataRootBusy(KoraError):
     exit_code = 75
-    code = "busy"
+    code = "data_root_busy"
 
 
 class RunLock:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..audit.manager import AuditManager
+from ..control.server import ControlServer
+from ..events import EventBus
 from ..index.db import open_db
 from ..index.service import IndexPipeline
 from ..index.store import AgencyStore
@@ -26,6 +28,8 @@ class StatusSources(Protocol):
     agencies: Agencies
     audit: AuditManager
     vault: SnapshotService
+    control: ControlServer
+    events: EventBus
 
     def threads_alive(self) -> dict[str, bool]: ...
 
@@ -61,7 +65,9 @@ def _memory() -> dict[str, float]:
 
 def agency_status(src: StatusSources, agency_id: str) -> dict[str, Any]:
     runtime = src.agencies.require(agency_id)
-    return {**_db_stats(src, agency_id), **runtime.status(), "audit": src.audit.heads().get(agency_id)}
+    return {**_db_stats(src, agency_id), **runtime.status(), "audit": src.audit.heads().get(agency_id),
+            "control": {"connections": src.control.slots.agency_count(agency_id),
+                        "subscribers": src.events.subscriber_count(agency_id)}}
 
 
 def full_status(src: StatusSources, agency_id: str) -> dict[str, Any]:
