@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 import structlog
 
+from ..confine import ensure_dirs, resolve_client_path
 from ..errors import UsageError
 from ..fsutil import atomic_write_bytes as atomic_write
 from ..index.db import open_db
@@ -123,9 +124,11 @@ class Operations:
         if not _CONTEXT_NAME.fullmatch(name):
             raise UsageError("context name: 1-64 of [A-Za-z0-9._-], not starting with '.'")
         data = content.encode("utf-8")
-        target = self.d.cfg.path(agency.state_dirs[0]) / "context" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, data)
+        # The context folder is resolved like a client path: a symlinked `context/` (or state dir)
+        # leading out of the data root, into a watched root or a daemon folder is refused.
+        folder = resolve_client_path(self.d.cfg, f"{agency.state_dirs[0]}/context", what="context folder")
+        ensure_dirs(self.d.cfg, folder)
+        atomic_write(folder / name, data)
         digest = hashlib.sha256(data).hexdigest()
         self.d.audit_append(req.agency_id, "context_put", {"name": name, "bytes": len(data), "sha256": digest})
         return {"name": name, "bytes": len(data), "sha256": digest}

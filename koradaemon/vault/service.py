@@ -17,9 +17,9 @@ from typing import Any
 import structlog
 
 from ..config_model import AgencyConfig, Config
+from ..confine import ensure_dirs, resolve_client_path
 from ..errors import SnapshotError, UsageError
 from ..events import EventBus
-from ..paths import check_relative
 
 log = structlog.get_logger(__name__)
 
@@ -182,8 +182,9 @@ class SnapshotService:
         if info is None:
             raise SnapshotError(f"agency {agency_id!r} has no snapshot to restore")
         sources = self._sources(agency)
-        if target:
-            base = self.cfg.data_root / check_relative(target, what="target")
+        if target:  # a client's path: symlinks resolved, confined, folders made without following links
+            base = resolve_client_path(self.cfg, target, what="restore target")
+            ensure_dirs(self.cfg, base)
             for member in sources:
                 self.store.restore(agency_id, info.id, member, base / member, in_place=False)
             return {"restored": info.id, "target": target}
