@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -179,6 +180,38 @@ def test_get_chunk_on_special_files_refuses_without_pinning_threads(tmp_path: Pa
         assert d.client_call("ping")["pong"] is True
         d.signal(signal.SIGTERM)
         assert d.proc is not None and d.proc.wait(30) == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def skip_records(d: DaemonProc, agency: str = "alpha") -> list[dict[str, object]]:
+    out = []
+    for seg in sorted((d.root / "audit" / agency).glob("audit-*.jsonl")):
+        for line in seg.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["type"] == "skip":
+                out.append(rec["data"])
+    return out
+
+
+def test_a_link_inside_the_root_is_skipped_once_and_its_target_indexed(tmp_path: Path) -> None:
+    d = DaemonProc(tmp_path / "root")
+    notes = d.root / "alpha" / "notes"
+    (notes / "target.md").write_text("the target's own text: trilobite\n")
+    (notes / "alias.md").symlink_to(notes / "target.md")
+    d.start()
+    try:
+        assert {h["path"] for h in d.search("trilobite")} == {"target.md"}
+        wait_for(lambda: skipped_reasons(d) == {"symlink": 1}, 30, what="link recorded as skipped")
+        wait_for(lambda: [r["path"] for r in skip_records(d)] == ["alias.md"], 30, what="skip audited")
+        assert d.stop() == 0
+        d.start()  # the start-up crawl sees the link unchanged: nothing is re-recorded
+        settle(d)
+        assert skipped_reasons(d) == {"symlink": 1}
+        assert [r["path"] for r in skip_records(d)] == ["alias.md"]
+        assert d.stop() == 0
     finally:
         if d.proc is not None and d.proc.poll() is None:
             d.proc.kill()
