@@ -211,3 +211,18 @@ def test_launchd_plist_runs_as_documented(short_tmp: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("unit", [REPO / "systemd" / "koradaemon.service",
+                                  REPO / "systemd" / "koradaemon-user.service"])
+def test_exit_codes_that_need_a_human_are_not_restarted(unit: Path, tmp_path: Path) -> None:
+    """The codes `run` really gives for a bad config and a usage error are in RestartPreventExitStatus."""
+    codes = {int(c) for c in unit_directives(unit)["RestartPreventExitStatus"][0].split()}
+    assert {64, 65, 77, 78} <= codes
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bogus: 1\nagencies: [{agency_id: a, roots: [notes]}]\n")
+    env = base_env(tmp_path) | {"KORA_DATA_ROOT": os.fspath(tmp_path)}
+    for argv, expected in ((["run", "--config", os.fspath(bad)], {78}), (["run", "--no-such-option"], {2, 64})):
+        res = subprocess.run([os.fspath(VENV_BIN / "koradaemon"), *argv], env=env, capture_output=True, text=True,
+                             timeout=60, stdin=subprocess.DEVNULL)
+        assert res.returncode in expected and res.returncode in codes, (argv, res.returncode, res.stderr)
