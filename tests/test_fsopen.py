@@ -18,6 +18,9 @@ import pytest
 
 from koradaemon.errors import PathError
 from koradaemon.fsopen import NotRegularFile, open_leaf, open_regular, open_root
+from koradaemon.index.jobs import IndexJob
+from koradaemon.index.prepare import EAGER_LIMIT, ChunkParams, prepare_index
+from koradaemon.index.writer import SkipFile
 from koradaemon.vault.packing import pack_dir
 
 CONTENT = b"regular file content\n"
@@ -213,3 +216,24 @@ def test_pack_dir_never_follows_a_folder_swapped_for_a_symlink(tmp_path: Path) -
     finally:
         stop.set()
         t.join(10)
+
+
+def test_a_big_file_swapped_before_the_writer_streams_it_is_skipped(tmp_path: Path) -> None:
+    """Files over EAGER_LIMIT are chunked later, by the writer, from a fresh open: that open is safe too."""
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    big = root / "d" / "big.md"
+    big.write_bytes(b"inside text\n" * (EAGER_LIMIT // 12 + 10))
+    outside = tmp_path / "outside.md"
+    outside.write_bytes(b"OUTSIDE xx\n\n" * (EAGER_LIMIT // 12 + 10))  # same size
+    job = prepare_index("alpha", "root", "d/big.md", big, None, ChunkParams(), bulk=False)
+    assert isinstance(job, IndexJob) and not isinstance(job.chunks, list), "a streamed job"
+    st = big.stat()
+    os.utime(outside, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (tmp_path / "link").symlink_to(outside)
+    os.replace(tmp_path / "link", big)
+    with pytest.raises(SkipFile) as err:
+        list(job.chunks)
+    assert err.value.reason == "symlink"
+    again = prepare_index("alpha", "root", "d/big.md", big, None, ChunkParams(), bulk=False)
+    assert isinstance(again, IndexJob) and again.skipped == "symlink" and list(again.chunks) == []

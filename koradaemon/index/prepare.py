@@ -51,7 +51,11 @@ def _root_of(abs_path: Path, rel: str) -> Path:
 
 def _lazy_rows(path: Path, rel: str, size: int, mtime_ns: int, params: ChunkParams) -> Iterator[ChunkRow]:
     """Chunk a big file from a fresh mmap while the writer inserts; refuse if it changed meanwhile."""
-    with open_regular_file(_root_of(path, rel), rel) as fh:
+    try:
+        fh = open_regular_file(_root_of(path, rel), rel)
+    except NotRegularFile as exc:  # swapped since the worker read it: skipped, the writer goes on
+        raise SkipFile(exc.reason) from None
+    with fh:
         st = os.fstat(fh.fileno())
         if st.st_size != size or st.st_mtime_ns != mtime_ns:
             raise SkipFile("changed_while_reading")
