@@ -87,6 +87,8 @@ def ensure_dirs(cfg: Config, real: Path) -> None:
                 raise PathError(f"{real.relative_to(_real(cfg.data_root))}: {part!r} is a {exc.reason}, "
                                 "not a folder (it changed while it was checked)") from None
             except OSError as exc:
+                if exc.errno == errno.ENOTDIR:
+                    raise PathError(f"{real.relative_to(_real(cfg.data_root))}: {part!r} is not a folder") from None
                 if exc.errno != errno.ENOENT:
                     raise
                 raise PathError(f"{part!r} vanished while its folder was made") from None

@@ -117,6 +117,10 @@ def test_ensure_dirs_refuses_a_component_swapped_for_a_symlink_after_the_check(c
         ensure_dirs(cfg, real)
     assert list((cfg.data_root.parent / "outside").iterdir()) == [], "nothing made outside"
     (cfg.data_root / "new").unlink()
+    (cfg.data_root / "new").write_text("a file, not a folder")
+    with pytest.raises(PathError, match="'new' is not a folder"):
+        ensure_dirs(cfg, real)
+    (cfg.data_root / "new").unlink()
     ensure_dirs(cfg, real)
     assert real.is_dir() and (real.stat().st_mode & 0o777) == 0o700
 
