@@ -132,8 +132,8 @@ def test_restore_and_put_context_refuse_symlinked_paths(tmp_path: Path) -> None:
     (d.root / "alpha" / "state" / "s.json").write_text('{"turn": 1}\n')
     outside = tmp_path / "outside"
     outside.mkdir()
-    d.start()
     try:
+        d.start()
         d.client_call("snapshot")
         (d.root / "via").mkdir()
         (d.root / "via" / "out").symlink_to(outside, target_is_directory=True)

@@ -87,8 +87,8 @@ def test_symlink_swapped_in_after_a_write_never_indexes_outside_bytes(tmp_path: 
     notes = d.root / "alpha" / "notes"
     swaps = tmp_path / "swaps"
     swaps.mkdir()
-    d.start()
     try:
+        d.start()
         wait_for(lambda: d.search(BETA_MARKER, "beta"), 30, what="beta indexed")
         for i in range(100):
             f = notes / f"leak{i}.txt"
@@ -123,8 +123,8 @@ def test_special_file_swapped_in_never_blocks_indexing(tmp_path: Path, short_dir
         (short_dir / "probe").unlink()
     d = DaemonProc(tmp_path / "root")
     notes = d.root / "alpha" / "notes"
-    d.start()
     try:
+        d.start()
         for i in range(100):
             f = notes / f"special{i}.txt"
             f.write_text(f"about to become a {make} {i}\n")
@@ -149,8 +149,8 @@ def test_get_chunk_on_special_files_refuses_without_pinning_threads(tmp_path: Pa
     notes = d.root / "alpha" / "notes"
     (notes / "a.md").write_text("reference me: nautilus\n")
     (d.root / "beta" / "notes" / "secret.md").write_text("beta secret: nautilus\n")
-    d.start()
     try:
+        d.start()
         hit = next(h for h in d.search("nautilus") if h["path"] == "a.md")
         ref = {"root": "alpha/notes", "path": "a.md", "offset": hit["offset"], "length": hit["length"],
                "sha256": hit["sha256"]}
@@ -201,8 +201,8 @@ def test_a_link_inside_the_root_is_skipped_once_and_its_target_indexed(tmp_path:
     notes = d.root / "alpha" / "notes"
     (notes / "target.md").write_text("the target's own text: trilobite\n")
     (notes / "alias.md").symlink_to(notes / "target.md")
-    d.start()
     try:
+        d.start()
         assert {h["path"] for h in d.search("trilobite")} == {"target.md"}
         wait_for(lambda: skipped_reasons(d) == {"symlink": 1}, 30, what="link recorded as skipped")
         wait_for(lambda: [r["path"] for r in skip_records(d)] == ["alias.md"], 30, what="skip audited")
@@ -211,6 +211,27 @@ def test_a_link_inside_the_root_is_skipped_once_and_its_target_indexed(tmp_path:
         settle(d)
         assert skipped_reasons(d) == {"symlink": 1}
         assert [r["path"] for r in skip_records(d)] == ["alias.md"]
+        assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def test_ignore_files_are_never_read_through_a_link_or_from_a_fifo(tmp_path: Path) -> None:
+    d = DaemonProc(tmp_path / "root")
+    notes = d.root / "alpha" / "notes"
+    os.mkfifo(notes / ".koraignore")  # nobody writes it: reading it would block the start for ever
+    (d.root / "beta" / "notes" / "rules.txt").write_text("*.md\n")
+    (notes / ".gitignore").symlink_to(d.root / "beta" / "notes" / "rules.txt")
+    (notes / "a.md").write_text("indexed despite the linked rules: coelacanth\n")
+    try:
+        d.start()  # READY with its watchers up: the FIFO did not block the rule loading
+        assert d.search("coelacanth"), "beta's file was not read as alpha's ignore rules"
+        (notes / ".gitignore").unlink()
+        os.mkfifo(notes / ".gitignore")  # a changed ignore file reloads the rules: still no block
+        (notes / "b.md").write_text("after the swap: horseshoe\n")
+        wait_for(lambda: d.search("horseshoe"), 30, what="indexing goes on after the rules reload")
         assert d.stop() == 0
     finally:
         if d.proc is not None and d.proc.poll() is None:

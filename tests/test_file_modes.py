@@ -45,10 +45,11 @@ def test_everything_the_daemon_creates_is_private_under_umask_022(tmp_path: Path
     before = set(tree(d.root))
     old = os.umask(0o022)  # the caller's umask; the child inherits it
     try:
-        d.start()
+        d.start(wait_ready=False)
     finally:
         os.umask(old)
     try:
+        d.wait_ready()
         wait_for(lambda: d.search("samphire"), 30, what="indexed")
         d.client_call("snapshot")
         d.client_call("vault.put_context", name="ctx", content="remember this")
@@ -60,8 +61,11 @@ def test_everything_the_daemon_creates_is_private_under_umask_022(tmp_path: Path
             assert name in created, f"{name} not created (got {sorted(created)})"
         assert stat.S_ISSOCK((d.root / "run" / "koradaemon.sock").lstat().st_mode)
         assert loose(d.root, before) == []
-    finally:
         assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
     assert loose(d.root, before) == [], "after the stop (final snapshot, checkpoint) too"
     # The test can fail: a file the daemon did not make private is reported.
     probe = d.root / "logs" / "probe"
@@ -96,8 +100,8 @@ def test_another_local_user_cannot_read_what_the_daemon_wrote(other_user: str) -
         d = DaemonProc(base / "root")
         d.root.chmod(0o711)
         (d.root / "alpha" / "notes" / "a.md").write_text("private: samphire\n")
-        d.start()
         try:
+            d.start()
             wait_for(lambda: d.search("samphire"), 30, what="indexed")
             cat = shutil.which("cat")
             assert cat is not None
