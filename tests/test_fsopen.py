@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from koradaemon import fsopen
-from koradaemon.errors import PathError
+from koradaemon.errors import PathError, VaultError
 from koradaemon.fsopen import NotRegularFile, open_leaf, open_regular, open_root
 from koradaemon.index.jobs import IndexJob
 from koradaemon.index.prepare import EAGER_LIMIT, ChunkParams, prepare_index
 from koradaemon.index.writer import SkipFile
+from koradaemon.vault.keys import load_passphrase
 from koradaemon.vault.packing import pack_dir
 
 CONTENT = b"regular file content\n"
@@ -174,7 +175,7 @@ def test_pack_dir_skips_fifos_sockets_devices_and_symlinks(tmp_path: Path, short
     has_device = make_device(src / "zero")
     out = io.BytesIO()
     result: dict[str, dict[str, int]] = {}
-    t = threading.Thread(target=lambda: result.setdefault("counts", pack_dir(src, out)))
+    t = threading.Thread(target=lambda: result.setdefault("counts", pack_dir(src, out)), daemon=True)
     t.start()
     t.join(30)
     assert not t.is_alive(), "pack_dir blocked"
@@ -256,3 +257,20 @@ def test_a_big_file_swapped_before_the_writer_streams_it_is_skipped(tmp_path: Pa
     assert err.value.reason == "symlink"
     again = prepare_index("alpha", "root", "d/big.md", big, None, ChunkParams(), bulk=False)
     assert isinstance(again, IndexJob) and again.skipped == "symlink" and list(again.chunks) == []
+
+
+def test_a_fifo_as_vault_passphrase_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pass")
+    result: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_passphrase(tmp_path / "pass")
+        except VaultError as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=load, daemon=True)  # were it stuck on the FIFO, the run still ends
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "load_passphrase blocked on a FIFO"
+    assert result and "not a regular file" in str(result[0])
