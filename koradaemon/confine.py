@@ -45,6 +45,7 @@ def protected_paths(cfg: Config) -> dict[Path, str]:
     out[cfg.path(cfg.audit.dir)] = "the audit folder"
     out[cfg.path(cfg.vault.dir)] = "the snapshot folder"
     out[cfg.tokens_path()] = "the token folder"
+    out.setdefault(root / "run", "the run folder (lock and pid files)")
     return out
 
 
