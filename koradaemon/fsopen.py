@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import platform
 import stat
 import sys
 from collections.abc import Callable
@@ -131,7 +132,9 @@ def split_relative(rel: str) -> tuple[str, ...]:
 
 
 # -- openat2(2): the whole walk in one system call where the kernel has it (Linux >= 5.6) ----------
-_SYS_OPENAT2 = 437  # the same number on every Linux architecture
+_SYS_OPENAT2 = 437  # on the architectures below (the unified table); others (mips, alpha) use the walk
+_OPENAT2_MACHINES = {"x86_64", "aarch64", "arm64", "riscv64", "ppc64le", "ppc64", "s390x", "armv7l", "armv6l",
+                     "i686", "i386", "loongarch64"}
 _RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH = 0x02, 0x04, 0x08
 
 
@@ -142,7 +145,7 @@ class _OpenHow(ctypes.Structure):
 def _load_openat2() -> Callable[[int, bytes, int], int] | None:
     """``openat2`` with no symlink allowed anywhere and nothing above the folder, or None where it
     is missing (other systems, old kernels, a seccomp filter that refuses it)."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or platform.machine() not in _OPENAT2_MACHINES:
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
