@@ -45,7 +45,7 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         log_file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
         out = _Tee(out, log_file, skip_file=not use_json)
         if not use_json:

@@ -28,39 +28,49 @@ def default_config_path() -> Path:
     return Path("koradaemon.yaml")
 
 
+def _global_options(p: argparse.ArgumentParser, default: object) -> None:
+    p.add_argument("-c", "--config", type=Path, default=default,
+                   help="YAML config (default: $KORA_CONFIG or ./koradaemon.yaml)")
+    p.add_argument("--data-root", default=default,
+                   help="data root (default: $KORA_DATA_ROOT, $STATE_DIRECTORY, the config's folder)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="koradaemon", description="KORA OS data engine")
     p.add_argument("--version", action="version", version=f"koradaemon {__version__}")
-    p.add_argument("-c", "--config", type=Path, help="YAML config (default: $KORA_CONFIG or ./koradaemon.yaml)")
-    p.add_argument("--data-root", help="data root (default: $KORA_DATA_ROOT, $STATE_DIRECTORY, the config's folder)")
+    _global_options(p, None)
+    # The same options after the subcommand (`koradaemon run --config FILE`, as the service
+    # files run it); SUPPRESS keeps a value given before the subcommand when they are absent.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("run", help="run the daemon in the foreground")
-    sub.add_parser("check-config", help="validate the configuration and print it")
-    st = sub.add_parser("status", help="show the daemon's status")
+    sub.add_parser("run", help="run the daemon in the foreground", parents=[common])
+    sub.add_parser("check-config", help="validate the configuration and print it", parents=[common])
+    st = sub.add_parser("status", help="show the daemon's status", parents=[common])
     st.add_argument("--agency", help="agency (default: the first declared)")
     st.add_argument("--json", action="store_true")
-    se = sub.add_parser("search", help="full-text search one agency's index")
+    se = sub.add_parser("search", help="full-text search one agency's index", parents=[common])
     se.add_argument("--agency", required=True)
     se.add_argument("--limit", type=int, default=10)
     se.add_argument("--json", action="store_true")
     se.add_argument("query")
-    sn = sub.add_parser("snapshot", help="take a Session Vault snapshot now")
+    sn = sub.add_parser("snapshot", help="take a Session Vault snapshot now", parents=[common])
     sn.add_argument("--agency", required=True)
     sn.add_argument("--json", action="store_true")
-    sl = sub.add_parser("snapshots", help="list an agency's snapshots")
+    sl = sub.add_parser("snapshots", help="list an agency's snapshots", parents=[common])
     sl.add_argument("--agency", required=True)
     sl.add_argument("--json", action="store_true")
-    rs = sub.add_parser("restore", help="restore a snapshot (latest by default)")
+    rs = sub.add_parser("restore", help="restore a snapshot (latest by default)", parents=[common])
     rs.add_argument("--agency", required=True)
     rs.add_argument("--snapshot", help="snapshot id (YYYY-MM-DDTHHMMSSZ); default: latest")
     rs.add_argument("--target", help="restore into this folder (relative to the data root) instead of in place")
     rs.add_argument("--json", action="store_true")
     au = sub.add_parser("audit", help="audit log commands")
     ausub = au.add_subparsers(dest="audit_cmd", required=True)
-    av = ausub.add_parser("verify", help="verify the audit chain(s) in full")
+    av = ausub.add_parser("verify", help="verify the audit chain(s) in full", parents=[common])
     av.add_argument("--agency")
     av.add_argument("--json", action="store_true")
-    ul = ausub.add_parser("unlock", help="end an agency's lockdown (audited)")
+    ul = ausub.add_parser("unlock", help="end an agency's lockdown (audited)", parents=[common])
     ul.add_argument("--agency", required=True)
     ul.add_argument("--reason", required=True)
     return p

@@ -8,6 +8,7 @@ from typing import Any
 from ..audit.lockdown import LockdownRegistry
 from ..audit.manager import AuditManager
 from ..config_model import Config
+from ..confine import resolve_client_path
 from ..daemon.runlock import RunLock
 from ..errors import LockdownError
 from ..index.db import open_db
@@ -101,7 +102,8 @@ def _snapshots_locked(cfg: Config, fn: Any) -> Any:
             return None if agency is None else tuple(agency.state_dirs)
 
         svc = SnapshotService(cfg.vault, cfg.agent, cfg.data_root, audit=mgr.append, events=None,
-                              state_dirs=state_dirs, allowed=lambda a: not mgr.lockdown.is_locked(a))
+                              state_dirs=state_dirs, config=lambda: cfg,
+                              allowed=lambda a: not mgr.lockdown.is_locked(a))
         return fn(svc)
     finally:
         mgr.close()
@@ -118,5 +120,7 @@ def snapshots(cfg: Config, agency: str) -> dict[str, Any]:
 
 
 def restore(cfg: Config, agency: str, snapshot: str, target: str) -> dict[str, Any]:
+    if target:  # refused before any lock is taken; the service resolves it again when it restores
+        resolve_client_path(cfg, target, what="restore target")
     _check_unlocked(cfg, agency)
     return dict(_with_snapshots(cfg, lambda s: s.restore(agency, snapshot or None, target or None)))

@@ -87,6 +87,7 @@ class Daemon:
                                       publish=self.events.publish, is_locked=self.lockdown.is_locked)
         self.vault = SnapshotService(cfg.vault, cfg.agent, cfg.data_root, audit=self.audit_append,
                                      events=self.events, state_dirs=lambda a: self.agencies.state_dirs(a),
+                                     config=lambda: self.cfg,
                                      allowed=lambda a: self.agencies.allowed(a),
                                      on_taken=lambda a: self.agencies.snapshot_taken(a))
         self.agencies = Agencies(cfg, pipeline=self.pipeline, vault=self.vault, audit=self.audit,

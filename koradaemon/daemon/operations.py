@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import apsw
 import structlog
 
+from ..config_model import Config
+from ..confine import ensure_dirs, resolve_client_path
 from ..control.connection import Handler
 from ..control.protocol import Request
 from ..errors import UsageError
@@ -48,6 +50,7 @@ def _arg(args: Mapping[str, Any], name: str, typ: type, default: Any = ...) -> A
 class OpsContext(StatusSources, Protocol):
     """What the operations need of the running daemon (it satisfies this; no import of the daemon)."""
 
+    cfg: Config
     data_root: Path
     events: EventBus
 
@@ -140,9 +143,11 @@ class Operations:
         if not _CONTEXT_NAME.fullmatch(name):
             raise UsageError("context name: 1-64 of [A-Za-z0-9._-], not starting with '.'")
         data = content.encode("utf-8")
-        target = self.d.data_root / agency.state_dirs[0] / "context" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, data)
+        # The context folder is resolved like a client path: a symlinked `context/` (or state dir)
+        # leading out of the data root, into a watched root or a daemon folder is refused.
+        folder = resolve_client_path(self.d.cfg, f"{agency.state_dirs[0]}/context", what="context folder")
+        ensure_dirs(self.d.cfg, folder)
+        atomic_write(folder / name, data)
         digest = hashlib.sha256(data).hexdigest()
         self.d.audit_append(req.agency_id, "context_put", {"name": name, "bytes": len(data), "sha256": digest})
         return {"name": name, "bytes": len(data), "sha256": digest}

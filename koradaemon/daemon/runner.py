@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,9 +15,14 @@ from ..logsetup import configure_logging
 from .assembler import Daemon
 from .signals import SignalFlags
 
+PRIVATE_UMASK = 0o077
+
 
 def run_daemon(cfg: Config, config_path: Path, flags: SignalFlags | None = None) -> int:
     """Run until a signal stops it; ``flags`` are the handlers the CLI installed first thing."""
+    # Before anything is created: the database, WAL/SHM, logs, audit, snapshots, tokens, pid and
+    # lock files and the socket are private to the daemon's user, whatever umask the caller had.
+    os.umask(PRIVATE_UMASK)
     sys.setswitchinterval(SWITCH_INTERVAL)
     configure_logging(level=cfg.log.level, fmt=cfg.log.format, file=cfg.path(cfg.log.file))
     log = structlog.get_logger("koradaemon")

@@ -14,8 +14,9 @@ import stat
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from ..fsopen import NotRegularFile, open_regular_file
 from .chunking import CHUNK_BYTES, OVERLAP_PERCENT, iter_spans, looks_binary
 from .jobs import DeleteJob, IndexJob, Job, TouchJob
 from .store import ChunkRow, DocRow
@@ -43,9 +44,18 @@ def _chunk_rows(buf: bytes | mmap.mmap, size: int, params: ChunkParams) -> Itera
         yield span.offset, span.length, hashlib.sha256(raw).hexdigest(), text
 
 
-def _lazy_rows(path: Path, size: int, mtime_ns: int, params: ChunkParams) -> Iterator[ChunkRow]:
+def _root_of(abs_path: Path, rel: str) -> Path:
+    """The watched root of ``abs_path`` (which is ``root / rel``)."""
+    return abs_path.parents[len(PurePosixPath(rel).parts) - 1]
+
+
+def _lazy_rows(path: Path, rel: str, size: int, mtime_ns: int, params: ChunkParams) -> Iterator[ChunkRow]:
     """Chunk a big file from a fresh mmap while the writer inserts; refuse if it changed meanwhile."""
-    with open(path, "rb") as fh:
+    try:
+        fh = open_regular_file(_root_of(path, rel), rel)
+    except NotRegularFile as exc:  # swapped since the worker read it: skipped, the writer goes on
+        raise SkipFile(exc.reason) from None
+    with fh:
         st = os.fstat(fh.fileno())
         if st.st_size != size or st.st_mtime_ns != mtime_ns:
             raise SkipFile("changed_while_reading")
@@ -59,10 +69,12 @@ def prepare_index(
     agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, params: ChunkParams, bulk: bool
 ) -> Job | None:
     """Build the job that brings the index in line with the file at ``abs_path`` (None: nothing to do)."""
-    try:
-        fh = open(abs_path, "rb")  # noqa: SIM115 - closed below, mmap needs the descriptor
+    try:  # never through a symlink, never a FIFO/socket/device (see fsopen)
+        fh = open_regular_file(_root_of(abs_path, rel), rel)
     except (FileNotFoundError, NotADirectoryError):
         return DeleteJob(agency_id, root, rel, bulk=bulk) if known else None
+    except NotRegularFile as exc:
+        return _skip_job(agency_id, root, rel, abs_path, known, bulk, exc.reason)
     except (PermissionError, IsADirectoryError, OSError) as exc:
         return _skip_job(agency_id, root, rel, abs_path, known, bulk, f"unreadable:{type(exc).__name__}")
     with fh:
@@ -95,7 +107,7 @@ def _from_buffer(
     if same is not None:
         return same if same is not _UNCHANGED else None
     if size > EAGER_LIMIT:
-        rows = _lazy_rows(abs_path, size, mtime_ns, params)
+        rows = _lazy_rows(abs_path, base[2], size, mtime_ns, params)
         return IndexJob(*base, digest, rows, bulk=bulk, nbytes=size)
     try:
         eager = list(_chunk_rows(buf, size, params))
@@ -122,10 +134,11 @@ def _maybe_same(
 def _skip_job(
     agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, bulk: bool, reason: str
 ) -> Job | None:
+    """Record the file as skipped with ``reason`` (counted by the writer); what is there is not read."""
     try:
-        st = os.stat(abs_path)
+        st = os.lstat(abs_path)
     except OSError:
         return DeleteJob(agency_id, root, rel, bulk=bulk) if known else None
-    if not stat.S_ISREG(st.st_mode):
+    if stat.S_ISDIR(st.st_mode):
         return None
     return IndexJob(agency_id, root, rel, abs_path, st.st_size, st.st_mtime_ns, "", (), bulk=bulk, skipped=reason)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from ..paths import resolve_under
+from ..fsopen import NotRegularFile, open_regular_file
 
 
 @dataclass(frozen=True)
@@ -49,16 +50,18 @@ def open_chunk(data_root: Path, roots: tuple[str, ...], ref: ChunkRef) -> Iterat
     """Yield a read-only memoryview slice of the file's mmap for ``ref``; valid inside the ``with`` only."""
     if ref.root not in roots:
         raise DataError(f"{ref.root!r} is not a root of this agency")
-    root_path = data_root / ref.root
-    target = resolve_under(root_path, ref.path, what="path")
+    # Component by component from the root: no symlink followed, never blocking on a FIFO;
+    # an absolute path, '..' or NUL is a PathError.
     try:
-        fh = open(target, "rb")  # noqa: SIM115
-    except FileNotFoundError:
+        fh = open_regular_file(data_root / ref.root, ref.path)
+    except (FileNotFoundError, NotADirectoryError):
         raise StaleChunk(f"{ref.root}/{ref.path} no longer exists") from None
+    except NotRegularFile as exc:
+        raise DataError(f"{ref.root}/{ref.path} is not a regular file ({exc.reason}): not served") from None
     except OSError as exc:
         raise DataError(f"cannot read {ref.root}/{ref.path}: {exc.strerror}") from None
     with fh:
-        size = fh.seek(0, 2)
+        size = os.fstat(fh.fileno()).st_size
         if ref.offset + ref.length > size:
             raise StaleChunk(f"{ref.root}/{ref.path} is shorter than the reference: it changed")
         if ref.length == 0:

@@ -339,7 +339,7 @@ class Writer:
 
 def _still_same(job: IndexJob) -> bool:
     try:
-        st = os.stat(job.abs_path)
+        st = os.lstat(job.abs_path)  # a link swapped in is not followed here either
     except OSError:
         return False
     return st.st_size == job.size and st.st_mtime_ns == job.mtime_ns

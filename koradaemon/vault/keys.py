@@ -43,7 +43,7 @@ def resolve_passphrase_path(spec: str, data_root: Path) -> Path:
 def load_passphrase(path: Path) -> bytearray:
     """Read the passphrase file into a zeroable buffer (one trailing newline stripped)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)  # a FIFO never blocks
     except OSError as exc:
         raise VaultError(f"vault passphrase file {path.name!r} cannot be read: {exc.strerror}") from None
     try:

@@ -1,6 +1,7 @@
 """A folder tree as a tar stream and back, refusing anything that could escape the folder.
 
-Packing walks the folder without following symlinks (symlinks are skipped and logged);
+Packing walks the folder without following symlinks (symlinks, FIFOs, sockets and devices
+are skipped, counted and logged, never opened for reading);
 unpacking accepts only plain relative names, regular files and directories, and never
 overwrites: it is meant for an empty temporary folder.
 """
@@ -16,6 +17,7 @@ from typing import IO, Any, BinaryIO
 import structlog
 
 from ..errors import SnapshotError
+from ..fsopen import NotRegularFile, kind, open_leaf
 from ..fsutil import fsync_dir, fsync_file
 
 log = structlog.get_logger(__name__)
@@ -40,21 +42,32 @@ class _Exactly:
 
 
 def pack_dir(src: Path, out: Any) -> dict[str, int]:
-    """Write the tree under ``src`` as a tar stream to ``out`` (anything with ``write``)."""
+    """Write the tree under ``src`` as a tar stream to ``out`` (anything with ``write``).
+
+    The walk holds a descriptor per folder (``os.fwalk``) and opens each entry relative to
+    it without following symlinks (:mod:`koradaemon.fsopen`): a symlink, FIFO, socket or
+    device node, found there or swapped in at any moment, is skipped and counted
+    (``skipped`` and ``skipped_<kind>``), never read, never waited on.
+    """
     counts = {"files": 0, "dirs": 0, "skipped": 0, "bytes": 0}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        for dirpath, dirnames, filenames, dir_fd in os.fwalk(src, follow_symlinks=False):
             dirnames.sort()
-            base = Path(dirpath)
-            rel_dir = base.relative_to(src)
+            rel_dir = Path(dirpath).relative_to(src)
             for name in [*dirnames, *sorted(filenames)]:
-                _add(tar, base / name, (rel_dir / name).as_posix(), counts)
+                _add(tar, dir_fd, name, (rel_dir / name).as_posix(), counts)
     return counts
 
 
-def _add(tar: tarfile.TarFile, path: Path, arcname: str, counts: dict[str, int]) -> None:
+def _skip(counts: dict[str, int], arcname: str, reason: str) -> None:
+    counts["skipped"] += 1
+    counts[f"skipped_{reason}"] = counts.get(f"skipped_{reason}", 0) + 1
+    log.warning("snapshot_entry_skipped", name=arcname, reason=reason)
+
+
+def _add(tar: tarfile.TarFile, dir_fd: int, name: str, arcname: str, counts: dict[str, int]) -> None:
     try:
-        st = path.lstat()
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
     info = tarfile.TarInfo(arcname)
@@ -64,19 +77,23 @@ def _add(tar: tarfile.TarFile, path: Path, arcname: str, counts: dict[str, int])
         tar.addfile(info)
         counts["dirs"] += 1
     elif stat.S_ISREG(st.st_mode):
-        _add_file(tar, path, info, counts)
+        _add_file(tar, dir_fd, name, info, counts)
     else:
-        counts["skipped"] += 1
-        log.warning("snapshot_entry_skipped", name=arcname, reason="not a regular file or folder")
+        _skip(counts, arcname, kind(st.st_mode))
 
 
-def _add_file(tar: tarfile.TarFile, path: Path, info: tarfile.TarInfo, counts: dict[str, int]) -> None:
+def _add_file(tar: tarfile.TarFile, dir_fd: int, name: str, info: tarfile.TarInfo, counts: dict[str, int]) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = open_leaf(dir_fd, name)
     except FileNotFoundError:
         return
+    except NotRegularFile as exc:  # swapped between the listing and the open
+        _skip(counts, info.name, exc.reason)
+        return
     with os.fdopen(fd, "rb") as fh:
-        info.size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        info.size = st.st_size
+        info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
         reader = _Exactly(fh, info.size)
         tar.addfile(info, reader)  # type: ignore[arg-type]
     if reader.changed:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..config_model import AgentConfig, VaultConfig
+from ..config_model import AgentConfig, Config, VaultConfig
+from ..confine import ensure_dirs, resolve_client_path
 from ..errors import LockdownError, SnapshotError, UsageError
 from ..events import EventBus
-from ..paths import check_relative
 
 if TYPE_CHECKING:
     from .keys import KeyHolder
@@ -42,13 +42,15 @@ class SnapshotService:
     """
 
     def __init__(self, vault: VaultConfig, agent: AgentConfig, data_root: Path, *, audit: AuditFn | None,
-                 events: EventBus | None, state_dirs: StateDirsFn, allowed: Callable[[str], bool] = lambda a: True,
-                 on_taken: Callable[[str], None] | None = None) -> None:
+                 events: EventBus | None, state_dirs: StateDirsFn, config: Callable[[], Config],
+                 allowed: Callable[[str], bool] = lambda a: True, on_taken: Callable[[str], None] | None = None
+                 ) -> None:
         self.vault, self.agent, self.data_root = vault, agent, data_root
         self.audit = audit
         self.events = events
         self.enabled = vault.enabled
         self._state_dirs = state_dirs
+        self._config = config  # the configuration in force (client paths are confined against it)
         self._allowed = allowed
         self._on_taken = on_taken
         self._q: queue.Queue[tuple[str, str] | None] = queue.Queue()
@@ -178,8 +180,10 @@ class SnapshotService:
         info = store.latest(agency_id) if snap_id is None else store.get(agency_id, snap_id)
         if info is None:
             raise SnapshotError(f"agency {agency_id!r} has no snapshot to restore")
-        if target:
-            base = self.data_root / check_relative(target, what="target")
+        if target:  # a client's path: symlinks resolved, confined, folders made without following links
+            cfg = self._config()
+            base = resolve_client_path(cfg, target, what="restore target")
+            ensure_dirs(cfg, base)
             for member in sources:
                 store.restore(agency_id, info.id, member, base / member, in_place=False)
             return {"restored": info.id, "target": target}

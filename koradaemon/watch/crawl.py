@@ -2,8 +2,9 @@
 rules), and the crawler thread that runs queued crawls with back-pressure on the work queue.
 
 Symlinked directories are never followed (no cycles, no escape). A symlinked file is listed
-(under its own path, with its target's size and mtime) only when its target is a regular file
-inside the root. Other non-regular files are skipped. Directories that cannot be listed
+(under its own path, with the link's own size and mtime) only when its target is a regular file
+inside the root; the indexer records it as skipped (``symlink``) and never reads through it.
+Other non-regular files are skipped. Directories that cannot be listed
 (permission denied, vanished meanwhile) are logged, counted and skipped.
 """
 
@@ -68,10 +69,16 @@ def _entry(entry: os.DirEntry[str], rel: str, rules: IgnoreRules, real_root: str
             return None  # the walker descends into it unless ignored
         if rules.is_ignored(rel):
             return None
-        if entry.is_symlink() and not inside(entry.path, real_root):
+        link = entry.is_symlink()
+        if link and not inside(entry.path, real_root):
             st.skipped += 1
             return None
         info = entry.stat(follow_symlinks=True)
+        if link and stat.S_ISREG(info.st_mode):
+            # The indexer never reads through a link (it records it as skipped, from the link's own
+            # lstat): list it with the same figures, so a restart does not see it as changed.
+            info = entry.stat(follow_symlinks=False)
+            return CrawlEntry(rel, info.st_size, info.st_mtime_ns)
     except OSError:  # vanished or unreadable meanwhile
         st.skipped += 1
         return None

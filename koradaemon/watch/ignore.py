@@ -19,11 +19,13 @@ from pathlib import Path
 
 import structlog
 
+from ..fsopen import NotRegularFile, open_regular_file
 from .walk import walk
 
 log = structlog.get_logger(__name__)
 
 IGNORE_FILES = (".gitignore", ".koraignore")
+MAX_IGNORE_FILE_BYTES = 1 << 20  # the rest of a larger ignore file is not read
 BUILTIN_GLOBS = (
     ".git/", "*.swp", "*.swo", "*.swx", "*~", ".#*", "4913", "*.tmp", ".goutputstream-*", "*.kate-swp",
 )
@@ -141,14 +143,17 @@ class IgnoreRules:
 
     @staticmethod
     def _read_files(root_path: Path, rel: str) -> list[Rule]:
-        here = root_path / rel if rel else root_path
         rules: list[Rule] = []
         for name in IGNORE_FILES:
-            try:
-                text = (here / name).read_text(encoding="utf-8", errors="replace")
+            source = f"{rel}/{name}" if rel else name
+            try:  # like every read of a watched root: no symlink followed, never blocking on a FIFO
+                with open_regular_file(root_path, source) as fh:
+                    text = fh.read(MAX_IGNORE_FILE_BYTES).decode("utf-8", errors="replace")
+            except NotRegularFile as exc:
+                log.warning("ignore_file_skipped", file=source, reason=exc.reason)
+                continue
             except OSError:
                 continue
-            source = f"{rel}/{name}" if rel else name
             rules.extend(r for line in text.splitlines() if (r := parse_line(line, rel, source)))
         return rules
 
