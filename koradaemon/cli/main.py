@@ -1,7 +1,8 @@
-"""Command line: `koradaemon run|check-config|status|search|snapshot|restore|audit ...`.
+"""Command line: `koradaemon run|check-config|status|search|files|show|tail|snapshot|restore|audit|init ...`.
 
-Commands that read or change a running daemon's data go through its control
-socket; with no daemon running they work on the data root directly.
+Commands that read or change a running daemon's data go through its control socket; with no
+daemon running they work on the data root directly (read-only commands never write there).
+Imports are lazy: a `search` or `status` call loads only what it uses.
 """
 
 from __future__ import annotations
@@ -10,101 +11,101 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .. import __version__
-from ..config import data_root_for, load_config
-from ..config_model import Config
-from ..errors import KoraError, NotRunningError, UsageError
+from ..errors import KoraError
 
+if TYPE_CHECKING:
+    from ..config_model import Config
 
-def default_config_path() -> Path:
-    env = os.environ.get("KORA_CONFIG")
-    if env:
-        return Path(env)
-    confdir = os.environ.get("CONFIGURATION_DIRECTORY")
-    if confdir:
-        return Path(confdir.split(":")[0]) / "koradaemon.yaml"
-    return Path("koradaemon.yaml")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="koradaemon", description="KORA OS data engine")
-    p.add_argument("--version", action="version", version=f"koradaemon {__version__}")
-    p.add_argument("-c", "--config", type=Path, help="YAML config (default: $KORA_CONFIG or ./koradaemon.yaml)")
-    p.add_argument("--data-root", help="data root (default: $KORA_DATA_ROOT, $STATE_DIRECTORY, the config's folder)")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("run", help="run the daemon in the foreground")
-    sub.add_parser("check-config", help="validate the configuration and print it")
-    st = sub.add_parser("status", help="show the daemon's status")
-    st.add_argument("--agency", help="agency (default: the first declared)")
-    st.add_argument("--json", action="store_true")
-    se = sub.add_parser("search", help="full-text search one agency's index")
-    se.add_argument("--agency", required=True)
-    se.add_argument("--limit", type=int, default=10)
-    se.add_argument("--json", action="store_true")
-    se.add_argument("query")
-    sn = sub.add_parser("snapshot", help="take a Session Vault snapshot now")
-    sn.add_argument("--agency", required=True)
-    sn.add_argument("--json", action="store_true")
-    sl = sub.add_parser("snapshots", help="list an agency's snapshots")
-    sl.add_argument("--agency", required=True)
-    sl.add_argument("--json", action="store_true")
-    rs = sub.add_parser("restore", help="restore a snapshot (latest by default)")
-    rs.add_argument("--agency", required=True)
-    rs.add_argument("--snapshot", help="snapshot id (YYYY-MM-DDTHHMMSSZ); default: latest")
-    rs.add_argument("--target", help="restore into this folder (relative to the data root) instead of in place")
-    rs.add_argument("--json", action="store_true")
-    au = sub.add_parser("audit", help="audit log commands")
-    ausub = au.add_subparsers(dest="audit_cmd", required=True)
-    av = ausub.add_parser("verify", help="verify the audit chain(s) in full")
-    av.add_argument("--agency")
-    av.add_argument("--json", action="store_true")
-    ul = ausub.add_parser("unlock", help="end an agency's lockdown (audited)")
-    ul.add_argument("--agency", required=True)
-    ul.add_argument("--reason", required=True)
-    return p
+EX_SOFTWARE = 70
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    json_errors = "--json" in args_list
     try:
+        from .parser import parse
+
+        args = parse(args_list)
         return dispatch(args)
     except KoraError as exc:
-        print(f"koradaemon: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(exc.exit_code, exc.code, str(exc), json_errors, exc.hint)
+    except BrokenPipeError:  # `koradaemon search ... | head -1`: the reader has all it wants
+        _quiet_stdout()
+        return 0
     except KeyboardInterrupt:
         return 130
+    except PermissionError as exc:
+        return _fail(77, "permission", f"permission denied: {exc.filename or exc}", json_errors,
+                     "run as the account that owns the data root (the daemon's user)")
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(74, "io", f"{exc.strerror or exc}{where}", json_errors)
+    except SystemExit as exc:  # argparse: --help/--version (0) and usage errors (64, already printed)
+        return exc.code if isinstance(exc.code, int) else 64
+    except Exception as exc:
+        if os.environ.get("KORA_DEBUG"):
+            raise
+        return _fail(EX_SOFTWARE, "internal", f"internal error: {type(exc).__name__}: {exc}", json_errors,
+                     "set KORA_DEBUG=1 for the traceback")
 
 
-def load(args: argparse.Namespace) -> Config:
-    path = args.config or default_config_path()
-    root = Path(args.data_root).resolve() if args.data_root else data_root_for(path)
-    return load_config(path, data_root=root)
+def _fail(code: int, kind: str, message: str, as_json: bool, hint: str | None = None) -> int:
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        _quiet_stdout()
+    if as_json:
+        import json
+
+        body = {"error": kind, "message": message, "exit_code": code, **({"hint": hint} if hint else {})}
+        line = json.dumps(body, ensure_ascii=False)
+    else:
+        line = f"koradaemon: error: {message}" + (f" ({hint})" if hint and hint not in message else "")
+    print(" ".join(line.splitlines()), file=sys.stderr)
+    return code
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush stays silent."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    cfg = load(args)
-    if args.cmd != "run":  # CLI output owns stdout; the library's log lines go to stderr
-        from ..logsetup import configure_logging
+    if args.cmd in ("init", "print-unit"):
+        from . import firstrun
 
-        configure_logging(level="warning", fmt="console", stream=sys.stderr)
+        return firstrun.cmd_init(args) if args.cmd == "init" else firstrun.cmd_print_unit(args)
+    from . import locate
+
+    config_path = locate.find_config(args.config)
+    root, origin = locate.data_root(config_path, args.data_root)
     if args.cmd == "check-config":
-        return cmd_check_config(cfg)
+        return cmd_check_config(load_config_full(config_path, root))
+    locate.check_data_root(root, origin)
     if args.cmd == "run":
+        from pathlib import Path
+
         from ..daemon.runner import run_daemon
 
-        return run_daemon(cfg, args.config or default_config_path())
-    from . import remote as clientops
+        return run_daemon(load_config_full(config_path, root), Path(config_path))
+    from .remote import run_client
 
-    agency = getattr(args, "agency", None) or cfg.agencies[0].agency_id
-    if cfg.agency(agency) is None:
-        raise UsageError(f"unknown agency {agency!r}", hint="see 'agencies' in the configuration")
-    try:
-        result = clientops.via_socket(cfg, args, agency)
-    except NotRunningError:
-        result = clientops.offline(cfg, args, agency)
-    return clientops.render(args, result)
+    return run_client(args, config_path, root)
+
+
+def load_config_full(config_path: str, root: str) -> Config:
+    from pathlib import Path
+
+    from ..config import load_config
+
+    return load_config(Path(config_path), data_root=Path(root))
 
 
 def cmd_check_config(cfg: Config) -> int:
