@@ -28,11 +28,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .parser import parse
 
         args = parse(args_list)
-        return dispatch(args)
+        code = dispatch(args)
+        try:
+            sys.stdout.flush()  # here, not at exit, so a closed pipe is handled like any other
+        except BrokenPipeError:
+            quiet_stdout()
+        return code
     except KoraError as exc:
         return _fail(exc.exit_code, exc.code, str(exc), json_errors, exc.hint)
     except BrokenPipeError:  # `koradaemon search ... | head -1`: the reader has all it wants
-        _quiet_stdout()
+        quiet_stdout()
         return 0
     except KeyboardInterrupt:
         return 130
@@ -55,7 +60,7 @@ def _fail(code: int, kind: str, message: str, as_json: bool, hint: str | None = 
     try:
         sys.stdout.flush()
     except (BrokenPipeError, ValueError):
-        _quiet_stdout()
+        quiet_stdout()
     if as_json:
         import json
 
@@ -67,7 +72,7 @@ def _fail(code: int, kind: str, message: str, as_json: bool, hint: str | None = 
     return code
 
 
-def _quiet_stdout() -> None:
+def quiet_stdout() -> None:
     """After a broken pipe, point stdout at /dev/null so the interpreter's final flush stays silent."""
     try:
         fd = os.open(os.devnull, os.O_WRONLY)

@@ -179,7 +179,10 @@ def _writable(cfg: Config) -> None:
 
 
 def audit_unlock(cfg: Config, agency: str, reason: str) -> dict[str, Any]:
-    _writable(cfg)
+    from ..errors import UsageError
+
+    if agency not in _with_db(cfg, _locked):  # checked read-only first: a no-op creates nothing
+        raise UsageError(f"agency {agency!r} is not in lockdown")
     with RunLock(cfg.data_root):
         mgr = _manager(cfg)
         try:

@@ -176,7 +176,19 @@ def via_socket(conf: ClientConf, args: argparse.Namespace, op: str, agency: str 
             from .show import show_online
 
             return {"op": op, "agency": agency, "online": True, "result": show_online(client, agency, token, args)}
-        return {"op": op, "agency": agency, "result": client.call(op, agency, token, **extra), "online": True}
+        result = client.call(op, agency, token, **extra)
+        if op == "search" and extra.get("offset") and "total" not in result and "offset" not in result:
+            result = _page_locally(client, agency, token, extra)  # a daemon without paging: page here
+        return {"op": op, "agency": agency, "result": result, "online": True}
+
+
+def _page_locally(client: Any, agency: str, token: str, extra: dict[str, Any]) -> dict[str, Any]:
+    offset, limit = extra["offset"], extra["limit"]
+    wanted = {k: v for k, v in extra.items() if k != "offset"}
+    wanted["limit"] = min(offset + limit, 1000)
+    result = dict(client.call("search", agency, token, **wanted))
+    result["hits"] = list(result.get("hits", []))[offset:offset + limit]
+    return result
 
 
 def _all_agencies(conf: ClientConf, op: str, extra: dict[str, Any]) -> dict[str, Any]:

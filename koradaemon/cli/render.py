@@ -11,8 +11,18 @@ from .text import escape
 EX_OK, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_NOPERM = 0, 65, 69, 75, 77
 
 
+def emit(text: str) -> None:
+    """Print ``text``; a reader that went away (``| head``) ends the output quietly, not the exit code."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        from .main import quiet_stdout
+
+        quiet_stdout()
+
+
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+    emit(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str))
 
 
 def status_health(st: dict[str, Any], *, online: bool) -> tuple[str, int]:
@@ -43,7 +53,7 @@ def render(args: argparse.Namespace, out: dict[str, Any]) -> int:
     if getattr(args, "json", False):
         print_json(result)
         return code
-    print(_human(op, args, result, agency, out["online"]))
+    emit(_human(op, args, result, agency, out["online"]))
     return code
 
 
