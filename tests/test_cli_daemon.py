@@ -86,7 +86,7 @@ def other_user() -> Iterator[tuple[str, list[str], dict[str, str]]]:
 
 def test_unreadable_token_with_a_running_daemon_is_77_not_not_running(
         other_user: tuple[str, list[str], dict[str, str]]) -> None:
-    name, prefix, env = other_user
+    _name, prefix, env = other_user
     base = Path(tempfile.mkdtemp(prefix="kora-cli-", dir="/tmp"))  # outside pytest's 0700 folder
     os.chmod(base, 0o755)
     d = DaemonProc(base / "data")

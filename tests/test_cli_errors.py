@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import kora, make_index, one_error_line, tree_state
 
 CONFIG = """\
@@ -107,8 +106,9 @@ def test_a_data_root_without_index_is_a_clear_error_and_stays_empty(tmp_path: Pa
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "koradaemon.yaml").write_text(CONFIG)
-    for args, code in ((["status"], 69), (["search", "--agency", "alpha", "x"], 69), (["files", "--agency", "beta"], 69),
-                       (["audit", "verify"], 69), (["snapshots", "--agency", "alpha"], 69),
+    for args, code in ((["status"], 69), (["search", "--agency", "alpha", "x"], 69),
+                       (["files", "--agency", "beta"], 69), (["audit", "verify"], 69),
+                       (["snapshots", "--agency", "alpha"], 69),
                        (["audit", "unlock", "--agency", "alpha", "--reason", "x"], 69),
                        (["snapshot", "--agency", "alpha"], 69)):
         res = kora(*args, cwd=empty)  # ./koradaemon.yaml is found

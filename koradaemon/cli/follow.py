@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from .quickconf import ClientConf
@@ -16,7 +15,7 @@ def follow(conf: ClientConf, agency: str | None, token: str, *, as_json: bool) -
     from ..control.client import ControlClient
 
     assert agency is not None
-    client = ControlClient(Path(conf.socket_path()), timeout=30)
+    client = ControlClient(conf.socket_path(), timeout=30)
     stream = client.stream("subscribe", agency, token, idle_timeout=None)
     try:
         for event in stream:

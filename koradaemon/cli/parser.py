@@ -7,10 +7,15 @@ A usage error is one line on stderr and exit 64 (sysexits EX_USAGE), never argpa
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from typing import NoReturn
 
 from .. import __version__
+
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 EX_USAGE = 64
 SEARCH_MAX_LIMIT = 1000
@@ -40,8 +45,18 @@ class Parser(argparse.ArgumentParser):
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, told the width so that it need not import shutil on every call."""
+
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=32)
+        super().__init__(prog, max_help_position=32, width=_width())
+
+
+def _width() -> int:
+    try:
+        columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        columns = 80
+    return max(columns - 2, 40)
 
 
 def _globals(p: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -80,34 +95,56 @@ def _positive(limit: int, lo: int = 0) -> type[int]:
     return check  # type: ignore[return-value]
 
 
+_ONLY: str | None = None  # set by build_parser(only=)
+
+
+class _Skip(Exception):
+    """Raised by :func:`_add` for a command this call does not run (see ``build_parser(only=)``)."""
+
+
 def _add(sub: argparse._SubParsersAction[Parser], name: str, help_: str, examples: str,
          aliases: tuple[str, ...] = ()) -> Parser:
     p = sub.add_parser(name, help=help_, description=help_, aliases=list(aliases),
                        epilog="examples:\n" + examples, formatter_class=_Formatter)
+    if _ONLY is not None and name != _ONLY and _ONLY not in aliases and sub.dest == "cmd":
+        raise _Skip
     _globals(p, suppress=True)
     return p
 
 
-def build_parser() -> Parser:
+def _cheap_gettext() -> None:
+    """argparse looks each of its messages up with gettext, a search for message catalogs per call
+    (~50 per parser, a quarter of a CLI call's time). Python ships no catalogs for argparse and the
+    help text is English, so its messages are used as they are."""
+    argparse._ = str  # type: ignore[attr-defined]
+
+
+def build_parser(only: str | None = None) -> Parser:
+    """The whole parser; with ``only``, the other commands get their name and help but no options
+    (a CLI call builds just the command it runs)."""
+    global _ONLY
+    _cheap_gettext()
+    _ONLY = only
     p = Parser(prog="koradaemon", description="KORA OS data engine: watch, index, audit, snapshot and supervise "
                "an AI agent's folders.", epilog=EPILOG, formatter_class=_Formatter)
     p.add_argument("--version", action="version", version=f"koradaemon {__version__}")
     _globals(p, suppress=False)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for add in (_run, _check_config, _status, _search, _files, _show, _tail, _snapshot, _snapshots, _restore,
+                _audit, _init, _print_unit):
+        with contextlib.suppress(_Skip):
+            add(sub)
+    return p
 
+
+def _run(sub: argparse._SubParsersAction[Parser]) -> None:
     _add(sub, "run", "run the daemon in the foreground until SIGTERM/SIGINT",
          "  koradaemon run -c ~/kora/koradaemon.yaml\n")
+
+
+def _check_config(sub: argparse._SubParsersAction[Parser]) -> None:
     _add(sub, "check-config", "validate the configuration and print what it declares",
          "  koradaemon check-config -c koradaemon.yaml\n")
-    _status(sub)
-    _search(sub)
-    _files(sub)
-    _show(sub)
-    _tail(sub)
-    _vault(sub)
-    _audit(sub)
-    _setup(sub)
-    return p
 
 
 def _status(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -171,14 +208,20 @@ def _tail(sub: argparse._SubParsersAction[Parser]) -> None:
     _json(ta)
 
 
-def _vault(sub: argparse._SubParsersAction[Parser]) -> None:
+def _snapshot(sub: argparse._SubParsersAction[Parser]) -> None:
     sn = _add(sub, "snapshot", "take a Session Vault snapshot of an agency's state now",
               "  koradaemon snapshot --agency demo\n")
     _agency(sn)
     _json(sn)
+
+
+def _snapshots(sub: argparse._SubParsersAction[Parser]) -> None:
     sl = _add(sub, "snapshots", "list an agency's snapshots", "  koradaemon snapshots --agency demo\n")
     _agency(sl)
     _json(sl)
+
+
+def _restore(sub: argparse._SubParsersAction[Parser]) -> None:
     rs = _add(sub, "restore", "restore a snapshot (the latest by default) in place or into --target",
               "  koradaemon restore --agency demo\n"
               "  koradaemon restore --agency demo --snapshot 2026-01-31T120000Z --target restored/demo\n")
@@ -206,7 +249,7 @@ def _audit(sub: argparse._SubParsersAction[Parser]) -> None:
     _json(ul)
 
 
-def _setup(sub: argparse._SubParsersAction[Parser]) -> None:
+def _init(sub: argparse._SubParsersAction[Parser]) -> None:
     ini = _add(sub, "init", "first run: write a commented config, a random vault passphrase (0600) and the data "
                "root (0700), then print the next command",
                "  koradaemon init --data-root ~/kora          # everything in one folder\n"
@@ -221,6 +264,9 @@ def _setup(sub: argparse._SubParsersAction[Parser]) -> None:
     ini.add_argument("--agency", metavar="ID", default="demo",
                      help="id of the first agency, e.g. --agency acme (default demo)")
     ini.add_argument("--force", action="store_true", help="overwrite an existing config file")
+
+
+def _print_unit(sub: argparse._SubParsersAction[Parser]) -> None:
     pu = _add(sub, "print-unit", "print a service definition for this installation (this koradaemon's path)",
               "  koradaemon print-unit systemd > /etc/systemd/system/koradaemon.service\n"
               "  koradaemon print-unit systemd-user > ~/.config/systemd/user/koradaemon.service\n"
@@ -229,4 +275,20 @@ def _setup(sub: argparse._SubParsersAction[Parser]) -> None:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    return build_parser(only=_command(args)).parse_args(args)
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command word of ``argv`` (skipping the global options and their values); None for none."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ("-c", "--config", "--data-root"):
+            skip = True
+        elif word in ("-h", "--help", "--version"):
+            return None
+        elif not word.startswith("-"):
+            return word
+    return None

@@ -17,6 +17,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9_./-][A-Za-z0-9_./ :+,@-]*")
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):(?:\s+|$)(.*)")
 _SAFE_REL = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _AGENCY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_SCALAR = re.compile(r"[^,\[\]{}:]+(?::[^\s,\[\]{}][^,\[\]{}:]*)*")
 
 
 class _Unsupported(Exception):
@@ -208,7 +209,7 @@ def _flow_value(text: str, pos: int) -> tuple[object, int]:
         if end < 0 or (ch == "'" and text[end + 1:end + 2] == "'"):
             raise _Unsupported("quote")
         return text[pos + 1:end], end + 1
-    m = re.compile(r"[^,\[\]{}:]+(?::[^\s,\[\]{}][^,\[\]{}:]*)*").match(text, pos)
+    m = _SCALAR.match(text, pos)
     if not m:
         raise _Unsupported("scalar")
     value = m.group(0).rstrip()

@@ -12,10 +12,13 @@ import argparse
 import errno
 import fcntl
 import os
-from typing import Any
 
 from ..errors import AuthError, KoraError, NotRunningError, UsageError
 from .quickconf import ClientConf
+
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
+if TYPE_CHECKING:
+    from typing import Any
 
 # (command, audit action) -> socket operation
 OPS = {
@@ -163,13 +166,13 @@ def _who(holder: str) -> str:
 
 # -- through the socket -------------------------------------------------------------------------
 def via_socket(conf: ClientConf, args: argparse.Namespace, op: str, agency: str | None) -> dict[str, Any]:
-    from ..control.client import ControlClient
+    from .wire import Wire
 
     extra = op_args(args, op)
     if agency is None:
         return _all_agencies(conf, op, extra)
     token = _token_or_raise(conf, agency)
-    with ControlClient(_path(conf.socket_path()), timeout=120) as client:
+    with Wire(conf.socket_path()) as client:
         if op == "restore" and extra["snapshot"]:
             _check_snapshot_id(client.call("snapshots", agency, token)["snapshots"], extra["snapshot"], agency)
         if op == "show":
@@ -192,7 +195,7 @@ def _page_locally(client: Any, agency: str, token: str, extra: dict[str, Any]) -
 
 
 def _all_agencies(conf: ClientConf, op: str, extra: dict[str, Any]) -> dict[str, Any]:
-    from ..control.client import ControlClient
+    from .wire import Wire
 
     tokens: dict[str, str] = {}
     unreadable = []
@@ -210,18 +213,12 @@ def _all_agencies(conf: ClientConf, op: str, extra: dict[str, Any]) -> dict[str,
         _token_or_raise(conf, conf.agencies[0])  # raises: not running, or a daemon without our tokens
         raise NotRunningError("no token file is readable")
     results = {}
-    with ControlClient(_path(conf.socket_path()), timeout=120) as client:
+    with Wire(conf.socket_path()) as client:
         for a, tok in tokens.items():
             results[a] = client.call(op, a, tok, **extra)
     if op == "status":  # the operator's view: every agency whose token is readable
         return {"op": op, "agency": None, "result": _merge_status(results), "online": True}
     return {"op": op, "agency": None, "result": results, "online": True}
-
-
-def _path(p: str) -> Any:
-    from pathlib import Path
-
-    return Path(p)
 
 
 def _merge_status(per_agency: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from .text import escape
+
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
+if TYPE_CHECKING:
+    from typing import Any
 
 EX_OK, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_NOPERM = 0, 65, 69, 75, 77
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any
 
 from .text import escape
+
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
+if TYPE_CHECKING:
+    from typing import Any
 
 OPEN, CLOSE = "«", "»"
 COLOR_OPEN, COLOR_CLOSE = "\x1b[1;31m", "\x1b[0m"
