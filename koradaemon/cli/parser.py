@@ -20,20 +20,31 @@ if TYPE_CHECKING:
 EX_USAGE = 64
 SEARCH_MAX_LIMIT = 1000
 
-EPILOG = """\
-exit codes: 0 ok, 64 usage, 65 bad data or a failed verification, 69 daemon not running (status),
-74 I/O error, 75 busy, starting or degraded (status), 77 refused (lockdown, token not readable),
-78 configuration.
+EXIT_CODES = (
+    (0, "ok (status: running, ready, every agency ok)"),
+    (64, "usage: a bad option, argument, agency or snapshot id"),
+    (65, "bad data: a failed audit verification, a bad query, a file not in the index"),
+    (69, "unavailable: the daemon is not running (status, tail) or never ran on this data root"),
+    (70, "internal error (a bug: please report it)"),
+    (74, "I/O error"),
+    (75, "temporary: busy (another koradaemon holds the data root), starting or degraded (status)"),
+    (77, "refused: lockdown, permission denied, a token this user cannot read"),
+    (78, "configuration: no or a bad config file, a data root that does not exist"),
+)
+CONFIG_ORDER = ("--config, $KORA_CONFIG, $CONFIGURATION_DIRECTORY/koradaemon.yaml, ./koradaemon.yaml, "
+                "~/.config/koradaemon/koradaemon.yaml, /etc/koradaemon/koradaemon.yaml")
 
-config file, first found: --config, $KORA_CONFIG, $CONFIGURATION_DIRECTORY/koradaemon.yaml,
-./koradaemon.yaml, ~/.config/koradaemon/koradaemon.yaml, /etc/koradaemon/koradaemon.yaml.
-
-examples:
+EPILOG = (
+    "exit codes:\n  " + ", ".join(f"{code} {text.split(':')[0].split(' (')[0]}" for code, text in EXIT_CODES[:5])
+    + ",\n  " + ", ".join(f"{code} {text.split(':')[0].split(' (')[0]}" for code, text in EXIT_CODES[5:]) + "\n"
+    "config file, the first found:\n  " + CONFIG_ORDER.replace(", ~", ",\n  ~") + "\n\n"
+    """examples:
   koradaemon init --data-root ~/kora          # a config, a vault passphrase and a data root
   koradaemon -c ~/kora/koradaemon.yaml run    # run in the foreground
   koradaemon status                           # health check: exit 0 only when all is well
   koradaemon search --agency demo 'invoice 2024'
 """
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,9 +82,8 @@ def _globals(p: argparse.ArgumentParser, *, suppress: bool) -> None:
                         "except by 'init'")
 
 
-def _agency(p: argparse.ArgumentParser, what: str = "the agency") -> None:
-    p.add_argument("--agency", metavar="ID",
-                   help=f"{what}, e.g. --agency demo (default: the only agency of the config)")
+def _agency(p: argparse.ArgumentParser, what: str = "the agency (default: the only agency of the config)") -> None:
+    p.add_argument("--agency", metavar="ID", help=f"{what}, e.g. --agency demo")
 
 
 def _json(p: argparse.ArgumentParser) -> None:
