@@ -37,17 +37,30 @@ class ClientConf:
         self.agencies = agencies
 
     def socket_path(self) -> str:
-        runtime = _runtime_dir()
+        runtime = runtime_dir(self.data_root)
         return os.path.join(runtime, "koradaemon.sock") if runtime else os.path.join(self.data_root, self.socket)
 
     def tokens_path(self) -> str:
-        runtime = _runtime_dir()
+        runtime = runtime_dir(self.data_root)
         return os.path.join(runtime, "tokens") if runtime else os.path.join(self.data_root, self.tokens_dir)
 
 
-def _runtime_dir() -> str | None:
+def runtime_dir(data_root: str) -> str | None:
+    """Where a service's socket and tokens are: $KORA_RUNTIME_DIR / $RUNTIME_DIRECTORY, else, for the
+    standard data roots, the runtime folder systemd gives the unit (/run/koradaemon for the system
+    unit, $XDG_RUNTIME_DIR/koradaemon for the user unit) when it exists."""
     value = os.environ.get("KORA_RUNTIME_DIR") or os.environ.get("RUNTIME_DIRECTORY")
-    return value.split(":")[0] if value else None
+    if value:
+        return value.split(":")[0]
+    from . import locate
+
+    if data_root == locate.SYSTEM_DATA_ROOT:
+        candidate: str | None = os.sep + os.path.join("run", "koradaemon")
+    elif data_root == locate.user_data_root() and os.environ.get("XDG_RUNTIME_DIR"):
+        candidate = os.path.join(os.environ["XDG_RUNTIME_DIR"], "koradaemon")
+    else:
+        candidate = None
+    return candidate if candidate and os.path.isdir(candidate) else None
 
 
 def read(path: str, data_root: str) -> ClientConf | None:
