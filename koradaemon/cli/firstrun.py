@@ -19,6 +19,7 @@ from . import locate
 UNIT_FILES = {"systemd": "koradaemon.service", "systemd-user": "koradaemon-user.service",
               "launchd": "dev.kora.koradaemon.plist"}
 PASSPHRASE = "secrets/vault-passphrase"
+SYSTEM_CREDENTIAL = os.sep + os.path.join("etc", "credstore", "koradaemon.vault-passphrase")
 
 
 def shipped(name: str) -> str:
@@ -63,6 +64,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     if config.exists() and not args.force:
         raise UsageError(f"{config} already exists", hint="use --force to overwrite it")
     text = config_text(agency)
+    secret = root / PASSPHRASE
+    if args.system:  # the system unit hands the passphrase over as a credential (LoadCredential=)
+        text = text.replace(f"passphrase_file: {PASSPHRASE}", "passphrase_file: credential:vault-passphrase")
+        secret = Path(SYSTEM_CREDENTIAL)
     cfg = parse_config(text, data_root=root, source=config)  # the shipped template must be valid
     old = os.umask(0o077)
     try:
@@ -72,7 +77,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         os.chmod(root, 0o700)
         config.parent.mkdir(parents=True, exist_ok=True, mode=0o755 if args.system else 0o700)
         _write(config, text.encode(), 0o644 if args.system else 0o600)
-        secret = root / PASSPHRASE
+        secret.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not secret.exists():
             _write(secret, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
     finally:
@@ -81,10 +86,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"wrote {config}")
     print(f"data root {root} (0700), vault passphrase {secret} (0600: keep a copy somewhere safe)")
     print(f"put files under {root / cfg.agencies[0].roots[0]}, then start the daemon:")
-    print(f"  {run}")
-    kind = "systemd" if args.system else "systemd-user" if args.user else None
-    if kind:
-        print(f"or as a service: koradaemon print-unit {kind} (see its header for where it goes)")
+    if args.system:
+        print("  useradd --system --home-dir /var/lib/koradaemon --shell /usr/sbin/nologin koradaemon")
+        print("  koradaemon print-unit systemd > /etc/systemd/system/koradaemon.service")
+        print("  systemctl daemon-reload && systemctl enable --now koradaemon")
+    else:
+        print(f"  {run}")
+    if args.user:
+        print("or as a service: koradaemon print-unit systemd-user > ~/.config/systemd/user/koradaemon.service")
     print(f"then: koradaemon {how} search --agency {agency} WORD".replace("  ", " "))
     return 0
 
