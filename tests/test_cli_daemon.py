@@ -151,3 +151,21 @@ def test_search_paging_files_show_and_tail(daemon: DaemonProc) -> None:
     shutil.rmtree(daemon.root / "run", ignore_errors=True)
     offline = json.loads(daemon.cli("files", "--agency", "alpha", "--json", check=True).stdout)
     assert offline["total"] == 26
+
+
+def test_run_on_a_data_root_it_cannot_write_is_one_line(other_user: tuple[str, list[str], dict[str, str]]) -> None:
+    _name, prefix, env = other_user
+    base = Path(tempfile.mkdtemp(prefix="kora-cli-", dir="/tmp"))
+    try:
+        root = base / "data"
+        (root / "alpha" / "notes").mkdir(parents=True)
+        (root / "koradaemon.yaml").write_text("vault: {enabled: false}\nagencies:\n"
+                                              "  - agency_id: alpha\n    roots: [alpha/notes]\n")
+        for p in (base, root, root / "koradaemon.yaml"):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        res = subprocess.run([*prefix, "-c", str(root / "koradaemon.yaml"), "run"], capture_output=True, text=True,
+                             env=env, timeout=60, cwd="/tmp", stdin=subprocess.DEVNULL)
+        line = one_error_line(res)
+        assert res.returncode == 77 and "permission denied" in line, line
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
