@@ -106,7 +106,10 @@ def search(cfg: Config, agency: str, query: str, limit: int, offset: int = 0, ft
 
     def run(conn: apsw.Connection) -> dict[str, Any]:
         _check_unlocked(conn, agency)
-        hits = AgencyStore(conn, agency).search(query, limit + offset)
+        store = AgencyStore(conn, agency)
+        if hasattr(store, "search_page"):  # the store pages and counts itself
+            return dict(store.search_page(query, limit, offset, raw=fts).to_dict())
+        hits = store.search(query, limit + offset)
         return {"hits": [h.to_dict() for h in hits][offset:]}
 
     return dict(_with_db(cfg, run))

@@ -57,6 +57,8 @@ def _header(result: dict[str, Any], hits: list[dict[str, Any]], offset: int) -> 
 
 
 def _lines(h: dict[str, Any]) -> str:
+    if isinstance(h.get("match_line"), int):  # the line of the first match: 'show ROOT/PATH:LINE' goes there
+        return f"L{h['match_line']}"
     start, end = h.get("line_start"), h.get("line_end")
     if isinstance(start, int):
         return f"L{start}" if not isinstance(end, int) or end == start else f"L{start}-{end}"

@@ -79,7 +79,11 @@ def apply_migrations(conn: apsw.Connection) -> None:
                 )
             if current == SCHEMA_VERSION:
                 return
-            conn.execute(MIGRATIONS[current])
+            step = MIGRATIONS[current]
+            if isinstance(step, str):
+                conn.execute(step)
+            else:  # a migration that needs code (e.g. moving rows between tables)
+                step(conn)
             conn.execute(f"PRAGMA user_version = {current + 1}")
         log.info("db_migrated", version=current + 1)
 
