@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -144,9 +145,13 @@ def test_search_paging_files_show_and_tail(daemon: DaemonProc) -> None:
             (notes / "live.md").write_text("streamed chervil\n")
             event = json.loads(tail.stdout.readline())
             assert event["type"] == "index" and event["path"] == "live.md"
+            tail.send_signal(signal.SIGINT)  # Ctrl-C is how a user ends it
+            assert tail.wait(10) == 130
+            assert tail.stderr is not None and tail.stderr.read() == "", "no traceback on Ctrl-C"
         finally:
-            tail.terminate()
-            tail.wait(10)
+            if tail.poll() is None:
+                tail.kill()
+                tail.wait(10)
     assert daemon.stop() == 0
     shutil.rmtree(daemon.root / "run", ignore_errors=True)
     offline = json.loads(daemon.cli("files", "--agency", "alpha", "--json", check=True).stdout)

@@ -122,6 +122,9 @@ def test_json_errors_are_json_on_stderr(root: Path) -> None:
     assert res.returncode == 64 and res.stdout == ""
     body = json.loads(one_error_line(res))
     assert body["error"] == "usage" and body["exit_code"] == 64 and "zz" in body["message"]
+    res = kora("-c", str(root / "koradaemon.yaml"), "search", "--json", "--limit", "0", "x")
+    body = json.loads(one_error_line(res))
+    assert res.returncode == 64 and body["error"] == "usage" and "out of range" in body["message"]
 
 
 def _closed_pipe_run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:

@@ -50,9 +50,16 @@ EPILOG = (
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and exit 64."""
 
+    json_errors = False  # set by parse() when --json is on the command line
+
     def error(self, message: str) -> NoReturn:
-        hint = f" (see '{self.prog} --help')"
-        self.exit(EX_USAGE, f"{self.prog}: error: {message}{hint}\n")
+        hint = f"see '{self.prog} --help'"
+        if Parser.json_errors:
+            import json
+
+            body = {"error": "usage", "message": f"{self.prog}: {message}", "exit_code": EX_USAGE, "hint": hint}
+            self.exit(EX_USAGE, json.dumps(body, ensure_ascii=False) + "\n")
+        self.exit(EX_USAGE, f"{self.prog}: error: {message} ({hint})\n")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -286,6 +293,7 @@ def _print_unit(sub: argparse._SubParsersAction[Parser]) -> None:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = sys.argv[1:] if argv is None else argv
+    Parser.json_errors = "--json" in args
     return build_parser(only=_command(args)).parse_args(args)
 
 
