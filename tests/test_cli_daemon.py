@@ -116,6 +116,7 @@ def test_search_paging_files_show_and_tail(daemon: DaemonProc) -> None:
     for i in range(25):
         (notes / f"f{i:02d}.md").write_text(f"header {i}\n\nline with marjoram number {i}\n")
     (notes / "big.skip").write_text("ignored")
+    (notes / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
     daemon.start()
     wait_for(lambda: len(daemon.search("marjoram")) == 10, 20, what="indexed")
     res = daemon.cli("search", "--agency", "alpha", "--json", "--limit", "1000", "marjoram", check=True)
@@ -130,6 +131,10 @@ def test_search_paging_files_show_and_tail(daemon: DaemonProc) -> None:
     files = daemon.cli("files", "--agency", "alpha", "--json", check=True)
     listing = json.loads(files.stdout)
     assert listing["total"] == 25 and listing["files"][0]["path"] == "f00.md" and listing["files"][0]["chunks"] == 1
+    skipped = json.loads(daemon.cli("files", "--agency", "alpha", "--skipped", "--json", check=True).stdout)
+    assert [(f["path"], f["skipped"]) for f in skipped["files"]] == [("blob.bin", "binary")]
+    human = daemon.cli("files", "--agency", "alpha", "--skipped", check=True).stdout
+    assert "binary" in human and "alpha/notes/blob.bin" in human and "skipped files: 1" in human
     h = hits[0]
     ref = f"{h['root']}/{h['path']}@{h['offset']}+{h['length']}"
     chunk = daemon.cli("show", "--agency", "alpha", ref, check=True).stdout
