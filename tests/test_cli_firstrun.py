@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,19 +81,45 @@ def test_wheel_init_run_search(installed: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, out[-2000:]
 
 
-def test_user_layout_uses_the_standard_folders(tmp_path: Path) -> None:
-    env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME="", XDG_STATE_HOME="")
-    for var in ("KORA_CONFIG", "KORA_DATA_ROOT", "STATE_DIRECTORY", "CONFIGURATION_DIRECTORY"):
+@pytest.fixture
+def short_home() -> Iterator[Path]:
+    """A home folder with a short path: the control socket's path must fit AF_UNIX's 108 bytes."""
+    home = Path(tempfile.mkdtemp(prefix="kh", dir="/tmp"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_readme_first_run_with_the_user_layout(short_home: Path) -> None:
+    """README, 'Without a checkout': init --user, run, search, from any folder, nothing else set."""
+    tmp_path = short_home
+    env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME="", XDG_STATE_HOME="", XDG_RUNTIME_DIR="")
+    for var in ("KORA_CONFIG", "KORA_DATA_ROOT", "STATE_DIRECTORY", "CONFIGURATION_DIRECTORY", "RUNTIME_DIRECTORY",
+                "KORA_RUNTIME_DIR", "NOTIFY_SOCKET"):
         env.pop(var, None)
-    res = _run([sys.executable, "-m", "koradaemon", "init", "--user", "--agency", "acme"], env=env, cwd=tmp_path)
+    kd = [sys.executable, "-m", "koradaemon"]
+    res = _run([*kd, "init", "--user"], env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     config = tmp_path / ".config" / "koradaemon" / "koradaemon.yaml"
     root = tmp_path / ".local" / "state" / "koradaemon"
-    assert config.is_file() and (root / "acme" / "notes").is_dir() and (root / "secrets" / "vault-passphrase").is_file()
-    assert "koradaemon run" in res.stdout and "--data-root" not in res.stdout
-    # The config is found in ~/.config and the data root is the user state folder, from any folder.
-    check = _run([sys.executable, "-m", "koradaemon", "status", "--json"], env=env, cwd="/")
+    assert config.is_file() and (root / "secrets" / "vault-passphrase").is_file()
+    assert "  koradaemon run\n" in res.stdout and "--data-root" not in res.stdout
+    check = _run([*kd, "status", "--json"], env=env, cwd="/")
     assert check.returncode == 69 and "never run on the data root " + str(root) in check.stderr
+    (root / "demo" / "notes" / "veg.md").write_text("a note about rutabaga\n")
+    with subprocess.Popen([*kd, "run"], env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL) as proc:
+        try:
+            wait_for(lambda: proc.poll() is None and _run([*kd, "status"], env=env).returncode == 0, 60, 0.3,
+                     "daemon healthy")
+            found = wait_for(lambda: (r := _run([*kd, "search", "rutabaga"], env=env, cwd="/")).returncode == 0
+                             and "veg.md" in r.stdout and r, 60, 0.3, "README search")
+            assert "demo/notes/veg.md" in found.stdout
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out[-2000:]
+    other = _run([*kd, "init", "--data-root", str(tmp_path / "acme-root"), "--agency", "acme"], env=env)
+    assert other.returncode == 0 and "agency_id: acme" in (tmp_path / "acme-root" / "koradaemon.yaml").read_text()
 
 
 @pytest.mark.parametrize("kind", ["systemd", "systemd-user", "launchd"])
