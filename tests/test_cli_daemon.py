@@ -179,3 +179,24 @@ def test_run_on_a_data_root_it_cannot_write_is_one_line(other_user: tuple[str, l
         assert res.returncode == 77 and "permission denied" in line, line
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_daemon_whose_socket_is_elsewhere_is_not_called_not_running(tmp_path: Path) -> None:
+    runtime = Path(tempfile.mkdtemp(prefix="kr", dir="/tmp"))
+    d = DaemonProc(tmp_path / "data")
+    try:
+        d.env["KORA_RUNTIME_DIR"] = str(runtime)
+        d.start(wait_ready=False)
+        wait_for(lambda: (runtime / "koradaemon.sock").exists(), 30, 0.05, "socket in the runtime dir")
+        del d.env["KORA_RUNTIME_DIR"]
+        res = d.cli("search", "--agency", "alpha", "x")  # without KORA_RUNTIME_DIR: no token where it looks
+        line = one_error_line(res)
+        assert res.returncode == 77 and "holds the data root" in line and "KORA_RUNTIME_DIR" in line, line
+        d.env["KORA_RUNTIME_DIR"] = str(runtime)
+        wait_for(lambda: d.cli("status", "--agency", "alpha").returncode == 0, 30, 0.2, "healthy with the runtime dir")
+        assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+        shutil.rmtree(runtime, ignore_errors=True)
