@@ -125,3 +125,46 @@ def test_migrations_from_several_processes_at_once(tmp_path: Path) -> None:
         assert user_version(conn) == SCHEMA_VERSION
     finally:
         conn.close()
+
+
+def test_wire_waits_out_busy_answers_and_maps_error_codes(tmp_path: Path) -> None:
+    """A real Unix socket server: two "busy" answers (each on a fresh connection), then a result."""
+    import json
+    import socket
+    import threading
+
+    from koradaemon.cli.wire import Wire
+    from koradaemon.errors import LockdownError
+
+    path = str(tmp_path / "s.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+    seen: list[dict[str, object]] = []
+
+    def serve() -> None:
+        for i in range(4):
+            conn, _ = server.accept()
+            with conn:
+                req = json.loads(conn.makefile("rb").readline())
+                seen.append(req)
+                if i < 2:
+                    body = {"id": req["id"], "ok": False, "error": {"code": "busy", "message": "no slot"}}
+                elif i == 2:
+                    body = {"id": req["id"], "ok": True, "result": {"pong": True}}
+                else:
+                    body = {"id": req["id"], "ok": False, "error": {"code": "lockdown", "message": "locked"}}
+                conn.sendall(json.dumps(body).encode() + b"\n")
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        with Wire(path, timeout=10) as w:
+            assert w.call("ping", "alpha", "tok") == {"pong": True}
+        with Wire(path, timeout=10) as w, pytest.raises(LockdownError):
+            w.call("search", "alpha", "tok", query="x")
+    finally:
+        t.join(10)
+        server.close()
+    assert [r["op"] for r in seen] == ["ping", "ping", "ping", "search"]
+    assert seen[3]["args"] == {"query": "x"} and seen[0]["agency_id"] == "alpha" and seen[0]["token"] == "tok"

@@ -33,7 +33,7 @@ ALL_AGENCIES_OPS = ("status", "audit.verify")  # without --agency: every agency 
 
 class DataRootBusy(KoraError):
     exit_code = 75
-    code = "busy"
+    code = "data_root_busy"  # as daemon/runlock.py's; "busy" is the control socket's "no free slot"
 
 
 def run_client(args: argparse.Namespace, config_path: str, root: str) -> int:

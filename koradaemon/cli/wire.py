@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_REPLY_BYTES = 64 << 20
+BUSY_WAIT_S = 10.0  # how long a full accept queue or "busy" answers are waited out
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.005, 0.2
 _NOT_RUNNING = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.ENOTSOCK)
 _BUSY = (errno.EAGAIN, errno.EWOULDBLOCK)
 
@@ -42,6 +44,22 @@ class Wire:
             self._sock = None
 
     def call(self, op: str, agency_id: str, token: str, /, **args: Any) -> dict[str, Any]:
+        """One request; a "busy" answer on a fresh connection (no free slot yet) is retried with backoff
+        for up to BUSY_WAIT_S, as :class:`~koradaemon.control.client.ControlClient` does."""
+        deadline = time.monotonic() + min(self.timeout, BUSY_WAIT_S)
+        delay = _RETRY_FIRST_S
+        while True:
+            fresh = self._sock is None
+            try:
+                return self._call_once(op, agency_id, token, args)
+            except errors.KoraError as exc:
+                if exc.code != "busy" or not fresh or time.monotonic() >= deadline:
+                    raise
+            self.__exit__()
+            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+    def _call_once(self, op: str, agency_id: str, token: str, args: dict[str, Any]) -> dict[str, Any]:
         sock = self._sock or self._connect()
         request_id, self._next_id = self._next_id, self._next_id + 1
         line = json.dumps({"id": request_id, "op": op, "agency_id": agency_id, "token": token, "args": args},
@@ -61,7 +79,8 @@ class Wire:
         return result
 
     def _connect(self) -> socket.socket:
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + min(self.timeout, BUSY_WAIT_S)
+        delay = _RETRY_FIRST_S
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             sock.settimeout(self.timeout)
@@ -70,8 +89,12 @@ class Wire:
             except OSError as exc:
                 sock.close()
                 if exc.errno in _BUSY and time.monotonic() < deadline:
-                    time.sleep(0.01)  # the accept queue is full: wait for a slot, within the timeout
+                    time.sleep(delay)  # the accept queue is full: wait for a slot, within the timeout
+                    delay = min(delay * 2, _RETRY_MAX_S)
                     continue
+                if exc.errno in _BUSY:
+                    raise _coded("busy", 75, f"the daemon on {self.path} accepts no connection now",
+                                 "it is overloaded: try again") from None
                 if exc.errno in _NOT_RUNNING:
                     raise errors.NotRunningError(f"no daemon is listening on {self.path}",
                                                  hint="start it with 'koradaemon run'") from None
@@ -111,8 +134,13 @@ def error_from_body(body: object) -> errors.KoraError:
             except TypeError:
                 break
         pending.extend(cls.__subclasses__())
-    if code == "internal":
-        err = errors.ControlError(message, hint=hint if isinstance(hint, str) else None)
-        err.exit_code = 70
-        return err
+    fallback = {"internal": 70, "busy": 75}  # codes whose classes live outside errors.py (or not yet)
+    if code in fallback:
+        return _coded(code, fallback[code], message, hint if isinstance(hint, str) else None)
     return errors.ControlError(f"{code}: {message}" if code else message)
+
+
+def _coded(code: str, exit_code: int, message: str, hint: str | None) -> errors.KoraError:
+    err = errors.ControlError(message, hint=hint)
+    err.code, err.exit_code = code, exit_code
+    return err
