@@ -12,10 +12,12 @@ from .text import escape
 
 def follow(conf: ClientConf, agency: str | None, token: str, *, as_json: bool) -> int:
     """Print one line per event until the daemon stops (exit 0) or Ctrl-C (exit 130, from main)."""
+    from pathlib import Path
+
     from ..control.client import ControlClient
 
     assert agency is not None
-    client = ControlClient(conf.socket_path(), timeout=30)
+    client = ControlClient(Path(conf.socket_path()), timeout=30)
     stream = client.stream("subscribe", agency, token, idle_timeout=None)
     try:
         for event in stream:

@@ -8,13 +8,11 @@ import json
 import os
 import socket
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from ..errors import ControlError, NotRunningError, ProtocolError
 from .protocol import LineReader, encode_request, error_from_body
-
-if TYPE_CHECKING:
-    from pathlib import Path  # annotations only: the CLI's start-up does not pay for pathlib
 
 MAX_RESPONSE_BYTES = 64 << 20
 _NOT_RUNNING = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.ENOTSOCK)
@@ -23,7 +21,7 @@ _NOT_RUNNING = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.ENOTSOCK)
 class ControlClient:
     """``call()`` reuses one connection; each ``stream()`` opens its own."""
 
-    def __init__(self, socket_path: Path | str, *, timeout: float | None = 10.0) -> None:
+    def __init__(self, socket_path: Path, *, timeout: float | None = 10.0) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
         self._ids = itertools.count(1)
