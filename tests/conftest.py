@@ -121,8 +121,11 @@ class DaemonProc:
         self.proc: _subprocess.Popen[bytes] | None = None
         self.log = root / "daemon.out"
 
+    def cli_cmd(self) -> list[str]:
+        return [_sys.executable, "-m", "koradaemon", "-c", str(self.config), "--data-root", str(self.root)]
+
     def cli(self, *args: str, check: bool = False, timeout: float = 60) -> _subprocess.CompletedProcess[str]:
-        cmd = [_sys.executable, "-m", "koradaemon", "-c", str(self.config), "--data-root", str(self.root), *args]
+        cmd = [*self.cli_cmd(), *args]
         res = _subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env,
                               stdin=_subprocess.DEVNULL)
         if check and res.returncode != 0:

@@ -19,7 +19,7 @@ from ..errors import AuditError, KoraError, LockdownError, TamperError, UsageErr
 from ..ioerrors import describe_io_error, is_io_error
 from .anchor import AnchorStore
 from .lockdown import LockdownRegistry
-from .quarantine import quarantine_from
+from .quarantine import quarantine_from, quarantined_records
 from .record import LOCKDOWN, UNLOCK, Record
 from .verify import VerifyResult, verify_log
 from .writer import AuditLog, Pending
@@ -49,6 +49,7 @@ class AuditManager:
                                       "group_commit_records": group_commit_records,
                                       "full_verify_on_open": full_verify_on_start}
         self.logs: dict[str, AuditLog] = {}
+        self.last_unlock: dict[str, dict[str, Any]] = {}  # what the last unlock repaired, for its report
         self._lock = threading.RLock()
 
     # -- opening --------------------------------------------------------------------
@@ -174,6 +175,7 @@ class AuditManager:
             alog.open()
             record = alog.append_internal(UNLOCK, data)
             self.logs[agency_id] = alog
+            self.last_unlock[agency_id] = dict(data)
             self.lockdown.unlock(agency_id)
             log.warning("audit_unlock", agency_id=agency_id, seq=record.seq, **{k: v for k, v in data.items()
                                                                              if k != "reason"})
@@ -185,8 +187,9 @@ class AuditManager:
         data: dict[str, Any] = {}
         result = verify_log(agency_dir, agency_id)
         if not result.ok:
-            data.update(quarantined=quarantine_from(agency_dir, result), first_bad_seq=result.first_bad_seq,
-                        bad_reason=(result.reason or "")[:1000])
+            moved = quarantine_from(agency_dir, result)
+            data.update(quarantined=moved, first_bad_seq=result.first_bad_seq, bad_reason=(result.reason or "")[:1000],
+                        quarantined_records=quarantined_records(agency_dir, moved, result))
         if anchor is not None and anchor != result.head:
             data.update(previous_anchor_seq=anchor.seq, previous_anchor_hash=anchor.hash)
         data.update(last_good_seq=result.head_seq, last_good_hash=result.head_hash)

@@ -50,3 +50,14 @@ def quarantine_from(agency_dir: Path, result: VerifyResult) -> list[str]:
     log.warning("audit_quarantined", agency_dir=agency_dir.name, files=moved, kept_bytes=result.bad_offset,
                 last_good_seq=result.head_seq)
     return moved
+
+
+def quarantined_records(agency_dir: Path, moved: list[str], result: VerifyResult) -> int:
+    """How many record lines left the chain: the bad segment from the bad line on, and every later one."""
+    count = 0
+    for name in moved:
+        data = (agency_dir / name).read_bytes()
+        if result.bad_segment is not None and name.endswith(segment_name(result.bad_segment)):
+            data = data[result.bad_offset or 0:]
+        count += data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    return count

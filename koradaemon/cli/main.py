@@ -1,7 +1,8 @@
-"""Command line: `koradaemon run|check-config|status|search|snapshot|restore|audit ...`.
+"""Command line: `koradaemon run|check-config|status|search|files|show|tail|snapshot|restore|audit|init ...`.
 
-Commands that read or change a running daemon's data go through its control
-socket; with no daemon running they work on the data root directly.
+Commands that read or change a running daemon's data go through its control socket; with no
+daemon running they work on the data root directly (read-only commands never write there).
+Imports are lazy: a `search` or `status` call loads only what it uses.
 """
 
 from __future__ import annotations
@@ -10,88 +11,68 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from .. import __version__
-from ..config import data_root_for, load_config
-from ..config_model import Config
-from ..errors import KoraError, NotRunningError, UsageError
+from ..errors import KoraError
+from .render import quiet_stdout
 
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
+if TYPE_CHECKING:
+    from ..config_model import Config
 
-def default_config_path() -> Path:
-    env = os.environ.get("KORA_CONFIG")
-    if env:
-        return Path(env)
-    confdir = os.environ.get("CONFIGURATION_DIRECTORY")
-    if confdir:
-        return Path(confdir.split(":")[0]) / "koradaemon.yaml"
-    return Path("koradaemon.yaml")
-
-
-def _global_options(p: argparse.ArgumentParser, default: object) -> None:
-    p.add_argument("-c", "--config", type=Path, default=default,
-                   help="YAML config (default: $KORA_CONFIG or ./koradaemon.yaml)")
-    p.add_argument("--data-root", default=default,
-                   help="data root (default: $KORA_DATA_ROOT, $STATE_DIRECTORY, the config's folder)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="koradaemon", description="KORA OS data engine")
-    p.add_argument("--version", action="version", version=f"koradaemon {__version__}")
-    _global_options(p, None)
-    # The same options after the subcommand (`koradaemon run --config FILE`, as the service
-    # files run it); SUPPRESS keeps a value given before the subcommand when they are absent.
-    common = argparse.ArgumentParser(add_help=False)
-    _global_options(common, argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("run", help="run the daemon in the foreground", parents=[common])
-    sub.add_parser("check-config", help="validate the configuration and print it", parents=[common])
-    st = sub.add_parser("status", help="show the daemon's status", parents=[common])
-    st.add_argument("--agency", help="agency (default: the first declared)")
-    st.add_argument("--json", action="store_true")
-    se = sub.add_parser("search", help="full-text search one agency's index", parents=[common])
-    se.add_argument("--agency", required=True)
-    se.add_argument("--limit", type=int, default=10)
-    se.add_argument("--json", action="store_true")
-    se.add_argument("query")
-    sn = sub.add_parser("snapshot", help="take a Session Vault snapshot now", parents=[common])
-    sn.add_argument("--agency", required=True)
-    sn.add_argument("--json", action="store_true")
-    sl = sub.add_parser("snapshots", help="list an agency's snapshots", parents=[common])
-    sl.add_argument("--agency", required=True)
-    sl.add_argument("--json", action="store_true")
-    rs = sub.add_parser("restore", help="restore a snapshot (latest by default)", parents=[common])
-    rs.add_argument("--agency", required=True)
-    rs.add_argument("--snapshot", help="snapshot id (YYYY-MM-DDTHHMMSSZ); default: latest")
-    rs.add_argument("--target", help="restore into this folder (relative to the data root) instead of in place")
-    rs.add_argument("--json", action="store_true")
-    au = sub.add_parser("audit", help="audit log commands")
-    ausub = au.add_subparsers(dest="audit_cmd", required=True)
-    av = ausub.add_parser("verify", help="verify the audit chain(s) in full", parents=[common])
-    av.add_argument("--agency")
-    av.add_argument("--json", action="store_true")
-    ul = ausub.add_parser("unlock", help="end an agency's lockdown (audited)", parents=[common])
-    ul.add_argument("--agency", required=True)
-    ul.add_argument("--reason", required=True)
-    return p
+EX_SOFTWARE = 70
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    json_errors = "--json" in args_list
     try:
-        return dispatch(args)
-    except KoraError as exc:
-        print(f"koradaemon: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        from .parser import parse
+
+        args = parse(args_list)
+        code = dispatch(args)
+        try:
+            sys.stdout.flush()  # here, not at exit, so a closed pipe is handled like any other
+        except BrokenPipeError:
+            quiet_stdout()
+        return code
+    except KoraError as exc:  # a configuration's problems come one per line; every other error is one line
+        return _fail(exc.exit_code, exc.code, str(exc), json_errors, exc.hint,
+                     multiline=len(getattr(exc, "errors", ())) > 1 or bool(getattr(exc, "warnings", ())))
+    except BrokenPipeError:  # `koradaemon search ... | head -1`: the reader has all it wants
+        quiet_stdout()
+        return 0
     except KeyboardInterrupt:
         return 130
+    except PermissionError as exc:
+        return _fail(77, "permission", f"permission denied: {exc.filename or exc}", json_errors,
+                     "run as the account that owns the data root (the daemon's user)")
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(74, "io", f"{exc.strerror or exc}{where}", json_errors)
+    except SystemExit as exc:  # argparse: --help/--version (0) and usage errors (64, already printed)
+        return exc.code if isinstance(exc.code, int) else 64
+    except Exception as exc:
+        if os.environ.get("KORA_DEBUG"):
+            raise
+        return _fail(EX_SOFTWARE, "internal", f"internal error: {type(exc).__name__}: {exc}", json_errors,
+                     "set KORA_DEBUG=1 for the traceback")
 
 
-def load(args: argparse.Namespace) -> Config:
-    path = args.config or default_config_path()
-    root = Path(args.data_root).resolve() if args.data_root else data_root_for(path)
-    # run and check-config: every check; client commands skip those of the daemon's environment
-    return load_config(path, data_root=root, runtime_checks=args.cmd in ("run", "check-config"))
+def _fail(code: int, kind: str, message: str, as_json: bool, hint: str | None = None, *,
+          multiline: bool = False) -> int:
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        quiet_stdout()
+    if as_json:
+        import json
+
+        body = {"error": kind, "message": message, "exit_code": code, **({"hint": hint} if hint else {})}
+        line = json.dumps(body, ensure_ascii=False)
+    else:
+        line = f"koradaemon: error: {message}" + (f" ({hint})" if hint and hint not in message else "")
+    print(line if multiline and not as_json else " ".join(line.splitlines()), file=sys.stderr)
+    return code
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -101,27 +82,26 @@ def dispatch(args: argparse.Namespace) -> int:
 
         flags = SignalFlags()
         flags.install()
-    cfg = load(args)
-    if args.cmd != "run":  # CLI output owns stdout; the library's log lines go to stderr
-        from ..logsetup import configure_logging
+    if args.cmd in ("init", "print-unit"):
+        from . import firstrun
 
-        configure_logging(level="warning", fmt="console", stream=sys.stderr)
+        return firstrun.cmd_init(args) if args.cmd == "init" else firstrun.cmd_print_unit(args)
+    from . import locate
+
+    config_path = locate.find_config(args.config)
+    root, origin = locate.data_root(config_path, args.data_root)
     if args.cmd == "check-config":
-        return cmd_check_config(cfg)
+        return cmd_check_config(locate.load_config_full(config_path, root))
+    locate.check_data_root(root, origin)
     if args.cmd == "run":
+        from pathlib import Path
+
         from ..daemon.runner import run_daemon
 
-        return run_daemon(cfg, args.config or default_config_path(), flags)
-    from . import remote as clientops
+        return run_daemon(locate.load_config_full(config_path, root), Path(config_path), flags)
+    from .remote import run_client
 
-    agency = getattr(args, "agency", None) or cfg.agencies[0].agency_id
-    if cfg.agency(agency) is None:
-        raise UsageError(f"unknown agency {agency!r}", hint="see 'agencies' in the configuration")
-    try:
-        result = clientops.via_socket(cfg, args, agency)
-    except NotRunningError:
-        result = clientops.offline(cfg, args, agency)
-    return clientops.render(args, result)
+    return run_client(args, config_path, root)
 
 
 def cmd_check_config(cfg: Config) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _dur(seconds: float) -> str:

@@ -29,10 +29,10 @@ from .status import StatusSources, full_status
 
 log = structlog.get_logger(__name__)
 
-MAX_LIMIT = 100
+MAX_LIMIT = 1000
 # Operations whose cost grows with the agency's data: the control server runs a bounded number
 # of them per agency at once (control.heavy_per_agency).
-HEAVY_OPS = frozenset({"search", "get_chunk", "snapshot", "snapshots", "restore", "audit.verify"})
+HEAVY_OPS = frozenset({"search", "get_chunk", "snapshot", "snapshots", "restore", "audit.verify", "files"})
 _CONTEXT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
 
@@ -74,6 +74,7 @@ class Operations:
             "audit.verify": self.audit_verify,
             "audit.unlock": self.audit_unlock,
             "subscribe": self.subscribe,
+            "files": self.files,
             "ping": lambda req: {"pong": True},
         }
 
@@ -160,8 +161,27 @@ class Operations:
         reason = _arg(req.args, "reason", str)
         if not reason.strip():
             raise UsageError("an unlock needs a reason")
-        self._runtime(req).unlock(reason)
-        return {"unlocked": req.agency_id}
+        record = self._runtime(req).unlock(reason)
+        report = {k: v for k, v in self.d.audit.last_unlock.get(req.agency_id, {}).items() if k != "reason"}
+        return {"unlocked": req.agency_id, "seq": getattr(record, "seq", None), **report,
+                "audit_dir": str(self.d.cfg.path(self.d.cfg.audit.dir) / req.agency_id)}
+
+    def files(self, req: Request) -> dict[str, Any]:
+        """A page of the agency's indexed (or skipped) files; with ``path`` ("ROOT/PATH"), that one file."""
+        from ..index.listing import file_entry, list_files, split_root
+
+        runtime = self._runtime(req)
+        runtime.check_unlocked()
+        agency = runtime.agency
+        if "path" in req.args:
+            root, path = split_root(_arg(req.args, "path", str), agency.roots)
+            return {"root": root, "path": path, "file": file_entry(self._conn(), req.agency_id, root, path)}
+        limit = _arg(req.args, "limit", int, 1000)
+        offset = _arg(req.args, "offset", int, 0)
+        if not 1 <= limit <= 1_000_000 or offset < 0:
+            raise UsageError("limit must be 1..1000000 and offset >= 0")
+        return list_files(self._conn(), req.agency_id, skipped=_arg(req.args, "skipped", bool, False),
+                          limit=limit, offset=offset)
 
     def subscribe(self, req: Request) -> Iterator[dict[str, Any] | None]:
         """Live events of the agency; ``None`` on idle lets the server notice a hang-up or a stop."""

@@ -63,17 +63,29 @@ def user_version(conn: apsw.Connection) -> int:
 
 
 def apply_migrations(conn: apsw.Connection) -> None:
-    current = user_version(conn)
-    if current > SCHEMA_VERSION:
-        raise DatabaseError(
-            f"database schema version {current} is newer than this koradaemon ({SCHEMA_VERSION})",
-            hint="upgrade koradaemon or restore an older database",
-        )
-    for version in range(current + 1, SCHEMA_VERSION + 1):
-        with conn:  # one transaction: the migration and the version bump land together
-            conn.execute(MIGRATIONS[version - 1])
-            conn.execute(f"PRAGMA user_version = {version}")
-        log.info("db_migrated", version=version)
+    """Bring the schema up to date, one migration per transaction.
+
+    Each step takes the write lock first (BEGIN IMMEDIATE) and reads ``user_version`` inside the
+    transaction, so two processes opening a new database at once never apply the same step twice:
+    the second waits for the first and then sees the new version.
+    """
+    while True:
+        with immediate(conn):
+            current = user_version(conn)
+            if current > SCHEMA_VERSION:
+                raise DatabaseError(
+                    f"database schema version {current} is newer than this koradaemon ({SCHEMA_VERSION})",
+                    hint="upgrade koradaemon or restore an older database",
+                )
+            if current == SCHEMA_VERSION:
+                return
+            step = MIGRATIONS[current]
+            if isinstance(step, str):
+                conn.execute(step)
+            else:  # a migration that needs code (e.g. moving rows between tables)
+                step(conn)
+            conn.execute(f"PRAGMA user_version = {current + 1}")
+        log.info("db_migrated", version=current + 1)
 
 
 def integrity_ok(conn: apsw.Connection) -> bool:

@@ -1,0 +1,146 @@
+"""One request, one reply over the control socket: the CLI's fast path (stdlib socket and json only).
+
+The wire format is the control protocol's (one JSON object per line, see ``control/protocol.py``);
+the long-lived and streaming client is :class:`koradaemon.control.client.ControlClient`. A connect
+that finds the daemon's accept queue full is retried until ``timeout`` instead of failing at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+import time
+
+from .. import errors
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+MAX_REPLY_BYTES = 64 << 20
+BUSY_WAIT_S = 10.0  # how long a full accept queue or "busy" answers are waited out
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.005, 0.2
+_NOT_RUNNING = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.ENOTSOCK)
+_BUSY = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+class Wire:
+    """A connection for a few sequential calls; ``with Wire(path) as w: w.call(...)``."""
+
+    def __init__(self, socket_path: str, *, timeout: float = 120.0) -> None:
+        self.path = socket_path
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._next_id = 1
+
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def call(self, op: str, agency_id: str, token: str, /, **args: Any) -> dict[str, Any]:
+        """One request; a "busy" answer on a fresh connection (no free slot yet) is retried with backoff
+        for up to BUSY_WAIT_S, as :class:`~koradaemon.control.client.ControlClient` does."""
+        deadline = time.monotonic() + min(self.timeout, BUSY_WAIT_S)
+        delay = _RETRY_FIRST_S
+        while True:
+            fresh = self._sock is None
+            try:
+                return self._call_once(op, agency_id, token, args)
+            except errors.KoraError as exc:
+                if exc.code != "busy" or not fresh or time.monotonic() >= deadline:
+                    raise
+            self.__exit__()
+            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+    def _call_once(self, op: str, agency_id: str, token: str, args: dict[str, Any]) -> dict[str, Any]:
+        sock = self._sock or self._connect()
+        request_id, self._next_id = self._next_id, self._next_id + 1
+        line = json.dumps({"id": request_id, "op": op, "agency_id": agency_id, "token": token, "args": args},
+                          separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            sock.sendall(line.encode() + b"\n")
+            reply = self._readline(sock)
+        except TimeoutError:
+            raise errors.ControlError("the daemon did not answer in time") from None
+        except OSError as exc:
+            raise errors.ControlError(f"lost the connection to the daemon: {exc.strerror or exc}") from None
+        if reply.get("ok") is not True:
+            raise error_from_body(reply.get("error"))
+        if reply.get("id") != request_id or not isinstance(reply.get("result"), dict):
+            raise errors.ControlError(f"the daemon's reply to {op!r} does not match the request")
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def _connect(self) -> socket.socket:
+        deadline = time.monotonic() + min(self.timeout, BUSY_WAIT_S)
+        delay = _RETRY_FIRST_S
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno in _BUSY and time.monotonic() < deadline:
+                    time.sleep(delay)  # the accept queue is full: wait for a slot, within the timeout
+                    delay = min(delay * 2, _RETRY_MAX_S)
+                    continue
+                if exc.errno in _BUSY:
+                    raise _coded("busy", 75, f"the daemon on {self.path} accepts no connection now",
+                                 "it is overloaded: try again") from None
+                if exc.errno in _NOT_RUNNING:
+                    raise errors.NotRunningError(f"no daemon is listening on {self.path}",
+                                                 hint="start it with 'koradaemon run'") from None
+                raise errors.ControlError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
+            self._sock = sock
+            return sock
+
+    def _readline(self, sock: socket.socket) -> dict[str, Any]:
+        while b"\n" not in self._buf:
+            if len(self._buf) > MAX_REPLY_BYTES:
+                raise errors.ControlError("the daemon's reply is too large")
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise errors.ControlError("the daemon closed the connection")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise errors.ControlError("the daemon sent a reply that is not JSON") from None
+        if not isinstance(reply, dict):
+            raise errors.ControlError("the daemon sent a reply that is not an object")
+        return reply
+
+
+def error_from_body(body: object) -> errors.KoraError:
+    """The :class:`KoraError` subclass named by an error reply's ``code`` (ControlError when unknown)."""
+    if not isinstance(body, dict):
+        return errors.ControlError("malformed error reply from the daemon")
+    code, message, hint = str(body.get("code", "")), str(body.get("message", "error")), body.get("hint")
+    pending: list[type[errors.KoraError]] = [errors.KoraError]
+    while pending:
+        cls = pending.pop(0)
+        if cls.code == code:
+            try:
+                return cls(message, hint=hint if isinstance(hint, str) else None)
+            except TypeError:
+                break
+        pending.extend(cls.__subclasses__())
+    fallback = {"internal": 70, "busy": 75}  # codes whose classes live outside errors.py (or not yet)
+    if code in fallback:
+        return _coded(code, fallback[code], message, hint if isinstance(hint, str) else None)
+    return errors.ControlError(f"{code}: {message}" if code else message)
+
+
+def _coded(code: str, exit_code: int, message: str, hint: str | None) -> errors.KoraError:
+    err = errors.ControlError(message, hint=hint)
+    err.code, err.exit_code = code, exit_code
+    return err

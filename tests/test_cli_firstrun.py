@@ -1,0 +1,137 @@
+"""First run as a user would do it: build the wheel, install it into a fresh venv outside the repo,
+`init`, put a file in, `run` with the printed command, `search` finds it. Plus print-unit."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv holding the wheel built from this checkout (deps from the package index or pip's cache)."""
+    base = tmp_path_factory.mktemp("wheel")
+    src = base / "src"
+    src.mkdir()
+    for name in ("koradaemon", "etc", "systemd"):
+        shutil.copytree(REPO / name, src / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(base / "dist"), str(src)])
+    if built.returncode != 0:
+        pytest.skip(f"cannot build the wheel here (no setuptools from the index?): {built.stderr[-300:]}")
+    wheel = next((base / "dist").glob("koradaemon-*.whl"))
+    venv = base / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)]).check_returncode()
+    got = _run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)])
+    if got.returncode != 0:
+        pytest.skip(f"cannot install the wheel's dependencies (no package index?): {got.stderr[-300:]}")
+    return venv
+
+
+def test_wheel_init_run_search(installed: Path, tmp_path: Path) -> None:
+    kd = str(installed / "bin" / "koradaemon")
+    env = {"PATH": f"{installed / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8"}
+    where = _run([kd, "-c", "/nonexistent/k.yaml", "status"], env=env, cwd=tmp_path)
+    assert where.returncode == 78 and "does not exist" in where.stderr
+    data = tmp_path / "kora"
+    init = _run([kd, "init", "--data-root", str(data)], env=env, cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    assert (data / "secrets" / "vault-passphrase").stat().st_mode & 0o777 == 0o600
+    assert data.stat().st_mode & 0o777 == 0o700 and (data / "koradaemon.yaml").stat().st_mode & 0o777 == 0o600
+    printed = [line.strip() for line in init.stdout.splitlines() if line.strip().startswith("koradaemon ")]
+    run_line = next(line for line in printed if line.endswith(" run"))
+    search_line = next(line[len("then: "):] for line in init.stdout.splitlines() if line.startswith("then: "))
+    (data / "demo" / "notes" / "hello.md").write_text("hello from the wheel: tamarind\n")
+    run_cmd = [kd, *shlex.split(run_line)[1:]]
+    again = _run([kd, "init", "--data-root", str(data)], env=env, cwd=tmp_path)
+    assert again.returncode == 64 and "already exists" in again.stderr
+    with subprocess.Popen(run_cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL) as proc:
+        try:
+            status_cmd = [kd, *shlex.split(run_line)[1:-1], "status"]
+            wait_for(lambda: proc.poll() is None and _run(status_cmd, env=env).returncode == 0, 60, 0.3,
+                     "daemon healthy")
+            search = [kd, *shlex.split(search_line.replace("WORD", "tamarind"))[1:]]
+            found = wait_for(lambda: (r := _run(search, env=env)).returncode == 0 and "hello.md" in r.stdout and r,
+                             30, 0.3, "search hit")
+            assert "demo/notes/hello.md" in found.stdout
+            unit = _run([kd, "print-unit", "systemd"], env=env)
+            assert f"ExecStart={kd} run" in unit.stdout
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out[-2000:]
+
+
+@pytest.fixture
+def short_home() -> Iterator[Path]:
+    """A home folder with a short path: the control socket's path must fit AF_UNIX's 108 bytes."""
+    home = Path(tempfile.mkdtemp(prefix="kh", dir="/tmp"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_readme_first_run_with_the_user_layout(short_home: Path) -> None:
+    """README, 'Without a checkout': init --user, run, search, from any folder, nothing else set."""
+    tmp_path = short_home
+    env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME="", XDG_STATE_HOME="", XDG_RUNTIME_DIR="")
+    for var in ("KORA_CONFIG", "KORA_DATA_ROOT", "STATE_DIRECTORY", "CONFIGURATION_DIRECTORY", "RUNTIME_DIRECTORY",
+                "KORA_RUNTIME_DIR", "NOTIFY_SOCKET"):
+        env.pop(var, None)
+    kd = [sys.executable, "-m", "koradaemon"]
+    res = _run([*kd, "init", "--user"], env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    config = tmp_path / ".config" / "koradaemon" / "koradaemon.yaml"
+    root = tmp_path / ".local" / "state" / "koradaemon"
+    assert config.is_file() and (root / "secrets" / "vault-passphrase").is_file()
+    assert "  koradaemon run\n" in res.stdout and "--data-root" not in res.stdout
+    check = _run([*kd, "status", "--json"], env=env, cwd="/")
+    assert check.returncode == 69 and "never run on the data root " + str(root) in check.stderr
+    (root / "demo" / "notes" / "veg.md").write_text("a note about rutabaga\n")
+    with subprocess.Popen([*kd, "run"], env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL) as proc:
+        try:
+            wait_for(lambda: proc.poll() is None and _run([*kd, "status"], env=env).returncode == 0, 60, 0.3,
+                     "daemon healthy")
+            found = wait_for(lambda: (r := _run([*kd, "search", "rutabaga"], env=env, cwd="/")).returncode == 0
+                             and "veg.md" in r.stdout and r, 60, 0.3, "README search")
+            assert "demo/notes/veg.md" in found.stdout
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out[-2000:]
+    other = _run([*kd, "init", "--data-root", str(tmp_path / "acme-root"), "--agency", "acme"], env=env)
+    assert other.returncode == 0 and "agency_id: acme" in (tmp_path / "acme-root" / "koradaemon.yaml").read_text()
+
+
+@pytest.mark.parametrize("kind", ["systemd", "systemd-user", "launchd"])
+def test_print_unit_fills_in_this_installation(kind: str) -> None:
+    res = _run([sys.executable, "-m", "koradaemon", "print-unit", kind])
+    assert res.returncode == 0, res.stderr
+    assert sys.executable in res.stdout
+    if kind != "launchd":
+        assert "\nExecStart=/usr/bin/env" not in res.stdout
+        assert f"\nExecStart={sys.executable} -m koradaemon run" in res.stdout
+    if kind == "launchd":
+        assert "/Users/YOU" not in res.stdout and "<string>/usr/bin/env</string>" not in res.stdout
+        assert f"<array>\n    <string>{sys.executable}</string>\n    <string>-m</string>" in res.stdout
+        if shutil.which("plutil"):
+            assert _run(["plutil", "-lint", "-"], input=res.stdout).returncode == 0
