@@ -388,7 +388,8 @@ def test_example_config_passes_check_config_as_the_readme_runs_it(tmp_path: Path
     res = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True,
                          text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert res.stderr == "" and "etc/koradaemon.example.yaml" in res.stdout.splitlines()[0] and res.stdout.startswith("configuration OK: ")
+    first = res.stdout.splitlines()[0]
+    assert res.stderr == "" and first.startswith("configuration OK: ") and "etc/koradaemon.example.yaml" in first
     assert oct((tmp_path / "demo-data" / "secrets" / "vault-passphrase").stat().st_mode & 0o777) == "0o600"
     scripts_run = (REPO / "scripts" / "run").read_text()  # the README's preparation is what scripts/run does
     assert 'mkdir -p "$DATA/demo/notes" "$DATA/agent/state" "$DATA/secrets"' in scripts_run
