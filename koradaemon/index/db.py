@@ -10,6 +10,7 @@ import apsw
 import structlog
 
 from ..errors import DatabaseError
+from . import fts
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,7 @@ def immediate(conn: apsw.Connection) -> Iterator[None]:
     except BaseException:
         if not conn.getautocommit():
             conn.execute("ROLLBACK")
+        fts.forget(conn)  # a rolled-back CREATE of an agency's table
         raise
     conn.execute("COMMIT")
 
@@ -71,7 +73,11 @@ def apply_migrations(conn: apsw.Connection) -> None:
         )
     for version in range(current + 1, SCHEMA_VERSION + 1):
         with conn:  # one transaction: the migration and the version bump land together
-            conn.execute(MIGRATIONS[version - 1])
+            step = MIGRATIONS[version - 1]
+            if isinstance(step, str):
+                conn.execute(step)
+            else:
+                step(conn)
             conn.execute(f"PRAGMA user_version = {version}")
         log.info("db_migrated", version=version)
 

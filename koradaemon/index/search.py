@@ -1,0 +1,253 @@
+"""Running a parsed query on one agency's table: bounded ranking, time limit, snippets.
+
+Two passes over the same matches, never more:
+
+1. the probe reads up to ``CAP + 1`` matching rowids, newest first, without scoring;
+2. if the query matched at most ``CAP`` chunks, every match is ranked by FTS5's own BM25
+   (the exact top, exact total); otherwise only the ``CAP`` newest matches are ranked
+   (BM25 from the same statistics FTS5 uses, with each phrase's document frequency
+   estimated from the candidates) and the total is an estimate.
+
+Snippets are cut from a small window around the first highlight in each hit's text, in
+Python, for the returned hits only. Every statement runs under a progress handler that
+interrupts it after the time limit (:class:`~koradaemon.errors.QueryTooExpensive`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from ..errors import QueryError, QueryTooExpensive
+from . import fts
+from .query import Query
+
+CAP = 2000  # matches ranked in full; beyond this, the newest CAP matches are ranked
+TIME_LIMIT_S = 1.0
+PROGRESS_STEPS = 2000  # VM instructions between deadline checks
+SNIPPET_CHARS = 160
+SNIPPET_BEFORE = 50
+K1, B = 1.2, 0.75  # FTS5's bm25() constants
+
+_REGISTERED: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    chunk_id: int
+    root: str
+    path: str
+    seq: int
+    byte_offset: int
+    byte_length: int
+    sha256: str
+    line_start: int
+    line_end: int
+    match_line: int
+    snippet: str
+    highlights: tuple[tuple[int, int], ...]
+    score: float
+    bm25: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "chunk_id": self.chunk_id, "root": self.root, "path": self.path, "seq": self.seq,
+            "offset": self.byte_offset, "length": self.byte_length, "sha256": self.sha256,
+            "line_start": self.line_start, "line_end": self.line_end, "match_line": self.match_line,
+            "snippet": self.snippet, "highlights": [list(r) for r in self.highlights],
+            "score": self.score, "bm25": self.bm25,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    hits: list[Hit]
+    total: int
+    exact: bool  # False: ``total`` is an estimate and the top was ranked among the newest CAP matches
+
+    def to_dict(self) -> dict[str, object]:
+        return {"hits": [h.to_dict() for h in self.hits], "total": self.total, "total_exact": self.exact,
+                "ranked": "all" if self.exact else f"newest {CAP} matches"}
+
+
+def run(conn: apsw.Connection, agency_id: str, q: Query, limit: int = 10, offset: int = 0,
+        time_limit: float = TIME_LIMIT_S) -> Result:
+    if not fts.exists(conn, agency_id):
+        return Result([], 0, True)
+    deadline = time.monotonic() + time_limit
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+    try:
+        return _run(conn, agency_id, q, limit, offset)
+    except apsw.InterruptError:
+        raise QueryTooExpensive(
+            f"query too expensive: stopped after {time_limit:g} s",
+            hint="use rarer words, a longer prefix or fewer OR terms") from None
+    except apsw.SQLError as exc:
+        if q.raw:
+            raise QueryError(f"bad FTS5 query: {exc}", hint="see the FTS5 query syntax") from None
+        raise QueryError("the query could not be run", hint="report this query as a bug") from None
+    finally:
+        conn.set_progress_handler(None)
+
+
+def _run(conn: apsw.Connection, agency_id: str, q: Query, limit: int, offset: int) -> Result:
+    name = fts.table(agency_id)
+    want = offset + limit
+    cap = max(CAP, want)
+    probe = _probe(conn, name, agency_id, q, cap + 1)
+    if not probe:
+        return Result([], 0, True)
+    exact = len(probe) <= cap
+    cands = probe[:cap]
+    lo, hi = cands[-1], cands[0]
+    if exact:
+        total = len(probe)
+        scored = [(-bm, rid) for rid, bm in
+                  conn.execute(f"SELECT rowid, bm25({name}) FROM {name} WHERE {name} MATCH ?"
+                               " AND rowid >= ? AND rowid <= ?", (q.fts, lo, hi))]
+    else:
+        scored, total = _bounded(conn, name, q, lo, hi)
+    keep = set(cands)
+    scored = sorted((s for s in scored if s[1] in keep), key=lambda s: (-s[0], s[1]))
+    best = scored[0][0] if scored and scored[0][0] > 0 else 1.0
+    page = scored[offset:want]
+    return Result(_hits(conn, name, agency_id, q, page, best), total, exact)
+
+
+def _probe(conn: apsw.Connection, name: str, agency_id: str, q: Query, n: int) -> list[int]:
+    if not q.filtered:
+        sql = f"SELECT rowid FROM {name} WHERE {name} MATCH ? ORDER BY rowid DESC LIMIT ?"
+        return [r[0] for r in conn.execute(sql, (q.fts, n))]
+    conds, params = _filters(q)
+    sql = (f"SELECT f.rowid FROM {name} AS f JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id"
+           f" WHERE f.{name} MATCH ? AND c.agency_id = ? AND d.agency_id = ?{conds} ORDER BY f.rowid DESC LIMIT ?")
+    return [r[0] for r in conn.execute(sql, (q.fts, agency_id, agency_id, *params, n))]
+
+
+def _filters(q: Query) -> tuple[str, list[object]]:
+    conds: list[str] = []
+    params: list[object] = []
+    full = "lower(d.root || '/' || d.path)"
+    for p in q.paths:
+        conds.append(f"instr({full}, ?) > 0")
+        params.append(p.lower())
+    for p in q.not_paths:
+        conds.append(f"instr({full}, ?) = 0")
+        params.append(p.lower())
+    if q.exts:
+        conds.append("(" + " OR ".join("substr(lower(d.path), -?) = ?" for _ in q.exts) + ")")
+        for e in q.exts:
+            params += [len(e) + 1, "." + e]
+    for e in q.not_exts:
+        conds.append("substr(lower(d.path), -?) != ?")
+        params += [len(e) + 1, "." + e]
+    return "".join(" AND " + c for c in conds), params
+
+
+def _stats(api: apsw.FTS5ExtensionApi, *args: Any) -> str:
+    """Per row: row count, average length, this row's length, then each phrase's instance count."""
+    tfs = ",".join(str(sum(len(c) for c in api.phrase_locations(p))) for p in range(api.phrase_count))
+    n = api.row_count
+    return f"{n};{api.column_total_size(-1) / max(n, 1)};{api.column_size(-1)};{tfs}"
+
+
+def _bounded(conn: apsw.Connection, name: str, q: Query, lo: int, hi: int) -> tuple[list[tuple[float, int]], int]:
+    """BM25 over the candidates in [lo, hi]; each phrase's document frequency is estimated."""
+    if conn not in _REGISTERED:
+        conn.register_fts5_function("kora_stats", _stats)
+        _REGISTERED.add(conn)
+    rows = [(rid, s.split(";")) for rid, s in conn.execute(
+        f"SELECT rowid, kora_stats({name}) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid <= ?",
+        (q.fts, lo, hi))]
+    if not rows:
+        return [], 0
+    n_rows, avgdl = int(rows[0][1][0]), float(rows[0][1][1]) or 1.0
+    span: int = conn.execute(f'SELECT count(*) FROM "{name[1:-1]}_content" WHERE id >= ?', (lo,)).get
+    total = min(n_rows, round(len(rows) * n_rows / max(span, 1)))
+    tf_rows = [(rid, int(s[2]), [int(x) for x in s[3].split(",")]) for rid, s in rows]
+    nphr = len(tf_rows[0][2])
+    idf = []
+    for p in range(nphr):
+        frac = sum(1 for _, _, tfs in tf_rows if tfs[p]) / len(tf_rows)
+        df = frac * total
+        v = math.log((n_rows - df + 0.5) / (df + 0.5))
+        idf.append(v if v > 0 else 1e-6)
+    scored = []
+    for rid, dl, tfs in tf_rows:
+        norm = K1 * (1 - B + B * dl / avgdl)
+        scored.append((sum(idf[p] * tf * (K1 + 1) / (tf + norm) for p, tf in enumerate(tfs)), rid))
+    return scored, total
+
+
+def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
+          page: list[tuple[float, int]], best: float) -> list[Hit]:
+    if not page:
+        return []
+    ids = [rid for _, rid in page]
+    marks = ",".join("?" * len(ids))
+    meta = {r[0]: r for r in conn.execute(
+        "SELECT c.id, d.root, d.path, c.seq, c.byte_offset, c.byte_length, c.sha256 FROM chunks c"
+        f" JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}) AND c.agency_id = ? AND d.agency_id = ?",
+        (*ids, agency_id, agency_id))}
+    pattern = _pattern(tuple(q.highlight))
+    out = []
+    for score, rid in page:
+        row = conn.execute(f"SELECT body, line FROM {name} WHERE rowid = ?", (rid,)).fetchone()
+        m = meta.get(rid)
+        if row is None or m is None:
+            continue  # deleted between the passes
+        text, line = str(row[0]), int(row[1] or 1)
+        snippet, ranges, at = make_snippet(text, pattern)
+        last = len(text) - 1 if text.endswith("\n") else len(text)
+        out.append(Hit(int(m[0]), str(m[1]), str(m[2]), int(m[3]), int(m[4]), int(m[5]), str(m[6]),
+                       line_start=line, line_end=line + text.count("\n", 0, max(last, 0)),
+                       match_line=line + text.count("\n", 0, at), snippet=snippet, highlights=ranges,
+                       score=round(100.0 * score / best, 1), bm25=-score))
+    return out
+
+
+_PATTERNS: dict[tuple[str, ...], re.Pattern[str] | None] = {}
+
+
+def _pattern(sources: tuple[str, ...]) -> re.Pattern[str] | None:
+    if sources not in _PATTERNS:
+        if len(_PATTERNS) > 256:
+            _PATTERNS.clear()
+        try:
+            _PATTERNS[sources] = re.compile("|".join(sources), re.I) if sources else None
+        except re.error:
+            _PATTERNS[sources] = None
+    return _PATTERNS[sources]
+
+
+def make_snippet(text: str, pattern: re.Pattern[str] | None,
+                 width: int = SNIPPET_CHARS) -> tuple[str, tuple[tuple[int, int], ...], int]:
+    """(snippet, highlight ranges [start, end) in the snippet, position of the first match in ``text``).
+
+    The window starts a little before the first match (at a word boundary when one is near)
+    and spans ``width`` characters; control characters are shown as spaces (same length).
+    """
+    first = pattern.search(text) if pattern else None
+    at = first.start() if first else 0
+    start = max(0, at - SNIPPET_BEFORE)
+    if start:
+        space = text.find(" ", start, at)
+        start = space + 1 if space >= 0 else start
+    end = min(len(text), start + width)
+    ranges: list[tuple[int, int]] = []
+    lead = "…" if start else ""
+    if pattern:
+        for m in pattern.finditer(text, start, end):
+            if m.end() > m.start():
+                ranges.append((m.start() - start + len(lead), m.end() - start + len(lead)))
+    window = _CONTROL.sub(" ", text[start:end])
+    return lead + window + ("…" if end < len(text) else ""), tuple(ranges), at
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
