@@ -42,11 +42,13 @@ def status(cfg: Config, agency: str) -> dict[str, Any]:
     return {"running": False, "agencies": out, "lockdowns": sorted(locked)}
 
 
-def search(cfg: Config, agency: str, query: str, limit: int) -> dict[str, Any]:
+def search(cfg: Config, agency: str, query: str, limit: int, offset: int = 0, fts: bool = False) -> dict[str, Any]:
     _check_unlocked(cfg, agency)
     conn = open_db(cfg.path(cfg.index.database))
     try:
-        return {"hits": [h.to_dict() for h in AgencyStore(conn, agency).search(query, limit)]}
+        page = AgencyStore(conn, agency).search_page(query, limit, offset, raw=fts,
+                                                     time_limit=cfg.index.search_time_limit_ms / 1000)
+        return page.to_dict()
     finally:
         conn.close()
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-MAX_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_OFFSET = 10_000
 _CONTEXT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
 
@@ -82,10 +83,15 @@ class Operations:
         self.d.check_unlocked(req.agency_id)
         query = _arg(req.args, "query", str)
         limit = _arg(req.args, "limit", int, 10)
+        offset = _arg(req.args, "offset", int, 0)
+        raw = _arg(req.args, "fts", bool, False)
         if not 1 <= limit <= MAX_LIMIT:
             raise UsageError(f"limit must be between 1 and {MAX_LIMIT}")
-        hits = AgencyStore(self._conn(), req.agency_id).search(query, limit)
-        return {"hits": [h.to_dict() for h in hits]}
+        if not 0 <= offset <= MAX_OFFSET:
+            raise UsageError(f"offset must be between 0 and {MAX_OFFSET}")
+        page = AgencyStore(self._conn(), req.agency_id).search_page(
+            query, limit, offset, raw=raw, time_limit=self.d.cfg.index.search_time_limit_ms / 1000)
+        return page.to_dict()
 
     def get_chunk(self, req: Any) -> dict[str, Any]:
         self.d.check_unlocked(req.agency_id)

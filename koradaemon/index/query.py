@@ -23,6 +23,7 @@ MAX_QUERY_CHARS = 2000
 MAX_UNITS = 64  # quoted phrases in the FTS5 expression
 TOKEN = re.compile(r"[^\W_]+")
 FILTER = re.compile(r"(?i)(path|ext):(.*)", re.S)
+FILTER_KEY = re.compile(r"(?i)(path|ext):")
 
 
 @dataclass
@@ -82,6 +83,8 @@ def parse(text: str, *, raw: bool = False) -> Query:
         else:
             groups.append([item])
         pending_or = False
+    if pending_or:  # a trailing OR is a word
+        groups.append([_Item(_units("OR", False, q.highlight))])
     if prefixes > MAX_PREFIXES:
         raise QueryError(f"at most {MAX_PREFIXES} prefix terms (word*) in one query")
     if not groups:
@@ -122,6 +125,8 @@ def _lex(text: str) -> list[tuple[str, str, bool, bool]]:
             continue
         j = i
         while j < n and not text[j].isspace():
+            if text[j] == '"' and FILTER_KEY.fullmatch(text[i:j]):
+                break
             j += 1
         word, i = text[i:j], j
         m = FILTER.fullmatch(word)
@@ -178,8 +183,13 @@ def _units(word: str, prefix: bool, highlight: list[str]) -> list[str]:
 
 
 def _word_pattern(token: str, prefix: bool) -> str:
+    """A whole word (any case, any accents) or a camelCase part: 'user' in getUserName."""
     body = "".join(_letter_class(c) for c in token.lower())
-    return r"(?<![^\W_])" + body + ("" if prefix else r"(?![^\W_])")
+    word = r"(?<![^\W_])" + body + ("" if prefix else r"(?![^\W_])")
+    if not token.isascii() or not token.isalpha():
+        return word
+    part = token[0].upper() + token[1:].lower()
+    return word + "|(?-i:(?<=[a-z0-9])" + part + ("" if prefix else "(?![a-z])") + ")"
 
 
 @cache
