@@ -32,6 +32,7 @@ class Query:
 
     fts: str
     highlight: list[str] = field(default_factory=list)  # regex sources, case-insensitive
+    anchor: list[str] = field(default_factory=list)  # phrases: the snippet is centred on these first
     paths: list[str] = field(default_factory=list)
     not_paths: list[str] = field(default_factory=list)
     exts: list[str] = field(default_factory=list)
@@ -72,7 +73,7 @@ def parse(text: str, *, raw: bool = False) -> Query:
             _add_filter(q, value, neg)
             pending_or = False
             continue
-        item = _Item(_units(value, prefix, q.highlight if not neg else []), neg)
+        item = _Item(_units(value, prefix, q.highlight if not neg else [], q.anchor if not neg else []), neg)
         if not item.units:
             continue
         prefixes += prefix
@@ -153,7 +154,7 @@ def _add_filter(q: Query, word: str, neg: bool) -> None:
         (q.not_paths if neg else q.paths).append(value)
 
 
-def _units(word: str, prefix: bool, highlight: list[str]) -> list[str]:
+def _units(word: str, prefix: bool, highlight: list[str], anchor: list[str] | None = None) -> list[str]:
     """The quoted FTS5 phrases that must all match for one word or phrase."""
     if prefix:
         word = word.rstrip("*")
@@ -179,6 +180,9 @@ def _units(word: str, prefix: bool, highlight: list[str]) -> list[str]:
                              hint=f"give at least {MIN_PREFIX} characters before '*'")
         units.append('"' + " ".join(tokens) + '"' + ("*" if prefix else ""))
         highlight.extend(_word_pattern(t, prefix and k == last) for k, t in enumerate(tokens))
+        if anchor is not None and len(tokens) > 1:
+            anchor.append(r"(?<![^\W_])" + r"[\W_]+".join(
+                "".join(_letter_class(c) for c in t.lower()) for t in tokens) + ("" if prefix else r"(?![^\W_])"))
     return units
 
 

@@ -195,7 +195,7 @@ def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
         "SELECT c.id, d.root, d.path, c.seq, c.byte_offset, c.byte_length, c.sha256 FROM chunks c"
         f" JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}) AND c.agency_id = ? AND d.agency_id = ?",
         (*ids, agency_id, agency_id))}
-    pattern = _pattern(tuple(q.highlight))
+    pattern, anchor = _pattern(tuple(q.highlight)), _pattern(tuple(q.anchor))
     out = []
     for score, rid in page:
         row = conn.execute(f"SELECT body, line FROM {name} WHERE rowid = ?", (rid,)).fetchone()
@@ -203,7 +203,7 @@ def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
         if row is None or m is None:
             continue  # deleted between the passes
         text, line = str(row[0]), int(row[1] or 1)
-        snippet, ranges, at = make_snippet(text, pattern)
+        snippet, ranges, at = make_snippet(text, pattern, anchor)
         last = len(text) - 1 if text.endswith("\n") else len(text)
         out.append(Hit(int(m[0]), str(m[1]), str(m[2]), int(m[3]), int(m[4]), int(m[5]), str(m[6]),
                        line_start=line, line_end=line + text.count("\n", 0, max(last, 0)),
@@ -226,14 +226,16 @@ def _pattern(sources: tuple[str, ...]) -> re.Pattern[str] | None:
     return _PATTERNS[sources]
 
 
-def make_snippet(text: str, pattern: re.Pattern[str] | None,
+def make_snippet(text: str, pattern: re.Pattern[str] | None, anchor: re.Pattern[str] | None = None,
                  width: int = SNIPPET_CHARS) -> tuple[str, tuple[tuple[int, int], ...], int]:
     """(snippet, highlight ranges [start, end) in the snippet, position of the first match in ``text``).
 
-    The window starts a little before the first match (at a word boundary when one is near)
+    The window starts a little before the first phrase match (else the first highlight) (at a word boundary when one is near)
     and spans ``width`` characters; control characters are shown as spaces (same length).
     """
-    first = pattern.search(text) if pattern else None
+    first = anchor.search(text) if anchor else None  # a phrase, where the query has one
+    if first is None and pattern:
+        first = pattern.search(text)
     at = first.start() if first else 0
     start = max(0, at - SNIPPET_BEFORE)
     if start:
