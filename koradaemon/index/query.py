@@ -57,6 +57,7 @@ def parse(text: str, *, raw: bool = False) -> Query:
     if len(text) > MAX_QUERY_CHARS:
         raise QueryError(f"search query longer than {MAX_QUERY_CHARS} characters")
     if raw:
+        _check_raw_prefixes(text)
         return Query(fts=text, highlight=[_word_pattern(t, False) for t in TOKEN.findall(text)][:32], raw=True)
     q = Query(fts="")
     groups: list[list[_Item]] = []
@@ -98,6 +99,18 @@ def parse(text: str, *, raw: bool = False) -> Query:
         expr = f"({expr}) NOT {_and(n.units)}"
     q.fts = expr
     return q
+
+
+RAW_SHORT_PREFIX = re.compile(r'(?<![^\W_])[^\W_]"?\s*\*')
+
+
+def _check_raw_prefixes(text: str) -> None:
+    """The prefix caps hold for raw FTS5 queries too (a rough scan: FTS5 syntax is not parsed here)."""
+    if text.count("*") > MAX_PREFIXES:
+        raise QueryError(f"at most {MAX_PREFIXES} prefix terms (word*) in one query")
+    m = RAW_SHORT_PREFIX.search(text)
+    if m:
+        raise QueryError(f"prefix {m.group()!r} is too short", hint=f"give at least {MIN_PREFIX} characters before '*'")
 
 
 def _and(units: list[str]) -> str:
