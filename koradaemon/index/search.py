@@ -4,9 +4,10 @@ Two passes over the same matches, never more:
 
 1. the probe reads up to ``CAP + 1`` matching rowids, newest first, without scoring;
 2. if the query matched at most ``CAP`` chunks, every match is ranked by FTS5's own BM25
-   (the exact top, exact total); otherwise only the ``CAP`` newest matches are ranked
-   (BM25 from the same statistics FTS5 uses, with each phrase's document frequency
-   estimated from the candidates) and the total is an estimate.
+   (the exact top, exact total); otherwise only the ``BOUNDED`` newest matches are ranked,
+   by BM25 with every phrase weighted alike (:func:`_tf_score`), and the total is an
+   estimate. Computing BM25's IDF alone costs a full pass over a common phrase's matches,
+   which is what this bound avoids.
 
 Snippets are cut from a small window around the first highlight in each hit's text, in
 Python, for the returned hits only. Every statement runs under a progress handler that
@@ -15,8 +16,9 @@ interrupts it after the time limit (:class:`~koradaemon.errors.QueryTooExpensive
 
 from __future__ import annotations
 
-import math
+import heapq
 import re
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -28,7 +30,8 @@ from ..errors import QueryError, QueryTooExpensive
 from . import fts
 from .query import Query
 
-CAP = 2000  # matches ranked in full; beyond this, the newest CAP matches are ranked
+CAP = 2000  # queries with at most this many matching chunks are ranked in full (exact)
+BOUNDED = 1000  # beyond CAP, the newest BOUNDED matches are ranked
 TIME_LIMIT_S = 1.0
 PROGRESS_STEPS = 2000  # VM instructions between deadline checks
 SNIPPET_CHARS = 160
@@ -36,6 +39,7 @@ SNIPPET_BEFORE = 50
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 
 _REGISTERED: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
+_TLS = threading.local()  # the row count seen by the ranking function, per thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +73,11 @@ class Hit:
 class Result:
     hits: list[Hit]
     total: int
-    exact: bool  # False: ``total`` is an estimate and the top was ranked among the newest CAP matches
+    exact: bool  # False: ``total`` is an estimate and the top was ranked among the newest BOUNDED matches
 
     def to_dict(self) -> dict[str, object]:
         return {"hits": [h.to_dict() for h in self.hits], "total": self.total, "total_exact": self.exact,
-                "ranked": "all" if self.exact else f"newest {CAP} matches"}
+                "ranked": "all" if self.exact else f"newest {BOUNDED} matches"}
 
 
 def run(conn: apsw.Connection, agency_id: str, q: Query, limit: int = 10, offset: int = 0,
@@ -104,7 +108,7 @@ def _run(conn: apsw.Connection, agency_id: str, q: Query, limit: int, offset: in
     if not probe:
         return Result([], 0, True)
     exact = len(probe) <= cap
-    cands = probe[:cap]
+    cands = probe if exact else probe[: max(BOUNDED, want)]
     lo, hi = cands[-1], cands[0]
     if exact:
         total = len(probe)
@@ -113,10 +117,12 @@ def _run(conn: apsw.Connection, agency_id: str, q: Query, limit: int, offset: in
                                " AND rowid >= ? AND rowid <= ?", (q.fts, lo, hi))]
     else:
         scored, total = _bounded(conn, name, q, lo, hi)
-    keep = set(cands)
-    scored = sorted((s for s in scored if s[1] in keep), key=lambda s: (-s[0], s[1]))
-    best = scored[0][0] if scored and scored[0][0] > 0 else 1.0
-    page = scored[offset:want]
+    if len(scored) > len(cands):  # filtered queries: the rowid range also holds rows the filters dropped
+        keep = set(cands)
+        scored = [s for s in scored if s[1] in keep]
+    top = heapq.nsmallest(want, scored, key=lambda s: (-s[0], s[1]))
+    best = top[0][0] if top and top[0][0] > 0 else 1.0
+    page = top[offset:want]
     return Result(_hits(conn, name, agency_id, q, page, best), total, exact)
 
 
@@ -150,39 +156,30 @@ def _filters(q: Query) -> tuple[str, list[object]]:
     return "".join(" AND " + c for c in conds), params
 
 
-def _stats(api: apsw.FTS5ExtensionApi, *args: Any) -> str:
-    """Per row: row count, average length, this row's length, then each phrase's instance count."""
-    tfs = ",".join(str(sum(len(c) for c in api.phrase_locations(p))) for p in range(api.phrase_count))
-    n = api.row_count
-    return f"{n};{api.column_total_size(-1) / max(n, 1)};{api.column_size(-1)};{tfs}"
+def _tf_score(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
+    """BM25 of one row with every phrase weighted alike: all instances of the query's phrases
+    count as one term. FTS5 itself gives every phrase in more than half the rows the same
+    (floor) weight, so for words that common this is its ordering too."""
+    tf = api.inst_count
+    avgdl = api.aux_data
+    if avgdl is None:
+        _TLS.row_count = n = api.row_count
+        avgdl = api.aux_data = (api.column_total_size(-1) / max(n, 1)) or 1.0
+    return float(tf * (K1 + 1) / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl)))
 
 
 def _bounded(conn: apsw.Connection, name: str, q: Query, lo: int, hi: int) -> tuple[list[tuple[float, int]], int]:
-    """BM25 over the candidates in [lo, hi]; each phrase's document frequency is estimated."""
+    """Scores for the candidates in [lo, hi] (see :func:`_tf_score`) and an estimated total."""
     if conn not in _REGISTERED:
-        conn.register_fts5_function("kora_stats", _stats)
+        conn.register_fts5_function("kora_tf", _tf_score)
         _REGISTERED.add(conn)
-    rows = [(rid, s.split(";")) for rid, s in conn.execute(
-        f"SELECT rowid, kora_stats({name}) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid <= ?",
+    scored = [(float(s), int(rid)) for rid, s in conn.execute(
+        f"SELECT rowid, kora_tf({name}) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid <= ?",
         (q.fts, lo, hi))]
-    if not rows:
-        return [], 0
-    n_rows, avgdl = int(rows[0][1][0]), float(rows[0][1][1]) or 1.0
+    # Matches are spread over rowids about evenly: extrapolate from the share of rows they cover.
     span: int = conn.execute(f'SELECT count(*) FROM "{name[1:-1]}_content" WHERE id >= ?', (lo,)).get
-    total = min(n_rows, round(len(rows) * n_rows / max(span, 1)))
-    tf_rows = [(rid, int(s[2]), [int(x) for x in s[3].split(",")]) for rid, s in rows]
-    nphr = len(tf_rows[0][2])
-    idf = []
-    for p in range(nphr):
-        frac = sum(1 for _, _, tfs in tf_rows if tfs[p]) / len(tf_rows)
-        df = frac * total
-        v = math.log((n_rows - df + 0.5) / (df + 0.5))
-        idf.append(v if v > 0 else 1e-6)
-    scored = []
-    for rid, dl, tfs in tf_rows:
-        norm = K1 * (1 - B + B * dl / avgdl)
-        scored.append((sum(idf[p] * tf * (K1 + 1) / (tf + norm) for p, tf in enumerate(tfs)), rid))
-    return scored, total
+    n_rows = int(getattr(_TLS, "row_count", 0)) or span
+    return scored, min(n_rows, round(len(scored) * n_rows / max(span, 1)))
 
 
 def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
@@ -230,8 +227,9 @@ def make_snippet(text: str, pattern: re.Pattern[str] | None, anchor: re.Pattern[
                  width: int = SNIPPET_CHARS) -> tuple[str, tuple[tuple[int, int], ...], int]:
     """(snippet, highlight ranges [start, end) in the snippet, position of the first match in ``text``).
 
-    The window starts a little before the first phrase match (else the first highlight) (at a word boundary when one is near)
-    and spans ``width`` characters; control characters are shown as spaces (same length).
+    The window starts a little before the first phrase match (else the first highlight), at a
+    word boundary when one is near, and spans ``width`` characters; control characters are
+    shown as spaces (same length).
     """
     first = anchor.search(text) if anchor else None  # a phrase, where the query has one
     if first is None and pattern:
