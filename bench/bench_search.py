@@ -46,6 +46,13 @@ def main() -> None:
             token = d.token()
             print(f"{'class':14s} {'socket p50':>10s} {'p99':>8s} | {'raw FTS5 p50':>12s} {'p99':>8s} | example")
             with d.client() as c:
+                pings = []
+                for _ in range(args.per_class):
+                    t0 = time.perf_counter()
+                    c.call("ping", "bench", token)
+                    pings.append(time.perf_counter() - t0)
+                print(f"{'(ping)':14s} {pct(pings, .5):8.2f}ms {pct(pings, .99):6.2f}ms |"
+                      "  the socket round trip alone")
                 for kind, qs in classes.items():
                     sock, raw = [], []
                     for q in qs:

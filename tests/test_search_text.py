@@ -63,6 +63,9 @@ def test_legacy_and_utf16_files_are_decoded(env: tuple[Path, Writer], codec: str
     assert store.document(ROOT, "f.txt").skipped is None, codec  # type: ignore[union-attr]
     (text,) = check_refs(tmp, store, query, data)
     assert text.rstrip("\n") == text_of(data).rstrip("\n")
+    (hit,) = store.search(query)
+    marked = [hit.snippet[a:b].lower() for a, b in hit.highlights]
+    assert len(marked) >= 2 and all(m in text.lower() for m in marked), "accented words are highlighted too"
 
 
 def text_of(data: bytes) -> str:

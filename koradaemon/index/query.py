@@ -33,6 +33,10 @@ class Query:
     fts: str
     highlight: list[str] = field(default_factory=list)  # regex sources, case-insensitive
     anchor: list[str] = field(default_factory=list)  # phrases: the snippet is centred on these first
+    # The same with accented forms of each letter (unicode61 removes diacritics): slower to
+    # compile, so used only for a text the plain patterns find nothing in.
+    highlight_accented: list[str] = field(default_factory=list)
+    anchor_accented: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     not_paths: list[str] = field(default_factory=list)
     exts: list[str] = field(default_factory=list)
@@ -58,7 +62,9 @@ def parse(text: str, *, raw: bool = False) -> Query:
         raise QueryError(f"search query longer than {MAX_QUERY_CHARS} characters")
     if raw:
         _check_raw_prefixes(text)
-        return Query(fts=text, highlight=[_word_pattern(t, False) for t in TOKEN.findall(text)][:32], raw=True)
+        words = TOKEN.findall(text)[:32]
+        return Query(fts=text, highlight=[_word_pattern(t, False, False) for t in words],
+                     highlight_accented=[_word_pattern(t, False, True) for t in words], raw=True)
     q = Query(fts="")
     groups: list[list[_Item]] = []
     negs: list[_Item] = []
@@ -74,7 +80,7 @@ def parse(text: str, *, raw: bool = False) -> Query:
             _add_filter(q, value, neg)
             pending_or = False
             continue
-        item = _Item(_units(value, prefix, q.highlight if not neg else [], q.anchor if not neg else []), neg)
+        item = _Item(_units(value, prefix, q if not neg else Query("")), neg)
         if not item.units:
             continue
         prefixes += prefix
@@ -86,7 +92,7 @@ def parse(text: str, *, raw: bool = False) -> Query:
             groups.append([item])
         pending_or = False
     if pending_or:  # a trailing OR is a word
-        groups.append([_Item(_units("OR", False, q.highlight))])
+        groups.append([_Item(_units("OR", False, q))])
     if prefixes > MAX_PREFIXES:
         raise QueryError(f"at most {MAX_PREFIXES} prefix terms (word*) in one query")
     if not groups:
@@ -167,7 +173,7 @@ def _add_filter(q: Query, word: str, neg: bool) -> None:
         (q.not_paths if neg else q.paths).append(value)
 
 
-def _units(word: str, prefix: bool, highlight: list[str], anchor: list[str] | None = None) -> list[str]:
+def _units(word: str, prefix: bool, q: Query) -> list[str]:
     """The quoted FTS5 phrases that must all match for one word or phrase."""
     if prefix:
         word = word.rstrip("*")
@@ -175,16 +181,16 @@ def _units(word: str, prefix: bool, highlight: list[str], anchor: list[str] | No
     rest = word
     for m in SYMWORD.finditer(word):  # C++, C#: an extra token; the bare letter would match everything
         units.append(f'"{sign_word(m.group(1), m.group(2))}"')
-        highlight.append(r"(?<![^\W_])" + re.escape(m.group(0)))
+        _mark(q, r"(?<![^\W_])" + re.escape(m.group(0)))
     rest = SYMWORD.sub(" ", rest)
     for m in CJK_RUN.finditer(rest):
         grams = cjk_grams(m.group())
         units.append(f'"{grams[0]}"*' if len(m.group()) == 1 else '"' + " ".join(grams[:-1]) + '"')
-        highlight.append(re.escape(m.group()))
+        _mark(q, re.escape(m.group()))
     rest = CJK_RUN.sub(" ", rest)
     for m in EMOJI_CHAR.finditer(rest):
         units.append(f'"{emoji_token(m.group())}"')
-        highlight.append(re.escape(m.group()))
+        _mark(q, re.escape(m.group()))
     tokens = TOKEN.findall(EMOJI_CHAR.sub(" ", rest))
     if tokens:
         last = len(tokens) - 1
@@ -192,16 +198,28 @@ def _units(word: str, prefix: bool, highlight: list[str], anchor: list[str] | No
             raise QueryError(f"prefix {tokens[last]!r}* is too short",
                              hint=f"give at least {MIN_PREFIX} characters before '*'")
         units.append('"' + " ".join(tokens) + '"' + ("*" if prefix else ""))
-        highlight.extend(_word_pattern(t, prefix and k == last) for k, t in enumerate(tokens))
-        if anchor is not None and len(tokens) > 1:
-            anchor.append(r"(?<![^\W_])" + r"[\W_]+".join(
-                "".join(_letter_class(c) for c in t.lower()) for t in tokens) + ("" if prefix else r"(?![^\W_])"))
+        for k, t in enumerate(tokens):
+            q.highlight.append(_word_pattern(t, prefix and k == last, False))
+            q.highlight_accented.append(_word_pattern(t, prefix and k == last, True))
+        if len(tokens) > 1:
+            for accents, out in ((False, q.anchor), (True, q.anchor_accented)):
+                out.append(r"(?<![^\W_])" + r"[\W_]+".join(_letters(t, accents) for t in tokens)
+                           + ("" if prefix else r"(?![^\W_])"))
     return units
 
 
-def _word_pattern(token: str, prefix: bool) -> str:
-    """A whole word (any case, any accents) or a camelCase part: 'user' in getUserName."""
-    body = "".join(_letter_class(c) for c in token.lower())
+def _mark(q: Query, source: str) -> None:
+    q.highlight.append(source)
+    q.highlight_accented.append(source)
+
+
+def _letters(token: str, accents: bool) -> str:
+    return "".join(_letter_class(c) for c in token.lower()) if accents else re.escape(token.lower())
+
+
+def _word_pattern(token: str, prefix: bool, accents: bool) -> str:
+    """A whole word (any case; with ``accents``, any accents) or a camelCase part: 'user' in getUserName."""
+    body = _letters(token, accents)
     word = r"(?<![^\W_])" + body + ("" if prefix else r"(?![^\W_])")
     if not token.isascii() or not token.isalpha():
         return word

@@ -201,6 +201,9 @@ def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
             continue  # deleted between the passes
         text, line = str(row[0]), int(row[1] or 1)
         snippet, ranges, at = make_snippet(text, pattern, anchor)
+        if not ranges and not text.isascii():  # 'cafe' in 'café': the accent-aware patterns
+            snippet, ranges, at = make_snippet(text, _pattern(tuple(q.highlight_accented)),
+                                               _pattern(tuple(q.anchor_accented)))
         last = len(text) - 1 if text.endswith("\n") else len(text)
         out.append(Hit(int(m[0]), str(m[1]), str(m[2]), int(m[3]), int(m[4]), int(m[5]), str(m[6]),
                        line_start=line, line_end=line + text.count("\n", 0, max(last, 0)),
