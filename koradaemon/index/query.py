@@ -214,7 +214,9 @@ def _mark(q: Query, source: str) -> None:
 
 
 def _letters(token: str, accents: bool) -> str:
-    return "".join(_letter_class(c) for c in token.lower()) if accents else re.escape(token.lower())
+    if accents:
+        return "".join(_letter_class(c) for c in token.lower())
+    return re.escape(token.lower().translate(_FOLD_ORD))  # matched against folded text
 
 
 def _word_pattern(token: str, prefix: bool, accents: bool) -> str:
@@ -234,6 +236,17 @@ def _letter_class(c: str) -> str:
     return f"[{re.escape(c)}{variants}]" if variants else re.escape(c)
 
 
+def fold_table() -> dict[str, str]:
+    """Accented Latin letters → their base letter (both one character)."""
+    out = {}
+    for base, variants in _ACCENTED.items():
+        for v in variants:
+            out[v] = base
+            if len(v.upper()) == 1:
+                out[v.upper()] = base
+    return out
+
+
 def _accent_table() -> dict[str, str]:
     table: dict[str, list[str]] = {}
     for cp in list(range(0xC0, 0x250)) + list(range(0x1E00, 0x1F00)):
@@ -245,3 +258,4 @@ def _accent_table() -> dict[str, str]:
 
 
 _ACCENTED = _accent_table()
+_FOLD_ORD = {ord(k): v for k, v in fold_table().items()}

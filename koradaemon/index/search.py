@@ -28,7 +28,7 @@ import apsw
 
 from ..errors import QueryError, QueryTooExpensive
 from . import fts
-from .query import Query
+from .query import Query, fold_table
 
 CAP = 2000  # queries with at most this many matching chunks are ranked in full (exact)
 BOUNDED = 1000  # beyond CAP, the newest BOUNDED matches are ranked
@@ -245,12 +245,17 @@ def make_snippet(text: str, pattern: re.Pattern[str] | None, anchor: re.Pattern[
     end = min(len(text), start + width)
     ranges: list[tuple[int, int]] = []
     lead = "…" if start else ""
+    raw = text[start:end]
     if pattern:
-        for m in pattern.finditer(text, start, end):
+        # Accented letters are folded to their base letter (one character each, so positions
+        # hold) inside the window only: 'cafe' marks 'café' without folding the whole chunk.
+        hay = raw if raw.isascii() else raw.translate(_FOLD)
+        for m in pattern.finditer(hay):
             if m.end() > m.start():
-                ranges.append((m.start() - start + len(lead), m.end() - start + len(lead)))
-    window = _CONTROL.sub(" ", text[start:end])
+                ranges.append((m.start() + len(lead), m.end() + len(lead)))
+    window = _CONTROL.sub(" ", raw)
     return lead + window + ("…" if end < len(text) else ""), tuple(ranges), at
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FOLD = {ord(k): v for k, v in fold_table().items()}
