@@ -12,7 +12,7 @@ from search_util import new_db, put_texts
 from koradaemon.errors import QueryError, QueryTooExpensive
 from koradaemon.index.store import AgencyStore
 
-LIMIT_S = 0.05
+LIMIT_S = 0.005
 SLACK_S = 0.5  # one FTS5 prefix set-up runs inside a single VM step and cannot be interrupted
 
 
@@ -31,7 +31,7 @@ def test_one_letter_prefixes_are_refused_at_once(store: AgencyStore, raw: bool) 
     t0 = time.monotonic()
     with pytest.raises(QueryError, match="too short") as err:
         store.search_page(" OR ".join(f"{c}*" for c in string.ascii_lowercase[:8]), raw=raw)
-    assert err.value.exit_code == 64 and time.monotonic() - t0 < LIMIT_S
+    assert err.value.exit_code == 64 and time.monotonic() - t0 < 0.1, "refused before any SQL"
     with pytest.raises(QueryError, match="at most 8 prefix terms"):
         store.search_page(" OR ".join(f"{c}{c}*" for c in string.ascii_lowercase), raw=raw)
 

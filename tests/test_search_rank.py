@@ -21,7 +21,7 @@ def alpha_view(conn: apsw.Connection) -> dict[str, list[tuple[str, float, int]]]
     for q in QUERIES:
         steps = [0]
 
-        def count() -> bool:
+        def count(steps: list[int] = steps) -> bool:
             steps[0] += 1
             return False
 

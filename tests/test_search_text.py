@@ -84,6 +84,7 @@ def test_big_utf16_file_chunks_at_code_units_with_line_numbers(env: tuple[Path, 
     store = index(tmp, writer, "big.txt", data, ChunkParams(chunk_bytes=8192))
     assert store.stats()["chunks"] > 10
     (text,) = check_refs(tmp, store, "needle", data)
+    assert text.endswith("final needle here\n")
     (hit,) = store.search("needle")
     assert hit.match_line == 4001 and hit.byte_offset % 2 == 0 and hit.byte_length % 2 == 0
     for h in store.search_page("日本語", 100).hits:

@@ -108,19 +108,25 @@ def _run(conn: apsw.Connection, agency_id: str, q: Query, limit: int, offset: in
     if not probe:
         return Result([], 0, True)
     exact = len(probe) <= cap
-    cands = probe if exact else probe[: max(BOUNDED, want)]
-    lo, hi = cands[-1], cands[0]
-    if exact:
+    if exact:  # every match ranked by FTS5's own BM25, sorted in SQLite
         total = len(probe)
-        scored = [(-bm, rid) for rid, bm in
-                  conn.execute(f"SELECT rowid, bm25({name}) FROM {name} WHERE {name} MATCH ?"
-                               " AND rowid >= ? AND rowid <= ?", (q.fts, lo, hi))]
+        if q.filtered:
+            conds, params = _filters(q)
+            sql = (f"SELECT f.rowid, bm25(f.{name}) FROM {name} AS f JOIN chunks c ON c.id = f.rowid"
+                   f" JOIN documents d ON d.id = c.document_id WHERE f.{name} MATCH ? AND c.agency_id = ?"
+                   f" AND d.agency_id = ?{conds} ORDER BY 2, 1 LIMIT ?")
+            rows = conn.execute(sql, (q.fts, agency_id, agency_id, *params, want))
+        else:
+            rows = conn.execute(f"SELECT rowid, bm25({name}) FROM {name} WHERE {name} MATCH ?"
+                                " ORDER BY rank, rowid LIMIT ?", (q.fts, want))
+        top = [(-float(bm), int(rid)) for rid, bm in rows]
     else:
-        scored, total = _bounded(conn, name, q, lo, hi)
-    if len(scored) > len(cands):  # filtered queries: the rowid range also holds rows the filters dropped
-        keep = set(cands)
-        scored = [s for s in scored if s[1] in keep]
-    top = heapq.nsmallest(want, scored, key=lambda s: (-s[0], s[1]))
+        cands = probe[: max(BOUNDED, want)]
+        scored, total = _bounded(conn, name, q, cands[-1], cands[0])
+        if q.filtered:  # the rowid range also holds rows the filters dropped
+            keep = set(cands)
+            scored = [x for x in scored if x[1] in keep]
+        top = heapq.nsmallest(want, scored, key=lambda x: (-x[0], x[1]))
     best = top[0][0] if top and top[0][0] > 0 else 1.0
     page = top[offset:want]
     return Result(_hits(conn, name, agency_id, q, page, best), total, exact)
