@@ -10,6 +10,7 @@ from pathlib import Path
 import apsw
 
 from koradaemon.index.db import immediate, open_db
+from koradaemon.index.fts import derive
 from koradaemon.index.store import AgencyStore
 
 VOCAB = [f"w{i}" for i in range(3000)]
@@ -23,7 +24,7 @@ def put_texts(conn: apsw.Connection, agency: str, texts: Iterable[tuple[str, str
         for path, text in texts:
             raw = text.encode()
             digest = hashlib.sha256(raw).hexdigest()
-            store.put_document(root, path, len(raw), 0, digest, [(0, len(raw), digest, text, 1)])
+            store.put_document(root, path, len(raw), 0, digest, [(0, len(raw), digest, text, 1, derive(text))])
             n += 1
     return n
 

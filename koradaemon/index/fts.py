@@ -32,14 +32,10 @@ CJK = (
 EMOJI = "\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u297f\u2b00-\u2bff\u3030\u303d\u3297\u3299\U0001f000-\U0001faff"
 CJK_RUN = re.compile(f"[{CJK}]+")
 EMOJI_CHAR = re.compile(f"[{EMOJI}]")
-# An identifier with an inner lower→upper change (camelCase, parseHTTPHeader, XMLReader).
-CAMEL = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][A-Za-z0-9]*?(?:[a-z0-9][A-Z]|[A-Z][A-Z][a-z])[A-Za-z0-9]*")
 CAMEL_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # A word ending in '+' or '#' signs that no word character follows: C++, C#, F#, g++.
 SYMWORD = re.compile(r"(?<![^\W_])([^\W_]+)([+#]+)(?![^\W_+#])")
 SIGN_NAMES = {"+": "plus", "#": "sharp"}
-# Anything that matches one of these needs derived tokens; plain text skips the per-kind passes.
-_NEEDS = re.compile(f"[{CJK}{EMOJI}+#]|[a-z0-9][A-Z]|[A-Z][A-Z][a-z]")
 
 
 def table(agency_id: str) -> str:
@@ -74,13 +70,11 @@ def forget(conn: apsw.Connection) -> None:
     _KNOWN.pop(conn, None)
 
 
-def insert(conn: apsw.Connection, agency_id: str, rows: Iterable[tuple[int, str, int]]) -> None:
-    """Insert ``(rowid, text, start_line)`` rows; derived tokens are computed here."""
+def insert(conn: apsw.Connection, agency_id: str, rows: Iterable[tuple[int, str, int, str]]) -> None:
+    """Insert ``(rowid, text, start_line, derived tokens)`` rows (tokens from :func:`derive`,
+    computed by the chunking worker so the writer thread does not pay for them)."""
     name = ensure(conn, agency_id)
-    conn.executemany(
-        f"INSERT INTO {name}(rowid, body, extra, line) VALUES (?, ?, ?, ?)",
-        ((rowid, text, derive(text), line) for rowid, text, line in rows),
-    )
+    conn.executemany(f"INSERT INTO {name}(rowid, body, line, extra) VALUES (?, ?, ?, ?)", rows)
 
 
 def delete_document(conn: apsw.Connection, agency_id: str, doc_id: int) -> None:
@@ -126,19 +120,32 @@ def camel_parts(ident: str) -> list[str]:
     return [p.lower() for p in CAMEL_PART.findall(ident)]
 
 
+# ASCII letters, digits and the signs '+' '#' kept, every other character a space:
+# ``text.translate(_WORDS).split()`` lists the words at C speed (str.translate has an ASCII fast path).
+_WORDS = str.maketrans({chr(c): (chr(c) if chr(c).isalnum() or chr(c) in "+#" else " ") for c in range(128)})
+_SIGNED = re.compile(r"([A-Za-z0-9]+)([+#]+)")
+_WIDE = re.compile("[\u1100-\U0010ffff]")
+
+
 def derive(text: str) -> str:
     """Tokens the unicode61 tokenizer cannot see: camelCase parts, C++/C# words, CJK bigrams, emoji.
 
-    Plain prose returns "" after one regex scan, so the cost is paid only by text that needs it.
+    Each distinct word of the chunk is looked at once (a set of the words, split at C speed);
+    the CJK and emoji regexes run only on text that has characters beyond U+1100.
     """
-    if not _NEEDS.search(text):
-        return ""
+    ascii_view = text if text.isascii() else text.encode("ascii", "replace").decode("ascii")
     out: list[str] = []
-    for m in CAMEL.finditer(text):
-        out.extend(camel_parts(m.group()))
-    if "+" in text or "#" in text:
-        out.extend(sign_word(m.group(1), m.group(2)) for m in SYMWORD.finditer(text))
-    for m in CJK_RUN.finditer(text):
-        out.extend(cjk_grams(m.group()))
-    out.extend(emoji_token(m.group()) for m in EMOJI_CHAR.finditer(text))
+    for word in set(ascii_view.translate(_WORDS).split()):
+        if "+" in word or "#" in word:
+            m = _SIGNED.fullmatch(word)
+            if m:
+                out.append(sign_word(m.group(1), m.group(2)))
+        elif not word[1:].islower() and not word.isupper() and not word.isdigit():
+            parts = camel_parts(word)
+            if len(parts) > 1:
+                out.extend(parts)
+    if ascii_view is not text and _WIDE.search(text):
+        for m in CJK_RUN.finditer(text):
+            out.extend(cjk_grams(m.group()))
+        out.extend(emoji_token(m.group()) for m in EMOJI_CHAR.finditer(text))
     return " ".join(out)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .chunking import CHUNK_BYTES, OVERLAP_PERCENT, Span, iter_spans, looks_binary
 from .encoding import count_lines, decode, iter_spans_utf16, utf16_codec
+from .fts import derive
 from .jobs import DeleteJob, IndexJob, Job, TouchJob
 from .store import ChunkRow, DocRow
 from .writer import SkipFile
@@ -46,7 +47,8 @@ def _chunk_rows(buf: bytes | mmap.mmap, size: int, params: ChunkParams) -> Itera
         line += count_lines(buf[prev : span.offset], codec)
         prev = span.offset
         raw = buf[span.offset : span.end]
-        yield span.offset, span.length, hashlib.sha256(raw).hexdigest(), decode(raw, codec, span.offset == 0), line
+        text = decode(raw, codec, span.offset == 0)
+        yield span.offset, span.length, hashlib.sha256(raw).hexdigest(), text, line, derive(text)
 
 
 def _lazy_rows(path: Path, size: int, mtime_ns: int, params: ChunkParams) -> Iterator[ChunkRow]:

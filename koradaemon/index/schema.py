@@ -30,8 +30,8 @@ def _per_agency_fts(conn: apsw.Connection) -> None:
     conn.execute("DROP TABLE chunks_fts")
 
 
-def _with_lines(rows: list[tuple[int, int, int, str]]) -> list[tuple[int, str, int]]:
-    out: list[tuple[int, str, int]] = []
+def _with_lines(rows: list[tuple[int, int, int, str]]) -> list[tuple[int, str, int, str]]:
+    out: list[tuple[int, str, int, str]] = []
     doc, line, prev_off, prev_text = -1, 1, 0, ""
     for chunk_id, doc_id, offset, text in rows:
         if doc_id != doc:
@@ -39,7 +39,7 @@ def _with_lines(rows: list[tuple[int, int, int, str]]) -> list[tuple[int, str, i
         else:
             line += prev_text.encode("utf-8")[: offset - prev_off].count(b"\n")
         prev_off, prev_text = offset, text
-        out.append((chunk_id, text, line))
+        out.append((chunk_id, text, line, fts.derive(text)))
     return out
 
 

@@ -21,7 +21,8 @@ from . import search as searching
 from .query import parse
 from .search import Hit
 
-ChunkRow = tuple[int, int, str, str, int]  # byte_offset, byte_length, sha256, text, start line (1-based)
+# byte_offset, byte_length, sha256, text, start line (1-based), derived tokens (fts.derive)
+ChunkRow = tuple[int, int, str, str, int, str]
 
 # Next chunk id per writing connection: saves a max(id) query per document.
 _NEXT_CHUNK_ID: weakref.WeakKeyDictionary[apsw.Connection, int] = weakref.WeakKeyDictionary()
@@ -132,10 +133,10 @@ class AgencyStore:
             (first_id,) = self._one("SELECT coalesce(max(id), 0) + 1 FROM chunks", ())
         meta: list[tuple[object, ...]] = []
 
-        def fts_rows() -> Iterable[tuple[int, str, int]]:
-            for seq, (offset, length, digest, text, line) in enumerate(chunks):
+        def fts_rows() -> Iterable[tuple[int, str, int, str]]:
+            for seq, (offset, length, digest, text, line, extra) in enumerate(chunks):
                 meta.append((first_id + seq, self.agency_id, doc_id, seq, offset, length, digest))
-                yield first_id + seq, text, line
+                yield first_id + seq, text, line, extra
 
         # Two executemany calls per document (streamed for big files) instead of two executes per chunk.
         fts.insert(self.conn, self.agency_id, fts_rows())
