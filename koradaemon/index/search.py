@@ -32,6 +32,7 @@ from .query import Query, fold_table
 
 CAP = 2000  # queries with at most this many matching chunks are ranked in full (exact)
 BOUNDED = 1000  # beyond CAP, the newest BOUNDED matches are ranked
+SPAN_COUNT = 20_000  # rows counted to estimate a bounded query's total
 TIME_LIMIT_S = 1.0
 PROGRESS_STEPS = 2000  # VM instructions between deadline checks
 SNIPPET_CHARS = 160
@@ -182,10 +183,12 @@ def _bounded(conn: apsw.Connection, name: str, q: Query, lo: int, hi: int) -> tu
     scored = [(float(s), int(rid)) for rid, s in conn.execute(
         f"SELECT rowid, kora_tf({name}) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid <= ?",
         (q.fts, lo, hi))]
-    # Matches are spread over rowids about evenly: extrapolate from the share of rows they cover.
-    span: int = conn.execute(f'SELECT count(*) FROM "{name[1:-1]}_content" WHERE id >= ?', (lo,)).get
+    # Matches are spread over rowids about evenly: extrapolate from the share of rows they cover
+    # (counted up to SPAN_COUNT rows; sparser matches than that report the CAP + 1 seen).
+    span: int = conn.execute(f'SELECT count(*) FROM (SELECT 1 FROM "{name[1:-1]}_docsize" WHERE id >= ?'
+                             " LIMIT ?)", (lo, SPAN_COUNT)).get
     n_rows = int(getattr(_TLS, "row_count", 0)) or span
-    return scored, min(n_rows, round(len(scored) * n_rows / max(span, 1)))
+    return scored, max(CAP + 1, min(n_rows, round(len(scored) * n_rows / max(span, 1))))
 
 
 def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
@@ -194,18 +197,20 @@ def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
         return []
     ids = [rid for _, rid in page]
     marks = ",".join("?" * len(ids))
+    # One statement for every hit: its reference and, from the FTS5 content table (columns
+    # c0 = body, c2 = line), its text. Fewer round trips also mean fewer GIL hand-overs.
     meta = {r[0]: r for r in conn.execute(
-        "SELECT c.id, d.root, d.path, c.seq, c.byte_offset, c.byte_length, c.sha256 FROM chunks c"
-        f" JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}) AND c.agency_id = ? AND d.agency_id = ?",
+        "SELECT c.id, d.root, d.path, c.seq, c.byte_offset, c.byte_length, c.sha256, x.c0, x.c2 FROM chunks c"
+        f' JOIN documents d ON d.id = c.document_id JOIN "{name[1:-1]}_content" x ON x.id = c.id'
+        f" WHERE c.id IN ({marks}) AND c.agency_id = ? AND d.agency_id = ?",
         (*ids, agency_id, agency_id))}
     pattern, anchor = _pattern(tuple(q.highlight)), _pattern(tuple(q.anchor))
     out = []
     for score, rid in page:
-        row = conn.execute(f"SELECT body, line FROM {name} WHERE rowid = ?", (rid,)).fetchone()
         m = meta.get(rid)
-        if row is None or m is None:
+        if m is None:
             continue  # deleted between the passes
-        text, line = str(row[0]), int(row[1] or 1)
+        text, line = str(m[7]), int(m[8] or 1)
         snippet, ranges, at = make_snippet(text, pattern, anchor)
         if not ranges and not text.isascii():  # 'cafe' in 'café': the accent-aware patterns
             snippet, ranges, at = make_snippet(text, _pattern(tuple(q.highlight_accented)),
