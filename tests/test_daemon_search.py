@@ -19,8 +19,9 @@ def test_search_op_pages_and_describes_each_hit(daemon: DaemonProc) -> None:
     assert (first["total"], first["total_exact"]) == (25, True)
     rest = daemon.client_call("search", query="saffron", limit=1000, offset=10)
     assert len(rest["hits"]) == 15 and rest["total"] == 25
-    ids = [h["chunk_id"] for h in first["hits"] + rest["hits"]]
+    ids = [(h["root"], h["path"], h["seq"]) for h in first["hits"] + rest["hits"]]
     assert len(set(ids)) == 25, "pages do not overlap"
+    assert "chunk_id" not in first["hits"][0], "ids from the shared sequence would leak other tenants' volume"
     scores = [h["score"] for h in first["hits"] + rest["hits"]]
     assert scores[0] == 100.0 and scores == sorted(scores, reverse=True) and scores[-1] > 0
     hit = next(h for h in rest["hits"] if h["path"] == "n05.md")

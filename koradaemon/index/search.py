@@ -61,8 +61,10 @@ class Hit:
     bm25: float
 
     def to_dict(self) -> dict[str, object]:
+        # No chunk_id: chunk ids come from one sequence shared by all agencies, so their
+        # growth would tell one tenant how much another indexes. (path, seq) names a chunk.
         return {
-            "chunk_id": self.chunk_id, "root": self.root, "path": self.path, "seq": self.seq,
+            "root": self.root, "path": self.path, "seq": self.seq,
             "offset": self.byte_offset, "length": self.byte_length, "sha256": self.sha256,
             "line_start": self.line_start, "line_end": self.line_end, "match_line": self.match_line,
             "snippet": self.snippet, "highlights": [list(r) for r in self.highlights],
