@@ -108,3 +108,14 @@ def test_offset_pages_through_the_same_ranking(big: apsw.Connection) -> None:
     whole = [h.chunk_id for h in store.search_page("w200", 30).hits]
     paged = [h.chunk_id for o in (0, 10, 20) for h in store.search_page("w200", 10, o).hits]
     assert paged == whole and len(whole) == 30
+
+
+def test_agency_names_never_meet_another_agencys_shadow_tables(tmp_path: Path) -> None:
+    conn = new_db(tmp_path)
+    names = ["a", "a_data", "a_content", "a_", "a__idx", "a-config"]
+    for i, agency in enumerate(names):
+        put_texts(conn, agency, [(f"{agency}.txt", f"shared word{i}\n")])
+    assert sorted(fts.agencies(conn)) == sorted(names)
+    for agency in names:
+        assert [h.path for h in AgencyStore(conn, agency).search("shared")] == [f"{agency}.txt"]
+        assert AgencyStore(conn, agency).search_page("shared").total == 1

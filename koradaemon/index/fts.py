@@ -1,6 +1,6 @@
 """Per-agency full-text tables and the extra tokens that make code, CJK and emoji findable.
 
-Every agency has its own FTS5 table, ``fts_<agency_id>``, created the first time one of
+Every agency has its own FTS5 table, ``fts_<agency_id>`` (see :func:`bare_name`), created the first time one of
 its documents is written. Matching, BM25 statistics (row count, document frequencies,
 average length) and query cost of one agency therefore never depend on another's data.
 An agency removed from the configuration keeps its table (like its document rows) until
@@ -38,9 +38,19 @@ SYMWORD = re.compile(r"(?<![^\W_])([^\W_]+)([+#]+)(?![^\W_+#])")
 SIGN_NAMES = {"+": "plus", "#": "sharp"}
 
 
+def bare_name(agency_id: str) -> str:
+    """``fts_`` + the agency id with each '_' doubled (the id is validated first: it becomes part of SQL).
+
+    FTS5 names its shadow tables ``<table>_data``, ``_idx``, ``_content``, ``_docsize``,
+    ``_config``: agency ``a``'s ``fts_a_data`` must never be agency ``a_data``'s table, and with
+    doubled underscores a table name never has a single '_' after the prefix.
+    """
+    return "fts_" + check_agency_id(agency_id).replace("_", "__")
+
+
 def table(agency_id: str) -> str:
-    """The quoted table name of an agency (the id is validated first: it becomes part of SQL)."""
-    return f'"fts_{check_agency_id(agency_id)}"'
+    """The quoted table name of an agency."""
+    return f'"{bare_name(agency_id)}"'
 
 
 def exists(conn: apsw.Connection, agency_id: str) -> bool:
@@ -48,7 +58,7 @@ def exists(conn: apsw.Connection, agency_id: str) -> bool:
     if agency_id in known:
         return True
     row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (f"fts_{check_agency_id(agency_id)}",)
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (bare_name(agency_id),)
     ).fetchone()
     if row:
         known.add(agency_id)
@@ -90,7 +100,7 @@ def delete_document(conn: apsw.Connection, agency_id: str, doc_id: int) -> None:
 def agencies(conn: apsw.Connection) -> list[str]:
     rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'fts_*'"
                         " AND sql LIKE 'CREATE VIRTUAL TABLE%'")
-    return [r[0][4:] for r in rows]
+    return [r[0][4:].replace("__", "_") for r in rows]
 
 
 def optimize(conn: apsw.Connection) -> None:
