@@ -23,7 +23,7 @@ from pathlib import Path
 
 import apsw
 import psutil
-from corpus import WORDS, generated_corpus, stdlib_corpus, vocabulary
+from corpus import WORDS, generated_corpus, query_classes, stdlib_corpus
 from daemon_proc import LiveDaemon
 
 from koradaemon.index.store import AgencyStore
@@ -67,22 +67,17 @@ def bench_latency(d: LiveDaemon, edits: int) -> list[float]:
     return out
 
 
-KINDS = ("common word", "mid-frequency word", "two words", "phrase", "prefix*", "rare token")
+KINDS = ("very common", "mid", "two-term AND", "phrase", "prefix", "rare")
 
 
 def bench_search(d: LiveDaemon, queries: int) -> tuple[list[float], list[float]]:
-    rnd = random.Random(5)
-    words, _ = vocabulary()
-    # A mix: common words, mid-frequency words, two-word queries, phrase, prefix, rare tokens.
-    kinds = [
-        lambda: rnd.choice(words[:50]),
-        lambda: rnd.choice(words[50:2000]),
-        lambda: f"{rnd.choice(words[:500])} {rnd.choice(words[:5000])}",
-        lambda: f'"{rnd.choice(words[:100])} {rnd.choice(words[:100])}"',
-        lambda: rnd.choice(words[100:3000])[:3] + "*",
-        lambda: f"unique{rnd.randrange(1000)}",
-    ]
-    qs = [kinds[i % len(kinds)]() for i in range(queries)]
+    # Words taken from the index itself by document frequency (bench/corpus.py query_classes),
+    # interleaved class by class in the order of KINDS.
+    ro = apsw.Connection(str(d.root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    classes = query_classes(ro, "fts_bench", random.Random(5), max(1, queries // len(KINDS)))
+    ro.close()
+    per_kind = [classes[k] for k in KINDS]
+    qs = [per_kind[i % len(KINDS)][i // len(KINDS)] for i in range(len(KINDS) * len(per_kind[0]))]
     token = d.token()
     via_socket = []
     with d.client() as c:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import shutil
 import sysconfig
@@ -71,3 +72,78 @@ def fresh(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+def stdlib_pieces(dest: Path, pieces: int, piece_bytes: int = 1000) -> tuple[int, int]:
+    """``pieces`` files of about ``piece_bytes`` each, cut at line ends from the stdlib's .py text.
+
+    Real words with their real document frequencies; once the stdlib is used up it is cut
+    again from a shifted start, so any number of files can be made.
+    """
+    src = Path(sysconfig.get_paths()["stdlib"])
+    texts = []
+    for path in sorted(src.rglob("*.py")):
+        if "site-packages" in path.parts:
+            continue
+        try:
+            texts.append(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError):
+            continue
+    blob = "\n".join(texts)
+    made = total = 0
+    shift = 0
+    while made < pieces:
+        pos = shift
+        while pos < len(blob) and made < pieces:
+            end = blob.find("\n", pos + piece_bytes)
+            end = len(blob) if end < 0 else end + 1
+            d = dest / f"p{made // 1000:04d}"
+            if made % 1000 == 0:
+                d.mkdir(parents=True, exist_ok=True)
+            (d / f"{made}.txt").write_text(blob[pos:end])
+            total += end - pos
+            made += 1
+            pos = end
+        shift += piece_bytes // 3 + 17
+    return made, total
+
+
+def query_classes(conn: object, table: str, rnd: random.Random, per_class: int) -> dict[str, list[str]]:
+    """Typed queries per class, with words picked from the index by document frequency (fts5vocab).
+
+    rare: in 2-20 chunks; mid: in 0.3-3 % of chunks; common: in more than half of them;
+    prefix: the first 4 letters of a mid word; phrase: two adjacent common words;
+    and: a common word and a mid word.
+    """
+    import re
+
+    import apsw
+
+    assert isinstance(conn, apsw.Connection)
+    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, '{table}', 'row')")
+    (n,) = conn.execute(f'SELECT count(*) FROM "{table}_docsize"').fetchone()
+    df = {t: d for t, d in conn.execute("SELECT term, doc FROM temp.vocab") if re.fullmatch(r"[a-z]{3,}", t)}
+    rare = [t for t, d in df.items() if 2 <= d <= 20]
+    mid = [t for t, d in df.items() if 0.003 * n <= d <= 0.03 * n]
+    common = [t for t, d in df.items() if d > 0.5 * n]
+    if not common:  # small corpora: the most frequent words
+        common = sorted(df, key=df.__getitem__)[-10:]
+    pairs: dict[tuple[str, str], int] = {}
+    common_set = set(t for t, d in df.items() if d > 0.1 * n) or set(common)
+    rows = conn.execute(f'SELECT body FROM "{table}" WHERE rowid IN'
+                        f' (SELECT rowid FROM "{table}" ORDER BY random() LIMIT 500)').fetchall()
+    for (body,) in rows:
+        toks = re.findall(r"[a-z]+", str(body).lower())
+        for a, b in itertools.pairwise(toks):
+            if a in common_set and b in common_set and a != b:
+                pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    top_pairs = sorted(pairs, key=pairs.__getitem__)[-50:] or [(common[0], common[-1])]
+    prefixes = sorted({w[:4] for w in mid if len(w) > 5})
+    return {
+        "rare": [rnd.choice(rare) for _ in range(per_class)],
+        "mid": [rnd.choice(mid) for _ in range(per_class)],
+        "very common": [rnd.choice(common) for _ in range(per_class)],
+        "prefix": [rnd.choice(prefixes) + "*" for _ in range(per_class)],
+        "phrase": ['"{} {}"'.format(*rnd.choice(top_pairs)) for _ in range(per_class)],
+        "two-term AND": [f"{rnd.choice(common)} {rnd.choice(mid)}" for _ in range(per_class)],
+    }

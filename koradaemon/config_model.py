@@ -36,6 +36,7 @@ class IndexConfig:
     bulk_batch_files: int = num(2000, 1, 1_000_000)
     bulk_batch_bytes: int = num(64 * MiB, 1, 1 << 34)
     optimize_idle_s: float = num(30, 1, 86_400)
+    search_time_limit_ms: int = num(1000, 10, 60_000)
 
 
 @dataclass(frozen=True)

@@ -56,11 +56,17 @@ class DataError(KoraError):
     code = "data"
 
 
-class QueryError(KoraError):
-    """A search query could not be parsed (e.g. FTS5 syntax error)."""
+class QueryError(UsageError):
+    """A search query cannot be used as typed (empty, only exclusions, too short a prefix, ...)."""
 
-    exit_code = 65
     code = "query"
+
+
+class QueryTooExpensive(KoraError):
+    """A search ran past its time limit and was interrupted (try again with a narrower query)."""
+
+    exit_code = 75
+    code = "too_expensive"
 
 
 class DatabaseError(KoraError):

@@ -124,7 +124,8 @@ def test_search_paging_files_show_and_tail(daemon: DaemonProc) -> None:
     assert len(hits) == 25
     page = json.loads(daemon.cli("search", "--agency", "alpha", "--json", "--limit", "10", "--offset", "20",
                                  "marjoram", check=True).stdout)["hits"]
-    assert [h["chunk_id"] for h in page] == [h["chunk_id"] for h in hits[20:25]]
+    ref = ("root", "path", "offset", "sha256")
+    assert [tuple(h[k] for k in ref) for h in page] == [tuple(h[k] for k in ref) for h in hits[20:25]]
     human = daemon.cli("search", "--agency", "alpha", "--limit", "3", "marjoram", check=True).stdout
     assert sum(1 for line in human.splitlines() if line.startswith("alpha/notes/f")) == 3
     assert "ref alpha/notes/f" in human

@@ -106,7 +106,7 @@ def test_agencies_are_isolated_through_the_socket(daemon: DaemonProc) -> None:
     assert daemon.stop() == 0
 
 
-def test_bad_files_are_skipped_and_counted(daemon: DaemonProc) -> None:
+def test_bad_files_are_skipped_and_legacy_text_indexed(daemon: DaemonProc) -> None:
     notes = daemon.root / "alpha" / "notes"
     (notes / "latin1.txt").write_bytes(b"caf\xe9 au lait\n")
     (notes / "blob.bin").write_bytes(b"\x00\x01\x02binary")
@@ -118,8 +118,9 @@ def test_bad_files_are_skipped_and_counted(daemon: DaemonProc) -> None:
     daemon.start()
     st = daemon.client_call("status")
     reasons = st["agencies"]["alpha"]["skipped_reasons"]
-    assert reasons.get("invalid_utf8") == 1 and reasons.get("binary") == 1
+    assert reasons.get("binary") == 1 and not reasons.get("invalid_utf8")  # Latin-1 is decoded, not skipped
     assert has_hit(daemon, "needle", "huge.txt")
+    assert has_hit(daemon, "café", "latin1.txt"), "Latin-1 text is decoded (cp1252 rule) and indexed"
     assert "empty.txt" in indexed(daemon)
     assert daemon.stop() == 0
 
@@ -130,11 +131,12 @@ def test_cli_search_json_and_query_errors(daemon: DaemonProc) -> None:
     res = daemon.cli("search", "--agency", "alpha", "--json", "fennel", check=True)
     hits = json.loads(res.stdout)["hits"]
     assert hits[0]["path"] == "a.md" and hits[0]["offset"] == 0 and len(hits[0]["sha256"]) == 64
-    assert "[fennel]" in hits[0]["snippet"]
+    (start, end), = hits[0]["highlights"]
+    assert hits[0]["snippet"][start:end] == "fennel" and hits[0]["match_line"] == 3
     human = daemon.cli("search", "--agency", "alpha", "fennel", check=True)
     assert "alpha/notes/a.md" in human.stdout
-    bad = daemon.cli("search", "--agency", "alpha", '"unterminated')
-    assert bad.returncode == 65 and "bad search query" in bad.stderr
+    bad = daemon.cli("search", "--agency", "alpha", "--", "-fennel")
+    assert bad.returncode == 64 and "nothing to search for" in bad.stderr
     chunk = daemon.client_call("get_chunk", root="alpha/notes", path="a.md", offset=hits[0]["offset"],
                                length=hits[0]["length"], sha256=hits[0]["sha256"])
     assert "fennel" in chunk["text"]

@@ -51,7 +51,8 @@ def test_index_search_and_reference_round_trip(env: tuple[Path, Writer, list[App
     index(tmp, writer, "a.md")
     hits = store(tmp).search("fox")
     assert [h.path for h in hits] == ["a.md"]
-    assert "[fox]" in hits[0].snippet
+    start, end = hits[0].highlights[0]
+    assert hits[0].snippet[start:end] == "fox" and (hits[0].line_start, hits[0].match_line) == (1, 1)
     assert applied[-1].type == "index" and applied[-1].data["chunks"] == 1
     ref = ChunkRef(ROOT, "a.md", hits[0].byte_offset, hits[0].byte_length, hits[0].sha256)
     with open_chunk(tmp, (ROOT,), ref) as view:
@@ -75,7 +76,7 @@ def test_unchanged_file_is_not_rewritten(env: tuple[Path, Writer, list[Applied]]
 
 @pytest.mark.parametrize(
     ("content", "reason"),
-    [(b"\x89PNG\r\n\x1a\n\x00\x00binary", "binary"), (b"caf\xe9 latin-1 text\n", "invalid_utf8")],
+    [(b"\x89PNG\r\n\x1a\n\x00\x00binary", "binary")],  # Latin-1 text is indexed: tests/test_search_text.py
 )
 def test_unusable_files_are_skipped_with_reason(
     env: tuple[Path, Writer, list[Applied]], content: bytes, reason: str
@@ -114,15 +115,17 @@ def test_huge_file_streams_in_chunks(env: tuple[Path, Writer, list[Applied]]) ->
     assert len(hits) >= 1 and hits[0].path == "huge.txt"
 
 
-def test_invalid_utf8_deep_in_a_huge_file_is_skipped(env: tuple[Path, Writer, list[Applied]]) -> None:
+def test_cp1252_deep_in_a_huge_streamed_file_is_decoded(env: tuple[Path, Writer, list[Applied]]) -> None:
     tmp, writer, _ = env
     with open(tmp / ROOT / "huge.txt", "wb") as fh:
         fh.write(b"ok text\n" * (600_000))
-        fh.write(b"\xff\xfe broken\n")
+        fh.write(b"\x93quoted\x94 na\xefve\n")  # cp1252 curly quotes and i-diaeresis
     index(tmp, writer, "huge.txt")
     s = store(tmp)
-    assert s.document(ROOT, "huge.txt").skipped == "invalid_utf8"  # type: ignore[union-attr]
-    assert s.stats()["chunks"] == 0, "nothing half-indexed"
+    assert s.document(ROOT, "huge.txt").skipped is None  # type: ignore[union-attr]
+    (hit,) = s.search("naive quoted")
+    assert "\u201cquoted\u201d na\u00efve" in hit.snippet
+    assert hit.match_line == 600_001 and hit.line_end == 600_001
 
 
 def test_delete_move_and_tree_ops(env: tuple[Path, Writer, list[Applied]]) -> None:
@@ -153,10 +156,13 @@ def test_agencies_are_isolated(env: tuple[Path, Writer, list[Applied]]) -> None:
 
 
 def test_fts_syntax_error_is_a_query_error(env: tuple[Path, Writer, list[Applied]]) -> None:
-    tmp, _, _ = env
-    with pytest.raises(QueryError, match="bad search query"):
-        store(tmp).search('"unbalanced')
-    with pytest.raises(QueryError):
+    tmp, writer, _ = env
+    (tmp / ROOT / "u.md").write_text("an unbalanced quote\n")
+    index(tmp, writer, "u.md")
+    assert [h.path for h in store(tmp).search('"unbalanced')] == ["u.md"], "the quote is closed for the user"
+    with pytest.raises(QueryError, match="bad FTS5 query"):
+        store(tmp).search('"unbalanced', raw=True)
+    with pytest.raises(QueryError, match="empty search query"):
         store(tmp).search("   ")
 
 

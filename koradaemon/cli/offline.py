@@ -109,7 +109,8 @@ def search(cfg: Config, agency: str, query: str, limit: int, offset: int = 0, ft
         _check_unlocked(conn, agency)
         store = AgencyStore(conn, agency)
         if hasattr(store, "search_page"):  # the store pages and counts itself
-            return dict(store.search_page(query, limit, offset, raw=fts).to_dict())
+            return dict(store.search_page(query, limit, offset, raw=fts,
+                                          time_limit=cfg.index.search_time_limit_ms / 1000).to_dict())
         hits = store.search(query, limit + offset)
         return {"hits": [h.to_dict() for h in hits][offset:]}
 

@@ -33,6 +33,7 @@ MAX_LIMIT = 1000
 # Operations whose cost grows with the agency's data: the control server runs a bounded number
 # of them per agency at once (control.heavy_per_agency).
 HEAVY_OPS = frozenset({"search", "get_chunk", "snapshot", "snapshots", "restore", "audit.verify", "files"})
+MAX_OFFSET = 10_000
 _CONTEXT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
 
@@ -104,10 +105,15 @@ class Operations:
         self._runtime(req).check_unlocked()
         query = _arg(req.args, "query", str)
         limit = _arg(req.args, "limit", int, 10)
+        offset = _arg(req.args, "offset", int, 0)
+        raw = _arg(req.args, "fts", bool, False)
         if not 1 <= limit <= MAX_LIMIT:
             raise UsageError(f"limit must be between 1 and {MAX_LIMIT}")
-        hits = AgencyStore(self._conn(), req.agency_id).search(query, limit)
-        return {"hits": [h.to_dict() for h in hits]}
+        if not 0 <= offset <= MAX_OFFSET:
+            raise UsageError(f"offset must be between 0 and {MAX_OFFSET}")
+        page = AgencyStore(self._conn(), req.agency_id).search_page(
+            query, limit, offset, raw=raw, time_limit=self.d.cfg.index.search_time_limit_ms / 1000)
+        return page.to_dict()
 
     def get_chunk(self, req: Request) -> dict[str, Any]:
         self._runtime(req).check_unlocked()

@@ -10,6 +10,7 @@ import apsw
 import structlog
 
 from ..errors import DatabaseError
+from . import fts
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,7 @@ def immediate(conn: apsw.Connection) -> Iterator[None]:
     except BaseException:
         if not conn.getautocommit():
             conn.execute("ROLLBACK")
+        fts.forget(conn)  # a rolled-back CREATE of an agency's table
         raise
     conn.execute("COMMIT")
 

@@ -11,13 +11,15 @@ import hashlib
 import mmap
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..fsopen import NotRegularFile, open_regular_file
-from .chunking import CHUNK_BYTES, OVERLAP_PERCENT, iter_spans, looks_binary
+from .chunking import CHUNK_BYTES, OVERLAP_PERCENT, Span, iter_spans, looks_binary
+from .encoding import count_lines, decode, iter_spans_utf16, utf16_codec
+from .fts import derive
 from .jobs import DeleteJob, IndexJob, Job, TouchJob
 from .store import ChunkRow, DocRow
 from .writer import SkipFile
@@ -35,13 +37,19 @@ class ChunkParams:
 
 
 def _chunk_rows(buf: bytes | mmap.mmap, size: int, params: ChunkParams) -> Iterator[ChunkRow]:
-    for span in iter_spans(buf, size, params.chunk_bytes, params.overlap_percent):
+    """Chunks with their text (see :mod:`.encoding`) and the line each starts on."""
+    codec = utf16_codec(buf[:2])
+    if codec:
+        spans: Iterable[Span] = iter_spans_utf16(buf, size, params.chunk_bytes, params.overlap_percent, codec)
+    else:
+        spans = iter_spans(buf, size, params.chunk_bytes, params.overlap_percent)
+    line, prev = 1, 0
+    for span in spans:
+        line += count_lines(buf[prev : span.offset], codec)
+        prev = span.offset
         raw = buf[span.offset : span.end]
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise SkipFile("invalid_utf8") from None
-        yield span.offset, span.length, hashlib.sha256(raw).hexdigest(), text
+        text = decode(raw, codec, span.offset == 0)
+        yield span.offset, span.length, hashlib.sha256(raw).hexdigest(), text, line, derive(text)
 
 
 def _root_of(abs_path: Path, rel: str) -> Path:
@@ -100,7 +108,7 @@ def _from_buffer(
     params: ChunkParams, bulk: bool,
 ) -> Job | None:
     size, mtime_ns, abs_path = base[4], base[5], base[3]
-    if looks_binary(buf[:8192]):
+    if not utf16_codec(buf[:2]) and looks_binary(buf[:8192]):
         return IndexJob(*base, sha256="", chunks=(), bulk=bulk, skipped="binary")
     digest = hashlib.sha256(buf).hexdigest()
     same = _maybe_same(known, base, digest, bulk)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..fsopen import NotRegularFile, open_regular_file
+from .encoding import decode, utf16_codec
 
 
 @dataclass(frozen=True)
@@ -78,5 +79,7 @@ def open_chunk(data_root: Path, roots: tuple[str, ...], ref: ChunkRef) -> Iterat
 
 
 def read_chunk_text(data_root: Path, roots: tuple[str, ...], ref: ChunkRef) -> str:
+    """The chunk's text, decoded by the rule used when it was indexed (see :mod:`.encoding`)."""
     with open_chunk(data_root, roots, ref) as view:
-        return str(view, "utf-8", "replace")
+        whole = view.obj if isinstance(view.obj, mmap.mmap) else b""
+        return decode(bytes(view), utf16_codec(whole[:2]), ref.offset == 0)

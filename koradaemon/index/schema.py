@@ -6,7 +6,47 @@ Each entry is applied once, in its own transaction together with the bump of
 
 from __future__ import annotations
 
-MIGRATIONS: tuple[str, ...] = (
+from collections.abc import Callable
+
+import apsw
+
+from . import fts
+
+
+def _per_agency_fts(conn: apsw.Connection) -> None:
+    """2: one FTS5 table per agency (``fts_<agency>``); the shared ``chunks_fts`` rows move there.
+
+    Each moved chunk gets its derived tokens and the line it starts on (counted from the
+    previous chunk of its document, whose text and byte offset are known).
+    """
+    agencies = [r[0] for r in conn.execute("SELECT DISTINCT agency_id FROM chunks_fts")]
+    for agency_id in agencies:
+        rows: list[tuple[int, int, int, str]] = conn.execute(
+            "SELECT c.id, c.document_id, c.byte_offset, f.body FROM chunks c JOIN chunks_fts f ON f.rowid = c.id"
+            " WHERE c.agency_id = ? AND f.agency_id = ? ORDER BY c.document_id, c.seq",
+            (agency_id, agency_id),
+        ).fetchall()  # type: ignore[assignment]
+        fts.insert(conn, agency_id, _with_lines(rows))
+    conn.execute("DROP TABLE chunks_fts")
+
+
+def _with_lines(rows: list[tuple[int, int, int, str]]) -> list[tuple[int, str, int, str]]:
+    out: list[tuple[int, str, int, str]] = []
+    doc, line, prev_off, prev_text = -1, 1, 0, ""
+    for chunk_id, doc_id, offset, text in rows:
+        if doc_id != doc:
+            doc, line = doc_id, 1
+        else:
+            line += prev_text.encode("utf-8")[: offset - prev_off].count(b"\n")
+        prev_off, prev_text = offset, text
+        out.append((chunk_id, text, line, fts.derive(text)))
+    return out
+
+
+Migration = str | Callable[[apsw.Connection], None]
+
+# Renumbering at a merge is safe: a migration is identified by its place in this tuple only.
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: documents, chunks, full-text index, audit anchors, lockdowns.
     """
     CREATE TABLE documents(
@@ -50,6 +90,7 @@ MIGRATIONS: tuple[str, ...] = (
         since TEXT NOT NULL
     ) STRICT;
     """,
+    _per_agency_fts,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

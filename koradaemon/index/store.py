@@ -15,10 +15,14 @@ from typing import Any
 
 import apsw
 
-from ..errors import QueryError
 from ..paths import check_agency_id
+from . import fts
+from . import search as searching
+from .query import parse
+from .search import Hit
 
-ChunkRow = tuple[int, int, str, str]  # byte_offset, byte_length, sha256, text
+# byte_offset, byte_length, sha256, text, start line (1-based), derived tokens (fts.derive)
+ChunkRow = tuple[int, int, str, str, int, str]
 
 # Next chunk id per writing connection: saves a max(id) query per document.
 _NEXT_CHUNK_ID: weakref.WeakKeyDictionary[apsw.Connection, int] = weakref.WeakKeyDictionary()
@@ -33,26 +37,6 @@ class DocRow:
     mtime_ns: int
     sha256: str
     skipped: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    chunk_id: int
-    root: str
-    path: str
-    seq: int
-    byte_offset: int
-    byte_length: int
-    sha256: str
-    snippet: str
-    score: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "chunk_id": self.chunk_id, "root": self.root, "path": self.path, "seq": self.seq,
-            "offset": self.byte_offset, "length": self.byte_length, "sha256": self.sha256,
-            "snippet": self.snippet, "score": self.score,
-        }
 
 
 def _now() -> str:
@@ -118,45 +102,17 @@ class AgencyStore:
         ).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
-    def search(self, query: str, limit: int = 10, snippet_tokens: int = 16) -> list[Hit]:
-        """Top ``limit`` chunks by BM25 with snippets, for this agency only.
+    def search(self, query: str, limit: int = 10, *, raw: bool = False) -> list[Hit]:
+        """Top ``limit`` chunks of this agency for a typed query (see :mod:`.query`)."""
+        return self.search_page(query, limit, raw=raw).hits
 
-        Two steps: rank by ``rank`` (FTS5 sorts inside the virtual table), then build
-        snippets for the winning rows only; building them for every match made common
-        words cost 50 ms and more.
-        """
-        if not query.strip():
-            raise QueryError("empty search query")
-        try:
-            top = self.conn.execute(
-                "SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? AND agency_id = ?"
-                " ORDER BY rank LIMIT ?",
-                (query, self.agency_id, limit),
-            ).fetchall()
-            if not top:
-                return []
-            ids = [r[0] for r in top]
-            marks = ",".join("?" * len(ids))
-            rows = self.conn.execute(
-                "SELECT c.id, d.root, d.path, c.seq, c.byte_offset, c.byte_length, c.sha256,"
-                " snippet(chunks_fts, 0, '[', ']', '…', ?)"
-                " FROM chunks_fts CROSS JOIN chunks c ON c.id = chunks_fts.rowid"
-                " JOIN documents d ON d.id = c.document_id"
-                f" WHERE chunks_fts MATCH ? AND chunks_fts.rowid IN ({marks}) AND c.agency_id = ? AND d.agency_id = ?",
-                (snippet_tokens, query, *ids, self.agency_id, self.agency_id),
-            ).fetchall()
-        except apsw.SQLError as exc:
-            hint = "see FTS5 query syntax; quote phrases"
-            raise QueryError(f"bad search query {query!r}: {exc}", hint=hint) from None
-        by_id = {r[0]: r for r in rows}
-        return [Hit(*by_id[i], score) for i, score in top if i in by_id]  # type: ignore[arg-type,call-arg]
+    def search_page(self, query: str, limit: int = 10, offset: int = 0, *, raw: bool = False,
+                    time_limit: float = searching.TIME_LIMIT_S) -> searching.Result:
+        return searching.run(self.conn, self.agency_id, parse(query, raw=raw), limit, offset, time_limit)
 
     # -- writes (writer thread only, inside its transaction) ------------------
     def _drop_chunks(self, doc_id: int) -> None:
-        self.conn.execute(
-            "DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE document_id = ? AND agency_id = ?)",
-            (doc_id, self.agency_id),
-        )
+        fts.delete_document(self.conn, self.agency_id, doc_id)
         self.conn.execute("DELETE FROM chunks WHERE document_id = ? AND agency_id = ?", (doc_id, self.agency_id))
 
     def put_document(
@@ -185,13 +141,13 @@ class AgencyStore:
             (first_id,) = self._one("SELECT coalesce(max(id), 0) + 1 FROM chunks", ())
         meta: list[tuple[object, ...]] = []
 
-        def fts_rows() -> Iterable[tuple[object, ...]]:
-            for seq, (offset, length, digest, text) in enumerate(chunks):
+        def fts_rows() -> Iterable[tuple[int, str, int, str]]:
+            for seq, (offset, length, digest, text, line, extra) in enumerate(chunks):
                 meta.append((first_id + seq, self.agency_id, doc_id, seq, offset, length, digest))
-                yield first_id + seq, text, self.agency_id
+                yield first_id + seq, text, line, extra
 
         # Two executemany calls per document (streamed for big files) instead of two executes per chunk.
-        self.conn.executemany("INSERT INTO chunks_fts(rowid, body, agency_id) VALUES (?, ?, ?)", fts_rows())
+        fts.insert(self.conn, self.agency_id, fts_rows())
         if meta:
             self.conn.executemany(
                 "INSERT INTO chunks(id, agency_id, document_id, seq, byte_offset, byte_length, sha256)"
@@ -242,4 +198,4 @@ class AgencyStore:
 
 def optimize_fts(conn: apsw.Connection) -> None:
     """Merge FTS5 segments; run when idle, never on the hot path."""
-    conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('merge', 500)")
+    fts.optimize(conn)

@@ -1,0 +1,84 @@
+"""Search through a live daemon per query class, beside the raw FTS5 query in the same run.
+
+Run: .venv/bin/python bench/bench_search.py [--chunks 100000] [--piece 1000] [--per-class 200]
+
+A corpus of ``--chunks`` files (one chunk each) is cut from the Python standard library's
+sources; the daemon indexes it; query words are picked from the index by document frequency
+(bench/corpus.py ``query_classes``). Each query asks for the top 10 with snippets through the
+control socket. The baseline, run in-process on the same database file in the same run, is
+FTS5's own ``ORDER BY rank LIMIT 10`` of the same expression, without snippets; a third
+column runs the daemon's own search code in the bench process (no socket, no daemon threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import apsw
+from corpus import query_classes, stdlib_pieces
+from daemon_proc import LiveDaemon
+
+from koradaemon.index.query import parse
+from koradaemon.index.store import AgencyStore
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * p))] * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chunks", type=int, default=100_000)
+    ap.add_argument("--piece", type=int, default=1000)
+    ap.add_argument("--per-class", type=int, default=200)
+    ap.add_argument("--settle", type=float, default=40.0,
+                    help="seconds to wait after the crawl (the writer merges FTS segments when idle)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kora-search-") as tmp:
+        d = LiveDaemon(Path(tmp), 20)
+        nfiles, nbytes = stdlib_pieces(Path(tmp) / "corpus", args.chunks, args.piece)
+        try:
+            dt = d.start()
+            print(f"indexed {nfiles} files ({nbytes / 1e6:.1f} MB, one chunk each) in {dt:.1f} s")
+            time.sleep(args.settle)
+            ro = apsw.Connection(str(d.root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)
+            store = AgencyStore(ro, "bench")
+            classes = query_classes(ro, "fts_bench", random.Random(5), args.per_class)
+            token = d.token()
+            print(f"{'class':14s} {'socket p50':>10s} {'p99':>8s} | {'raw FTS5 p50':>12s} {'p99':>8s}"
+                  f" | {'in-process p50':>14s} {'p99':>8s} | example")
+            with d.client() as c:
+                pings = []
+                for _ in range(args.per_class):
+                    t0 = time.perf_counter()
+                    c.call("ping", "bench", token)
+                    pings.append(time.perf_counter() - t0)
+                print(f"{'(ping)':14s} {pct(pings, .5):8.2f}ms {pct(pings, .99):6.2f}ms |"
+                      "  the socket round trip alone")
+                for kind, qs in classes.items():
+                    sock, raw, local = [], [], []
+                    for q in qs:
+                        t0 = time.perf_counter()
+                        c.call("search", "bench", token, query=q, limit=10)
+                        sock.append(time.perf_counter() - t0)
+                        expr = parse(q).fts
+                        t0 = time.perf_counter()
+                        ro.execute("SELECT rowid, rank FROM fts_bench WHERE fts_bench MATCH ? ORDER BY rank LIMIT 10",
+                                   (expr,)).fetchall()
+                        raw.append(time.perf_counter() - t0)
+                        t0 = time.perf_counter()
+                        store.search_page(q, 10)
+                        local.append(time.perf_counter() - t0)
+                    print(f"{kind:14s} {pct(sock, .5):8.2f}ms {pct(sock, .99):6.2f}ms | {pct(raw, .5):10.2f}ms"
+                          f" {pct(raw, .99):6.2f}ms | {pct(local, .5):12.2f}ms {pct(local, .99):6.2f}ms | {qs[0]}")
+        finally:
+            d.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Per-agency full-text tables and the extra tokens that make code, CJK and emoji findable.
+
+Every agency has its own FTS5 table, ``fts_<agency_id>`` (see :func:`bare_name`), created the first time one of
+its documents is written. Matching, BM25 statistics (row count, document frequencies,
+average length) and query cost of one agency therefore never depend on another's data.
+An agency removed from the configuration keeps its table (like its document rows) until
+the operator purges it, so re-adding it needs no reindex.
+
+Columns: ``body`` (the chunk's text, unicode61 tokens), ``extra`` (derived tokens, see
+:func:`derive`) and ``line`` (UNINDEXED: the 1-based line number where the chunk starts).
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Iterable
+
+import apsw
+
+from ..paths import check_agency_id
+
+TOKENIZER = "unicode61 remove_diacritics 2"
+
+# Known tables per connection: saves a schema lookup per document and per search.
+_KNOWN: weakref.WeakKeyDictionary[apsw.Connection, set[str]] = weakref.WeakKeyDictionary()
+
+CJK = (
+    "\u1100-\u11ff\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31a0-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+)
+EMOJI = "\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u297f\u2b00-\u2bff\u3030\u303d\u3297\u3299\U0001f000-\U0001faff"
+CJK_RUN = re.compile(f"[{CJK}]+")
+EMOJI_CHAR = re.compile(f"[{EMOJI}]")
+CAMEL_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# A word ending in '+' or '#' signs that no word character follows: C++, C#, F#, g++.
+SYMWORD = re.compile(r"(?<![^\W_])([^\W_]+)([+#]+)(?![^\W_+#])")
+SIGN_NAMES = {"+": "plus", "#": "sharp"}
+
+
+def bare_name(agency_id: str) -> str:
+    """``fts_`` + the agency id with each '_' doubled (the id is validated first: it becomes part of SQL).
+
+    FTS5 names its shadow tables ``<table>_data``, ``_idx``, ``_content``, ``_docsize``,
+    ``_config``: agency ``a``'s ``fts_a_data`` must never be agency ``a_data``'s table, and with
+    doubled underscores a table name never has a single '_' after the prefix.
+    """
+    return "fts_" + check_agency_id(agency_id).replace("_", "__")
+
+
+def table(agency_id: str) -> str:
+    """The quoted table name of an agency."""
+    return f'"{bare_name(agency_id)}"'
+
+
+def exists(conn: apsw.Connection, agency_id: str) -> bool:
+    known = _KNOWN.setdefault(conn, set())
+    if agency_id in known:
+        return True
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (bare_name(agency_id),)
+    ).fetchone()
+    if row:
+        known.add(agency_id)
+    return row is not None
+
+
+def ensure(conn: apsw.Connection, agency_id: str) -> str:
+    """Create the agency's table if needed (inside the caller's transaction); returns its name."""
+    name = table(agency_id)
+    if not exists(conn, agency_id):
+        conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING fts5(body, extra, line UNINDEXED,"
+                     f" tokenize = '{TOKENIZER}')")
+        _KNOWN.setdefault(conn, set()).add(agency_id)
+    return name
+
+
+def forget(conn: apsw.Connection) -> None:
+    """Drop the per-connection cache (after a rollback that may have undone a CREATE)."""
+    _KNOWN.pop(conn, None)
+
+
+def insert(conn: apsw.Connection, agency_id: str, rows: Iterable[tuple[int, str, int, str]]) -> None:
+    """Insert ``(rowid, text, start_line, derived tokens)`` rows (tokens from :func:`derive`,
+    computed by the chunking worker so the writer thread does not pay for them)."""
+    name = ensure(conn, agency_id)
+    conn.executemany(f"INSERT INTO {name}(rowid, body, line, extra) VALUES (?, ?, ?, ?)", rows)
+
+
+def delete_document(conn: apsw.Connection, agency_id: str, doc_id: int) -> None:
+    if not exists(conn, agency_id):
+        return
+    conn.execute(
+        f"DELETE FROM {table(agency_id)} WHERE rowid IN"
+        " (SELECT id FROM chunks WHERE document_id = ? AND agency_id = ?)",
+        (doc_id, agency_id),
+    )
+
+
+def agencies(conn: apsw.Connection) -> list[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'fts_*'"
+                        " AND sql LIKE 'CREATE VIRTUAL TABLE%'")
+    return [r[0][4:].replace("__", "_") for r in rows]
+
+
+def optimize(conn: apsw.Connection) -> None:
+    """Merge FTS5 segments of every agency's table; run when idle, never on the hot path."""
+    for agency_id in agencies(conn):
+        name = table(agency_id)
+        conn.execute(f"INSERT INTO {name}({name}, rank) VALUES ('merge', 500)")
+
+
+# -- derived tokens ------------------------------------------------------------------
+def sign_word(word: str, signs: str) -> str:
+    return word.lower() + "".join(SIGN_NAMES[c] for c in signs)
+
+
+def cjk_grams(run: str) -> list[str]:
+    """Bigrams of a CJK run, plus its last character alone (so a one-character query finds it)."""
+    if len(run) == 1:
+        return [run]
+    return [run[i : i + 2] for i in range(len(run) - 1)] + [run[-1]]
+
+
+def emoji_token(ch: str) -> str:
+    return f"sym{ord(ch):x}"
+
+
+def camel_parts(ident: str) -> list[str]:
+    return [p.lower() for p in CAMEL_PART.findall(ident)]
+
+
+# ASCII letters, digits and the signs '+' '#' kept, every other character a space:
+# ``text.translate(_WORDS).split()`` lists the words at C speed (str.translate has an ASCII fast path).
+_WORDS = str.maketrans({chr(c): (chr(c) if chr(c).isalnum() or chr(c) in "+#" else " ") for c in range(128)})
+_SIGNED = re.compile(r"([A-Za-z0-9]+)([+#]+)")
+_WIDE = re.compile("[\u1100-\U0010ffff]")
+
+
+def derive(text: str) -> str:
+    """Tokens the unicode61 tokenizer cannot see: camelCase parts, C++/C# words, CJK bigrams, emoji.
+
+    Each distinct word of the chunk is looked at once (a set of the words, split at C speed);
+    the CJK and emoji regexes run only on text that has characters beyond U+1100.
+    """
+    ascii_view = text if text.isascii() else text.encode("ascii", "replace").decode("ascii")
+    out: list[str] = []
+    for word in set(ascii_view.translate(_WORDS).split()):
+        if "+" in word or "#" in word:
+            m = _SIGNED.fullmatch(word)
+            if m:
+                out.append(sign_word(m.group(1), m.group(2)))
+        elif not word[1:].islower() and not word.isupper() and not word.isdigit():
+            parts = camel_parts(word)
+            if len(parts) > 1:
+                out.extend(parts)
+    if ascii_view is not text and _WIDE.search(text):
+        for m in CJK_RUN.finditer(text):
+            out.extend(cjk_grams(m.group()))
+        out.extend(emoji_token(m.group()) for m in EMOJI_CHAR.finditer(text))
+    return " ".join(out)

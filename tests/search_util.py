@@ -1,0 +1,44 @@
+"""Building real agency indexes quickly for the search tests (real store, real SQLite file)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+import apsw
+
+from koradaemon.index.db import immediate, open_db
+from koradaemon.index.fts import derive
+from koradaemon.index.store import AgencyStore
+
+VOCAB = [f"w{i}" for i in range(3000)]
+
+
+def put_texts(conn: apsw.Connection, agency: str, texts: Iterable[tuple[str, str]], root: str = "r") -> int:
+    """Index (path, text) pairs as one-chunk documents in one transaction; returns the count."""
+    store = AgencyStore(conn, agency)
+    n = 0
+    with immediate(conn):
+        for path, text in texts:
+            raw = text.encode()
+            digest = hashlib.sha256(raw).hexdigest()
+            store.put_document(root, path, len(raw), 0, digest, [(0, len(raw), digest, text, 1, derive(text))])
+            n += 1
+    return n
+
+
+def zipf_texts(n: int, seed: int, words: int = 60, prefix: str = "d") -> list[tuple[str, str]]:
+    """Documents of Zipf-distributed words w0 (most common) .. w2999, plus a unique word each."""
+    rnd = random.Random(seed)
+    weights = [1.0 / (i + 1) for i in range(len(VOCAB))]
+    out = []
+    for i in range(n):
+        body = " ".join(rnd.choices(VOCAB, weights=weights, k=words))
+        out.append((f"{prefix}{i}.txt", f"{body}\nuniq{prefix}{i}\n"))
+    return out
+
+
+def new_db(tmp: Path) -> apsw.Connection:
+    return open_db(tmp / "k.db")

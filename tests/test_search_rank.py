@@ -1,0 +1,121 @@
+"""Ranking: tenant isolation of BM25 statistics and cost, the exact top 10, the bounded candidate rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apsw
+import pytest
+from search_util import new_db, put_texts, zipf_texts
+
+from koradaemon.index import fts, search
+from koradaemon.index.query import parse
+from koradaemon.index.store import AgencyStore
+
+QUERIES = ["w0", "w5 w40", '"w1 w2"', "w12*", "w7 OR w300", "w3 -w4", "uniqa3"]
+
+
+def alpha_view(conn: apsw.Connection) -> dict[str, list[tuple[str, float, int]]]:
+    store = AgencyStore(conn, "alpha")
+    out = {}
+    for q in QUERIES:
+        steps = [0]
+
+        def count(steps: list[int] = steps) -> bool:
+            steps[0] += 1
+            return False
+
+        # search.run installs its own handler; count the VM steps of the same statements separately
+        page = store.search_page(q, 10)
+        conn.set_progress_handler(count, 1)
+        try:
+            conn.execute(f"SELECT rowid, bm25({fts.table('alpha')}) FROM {fts.table('alpha')}"
+                         f" WHERE {fts.table('alpha')} MATCH ? ORDER BY rowid DESC", (parse(q).fts,)).fetchall()
+        finally:
+            conn.set_progress_handler(None)
+        out[q] = [(h.path, h.bm25, steps[0]) for h in page.hits]
+    return out
+
+
+def db(tmp: Path, name: str) -> apsw.Connection:
+    (tmp / name).mkdir()
+    return new_db(tmp / name)
+
+
+def test_another_agency_changes_neither_scores_nor_query_cost(tmp_path: Path) -> None:
+    alone = db(tmp_path, "alone")
+    put_texts(alone, "alpha", zipf_texts(60, seed=1, prefix="a"))
+    beside = db(tmp_path, "beside")  # the same alpha, then a large beta with the same words
+    put_texts(beside, "alpha", zipf_texts(60, seed=1, prefix="a"))
+    put_texts(beside, "beta", zipf_texts(3000, seed=2, words=120, prefix="b"))
+    before = db(tmp_path, "before")  # beta first: alpha's chunk ids differ, its scores must not
+    put_texts(before, "beta", zipf_texts(3000, seed=2, words=120, prefix="b"))
+    put_texts(before, "alpha", zipf_texts(60, seed=1, prefix="a"))
+    assert AgencyStore(beside, "beta").search("w0"), "beta holds the same words"
+    a, b, c = alpha_view(alone), alpha_view(beside), alpha_view(before)
+    for q in QUERIES:
+        assert a[q], f"{q!r} finds alpha documents"
+        assert a[q] == b[q], f"{q!r}: alpha's hits, BM25 scores or VM steps change with beta's data"
+        assert sorted((p, s) for p, s, _ in a[q]) == sorted((p, s) for p, s, _ in c[q])
+    plan = " ".join(str(r) for r in beside.execute(
+        f"EXPLAIN QUERY PLAN SELECT rowid FROM {fts.table('alpha')} WHERE {fts.table('alpha')} MATCH 'w0'"
+        " ORDER BY rowid DESC LIMIT 10"))
+    assert "fts_alpha" in plan and "fts_beta" not in plan
+
+
+def full_bm25_top(conn: apsw.Connection, agency: str, q: str, k: int = 10) -> list[tuple[int, float]]:
+    """The reference: FTS5's own ORDER BY rank over every match, with no bound."""
+    name = fts.table(agency)
+    return [(r[0], r[1]) for r in conn.execute(
+        f"SELECT rowid, bm25({name}) FROM {name} WHERE {name} MATCH ? ORDER BY rank LIMIT ?", (parse(q).fts, k))]
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> apsw.Connection:
+    conn = new_db(tmp_path_factory.mktemp("big"))
+    put_texts(conn, "alpha", zipf_texts(search.CAP * 3, seed=5))
+    return conn
+
+
+@pytest.mark.parametrize("q", ["w200", "w900 w0", '"w0 w1" w150', "w1500 OR w2000", "w300 -w40", "uniqd77 w0"])
+def test_selective_queries_return_exactly_the_full_bm25_top_10(big: apsw.Connection, q: str) -> None:
+    page = AgencyStore(big, "alpha").search_page(q, 10)
+    ref = full_bm25_top(big, "alpha", q)
+    assert page.exact and page.total <= search.CAP
+    assert len(ref) == len(page.hits) > 0
+    assert [h.chunk_id for h in page.hits] == [r for r, _ in ref] or \
+        [h.bm25 for h in page.hits] == [s for _, s in ref], "same order (ties may swap equal scores)"
+    assert [h.bm25 for h in page.hits] == [s for _, s in ref]
+    assert page.hits[0].score == 100.0 and all(0 < h.score <= 100 for h in page.hits)
+
+
+def test_a_word_in_most_chunks_ranks_a_bounded_set_and_says_so(big: apsw.Connection) -> None:
+    (n,) = big.execute(f"SELECT count(*) FROM {fts.table('alpha')} WHERE {fts.table('alpha')} MATCH 'w0'").fetchone()
+    assert n > search.CAP
+    page = AgencyStore(big, "alpha").search_page("w0", 10)
+    assert not page.exact and page.to_dict()["total_exact"] is False
+    assert 0.5 * n <= page.total <= 1.5 * n, f"estimate {page.total} for {n}"
+    newest = {r[0] for r in big.execute(
+        f"SELECT rowid FROM {fts.table('alpha')} WHERE {fts.table('alpha')} MATCH 'w0' ORDER BY rowid DESC LIMIT ?",
+        (search.CAP,))}
+    assert {h.chunk_id for h in page.hits} <= newest, "ranked among the newest CAP matches"
+    scores = [h.score for h in page.hits]
+    assert scores == sorted(scores, reverse=True) and scores[0] == 100.0
+
+
+def test_offset_pages_through_the_same_ranking(big: apsw.Connection) -> None:
+    store = AgencyStore(big, "alpha")
+    whole = [h.chunk_id for h in store.search_page("w200", 30).hits]
+    paged = [h.chunk_id for o in (0, 10, 20) for h in store.search_page("w200", 10, o).hits]
+    assert paged == whole and len(whole) == 30
+
+
+def test_agency_names_never_meet_another_agencys_shadow_tables(tmp_path: Path) -> None:
+    conn = new_db(tmp_path)
+    names = ["a", "a_data", "a_content", "a_", "a__idx", "a-config"]
+    for i, agency in enumerate(names):
+        put_texts(conn, agency, [(f"{agency}.txt", f"shared word{i}\n")])
+    assert sorted(fts.agencies(conn)) == sorted(names)
+    for agency in names:
+        assert [h.path for h in AgencyStore(conn, agency).search("shared")] == [f"{agency}.txt"]
+        assert AgencyStore(conn, agency).search_page("shared").total == 1
