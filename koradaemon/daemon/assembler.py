@@ -86,7 +86,10 @@ class Daemon:
         for agency in cfg.agencies:
             self.tokens.ensure(agency.agency_id)
         self.work = WorkQueue(maxsize=cfg.watch.queue_max)
-        self.acks = Acknowledger(audit=self.audit.append_many, publish=self.events.publish)
+        self.acks = Acknowledger(db_path=self.db_path, audit=self.audit.append_many,
+                                 appended=self.audit.appended_outbox_ids, publish=self.events.publish)
+        self.notifier.status("draining the audit outbox")
+        self.acks.drain_on_start()  # records a previous run committed but did not log, before anything else
         self.writer = Writer(
             self.db_path,
             is_ignored=self._is_ignored,

@@ -24,6 +24,7 @@ class IndexJob:
     bulk: bool = False
     skipped: str | None = None
     nbytes: int = 0
+    fresh: bool = False  # the indexer saw no row for this path (the writer inserts without a lookup)
     started: float = field(default_factory=time.monotonic)
 
 

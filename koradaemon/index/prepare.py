@@ -59,6 +59,15 @@ def prepare_index(
     agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, params: ChunkParams, bulk: bool
 ) -> Job | None:
     """Build the job that brings the index in line with the file at ``abs_path`` (None: nothing to do)."""
+    job = _prepare(agency_id, root, rel, abs_path, known, params, bulk)
+    if isinstance(job, IndexJob):
+        job.fresh = known is None
+    return job
+
+
+def _prepare(
+    agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, params: ChunkParams, bulk: bool
+) -> Job | None:
     try:
         fh = open(abs_path, "rb")  # noqa: SIM115 - closed below, mmap needs the descriptor
     except (FileNotFoundError, NotADirectoryError):

@@ -17,6 +17,7 @@ import apsw
 
 from ..errors import QueryError
 from ..paths import check_agency_id
+from .names import fs_name, shown_name
 
 ChunkRow = tuple[int, int, str, str]  # byte_offset, byte_length, sha256, text
 
@@ -55,8 +56,15 @@ class Hit:
         }
 
 
+_stamp: list[object] = [-1, ""]
+
+
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """The UTC second as RFC 3339, formatted once per second (not once per row)."""
+    sec = int(time.time())
+    if _stamp[0] != sec:
+        _stamp[:] = [sec, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))]
+    return str(_stamp[1])
 
 
 class AgencyStore:
@@ -73,21 +81,27 @@ class AgencyStore:
         return tuple(row)
 
     def document(self, root: str, path: str) -> DocRow | None:
+        """The row of ``path`` (as ``os.fsdecode`` gives it); ``DocRow.path`` is the shown form."""
         row = self.conn.execute(
             "SELECT id, root, path, size, mtime_ns, sha256, skipped FROM documents"
             " WHERE agency_id = ? AND root = ? AND path = ?",
-            (self.agency_id, root, path),
+            (self.agency_id, root, shown_name(path)),
         ).fetchone()
         return DocRow(*row) if row else None
 
     def known_files(self, root: str) -> dict[str, tuple[int, int]]:
+        """Indexed paths (``os.fsdecode`` form, as a crawl of the disk yields them) → (size, mtime_ns)."""
         rows = self.conn.execute(
             "SELECT path, size, mtime_ns FROM documents WHERE agency_id = ? AND root = ?", (self.agency_id, root)
         )
-        return {path: (size, mtime) for path, size, mtime in rows}
+        return {fs_name(path): (size, mtime) for path, size, mtime in rows}
 
     def paths_under(self, root: str, prefix: str) -> list[str]:
-        base = prefix.rstrip("/")
+        """Indexed paths below the directory ``prefix`` (both in ``os.fsdecode`` form)."""
+        return [fs_name(p) for p in self._shown_under(root, shown_name(prefix))]
+
+    def _shown_under(self, root: str, shown_prefix: str) -> list[str]:
+        base = shown_prefix.rstrip("/")
         rows = self.conn.execute(  # '/' is 0x2F and '0' is 0x30: the range holds exactly "base/..."
             "SELECT path FROM documents WHERE agency_id = ? AND root = ? AND path >= ? AND path < ?",
             (self.agency_id, root, base + "/", base + "0"),
@@ -144,6 +158,8 @@ class AgencyStore:
         return [Hit(*by_id[i], score) for i, score in top if i in by_id]  # type: ignore[arg-type,call-arg]
 
     # -- writes (writer thread only, inside its transaction) ------------------
+    # Paths come in as os.fsdecode gives them (a byte that is not UTF-8 is a lone surrogate)
+    # and are stored in their shown form (see names.shown_name): any name the kernel accepts.
     def _drop_chunks(self, doc_id: int) -> None:
         self.conn.execute(
             "DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE document_id = ? AND agency_id = ?)",
@@ -153,25 +169,31 @@ class AgencyStore:
 
     def put_document(
         self, root: str, path: str, size: int, mtime_ns: int, sha256: str,
-        chunks: Iterable[ChunkRow], skipped: str | None = None,
+        chunks: Iterable[ChunkRow], skipped: str | None = None, *, fresh: bool = False,
     ) -> int:
-        """Insert or replace a document and its chunks; returns the number of chunks written."""
-        old = self.document(root, path)
-        if old is not None:
-            self._drop_chunks(old.id)
-            self.conn.execute(
-                "UPDATE documents SET size = ?, mtime_ns = ?, sha256 = ?, skipped = ?, indexed_at = ?"
-                " WHERE id = ? AND agency_id = ?",
-                (size, mtime_ns, sha256, skipped, _now(), old.id, self.agency_id),
-            )
-            doc_id = old.id
-        else:
-            self.conn.execute(
+        """Insert or replace a document and its chunks; returns the number of chunks written.
+
+        ``fresh``: the caller saw no row for this path, so a plain INSERT is tried first (no lookup,
+        nothing to drop); otherwise one upsert gives the row's id and its old chunks are dropped.
+        """
+        shown = shown_name(path)
+        values = (self.agency_id, root, shown, size, mtime_ns, sha256, skipped, _now())
+        doc_id: int | None = None
+        if fresh:
+            try:
+                self.conn.execute(
+                    "INSERT INTO documents(agency_id, root, path, size, mtime_ns, sha256, skipped, indexed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+                doc_id = self.conn.last_insert_rowid()
+            except apsw.ConstraintError:
+                doc_id = None  # indexed meanwhile after all: replace it below
+        if doc_id is None:
+            (doc_id,) = self._one(
                 "INSERT INTO documents(agency_id, root, path, size, mtime_ns, sha256, skipped, indexed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.agency_id, root, path, size, mtime_ns, sha256, skipped, _now()),
-            )
-            doc_id = self.conn.last_insert_rowid()
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(agency_id, root, path) DO UPDATE SET"
+                " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
+                " skipped = excluded.skipped, indexed_at = excluded.indexed_at RETURNING id", values)
+            self._drop_chunks(doc_id)
         first_id = _NEXT_CHUNK_ID.get(self.conn)
         if first_id is None:
             (first_id,) = self._one("SELECT coalesce(max(id), 0) + 1 FROM chunks", ())
@@ -197,38 +219,52 @@ class AgencyStore:
     def touch_document(self, root: str, path: str, size: int, mtime_ns: int) -> None:
         self.conn.execute(
             "UPDATE documents SET size = ?, mtime_ns = ? WHERE agency_id = ? AND root = ? AND path = ?",
-            (size, mtime_ns, self.agency_id, root, path),
+            (size, mtime_ns, self.agency_id, root, shown_name(path)),
         )
 
+    def _delete_shown(self, root: str, shown: str) -> bool:
+        """Drop the document's full-text rows, then the document (its chunk rows go by cascade)."""
+        self.conn.execute(
+            "DELETE FROM chunks_fts WHERE rowid IN (SELECT c.id FROM documents d JOIN chunks c ON c.document_id = d.id"
+            " WHERE d.agency_id = ? AND d.root = ? AND d.path = ? AND c.agency_id = ?)",
+            (self.agency_id, root, shown, self.agency_id),
+        )
+        self.conn.execute(
+            "DELETE FROM documents WHERE agency_id = ? AND root = ? AND path = ?", (self.agency_id, root, shown)
+        )
+        return self.conn.changes() > 0
+
     def delete_document(self, root: str, path: str) -> bool:
-        old = self.document(root, path)
-        if old is None:
-            return False
-        self._drop_chunks(old.id)
-        self.conn.execute("DELETE FROM documents WHERE id = ? AND agency_id = ?", (old.id, self.agency_id))
-        return True
+        return self._delete_shown(root, shown_name(path))
 
     def delete_tree(self, root: str, prefix: str) -> int:
-        paths = self.paths_under(root, prefix)
+        paths = self._shown_under(root, shown_name(prefix))
         for p in paths:
-            self.delete_document(root, p)
+            self._delete_shown(root, p)
         return len(paths)
 
-    def move_document(self, root: str, src: str, dst: str) -> bool:
-        """Rename a document in place (its chunks follow); a document already at ``dst`` is replaced."""
-        if self.document(root, src) is None:
+    def _move_shown(self, root: str, src: str, dst: str) -> bool:
+        exists = self.conn.execute(
+            "SELECT 1 FROM documents WHERE agency_id = ? AND root = ? AND path = ?", (self.agency_id, root, src)
+        ).fetchone()
+        if exists is None:
             return False
-        self.delete_document(root, dst)
+        self._delete_shown(root, dst)
         self.conn.execute(
             "UPDATE documents SET path = ? WHERE agency_id = ? AND root = ? AND path = ?",
             (dst, self.agency_id, root, src),
         )
         return True
 
+    def move_document(self, root: str, src: str, dst: str) -> bool:
+        """Rename a document in place (its chunks follow); a document already at ``dst`` is replaced."""
+        return self._move_shown(root, shown_name(src), shown_name(dst))
+
     def move_tree(self, root: str, src: str, dst: str) -> int:
-        paths = self.paths_under(root, src)
+        src_shown, dst_shown = shown_name(src).rstrip("/"), shown_name(dst).rstrip("/")
+        paths = self._shown_under(root, src_shown)
         for p in paths:
-            self.move_document(root, p, dst.rstrip("/") + p[len(src.rstrip("/")):])
+            self._move_shown(root, p, dst_shown + p[len(src_shown):])
         return len(paths)
 
 
