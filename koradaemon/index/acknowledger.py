@@ -69,9 +69,11 @@ class Acknowledger:
         """Before anything else runs: append what a previous run committed but did not log."""
         conn = open_db(self.db_path, migrate=False)
         try:
-            return self._pass(conn)
+            n = self._pass(conn)
         finally:
             conn.close()
+        log.info("audit_outbox_drained_on_start", records=n, already_logged=self.duplicates_skipped)
+        return n
 
     def start(self) -> None:
         self._thread.start()
