@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..paths import resolve_under
+from .names import fs_name
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,11 @@ def open_chunk(data_root: Path, roots: tuple[str, ...], ref: ChunkRef) -> Iterat
     if ref.root not in roots:
         raise DataError(f"{ref.root!r} is not a root of this agency")
     root_path = data_root / ref.root
-    target = resolve_under(root_path, ref.path, what="path")
+    try:
+        name = fs_name(ref.path)  # the shown form (non-UTF-8 bytes as \xNN) back to the file's name
+    except ValueError as exc:
+        raise DataError(f"path {ref.path!r}: {exc}") from None
+    target = resolve_under(root_path, name, what="path")
     try:
         fh = open(target, "rb")  # noqa: SIM115
     except FileNotFoundError:
