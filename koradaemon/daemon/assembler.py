@@ -225,7 +225,7 @@ class Daemon:
             self.flags.restore()
 
     def _loop(self) -> None:
-        pinger = WatchdogPinger(self.notifier, checks=(self.writer.alive, self.acks.alive))
+        pinger = WatchdogPinger(self.notifier, checks=(self.writer.alive, self.acks.alive, self.indexer.alive))
         wd = pinger.interval
         tick = min(0.5, wd) if wd else 0.5
         next_status = 0.0

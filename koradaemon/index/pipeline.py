@@ -14,7 +14,7 @@ import structlog
 
 from .db import open_db
 from .jobs import DeleteJob, MoveJob
-from .prepare import ChunkParams, prepare_index
+from .prepare import ChunkParams, prepare_index, skip_job
 from .store import AgencyStore
 from .writer import Writer
 
@@ -70,22 +70,49 @@ class Indexer:
             if t.is_alive():
                 t.join(max(0.0, deadline - time.monotonic()))
 
+    def alive(self) -> bool:
+        """Every worker thread started is still running (a dead one: the daemon must not go on as ready)."""
+        return all(t.is_alive() for t in self._threads if t.ident is not None) and any(
+            t.ident is not None for t in self._threads)
+
     def _run(self) -> None:
         conn = open_db(self.db_path, migrate=False)
         try:
             while not self._stop.is_set():
-                change = self.work.get(timeout=0.2)
+                try:
+                    change = self.work.get(timeout=0.2)
+                except Exception:
+                    self.counters["errors"] += 1
+                    log.exception("indexer_queue_failed")
+                    time.sleep(0.1)
+                    continue
                 if change is None:
                     continue
                 try:
                     self.handle(conn, change)
-                except Exception:
+                except Exception as exc:  # one bad change never stops a worker: skip it with its reason
                     self.counters["errors"] += 1
                     log.exception("indexer_change_failed", change=repr(change))
+                    self._skip(change, f"error:{type(exc).__name__}")
                 finally:
                     self.work.task_done()
         finally:
             conn.close()
+
+    def _skip(self, change: Any, reason: str) -> None:
+        """Record a file whose change failed here as skipped (its audit record says why)."""
+        try:
+            if change.kind.name != "INDEX":
+                return
+            root_path = self.root_paths.get((change.agency_id, change.root))
+            if root_path is None:
+                return
+            job = skip_job(change.agency_id, change.root, change.path, root_path / change.path,
+                           bool(getattr(change, "bulk", False)), reason)
+            if job is not None:
+                self.writer.submit(job)
+        except Exception:
+            log.exception("indexer_skip_failed", change=repr(change))
 
     def handle(self, conn: apsw.Connection, change: Any) -> None:
         kind = change.kind.name

@@ -138,3 +138,14 @@ def _skip_job(
     if not stat.S_ISREG(st.st_mode):
         return None
     return IndexJob(agency_id, root, rel, abs_path, st.st_size, st.st_mtime_ns, "", (), bulk=bulk, skipped=reason)
+
+
+def skip_job(agency_id: str, root: str, rel: str, abs_path: Path, bulk: bool, reason: str) -> IndexJob | None:
+    """A job that records ``rel`` as skipped with ``reason`` (None: it is no regular file any more)."""
+    try:
+        st = os.stat(abs_path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return IndexJob(agency_id, root, rel, abs_path, st.st_size, st.st_mtime_ns, "", (), bulk=bulk, skipped=reason)
