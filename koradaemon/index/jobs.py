@@ -10,13 +10,15 @@ from pathlib import Path
 
 from .store import ChunkRow
 
+FsPath = str | Path  # a plain string on the hot path: joining pathlib paths cost more than reading a small file
+
 
 @dataclass
 class IndexJob:
     agency_id: str
     root: str
     path: str
-    abs_path: Path
+    abs_path: FsPath
     size: int
     mtime_ns: int
     sha256: str

@@ -32,8 +32,7 @@ class OutboxRow:
         return {**self.data, OUTBOX_KEY: self.id}
 
 
-def encode(data: dict[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def put(conn: apsw.Connection, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -107,7 +108,7 @@ class Indexer:
             root_path = self.root_paths.get((change.agency_id, change.root))
             if root_path is None:
                 return
-            job = skip_job(change.agency_id, change.root, change.path, root_path / change.path,
+            job = skip_job(change.agency_id, change.root, change.path, os.path.join(root_path, change.path),
                            bool(getattr(change, "bulk", False)), reason)
             if job is not None:
                 self.writer.submit(job)
@@ -146,7 +147,7 @@ class Indexer:
             log.warning("indexer_unknown_root", agency_id=agency_id, root=root)
             return
         known = AgencyStore(conn, agency_id).document(root, path)
-        job = prepare_index(agency_id, root, path, root_path / path, known, self.params, bulk)
+        job = prepare_index(agency_id, root, path, os.path.join(root_path, path), known, self.params, bulk)
         if job is not None:
             self.writer.submit(job)
         else:

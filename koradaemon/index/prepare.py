@@ -14,10 +14,9 @@ import stat
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 
 from .chunking import CHUNK_BYTES, OVERLAP_PERCENT, iter_spans, looks_binary
-from .jobs import DeleteJob, IndexJob, Job, TouchJob
+from .jobs import DeleteJob, FsPath, IndexJob, Job, TouchJob
 from .store import ChunkRow, DocRow
 from .writer import SkipFile
 
@@ -43,7 +42,7 @@ def _chunk_rows(buf: bytes | mmap.mmap, size: int, params: ChunkParams) -> Itera
         yield span.offset, span.length, hashlib.sha256(raw).hexdigest(), text
 
 
-def _lazy_rows(path: Path, size: int, mtime_ns: int, params: ChunkParams) -> Iterator[ChunkRow]:
+def _lazy_rows(path: FsPath, size: int, mtime_ns: int, params: ChunkParams) -> Iterator[ChunkRow]:
     """Chunk a big file from a fresh mmap while the writer inserts; refuse if it changed meanwhile."""
     with open(path, "rb") as fh:
         st = os.fstat(fh.fileno())
@@ -56,7 +55,7 @@ def _lazy_rows(path: Path, size: int, mtime_ns: int, params: ChunkParams) -> Ite
 
 
 def prepare_index(
-    agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, params: ChunkParams, bulk: bool
+    agency_id: str, root: str, rel: str, abs_path: FsPath, known: DocRow | None, params: ChunkParams, bulk: bool
 ) -> Job | None:
     """Build the job that brings the index in line with the file at ``abs_path`` (None: nothing to do)."""
     job = _prepare(agency_id, root, rel, abs_path, known, params, bulk)
@@ -66,7 +65,7 @@ def prepare_index(
 
 
 def _prepare(
-    agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, params: ChunkParams, bulk: bool
+    agency_id: str, root: str, rel: str, abs_path: FsPath, known: DocRow | None, params: ChunkParams, bulk: bool
 ) -> Job | None:
     try:
         fh = open(abs_path, "rb")  # noqa: SIM115 - closed below, mmap needs the descriptor
@@ -93,7 +92,7 @@ def _prepare(
 
 
 def _from_buffer(
-    base: tuple[str, str, str, Path, int, int], buf: bytes | mmap.mmap, known: DocRow | None,
+    base: tuple[str, str, str, FsPath, int, int], buf: bytes | mmap.mmap, known: DocRow | None,
     params: ChunkParams, bulk: bool,
 ) -> Job | None:
     size, mtime_ns, abs_path = base[4], base[5], base[3]
@@ -117,7 +116,7 @@ _UNCHANGED = TouchJob("", "", "", 0, 0)
 
 
 def _maybe_same(
-    known: DocRow | None, base: tuple[str, str, str, Path, int, int], digest: str, bulk: bool
+    known: DocRow | None, base: tuple[str, str, str, FsPath, int, int], digest: str, bulk: bool
 ) -> Job | None:
     """Same content as indexed: no rewrite; only refresh size/mtime if they moved."""
     if known is None or known.sha256 != digest or known.skipped:
@@ -129,7 +128,7 @@ def _maybe_same(
 
 
 def _skip_job(
-    agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, bulk: bool, reason: str
+    agency_id: str, root: str, rel: str, abs_path: FsPath, known: DocRow | None, bulk: bool, reason: str
 ) -> Job | None:
     try:
         st = os.stat(abs_path)
@@ -140,7 +139,7 @@ def _skip_job(
     return IndexJob(agency_id, root, rel, abs_path, st.st_size, st.st_mtime_ns, "", (), bulk=bulk, skipped=reason)
 
 
-def skip_job(agency_id: str, root: str, rel: str, abs_path: Path, bulk: bool, reason: str) -> IndexJob | None:
+def skip_job(agency_id: str, root: str, rel: str, abs_path: FsPath, bulk: bool, reason: str) -> IndexJob | None:
     """A job that records ``rel`` as skipped with ``reason`` (None: it is no regular file any more)."""
     try:
         st = os.stat(abs_path)

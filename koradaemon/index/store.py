@@ -23,6 +23,27 @@ ChunkRow = tuple[int, int, str, str]  # byte_offset, byte_length, sha256, text
 
 # Next chunk id per writing connection: saves a max(id) query per document.
 _NEXT_CHUNK_ID: weakref.WeakKeyDictionary[apsw.Connection, int] = weakref.WeakKeyDictionary()
+# Chunk rows of new documents not inserted yet (put_document(defer=True)), per writing connection:
+# one executemany for many small files instead of two per file.
+_DEFERRED: weakref.WeakKeyDictionary[apsw.Connection, tuple[list[tuple[object, ...]], list[tuple[object, ...]]]] = (
+    weakref.WeakKeyDictionary())
+DEFER_ROWS = 1024
+FTS_INSERT = "INSERT INTO chunks_fts(rowid, body, agency_id) VALUES (?, ?, ?)"
+META_INSERT = ("INSERT INTO chunks(id, agency_id, document_id, seq, byte_offset, byte_length, sha256)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+def flush_deferred(conn: apsw.Connection) -> None:
+    """Insert the chunk rows ``put_document(defer=True)`` held back; call before COMMIT."""
+    rows = _DEFERRED.pop(conn, None)
+    if rows is not None and rows[0]:
+        conn.executemany(FTS_INSERT, rows[0])
+        conn.executemany(META_INSERT, rows[1])
+
+
+def discard_deferred(conn: apsw.Connection) -> None:
+    """Forget held-back rows (their transaction rolled back)."""
+    _DEFERRED.pop(conn, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +182,7 @@ class AgencyStore:
     # Paths come in as os.fsdecode gives them (a byte that is not UTF-8 is a lone surrogate)
     # and are stored in their shown form (see names.shown_name): any name the kernel accepts.
     def _drop_chunks(self, doc_id: int) -> None:
+        flush_deferred(self.conn)
         self.conn.execute(
             "DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE document_id = ? AND agency_id = ?)",
             (doc_id, self.agency_id),
@@ -169,12 +191,14 @@ class AgencyStore:
 
     def put_document(
         self, root: str, path: str, size: int, mtime_ns: int, sha256: str,
-        chunks: Iterable[ChunkRow], skipped: str | None = None, *, fresh: bool = False,
+        chunks: Iterable[ChunkRow], skipped: str | None = None, *, fresh: bool = False, defer: bool = False,
     ) -> int:
         """Insert or replace a document and its chunks; returns the number of chunks written.
 
         ``fresh``: the caller saw no row for this path, so a plain INSERT is tried first (no lookup,
         nothing to drop); otherwise one upsert gives the row's id and its old chunks are dropped.
+        ``defer``: a new document's chunk rows (given as a list) may wait for :func:`flush_deferred`,
+        which the caller must run before it commits.
         """
         shown = shown_name(path)
         values = (self.agency_id, root, shown, size, mtime_ns, sha256, skipped, _now())
@@ -197,6 +221,16 @@ class AgencyStore:
         first_id = _NEXT_CHUNK_ID.get(self.conn)
         if first_id is None:
             (first_id,) = self._one("SELECT coalesce(max(id), 0) + 1 FROM chunks", ())
+        if defer and fresh and isinstance(chunks, list | tuple):
+            fts_buf, meta_buf = _DEFERRED.setdefault(self.conn, ([], []))
+            for seq, (offset, length, digest, text) in enumerate(chunks):
+                fts_buf.append((first_id + seq, text, self.agency_id))
+                meta_buf.append((first_id + seq, self.agency_id, doc_id, seq, offset, length, digest))
+            _NEXT_CHUNK_ID[self.conn] = first_id + len(chunks)
+            if len(fts_buf) >= DEFER_ROWS:
+                flush_deferred(self.conn)
+            return len(chunks)
+        flush_deferred(self.conn)
         meta: list[tuple[object, ...]] = []
 
         def fts_rows() -> Iterable[tuple[object, ...]]:
@@ -205,13 +239,9 @@ class AgencyStore:
                 yield first_id + seq, text, self.agency_id
 
         # Two executemany calls per document (streamed for big files) instead of two executes per chunk.
-        self.conn.executemany("INSERT INTO chunks_fts(rowid, body, agency_id) VALUES (?, ?, ?)", fts_rows())
+        self.conn.executemany(FTS_INSERT, fts_rows())
         if meta:
-            self.conn.executemany(
-                "INSERT INTO chunks(id, agency_id, document_id, seq, byte_offset, byte_length, sha256)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                meta,
-            )
+            self.conn.executemany(META_INSERT, meta)
         # Ids only grow on this (the single writer's) connection; after a rollback they skip a few.
         _NEXT_CHUNK_ID[self.conn] = first_id + len(meta)
         return len(meta)
@@ -224,6 +254,7 @@ class AgencyStore:
 
     def _delete_shown(self, root: str, shown: str) -> bool:
         """Drop the document's full-text rows, then the document (its chunk rows go by cascade)."""
+        flush_deferred(self.conn)
         self.conn.execute(
             "DELETE FROM chunks_fts WHERE rowid IN (SELECT c.id FROM documents d JOIN chunks c ON c.document_id = d.id"
             " WHERE d.agency_id = ? AND d.root = ? AND d.path = ? AND c.agency_id = ?)",

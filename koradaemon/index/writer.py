@@ -19,10 +19,10 @@ import apsw
 import structlog
 
 from . import outbox
-from .db import BUSY_TIMEOUT_MS, immediate, open_db
+from .db import fine_busy_handler, immediate, open_db
 from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
 from .names import shown_name
-from .store import AgencyStore, optimize_fts
+from .store import AgencyStore, discard_deferred, flush_deferred, optimize_fts
 
 log = structlog.get_logger(__name__)
 
@@ -162,6 +162,7 @@ class Writer:
 
     def _run(self) -> None:
         conn = open_db(self.db_path, cache_kib=16_000)
+        fine_busy_handler(conn)
         idle_since = time.monotonic()
         try:
             while True:
@@ -232,6 +233,7 @@ class Writer:
         applied: list[Applied] = []
         size = getattr(batch[0], "nbytes", 0)
         deadline = time.monotonic() + BULK_MAX_TXN_S  # others (the audit anchor) wait for our lock
+        discard_deferred(conn)
         try:
             with immediate(conn):
                 _keep(applied, self._apply_one(conn, batch[0]))
@@ -245,6 +247,7 @@ class Writer:
                     _keep(applied, self._apply_one(conn, job))
                 _to_outbox(conn, applied)
         except (_Retry, apsw.Error):
+            discard_deferred(conn)
             self.counters["batch_replays"] += 1
             applied = [a for job in batch for a in self._apply_alone(conn, job)]
         else:
@@ -296,6 +299,7 @@ class Writer:
         try:
             for attempt in range(3):
                 try:
+                    discard_deferred(conn)
                     with immediate(conn):
                         result = self._dispatch(store, job)
                         done = [result] if result is not None else []
@@ -320,6 +324,7 @@ class Writer:
         if not isinstance(job, IndexJob):
             return []
         try:
+            discard_deferred(conn)
             with immediate(conn):
                 done = [self._record_skip(store, job, reason)]
                 _to_outbox(conn, done)
@@ -365,7 +370,8 @@ class Writer:
                            job.started) if n else None
         if job.skipped:
             return self._record_skip(store, job, job.skipped)
-        n = store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, job.chunks, fresh=job.fresh)
+        n = store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, job.chunks, fresh=job.fresh,
+                               defer=True)
         self.counters["indexed"] += 1
         self.counters["chunks"] += n
         self.counters["bytes"] += job.size
@@ -393,14 +399,14 @@ class Writer:
 
     def _checkpoint(self, conn: apsw.Connection) -> None:
         """Copy the WAL into the database and truncate it (readers in the way: it stays for next time)."""
-        conn.set_busy_timeout(CHECKPOINT_BUSY_MS)  # a long search must not hold the writer up
+        fine_busy_handler(conn, CHECKPOINT_BUSY_MS)  # a long search must not hold the writer up
         try:
             row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except apsw.Error as exc:
             log.warning("wal_checkpoint_failed", error=str(exc))
             return
         finally:
-            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            fine_busy_handler(conn)
         self.counters["checkpoints"] += 1
         if row is not None and row[0]:
             self._bulk_dirty = True  # a reader held it back: try again at the next quiet moment
@@ -422,7 +428,9 @@ def _job_path(job: Job) -> str:
 
 
 def _to_outbox(conn: apsw.Connection, applied: list[Applied]) -> None:
-    """The audit records of what this transaction changed, committed with it."""
+    """The end of every transaction body: held-back chunk rows, then the audit records of what
+    this transaction changed, committed with it."""
+    flush_deferred(conn)
     if applied:
         outbox.put(conn, ((a.agency_id, a.type, a.data) for a in applied))
 

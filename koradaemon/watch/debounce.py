@@ -64,7 +64,14 @@ class Debouncer:
 
     # -- producers ---------------------------------------------------------------------------
     def touch(self, path: str, kind: ChangeKind, *, prompt: bool = False, created: bool = False) -> None:
-        """Record an INDEX or DELETE event for ``path`` (prompt: a close-after-write)."""
+        """Record an INDEX or DELETE event for ``path`` (prompt: a close-after-write).
+
+        With no delay at all (``debounce_s`` 0) the change is released at once on the caller's
+        thread: no timer thread hand-off on the live path.
+        """
+        if self.debounce_s == 0 and not self._stopping:
+            self._release(path, kind)
+            return
         now = time.monotonic()
         with self._cond:
             entry = self._pending.get(path)
