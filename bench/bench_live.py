@@ -109,23 +109,30 @@ def bench_burst(d: LiveDaemon, base: Path, files: int, size: int) -> dict[str, f
     db = d.root / "kora_kernel.db"
     out: dict[str, float] = {}
     before = indexed_count(db)
+    generated_corpus(base / "staged-w", files, size, seed=21)  # generated outside the root, then written
+    staged = [(p.relative_to(base / "staged-w"), p.read_bytes()) for p in sorted((base / "staged-w").rglob("*.txt"))]
+    dest = d.root / "corpus" / "burst-written"
     t0 = time.perf_counter()
-    generated_corpus(d.root / "corpus" / "burst-written", files, size, seed=21)
+    for rel, data in staged:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(data)
     out["written"] = wait_count(db, before + files, t0)
     generated_corpus(base / "staged", files, size, seed=22)
     t0 = time.perf_counter()
     os.rename(base / "staged", d.root / "corpus" / "burst-moved")
     out["moved in"] = wait_count(db, before + 2 * files, t0)
-    ro = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    t0 = time.perf_counter()
     rewritten = sorted((d.root / "corpus" / "burst-written").rglob("*.txt"))
-    for p in rewritten:  # like a branch switch: every file gets new content
-        p.write_bytes(p.read_bytes()[::-1])
-    want = len(rewritten)
-    sql = "SELECT count(*) FROM documents WHERE agency_id='bench' AND path LIKE 'burst-written/%' AND indexed_at >= ?"
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (time.perf_counter() - t0) - 1))
-    while int(ro.execute(sql, (stamp,)).fetchone()[0]) < want or d.idle() is False:
-        time.sleep(0.02)
+    new = [(p, p.read_bytes()[::-1]) for p in rewritten]
+    want = {f"burst-written/{p.relative_to(dest)}": hashlib.sha256(data).hexdigest() for p, data in new}
+    ro = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    sql = "SELECT path, sha256 FROM documents WHERE agency_id='bench' AND path >= 'burst-written/' AND path < 'burst-written0'"
+    t0 = time.perf_counter()
+    for p, data in new:  # like a branch switch: every file gets new content
+        p.write_bytes(data)
+    while {k: v for k, v in ro.execute(sql).fetchall()} != want:
+        if time.perf_counter() - t0 > 900:
+            raise SystemExit("rewrite burst did not converge")
+        time.sleep(0.05)
     out["rewritten"] = time.perf_counter() - t0
     ro.close()
     return out

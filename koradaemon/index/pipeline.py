@@ -21,6 +21,8 @@ from .writer import Writer
 
 log = structlog.get_logger(__name__)
 
+DEEP_WORK = 8  # changes waiting behind this one: treat it as bulk work
+
 
 class ChangeQueue(Protocol):
     def get(self, timeout: float | None = ...) -> Any: ...
@@ -100,6 +102,10 @@ class Indexer:
         finally:
             conn.close()
 
+    def _depth(self) -> int:
+        depth = getattr(self.work, "depth", None)
+        return int(depth()) if callable(depth) else 0
+
     def _skip(self, change: Any, reason: str) -> None:
         """Record a file whose change failed here as skipped (its audit record says why)."""
         try:
@@ -125,7 +131,9 @@ class Indexer:
             if self.on_rescan is not None:
                 self.on_rescan(agency_id, root)
             return
-        bulk = bool(getattr(change, "bulk", False))
+        # A deep work queue (a burst: a folder moved in, a branch switch) is indexed like a crawl:
+        # the writer batches it. A single live change still commits alone, at once.
+        bulk = bool(getattr(change, "bulk", False)) or self._depth() >= DEEP_WORK
         self.counters[kind.lower()] += 1
         if kind == "INDEX":
             self._index(conn, agency_id, root, change.path, bulk)
