@@ -125,7 +125,8 @@ def bench_burst(d: LiveDaemon, base: Path, files: int, size: int) -> dict[str, f
     new = [(p, p.read_bytes()[::-1]) for p in rewritten]
     want = {f"burst-written/{p.relative_to(dest)}": hashlib.sha256(data).hexdigest() for p, data in new}
     ro = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    sql = "SELECT path, sha256 FROM documents WHERE agency_id='bench' AND path >= 'burst-written/' AND path < 'burst-written0'"
+    sql = ("SELECT path, sha256 FROM documents WHERE agency_id='bench'"
+           " AND path >= 'burst-written/' AND path < 'burst-written0'")
     t0 = time.perf_counter()
     for p, data in new:  # like a branch switch: every file gets new content
         p.write_bytes(data)
