@@ -116,7 +116,7 @@ class WatchDriver:
             from .inotify import ReportingInotifyFD, ReportingInotifyObserver
 
             fd = ReportingInotifyFD(on_overflow=self._on_overflow, on_watch_error=self._on_watch_error,
-                                    max_watches=self.max_watches)
+                                    max_watches=self.max_watches, skip_dir=self._skip_dir)
             observer: BaseObserver = ReportingInotifyObserver(fd, timeout=0.5)
             self._inotify, mode = fd, "inotify"
         else:
@@ -130,6 +130,11 @@ class WatchDriver:
             _halt(observer)
             raise
         return observer, mode
+
+    def _skip_dir(self, path: bytes) -> bool:
+        """An ignored directory below the root: not watched, not walked (called on watchdog's threads)."""
+        rel = self.mapper._rel(path)
+        return rel is not None and self.rules.is_ignored(rel, True)
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
