@@ -176,7 +176,8 @@ class WatchDriver:
 
     # -- control thread ----------------------------------------------------------------------
     def _control(self) -> None:
-        self.total_dirs = _count_dirs(self.root_path, self.rules, lambda: self._stopping)
+        if self.mode != "inotify":  # with inotify the watch count is the number (no second walk of the tree)
+            self.total_dirs = _count_dirs(self.root_path, self.rules, lambda: self._stopping)
         while not self._stopping:
             self._wake.wait()
             self._wake.clear()
@@ -217,6 +218,7 @@ class WatchDriver:
                 self.on_degraded(self.root, reason)
             except Exception:
                 log.exception("watch_on_degraded_failed", root=self.root)
+        self.total_dirs = _count_dirs(self.root_path, self.rules, lambda: self._stopping)
 
     # -- output ------------------------------------------------------------------------------
     def _rescan(self) -> None:
@@ -236,7 +238,7 @@ class WatchDriver:
         return {
             "mode": self.mode,
             "watched_dirs": watched,
-            "total_dirs": self.total_dirs,
+            "total_dirs": self.total_dirs if self.total_dirs is not None or watched is None else watched,
             "overflows": self.overflows,
             "rescans": self.rescans,
             "watch_errors": self.watch_errors,

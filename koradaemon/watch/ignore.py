@@ -107,6 +107,8 @@ class IgnoreRules:
         self.builtin = builtin
         self._rules: tuple[Rule, ...] = ()
         self._cache: dict[str, bool] = {}
+        self._any: re.Pattern[str] | None = None
+        self._bases: tuple[str, ...] = ()
         self.reload()
 
     @classmethod
@@ -124,21 +126,36 @@ class IgnoreRules:
             stack = [""]
             while stack:  # parents first: their rules decide which subdirectories are visited
                 rel = stack.pop()
-                found = self._read_files(self.root_path, rel)
+                entries = self._list(self.root_path, rel)
+                present = [e.name for e in entries if e.name in IGNORE_FILES]
+                found = self._read_files(self.root_path, rel, present) if present else []
                 if found:
                     loaded.extend(found)
                     self._set(head, loaded, tail)
-                stack.extend(self._subdirs(self.root_path, rel))
+                for entry in entries:  # one listing per directory: no failed open() per ignore-file name
+                    if entry.is_dir(follow_symlinks=False):
+                        child = f"{rel}/{entry.name}" if rel else entry.name
+                        if not self.is_ignored(child, True):
+                            stack.append(child)
         log.debug("ignore_rules_loaded", root=str(self.root_path), rules=len(self._rules))
 
     def _set(self, head: list[Rule], loaded: list[Rule], tail: list[Rule]) -> None:
         self._rules, self._cache = tuple(head + loaded + tail), {}
+        # A quick "can any rule match at all?": one regex for the rules of the root, the bases of the others.
+        plain = [r.regex.pattern for r in self._rules if not r.base]
+        try:
+            self._any = re.compile("|".join(f"(?:{p})" for p in plain)) if plain else None
+        except re.error:  # patterns that do not combine: no shortcut
+            self._any = re.compile("(?s:.*)")
+        self._bases = tuple({r.base + "/" for r in self._rules if r.base})
 
     @staticmethod
-    def _read_files(root_path: Path, rel: str) -> list[Rule]:
+    def _read_files(root_path: Path, rel: str, names: list[str]) -> list[Rule]:
         here = root_path / rel if rel else root_path
         rules: list[Rule] = []
         for name in IGNORE_FILES:
+            if name not in names:
+                continue
             try:
                 text = (here / name).read_text(encoding="utf-8", errors="replace")
             except OSError:
@@ -147,22 +164,21 @@ class IgnoreRules:
             rules.extend(r for line in text.splitlines() if (r := parse_line(line, rel, source)))
         return rules
 
-    def _subdirs(self, root_path: Path, rel: str) -> list[str]:
-        out: list[str] = []
+    @staticmethod
+    def _list(root_path: Path, rel: str) -> list[os.DirEntry[str]]:
         try:
-            with os.scandir(root_path / rel if rel else root_path) as it:
-                for entry in it:
-                    child = f"{rel}/{entry.name}" if rel else entry.name
-                    if entry.is_dir(follow_symlinks=False) and not self.is_ignored(child, True):
-                        out.append(child)
+            with os.scandir(os.path.join(root_path, rel) if rel else root_path) as it:
+                return list(it)
         except OSError as exc:
             log.warning("ignore_scan_failed", dir=rel or ".", error=exc.strerror)
-        return out
+            return []
 
     def is_ignored(self, path: str, is_dir: bool = False) -> bool:
         """True when ``path`` or one of its parent directories is ignored."""
         if not path:
             return False
+        if is_dir:  # directories are asked about again and again (rule loading, watches, crawls): cached
+            return self._dir_ignored(path)
         parent, _, _ = path.rpartition("/")
         if parent and self._dir_ignored(parent):
             return True
@@ -179,6 +195,8 @@ class IgnoreRules:
         return hit
 
     def _match(self, path: str, is_dir: bool) -> bool:
+        if (self._any is None or not self._any.fullmatch(path)) and not path.startswith(self._bases):
+            return False  # no rule can match: the common case, one regex instead of one per rule
         result = False
         for rule in self._rules:
             if rule.dir_only and not is_dir:
