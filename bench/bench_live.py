@@ -211,7 +211,9 @@ def main() -> None:
                 time.sleep(0.05)
             time.sleep(1.5)  # the writer truncates the WAL after a second without work
             db_bytes = sum(p.stat().st_size for p in d.root.glob("kora_kernel.db*"))
-            print(f"  database + WAL after the crawl: {db_bytes / 1e6:.1f} MB,"
+            wal = d.root / "kora_kernel.db-wal"
+            wal_bytes = wal.stat().st_size if wal.exists() else 0
+            print(f"  database + WAL after the crawl: {db_bytes / 1e6:.1f} MB (WAL {wal_bytes / 1e6:.1f} MB),"
                   f" {db_bytes / nbytes:.2f}x the text indexed")
             if sync.get("seconds"):
                 print(f"  daemon's own initial sync: {sync['seconds']:.2f} s, {sync['mb_per_s']} MB/s,"
