@@ -12,7 +12,7 @@ from koradaemon.index.db import open_db
 from koradaemon.index.jobs import IndexJob
 from koradaemon.index.pipeline import Indexer
 from koradaemon.index.prepare import ChunkParams
-from koradaemon.index.writer import Applied, Writer
+from koradaemon.index.writer import Applied, Writer, WriterStopped
 from koradaemon.watch.changes import ChangeKind, FileChange
 from koradaemon.watch.workqueue import WorkQueue
 
@@ -105,3 +105,18 @@ def test_indexer_threads_survive_bad_changes(env: tuple[Path, Writer, list[Appli
     finally:
         indexer.stop()
     assert not indexer.alive()
+
+
+def test_a_dead_writer_is_reported_and_never_blocks_its_producers(tmp_path: Path) -> None:
+    writer = Writer(tmp_path / "missing-dir" / "k.db", queue_max=2)  # the thread cannot open its database
+    writer.start()
+    wait_for(lambda: not writer.alive(), 5, what="writer thread ended")
+    job = good_job_at(tmp_path)
+    with pytest.raises(WriterStopped):
+        for _ in range(10):  # the queue fills up; the next submit fails instead of waiting forever
+            writer.submit(job)
+
+
+def good_job_at(tmp: Path) -> IndexJob:
+    (tmp / ROOT).mkdir(exist_ok=True)
+    return good_job(tmp, "x.md", "x")

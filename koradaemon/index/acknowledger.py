@@ -107,7 +107,11 @@ class Acknowledger:
 
     # -- the thread ---------------------------------------------------------------------
     def _run(self) -> None:
-        conn = open_db(self.db_path, migrate=False)
+        try:
+            conn = open_db(self.db_path, migrate=False)
+        except Exception as exc:  # the thread ends; alive() says so
+            log.error("acks_cannot_start", error=str(exc))
+            return
         try:
             while True:
                 self._wake.wait(RETRY_S if self._blocked else None)

@@ -79,7 +79,11 @@ class Indexer:
             t.ident is not None for t in self._threads)
 
     def _run(self) -> None:
-        conn = open_db(self.db_path, migrate=False)
+        try:
+            conn = open_db(self.db_path, migrate=False)
+        except Exception as exc:  # the thread ends; alive() says so
+            log.error("indexer_cannot_start", error=str(exc))
+            return
         try:
             while not self._stop.is_set():
                 try:

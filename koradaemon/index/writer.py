@@ -54,6 +54,10 @@ class _Retry(Exception):
     """A job failed inside a batch: roll the batch back and replay it job by job."""
 
 
+class WriterStopped(RuntimeError):
+    """The writer thread is gone: nothing more can be committed until a restart."""
+
+
 class SkipFile(Exception):
     """Raised while streaming chunks when a file turns out unusable (e.g. invalid UTF-8)."""
 
@@ -106,11 +110,22 @@ class Writer:
         held = _held_bytes(job)
         with self._bytes_cv:
             while self._held and self._held + held > QUEUE_TEXT_BYTES:
-                self._bytes_cv.wait()
+                self._bytes_cv.wait(1.0)
+                self._check_running()
             self._held += held
         with self._count_lock:
             self._outstanding += 1
-        self._q.put(job)
+        while True:
+            try:
+                self._q.put(job, timeout=1.0)
+                return
+            except queue.Full:
+                self._check_running()
+
+    def _check_running(self) -> None:
+        """A producer never blocks forever on a writer thread that died (the daemon sees alive() False)."""
+        if self._thread.ident is not None and not self._thread.is_alive():
+            raise WriterStopped("the writer thread is not running")
 
     def _release(self, job: Job | None) -> None:
         held = _held_bytes(job) if job is not None else 0
@@ -161,7 +176,11 @@ class Writer:
         return taken
 
     def _run(self) -> None:
-        conn = open_db(self.db_path, cache_kib=16_000)
+        try:
+            conn = open_db(self.db_path, cache_kib=16_000)
+        except Exception as exc:  # the thread ends; alive() says so and producers get WriterStopped
+            log.error("writer_cannot_start", error=str(exc))
+            return
         fine_busy_handler(conn)
         idle_since = time.monotonic()
         try:
