@@ -133,8 +133,12 @@ class WatchDriver:
 
     def _skip_dir(self, path: bytes) -> bool:
         """An ignored directory below the root: not watched, not walked (called on watchdog's threads)."""
-        rel = self.mapper._rel(path)
-        return rel is not None and self.rules.is_ignored(rel, True)
+        try:
+            rel = self.mapper._rel(path)
+            return rel is not None and self.rules.is_ignored(rel, True)
+        except Exception:  # when in doubt, watch it (the mapper still applies the rules to its events)
+            log.exception("watch_skip_check_failed", agency_id=self.agency_id, root=self.root)
+            return False
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
