@@ -1,10 +1,14 @@
 """Live daemon figures: start-up crawl rate and peak RSS, close→searchable latency, search p50/p99.
 
 Run: .venv/bin/python bench/bench_live.py [--files 20000] [--size 2000] [--edits 300] [--queries 1000]
+     [--debounce-ms 0] [--burst 10000]
 
 * crawl: a corpus is generated, then the daemon starts on it; MB/s until the index holds it all.
 * close→searchable: write + close a file, then poll the database read-only until its sha256 is
-  indexed; printed beside the configured debounce.
+  indexed; beside the same edits through ``raw_live.py`` (raw inotify → FTS5, one transaction per
+  file, no queues, no audit) in the same run.
+* burst (``--burst N``): N files written live, N files moved into the root at once, the N written
+  files rewritten (a branch switch); files/s beside the start-up crawl's files/s (the bulk rate).
 * search: top-10 with snippets through the control socket, beside the same query run in-process
   on the same database file (the floor).
 """
@@ -14,8 +18,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -40,34 +47,102 @@ def sample_rss(d: LiveDaemon, stop: threading.Event, peak: list[float]) -> None:
             peak[0] = max(peak[0], d.rss_mb())
 
 
-def bench_latency(d: LiveDaemon, edits: int) -> list[float]:
-    ro = apsw.Connection(str(d.root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)
+def bench_latency(write_dir: Path, db: Path, sql: str, key: str, edits: int) -> list[float]:
+    """Write + close a file, then poll ``db`` read-only until ``sql`` finds its sha256 (the file is searchable)."""
+    ro = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     out = []
     rnd = random.Random(3)
+    write_dir.mkdir(exist_ok=True)
     for i in range(edits):
         body = (" ".join(rnd.choices(WORDS, k=300)) + f"\nedit{i}\n").encode()
         digest = hashlib.sha256(body).hexdigest()
-        path = d.root / "corpus" / "live" / f"e{i % 50}.txt"
-        path.parent.mkdir(exist_ok=True)
+        name = f"e{i % 50}.txt"
         t0 = time.perf_counter()
-        with open(path, "wb") as fh:
+        with open(write_dir / name, "wb") as fh:
             fh.write(body)
-        while True:  # poll the database itself: the moment the new content is searchable
-            row = ro.execute(
-                "SELECT 1 FROM documents WHERE agency_id='bench' AND root='corpus' AND path=? AND sha256=?",
-                (f"live/e{i % 50}.txt", digest),
-            ).fetchone()
-            if row:
-                break
+        while not ro.execute(sql, (key + name, digest)).fetchone():  # the moment the new content is searchable
             if time.perf_counter() - t0 > 10:
                 raise SystemExit(f"edit {i} not searchable after 10 s")
-            time.sleep(0.0002)
+            time.sleep(0.0001)
         out.append(time.perf_counter() - t0)
     ro.close()
     return out
 
 
 KINDS = ("very common", "mid", "two-term AND", "phrase", "prefix", "rare")
+
+
+def daemon_latency(d: LiveDaemon, edits: int) -> list[float]:
+    sql = "SELECT 1 FROM documents WHERE agency_id='bench' AND root='corpus' AND path=? AND sha256=?"
+    return bench_latency(d.root / "corpus" / "live", d.root / "kora_kernel.db", sql, "live/", edits)
+
+
+def raw_latency(base: Path, edits: int) -> list[float]:
+    """The floor: raw inotify → FTS5, one transaction per file, in a subprocess like the daemon."""
+    watch, db = base / "raw", base / "raw.db"
+    watch.mkdir()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("raw_live.py")), str(watch), str(db)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return bench_latency(watch, db, "SELECT 1 FROM documents WHERE path=? AND sha256=?", "", edits)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def indexed_count(db: Path) -> int:
+    ro = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return int(ro.execute("SELECT count(*) FROM documents WHERE agency_id='bench'").fetchone()[0])
+    finally:
+        ro.close()
+
+
+def wait_count(db: Path, target: int, t0: float, timeout: float = 900) -> float:
+    while indexed_count(db) < target:
+        if time.perf_counter() - t0 > timeout:
+            raise SystemExit(f"burst did not converge in {timeout} s")
+        time.sleep(0.02)
+    return time.perf_counter() - t0
+
+
+def bench_burst(d: LiveDaemon, base: Path, files: int, size: int) -> dict[str, float]:
+    """Seconds until a burst is indexed: N files written live, N files moved in, N files rewritten."""
+    db = d.root / "kora_kernel.db"
+    out: dict[str, float] = {}
+    before = indexed_count(db)
+    generated_corpus(base / "staged-w", files, size, seed=21)  # generated outside the root, then written
+    staged = [(p.relative_to(base / "staged-w"), p.read_bytes()) for p in sorted((base / "staged-w").rglob("*.txt"))]
+    dest = d.root / "corpus" / "burst-written"
+    t0 = time.perf_counter()
+    for rel, data in staged:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(data)
+    out["written"] = wait_count(db, before + files, t0)
+    generated_corpus(base / "staged", files, size, seed=22)
+    t0 = time.perf_counter()
+    os.rename(base / "staged", d.root / "corpus" / "burst-moved")
+    out["moved in"] = wait_count(db, before + 2 * files, t0)
+    rewritten = sorted((d.root / "corpus" / "burst-written").rglob("*.txt"))
+    new = [(p, p.read_bytes()[::-1]) for p in rewritten]
+    want = {f"burst-written/{p.relative_to(dest)}": hashlib.sha256(data).hexdigest() for p, data in new}
+    ro = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    sql = ("SELECT path, sha256 FROM documents WHERE agency_id='bench'"
+           " AND path >= 'burst-written/' AND path < 'burst-written0'")
+    t0 = time.perf_counter()
+    for p, data in new:  # like a branch switch: every file gets new content
+        p.write_bytes(data)
+    while {k: v for k, v in ro.execute(sql).fetchall()} != want:
+        if time.perf_counter() - t0 > 900:
+            raise SystemExit("rewrite burst did not converge")
+        time.sleep(0.05)
+    out["rewritten"] = time.perf_counter() - t0
+    ro.close()
+    return out
+
+
+KINDS = ("common word", "mid-frequency word", "two words", "phrase", "prefix*", "rare token")
 
 
 def bench_search(d: LiveDaemon, queries: int) -> tuple[list[float], list[float]]:
@@ -102,6 +177,7 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=300)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--debounce-ms", type=int, default=20)
+    ap.add_argument("--burst", type=int, default=0, help="files per burst (0: no burst test)")
     ap.add_argument("--corpus", choices=("generated", "stdlib"), default="generated")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kora-live-") as tmp:
@@ -131,14 +207,26 @@ def main() -> None:
                 if sync:
                     break
                 time.sleep(0.05)
+            time.sleep(1.5)  # the writer truncates the WAL after a second without work
+            db_bytes = sum(p.stat().st_size for p in d.root.glob("kora_kernel.db*"))
+            wal = d.root / "kora_kernel.db-wal"
+            wal_bytes = wal.stat().st_size if wal.exists() else 0
+            print(f"  database + WAL after the crawl: {db_bytes / 1e6:.1f} MB (WAL {wal_bytes / 1e6:.1f} MB),"
+                  f" {db_bytes / nbytes:.2f}x the text indexed")
             if sync.get("seconds"):
                 print(f"  daemon's own initial sync: {sync['seconds']:.2f} s, {sync['mb_per_s']} MB/s,"
                       f" {sync['files'] / sync['seconds']:.0f} files/s")
-            lat = bench_latency(d, args.edits)
+            lat = daemon_latency(d, args.edits)
+            raw = raw_latency(Path(tmp), args.edits)
             print(f"close→searchable ({args.edits} edits, debounce {args.debounce_ms} ms): "
-                  f"p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, max {max(lat) * 1000:.2f} ms"
-                  f"  (beyond debounce: p50 {pct(lat, 0.5) - args.debounce_ms:.2f} ms,"
-                  f" p99 {pct(lat, 0.99) - args.debounce_ms:.2f} ms)")
+                  f"p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, max {max(lat) * 1000:.2f} ms;"
+                  f" raw inotify→FTS5 p50 {pct(raw, 0.5):.2f} ms, p99 {pct(raw, 0.99):.2f} ms,"
+                  f" max {max(raw) * 1000:.2f} ms")
+            if args.burst:
+                rate = sync["files"] / sync["seconds"] if sync.get("seconds") else nfiles / dt
+                for kind, secs in bench_burst(d, Path(tmp), args.burst, args.size).items():
+                    print(f"burst of {args.burst} files {kind}: {secs:.2f} s, {args.burst / secs:.0f} files/s,"
+                          f" {args.burst / secs / rate:.2f} of the start-up crawl's {rate:.0f} files/s")
             sock, direct = bench_search(d, args.queries)
             print(f"search top-10 via socket: p50 {pct(sock, 0.5):.2f} ms, p99 {pct(sock, 0.99):.2f} ms;"
                   f" in-process floor p50 {pct(direct, 0.5):.2f} ms, p99 {pct(direct, 0.99):.2f} ms;"

@@ -58,6 +58,10 @@ class LiveDaemon:
         except Exception:
             return None
 
+    def idle(self) -> bool:
+        st = self.status()
+        return bool(st and st["queue"]["idle"])
+
     def rss_mb(self) -> float:
         import psutil
 

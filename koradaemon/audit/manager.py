@@ -16,11 +16,13 @@ import apsw
 import structlog
 
 from ..errors import AuditError, KoraError, LockdownError, TamperError, UsageError
+from ..index.outbox import OUTBOX_KEY
 from ..ioerrors import describe_io_error, is_io_error
 from .anchor import AnchorStore
 from .lockdown import LockdownRegistry
 from .quarantine import quarantine_from, quarantined_records
 from .record import LOCKDOWN, UNLOCK, Record
+from .tail import appended_ids
 from .verify import VerifyResult, verify_log
 from .writer import AuditLog, Pending
 
@@ -126,6 +128,12 @@ class AuditManager:
     def append_many(self, agency_id: str, records: list[tuple[str, dict[str, Any]]]) -> list[Record]:
         """Append several records of one agency and wait until all are durable (one or few fsyncs)."""
         return [p.result() for p in self._log_for(agency_id).append_many(records)]
+
+    def appended_outbox_ids(self, agency_id: str, min_id: int) -> set[int]:
+        """Outbox row ids ``>= min_id`` whose records are already in the agency's (open, verified) log."""
+        alog = self._log_for(agency_id)
+        alog.flush()
+        return appended_ids(alog.dir, OUTBOX_KEY, min_id)
 
     # -- verification ---------------------------------------------------------------
     def verify(self, agency_id: str | None = None) -> dict[str, VerifyResult]:

@@ -84,7 +84,8 @@ class Daemon:
         self.audit.open_all()
         self._on_stop("audit", lambda d: self.audit.close(_left(d)))
         self.pipeline = IndexPipeline(self.db_path, cfg.index, cfg.watch, audit=self.audit.append_many,
-                                      publish=self.events.publish, is_locked=self.lockdown.is_locked)
+                                      appended=self.audit.appended_outbox_ids, publish=self.events.publish,
+                                      is_locked=self.lockdown.is_locked)
         self.vault = SnapshotService(cfg.vault, cfg.agent, cfg.data_root, audit=self.audit_append,
                                      events=self.events, state_dirs=lambda a: self.agencies.state_dirs(a),
                                      config=lambda: self.cfg,
@@ -93,6 +94,7 @@ class Daemon:
         self.agencies = Agencies(cfg, pipeline=self.pipeline, vault=self.vault, audit=self.audit,
                                  lockdown=self.lockdown, tokens=TokenStore(cfg.tokens_path()), events=self.events)
         self._attach_agent()
+        self.notifier.status("draining the audit outbox")
         self.pipeline.start()
         self._on_stop("final_snapshots", self.agencies.final_snapshots)
         self._on_stop("vault", lambda d: self.vault.stop(_left(d)))

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from .store import ChunkRow
 
+FsPath = str | Path  # a plain string on the hot path: joining pathlib paths cost more than reading a small file
+
 
 @dataclass
 class IndexJob:
     agency_id: str
     root: str
     path: str
-    abs_path: Path
+    abs_path: FsPath
     size: int
     mtime_ns: int
     sha256: str
@@ -24,6 +26,7 @@ class IndexJob:
     bulk: bool = False
     skipped: str | None = None
     nbytes: int = 0
+    fresh: bool = False  # the indexer saw no row for this path (the writer inserts without a lookup)
     started: float = field(default_factory=time.monotonic)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -14,11 +15,13 @@ import structlog
 
 from .db import open_db
 from .jobs import DeleteJob, MoveJob
-from .prepare import ChunkParams, prepare_index
+from .prepare import ChunkParams, prepare_index, skip_job
 from .store import AgencyStore
 from .writer import Writer
 
 log = structlog.get_logger(__name__)
+
+DEEP_WORK = 8  # changes waiting behind this one: treat it as bulk work
 
 
 class ChangeQueue(Protocol):
@@ -69,10 +72,6 @@ class Indexer:
         for t in self._threads:
             t.start()
 
-    def alive(self) -> bool:
-        """Every worker thread is running (or none was started yet)."""
-        return all(t.is_alive() or t.ident is None for t in self._threads)
-
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         deadline = time.monotonic() + timeout
@@ -80,22 +79,57 @@ class Indexer:
             if t.is_alive():
                 t.join(max(0.0, deadline - time.monotonic()))
 
+    def alive(self) -> bool:
+        """Every worker thread started is still running (a dead one: the daemon must not go on as ready)."""
+        return all(t.is_alive() for t in self._threads if t.ident is not None) and any(
+            t.ident is not None for t in self._threads)
+
     def _run(self) -> None:
-        conn = open_db(self.db_path, migrate=False)
+        try:
+            conn = open_db(self.db_path, migrate=False)
+        except Exception as exc:  # the thread ends; alive() says so
+            log.error("indexer_cannot_start", error=str(exc))
+            return
         try:
             while not self._stop.is_set():
-                change = self.work.get(timeout=0.2)
+                try:
+                    change = self.work.get(timeout=0.2)
+                except Exception:
+                    self.counters["errors"] += 1
+                    log.exception("indexer_queue_failed")
+                    time.sleep(0.1)
+                    continue
                 if change is None:
                     continue
                 try:
                     self.handle(conn, change)
-                except Exception:
+                except Exception as exc:  # one bad change never stops a worker: skip it with its reason
                     self.counters["errors"] += 1
                     log.exception("indexer_change_failed", change=repr(change))
+                    self._skip(change, f"error:{type(exc).__name__}")
                 finally:
                     self.work.task_done()
         finally:
             conn.close()
+
+    def _depth(self) -> int:
+        depth = getattr(self.work, "depth", None)
+        return int(depth()) if callable(depth) else 0
+
+    def _skip(self, change: Any, reason: str) -> None:
+        """Record a file whose change failed here as skipped (its audit record says why)."""
+        try:
+            if change.kind.name != "INDEX":
+                return
+            root_path = self.root_paths.get((change.agency_id, change.root))
+            if root_path is None:
+                return
+            job = skip_job(change.agency_id, change.root, change.path, os.path.join(root_path, change.path),
+                           bool(getattr(change, "bulk", False)), reason)
+            if job is not None:
+                self.writer.submit(job)
+        except Exception:
+            log.exception("indexer_skip_failed", change=repr(change))
 
     def handle(self, conn: apsw.Connection, change: Any) -> None:
         kind = change.kind.name
@@ -107,7 +141,9 @@ class Indexer:
             if self.on_rescan is not None:
                 self.on_rescan(agency_id, root)
             return
-        bulk = bool(getattr(change, "bulk", False))
+        # A deep work queue (a burst: a folder moved in, a branch switch) is indexed like a crawl:
+        # the writer batches it. A single live change still commits alone, at once.
+        bulk = bool(getattr(change, "bulk", False)) or self._depth() >= DEEP_WORK
         self.counters[kind.lower()] += 1
         if kind == "INDEX":
             self._index(conn, agency_id, root, change.path, bulk)
@@ -129,7 +165,7 @@ class Indexer:
             log.warning("indexer_unknown_root", agency_id=agency_id, root=root)
             return
         known = AgencyStore(conn, agency_id).document(root, path)
-        job = prepare_index(agency_id, root, path, root_path / path, known, self.params, bulk)
+        job = prepare_index(agency_id, root, path, os.path.join(root_path, path), known, self.params, bulk)
         if job is not None:
             self.writer.submit(job)
         else:

@@ -20,7 +20,7 @@ from ..fsopen import NotRegularFile, open_regular_file
 from .chunking import CHUNK_BYTES, OVERLAP_PERCENT, Span, iter_spans, looks_binary
 from .encoding import count_lines, decode, iter_spans_utf16, utf16_codec
 from .fts import derive
-from .jobs import DeleteJob, IndexJob, Job, TouchJob
+from .jobs import DeleteJob, FsPath, IndexJob, Job, TouchJob
 from .store import ChunkRow, DocRow
 from .writer import SkipFile
 
@@ -52,12 +52,12 @@ def _chunk_rows(buf: bytes | mmap.mmap, size: int, params: ChunkParams) -> Itera
         yield span.offset, span.length, hashlib.sha256(raw).hexdigest(), text, line, derive(text)
 
 
-def _root_of(abs_path: Path, rel: str) -> Path:
+def _root_of(abs_path: FsPath, rel: str) -> Path:
     """The watched root of ``abs_path`` (which is ``root / rel``)."""
-    return abs_path.parents[len(PurePosixPath(rel).parts) - 1]
+    return Path(abs_path).parents[len(PurePosixPath(rel).parts) - 1]
 
 
-def _lazy_rows(path: Path, rel: str, size: int, mtime_ns: int, params: ChunkParams) -> Iterator[ChunkRow]:
+def _lazy_rows(path: FsPath, rel: str, size: int, mtime_ns: int, params: ChunkParams) -> Iterator[ChunkRow]:
     """Chunk a big file from a fresh mmap while the writer inserts; refuse if it changed meanwhile."""
     try:
         fh = open_regular_file(_root_of(path, rel), rel)
@@ -74,9 +74,18 @@ def _lazy_rows(path: Path, rel: str, size: int, mtime_ns: int, params: ChunkPara
 
 
 def prepare_index(
-    agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, params: ChunkParams, bulk: bool
+    agency_id: str, root: str, rel: str, abs_path: FsPath, known: DocRow | None, params: ChunkParams, bulk: bool
 ) -> Job | None:
     """Build the job that brings the index in line with the file at ``abs_path`` (None: nothing to do)."""
+    job = _prepare(agency_id, root, rel, abs_path, known, params, bulk)
+    if isinstance(job, IndexJob):
+        job.fresh = known is None
+    return job
+
+
+def _prepare(
+    agency_id: str, root: str, rel: str, abs_path: FsPath, known: DocRow | None, params: ChunkParams, bulk: bool
+) -> Job | None:
     try:  # never through a symlink, never a FIFO/socket/device (see fsopen)
         fh = open_regular_file(_root_of(abs_path, rel), rel)
     except (FileNotFoundError, NotADirectoryError):
@@ -104,7 +113,7 @@ def prepare_index(
 
 
 def _from_buffer(
-    base: tuple[str, str, str, Path, int, int], buf: bytes | mmap.mmap, known: DocRow | None,
+    base: tuple[str, str, str, FsPath, int, int], buf: bytes | mmap.mmap, known: DocRow | None,
     params: ChunkParams, bulk: bool,
 ) -> Job | None:
     size, mtime_ns, abs_path = base[4], base[5], base[3]
@@ -128,7 +137,7 @@ _UNCHANGED = TouchJob("", "", "", 0, 0)
 
 
 def _maybe_same(
-    known: DocRow | None, base: tuple[str, str, str, Path, int, int], digest: str, bulk: bool
+    known: DocRow | None, base: tuple[str, str, str, FsPath, int, int], digest: str, bulk: bool
 ) -> Job | None:
     """Same content as indexed: no rewrite; only refresh size/mtime if they moved."""
     if known is None or known.sha256 != digest or known.skipped:
@@ -140,7 +149,7 @@ def _maybe_same(
 
 
 def _skip_job(
-    agency_id: str, root: str, rel: str, abs_path: Path, known: DocRow | None, bulk: bool, reason: str
+    agency_id: str, root: str, rel: str, abs_path: FsPath, known: DocRow | None, bulk: bool, reason: str
 ) -> Job | None:
     """Record the file as skipped with ``reason`` (counted by the writer); what is there is not read."""
     try:
@@ -148,5 +157,16 @@ def _skip_job(
     except OSError:
         return DeleteJob(agency_id, root, rel, bulk=bulk) if known else None
     if stat.S_ISDIR(st.st_mode):
+        return None
+    return IndexJob(agency_id, root, rel, abs_path, st.st_size, st.st_mtime_ns, "", (), bulk=bulk, skipped=reason)
+
+
+def skip_job(agency_id: str, root: str, rel: str, abs_path: FsPath, bulk: bool, reason: str) -> IndexJob | None:
+    """A job that records ``rel`` as skipped with ``reason`` (None: it is no regular file any more)."""
+    try:
+        st = os.stat(abs_path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
         return None
     return IndexJob(agency_id, root, rel, abs_path, st.st_size, st.st_mtime_ns, "", (), bulk=bulk, skipped=reason)

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..fsopen import NotRegularFile, open_regular_file
 from .encoding import decode, utf16_codec
+from .names import fs_name
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,11 @@ def open_chunk(data_root: Path, roots: tuple[str, ...], ref: ChunkRef) -> Iterat
     # Component by component from the root: no symlink followed, never blocking on a FIFO;
     # an absolute path, '..' or NUL is a PathError.
     try:
-        fh = open_regular_file(data_root / ref.root, ref.path)
+        name = fs_name(ref.path)  # the shown form (non-UTF-8 bytes as \xNN) back to the file's name
+    except ValueError as exc:
+        raise DataError(f"path {ref.path!r}: {exc}") from None
+    try:
+        fh = open_regular_file(data_root / ref.root, name)
     except (FileNotFoundError, NotADirectoryError):
         raise StaleChunk(f"{ref.root}/{ref.path} no longer exists") from None
     except NotRegularFile as exc:

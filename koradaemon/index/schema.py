@@ -90,7 +90,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         since TEXT NOT NULL
     ) STRICT;
     """,
+    # 2: one FTS5 table per agency
     _per_agency_fts,
+    # 3: the audit outbox. An index change and its audit record commit in one transaction;
+    # the acknowledger appends the records to the KBL-1 log and deletes them. AUTOINCREMENT:
+    # ids are never reused, so an id found in the log names exactly one outbox row.
+    """
+    CREATE TABLE audit_outbox(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        agency_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL
+    ) STRICT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

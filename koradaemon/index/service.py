@@ -22,7 +22,7 @@ from ..watch.crawl import Crawler
 from ..watch.ignore import IgnoreRules
 from ..watch.reconcile import reconcile
 from ..watch.workqueue import WorkQueue
-from .acknowledger import Acknowledger, AuditManyFn, PublishFn
+from .acknowledger import Acknowledger, AppendedFn, AuditManyFn, PublishFn
 from .db import open_db
 from .pipeline import Indexer
 from .prepare import ChunkParams
@@ -81,11 +81,11 @@ class _RootPaths:
 
 class IndexPipeline:
     def __init__(self, db_path: Path, index: IndexConfig, watch: WatchConfig, *, audit: AuditManyFn | None,
-                 publish: PublishFn | None, is_locked: Callable[[str], bool]) -> None:
+                 appended: AppendedFn | None, publish: PublishFn | None, is_locked: Callable[[str], bool]) -> None:
         self.db_path = db_path
         self.roots = RootRegistry()
         self.work = WorkQueue(maxsize=watch.queue_max)
-        self.acks = Acknowledger(audit=audit, publish=publish)
+        self.acks = Acknowledger(db_path=db_path, audit=audit, appended=appended, publish=publish)
         self.writer = Writer(db_path, is_ignored=self.roots.is_ignored, on_committed=self.acks.submit,
                              batch_files=index.bulk_batch_files, batch_bytes=index.bulk_batch_bytes,
                              optimize_idle_s=index.optimize_idle_s)
@@ -99,6 +99,8 @@ class IndexPipeline:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
+        """The audit outbox first (what a previous run committed but did not log), then every thread."""
+        self.acks.drain_on_start()
         self.acks.start()
         self.writer.start()
         self.indexer.start()

@@ -18,6 +18,7 @@ import apsw
 from ..paths import check_agency_id
 from . import fts
 from . import search as searching
+from .names import fs_name, shown_name
 from .query import parse
 from .search import Hit
 
@@ -26,6 +27,28 @@ ChunkRow = tuple[int, int, str, str, int, str]
 
 # Next chunk id per writing connection: saves a max(id) query per document.
 _NEXT_CHUNK_ID: weakref.WeakKeyDictionary[apsw.Connection, int] = weakref.WeakKeyDictionary()
+# Chunk rows of new documents not inserted yet (put_document(defer=True)), per writing connection:
+# one executemany for many small files instead of two per file.
+_DEFERRED: weakref.WeakKeyDictionary[
+    apsw.Connection, tuple[dict[str, list[tuple[int, str, int, str]]], list[tuple[object, ...]]]] = (
+    weakref.WeakKeyDictionary())
+DEFER_ROWS = 1024
+META_INSERT = ("INSERT INTO chunks(id, agency_id, document_id, seq, byte_offset, byte_length, sha256)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+def flush_deferred(conn: apsw.Connection) -> None:
+    """Insert the chunk rows ``put_document(defer=True)`` held back; call before COMMIT."""
+    rows = _DEFERRED.pop(conn, None)
+    if rows is not None and rows[1]:
+        for agency_id, fts_rows in rows[0].items():
+            fts.insert(conn, agency_id, fts_rows)
+        conn.executemany(META_INSERT, rows[1])
+
+
+def discard_deferred(conn: apsw.Connection) -> None:
+    """Forget held-back rows (their transaction rolled back)."""
+    _DEFERRED.pop(conn, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +62,15 @@ class DocRow:
     skipped: str | None
 
 
+_stamp: list[object] = [-1, ""]
+
+
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """The UTC second as RFC 3339, formatted once per second (not once per row)."""
+    sec = int(time.time())
+    if _stamp[0] != sec:
+        _stamp[:] = [sec, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))]
+    return str(_stamp[1])
 
 
 class AgencyStore:
@@ -57,21 +87,27 @@ class AgencyStore:
         return tuple(row)
 
     def document(self, root: str, path: str) -> DocRow | None:
+        """The row of ``path`` (as ``os.fsdecode`` gives it); ``DocRow.path`` is the shown form."""
         row = self.conn.execute(
             "SELECT id, root, path, size, mtime_ns, sha256, skipped FROM documents"
             " WHERE agency_id = ? AND root = ? AND path = ?",
-            (self.agency_id, root, path),
+            (self.agency_id, root, shown_name(path)),
         ).fetchone()
         return DocRow(*row) if row else None
 
     def known_files(self, root: str) -> dict[str, tuple[int, int]]:
+        """Indexed paths (``os.fsdecode`` form, as a crawl of the disk yields them) → (size, mtime_ns)."""
         rows = self.conn.execute(
             "SELECT path, size, mtime_ns FROM documents WHERE agency_id = ? AND root = ?", (self.agency_id, root)
         )
-        return {path: (size, mtime) for path, size, mtime in rows}
+        return {fs_name(path): (size, mtime) for path, size, mtime in rows}
 
     def paths_under(self, root: str, prefix: str) -> list[str]:
-        base = prefix.rstrip("/")
+        """Indexed paths below the directory ``prefix`` (both in ``os.fsdecode`` form)."""
+        return [fs_name(p) for p in self._shown_under(root, shown_name(prefix))]
+
+    def _shown_under(self, root: str, shown_prefix: str) -> list[str]:
+        base = shown_prefix.rstrip("/")
         rows = self.conn.execute(  # '/' is 0x2F and '0' is 0x30: the range holds exactly "base/..."
             "SELECT path FROM documents WHERE agency_id = ? AND root = ? AND path >= ? AND path < ?",
             (self.agency_id, root, base + "/", base + "0"),
@@ -111,34 +147,56 @@ class AgencyStore:
         return searching.run(self.conn, self.agency_id, parse(query, raw=raw), limit, offset, time_limit)
 
     # -- writes (writer thread only, inside its transaction) ------------------
+    # Paths come in as os.fsdecode gives them (a byte that is not UTF-8 is a lone surrogate)
+    # and are stored in their shown form (see names.shown_name): any name the kernel accepts.
     def _drop_chunks(self, doc_id: int) -> None:
+        flush_deferred(self.conn)
         fts.delete_document(self.conn, self.agency_id, doc_id)
         self.conn.execute("DELETE FROM chunks WHERE document_id = ? AND agency_id = ?", (doc_id, self.agency_id))
 
     def put_document(
         self, root: str, path: str, size: int, mtime_ns: int, sha256: str,
-        chunks: Iterable[ChunkRow], skipped: str | None = None,
+        chunks: Iterable[ChunkRow], skipped: str | None = None, *, fresh: bool = False, defer: bool = False,
     ) -> int:
-        """Insert or replace a document and its chunks; returns the number of chunks written."""
-        old = self.document(root, path)
-        if old is not None:
-            self._drop_chunks(old.id)
-            self.conn.execute(
-                "UPDATE documents SET size = ?, mtime_ns = ?, sha256 = ?, skipped = ?, indexed_at = ?"
-                " WHERE id = ? AND agency_id = ?",
-                (size, mtime_ns, sha256, skipped, _now(), old.id, self.agency_id),
-            )
-            doc_id = old.id
-        else:
-            self.conn.execute(
+        """Insert or replace a document and its chunks; returns the number of chunks written.
+
+        ``fresh``: the caller saw no row for this path, so a plain INSERT is tried first (no lookup,
+        nothing to drop); otherwise one upsert gives the row's id and its old chunks are dropped.
+        ``defer``: a new document's chunk rows (given as a list) may wait for :func:`flush_deferred`,
+        which the caller must run before it commits.
+        """
+        shown = shown_name(path)
+        values = (self.agency_id, root, shown, size, mtime_ns, sha256, skipped, _now())
+        doc_id: int | None = None
+        if fresh:
+            try:
+                self.conn.execute(
+                    "INSERT INTO documents(agency_id, root, path, size, mtime_ns, sha256, skipped, indexed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+                doc_id = self.conn.last_insert_rowid()
+            except apsw.ConstraintError:
+                doc_id = None  # indexed meanwhile after all: replace it below
+        if doc_id is None:
+            (doc_id,) = self._one(
                 "INSERT INTO documents(agency_id, root, path, size, mtime_ns, sha256, skipped, indexed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.agency_id, root, path, size, mtime_ns, sha256, skipped, _now()),
-            )
-            doc_id = self.conn.last_insert_rowid()
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(agency_id, root, path) DO UPDATE SET"
+                " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
+                " skipped = excluded.skipped, indexed_at = excluded.indexed_at RETURNING id", values)
+            self._drop_chunks(doc_id)
         first_id = _NEXT_CHUNK_ID.get(self.conn)
         if first_id is None:
             (first_id,) = self._one("SELECT coalesce(max(id), 0) + 1 FROM chunks", ())
+        if defer and fresh and isinstance(chunks, list | tuple):
+            by_agency, meta_buf = _DEFERRED.setdefault(self.conn, ({}, []))
+            fts_buf = by_agency.setdefault(self.agency_id, [])
+            for seq, (offset, length, digest, text, line, extra) in enumerate(chunks):
+                fts_buf.append((first_id + seq, text, line, extra))
+                meta_buf.append((first_id + seq, self.agency_id, doc_id, seq, offset, length, digest))
+            _NEXT_CHUNK_ID[self.conn] = first_id + len(chunks)
+            if len(meta_buf) >= DEFER_ROWS:
+                flush_deferred(self.conn)
+            return len(chunks)
+        flush_deferred(self.conn)
         meta: list[tuple[object, ...]] = []
 
         def fts_rows() -> Iterable[tuple[int, str, int, str]]:
@@ -149,11 +207,7 @@ class AgencyStore:
         # Two executemany calls per document (streamed for big files) instead of two executes per chunk.
         fts.insert(self.conn, self.agency_id, fts_rows())
         if meta:
-            self.conn.executemany(
-                "INSERT INTO chunks(id, agency_id, document_id, seq, byte_offset, byte_length, sha256)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                meta,
-            )
+            self.conn.executemany(META_INSERT, meta)
         # Ids only grow on this (the single writer's) connection; after a rollback they skip a few.
         _NEXT_CHUNK_ID[self.conn] = first_id + len(meta)
         return len(meta)
@@ -161,38 +215,53 @@ class AgencyStore:
     def touch_document(self, root: str, path: str, size: int, mtime_ns: int) -> None:
         self.conn.execute(
             "UPDATE documents SET size = ?, mtime_ns = ? WHERE agency_id = ? AND root = ? AND path = ?",
-            (size, mtime_ns, self.agency_id, root, path),
+            (size, mtime_ns, self.agency_id, root, shown_name(path)),
         )
 
-    def delete_document(self, root: str, path: str) -> bool:
-        old = self.document(root, path)
-        if old is None:
+    def _delete_shown(self, root: str, shown: str) -> bool:
+        """Drop the document's full-text rows, then the document (its chunk rows go by cascade)."""
+        flush_deferred(self.conn)
+        row = self.conn.execute("SELECT id FROM documents WHERE agency_id = ? AND root = ? AND path = ?",
+                                (self.agency_id, root, shown)).fetchone()
+        if row is None:
             return False
-        self._drop_chunks(old.id)
-        self.conn.execute("DELETE FROM documents WHERE id = ? AND agency_id = ?", (old.id, self.agency_id))
-        return True
+        fts.delete_document(self.conn, self.agency_id, int(row[0]))
+        self.conn.execute(
+            "DELETE FROM documents WHERE agency_id = ? AND root = ? AND path = ?", (self.agency_id, root, shown)
+        )
+        return self.conn.changes() > 0
+
+    def delete_document(self, root: str, path: str) -> bool:
+        return self._delete_shown(root, shown_name(path))
 
     def delete_tree(self, root: str, prefix: str) -> int:
-        paths = self.paths_under(root, prefix)
+        paths = self._shown_under(root, shown_name(prefix))
         for p in paths:
-            self.delete_document(root, p)
+            self._delete_shown(root, p)
         return len(paths)
 
-    def move_document(self, root: str, src: str, dst: str) -> bool:
-        """Rename a document in place (its chunks follow); a document already at ``dst`` is replaced."""
-        if self.document(root, src) is None:
+    def _move_shown(self, root: str, src: str, dst: str) -> bool:
+        exists = self.conn.execute(
+            "SELECT 1 FROM documents WHERE agency_id = ? AND root = ? AND path = ?", (self.agency_id, root, src)
+        ).fetchone()
+        if exists is None:
             return False
-        self.delete_document(root, dst)
+        self._delete_shown(root, dst)
         self.conn.execute(
             "UPDATE documents SET path = ? WHERE agency_id = ? AND root = ? AND path = ?",
             (dst, self.agency_id, root, src),
         )
         return True
 
+    def move_document(self, root: str, src: str, dst: str) -> bool:
+        """Rename a document in place (its chunks follow); a document already at ``dst`` is replaced."""
+        return self._move_shown(root, shown_name(src), shown_name(dst))
+
     def move_tree(self, root: str, src: str, dst: str) -> int:
-        paths = self.paths_under(root, src)
+        src_shown, dst_shown = shown_name(src).rstrip("/"), shown_name(dst).rstrip("/")
+        paths = self._shown_under(root, src_shown)
         for p in paths:
-            self.move_document(root, p, dst.rstrip("/") + p[len(src.rstrip("/")):])
+            self._move_shown(root, p, dst_shown + p[len(src_shown):])
         return len(paths)
 
 

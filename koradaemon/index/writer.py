@@ -7,7 +7,6 @@ Each job runs in its own savepoint, so one bad file never spoils a batch.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -19,9 +18,11 @@ from pathlib import Path
 import apsw
 import structlog
 
-from .db import immediate, open_db
+from . import outbox
+from .db import fine_busy_handler, immediate, open_db
 from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
-from .store import AgencyStore, optimize_fts
+from .names import shown_name
+from .store import AgencyStore, discard_deferred, flush_deferred, optimize_fts
 
 log = structlog.get_logger(__name__)
 
@@ -32,11 +33,16 @@ SWITCH_INTERVAL = 0.001
 BULK_LINGER_S = 0.05
 BULK_MAX_TXN_S = 0.5
 QUEUE_TEXT_BYTES = 16 << 20
+# Live changes queued at least this deep are batched like bulk work: a burst converges at
+# close to the bulk rate, while a single change still commits alone and at once.
+DEEP_QUEUE = 4
+CHECKPOINT_BUSY_MS = 50
+IDLE_TICK_S = 1.0  # after this long without work: checkpoint the WAL (TRUNCATE) if bulk work ran
 
 
 @dataclass(frozen=True)
 class Applied:
-    """What a committed job did; handed to ``on_committed`` for audit records and events."""
+    """What a committed job did: its audit record (in the outbox, same transaction) and ``on_committed``."""
 
     agency_id: str
     type: str  # index | skip | delete | move | touch
@@ -46,6 +52,10 @@ class Applied:
 
 class _Retry(Exception):
     """A job failed inside a batch: roll the batch back and replay it job by job."""
+
+
+class WriterStopped(RuntimeError):
+    """The writer thread is gone: nothing more can be committed until a restart."""
 
 
 class SkipFile(Exception):
@@ -85,6 +95,7 @@ class Writer:
         self.counters: Counter[str] = Counter()
         self.last_commit: float | None = None
         self._dirty_since_optimize = False
+        self._bulk_dirty = False
 
     # -- public -----------------------------------------------------------------
     def start(self) -> None:
@@ -99,11 +110,22 @@ class Writer:
         held = _held_bytes(job)
         with self._bytes_cv:
             while self._held and self._held + held > QUEUE_TEXT_BYTES:
-                self._bytes_cv.wait()
+                self._bytes_cv.wait(1.0)
+                self._check_running()
             self._held += held
         with self._count_lock:
             self._outstanding += 1
-        self._q.put(job)
+        while True:
+            try:
+                self._q.put(job, timeout=1.0)
+                return
+            except queue.Full:
+                self._check_running()
+
+    def _check_running(self) -> None:
+        """A producer never blocks forever on a writer thread that died (the daemon sees alive() False)."""
+        if self._thread.ident is not None and not self._thread.is_alive():
+            raise WriterStopped("the writer thread is not running")
 
     def _release(self, job: Job | None) -> None:
         held = _held_bytes(job) if job is not None else 0
@@ -154,25 +176,42 @@ class Writer:
         return taken
 
     def _run(self) -> None:
-        conn = open_db(self.db_path, cache_kib=16_000)
+        try:
+            conn = open_db(self.db_path, cache_kib=16_000)
+        except Exception as exc:  # the thread ends; alive() says so and producers get WriterStopped
+            log.error("writer_cannot_start", error=str(exc))
+            return
+        fine_busy_handler(conn)
+        idle_since = time.monotonic()
         try:
             while True:
                 try:
-                    job = self._next(self.optimize_idle_s)
+                    job = self._next(IDLE_TICK_S)
                 except queue.Empty:
-                    self._idle_optimize(conn)
+                    self._idle(conn, time.monotonic() - idle_since)
                     continue
                 if job is None:
                     break
-                if _batchable(job):
-                    self._run_bulk(conn, job)
-                else:
-                    self._run_single(conn, job)
-        except Exception:
+                try:
+                    if self._batchable(job):
+                        self._run_bulk(conn, job)
+                    else:
+                        self._run_single(conn, job)
+                except Exception:  # never die on one job: count it, say so, go on
+                    self.counters["job_errors"] += 1
+                    log.exception("writer_job_crashed", job=type(job).__name__)
+                idle_since = time.monotonic()
+        except BaseException:
             log.exception("writer_crashed")
             raise
         finally:
+            self._checkpoint(conn)
             conn.close()
+
+    def _batchable(self, job: Job) -> bool:
+        if isinstance(job, CallJob) or _streamed(job):
+            return False
+        return job.bulk or self._q.qsize() >= DEEP_QUEUE
 
     def _done(self, n: int) -> None:
         with self._count_lock:
@@ -213,36 +252,53 @@ class Writer:
         applied: list[Applied] = []
         size = getattr(batch[0], "nbytes", 0)
         deadline = time.monotonic() + BULK_MAX_TXN_S  # others (the audit anchor) wait for our lock
+        discard_deferred(conn)
         try:
             with immediate(conn):
                 _keep(applied, self._apply_one(conn, batch[0]))
                 while (len(batch) < self.batch_files and size < self.batch_bytes
                        and time.monotonic() < deadline):
-                    try:
-                        job = self._q.get(timeout=BULK_LINGER_S)
-                    except queue.Empty:
-                        break
-                    self._release(job)
+                    job = self._take_for_batch(batch[0].bulk)  # type: ignore[union-attr]
                     if job is None:
-                        self._stop_seen = True
-                        break
-                    if not _batchable(job):
-                        self._pending = job
                         break
                     batch.append(job)
                     size += getattr(job, "nbytes", 0)
                     _keep(applied, self._apply_one(conn, job))
+                _to_outbox(conn, applied)
         except (_Retry, apsw.Error):
+            discard_deferred(conn)
             self.counters["batch_replays"] += 1
             applied = [a for job in batch for a in self._apply_alone(conn, job)]
+        else:
+            self._bulk_dirty = True
         return applied
+
+    def _take_for_batch(self, lingering: bool) -> Job | None:
+        """The next job for the open batch, or None to commit it now.
+
+        Bulk batches wait a moment for the next crawled file; a batch of live changes takes only
+        what is already queued. A job that cannot join (a call, a streamed file, a live change
+        while the queue is shallow) is kept for after the commit.
+        """
+        try:
+            job = self._q.get(timeout=BULK_LINGER_S) if lingering else self._q.get_nowait()
+        except queue.Empty:
+            return None
+        self._release(job)
+        if job is None:
+            self._stop_seen = True
+            return None
+        if isinstance(job, CallJob) or _streamed(job) or not (job.bulk or self._q.qsize() >= DEEP_QUEUE - 1):
+            self._pending = job
+            return None
+        return job
 
     def _committed(self, applied: list[Applied]) -> None:
         self.last_commit = time.monotonic()
         self.counters["commits"] += 1
         if not applied:
             return
-        self._dirty_since_optimize = True
+        self._dirty_since_optimize = self._bulk_dirty = True
         if self.on_committed is not None:
             try:
                 self.on_committed(applied)
@@ -253,30 +309,49 @@ class Writer:
         """Inside a batch: any failure aborts the batch so it can be replayed job by job."""
         try:
             return self._dispatch(AgencyStore(conn, job.agency_id), job)  # type: ignore[union-attr]
-        except (SkipFile, OSError, apsw.Error) as exc:
+        except Exception as exc:
             raise _Retry() from exc
 
     def _apply_alone(self, conn: apsw.Connection, job: Job) -> list[Applied]:
+        """One job in its own transaction with its audit record; a failure costs only this job."""
         store = AgencyStore(conn, job.agency_id)  # type: ignore[union-attr]
         try:
             for attempt in range(3):
                 try:
+                    discard_deferred(conn)
                     with immediate(conn):
                         result = self._dispatch(store, job)
-                    return [result] if result is not None else []
+                        done = [result] if result is not None else []
+                        _to_outbox(conn, done)
+                    return done
                 except apsw.BusyError:
                     if attempt == 2:
                         raise
                     self.counters["busy_retries"] += 1
                     time.sleep(0.05 * (attempt + 1))
         except SkipFile as skip:
-            assert isinstance(job, IndexJob)
-            with immediate(conn):
-                return [self._record_skip(store, job, skip.reason)]
-        except (OSError, apsw.Error) as exc:
+            return self._skip_alone(conn, store, job, skip.reason)
+        except Exception as exc:
             self.counters["job_errors"] += 1
-            log.warning("writer_job_failed", job=type(job).__name__, error=str(exc))
+            log.warning("writer_job_failed", job=type(job).__name__, path=_job_path(job),
+                        error=f"{type(exc).__name__}: {exc}")
+            return self._skip_alone(conn, store, job, f"error:{type(exc).__name__}")
         return []
+
+    def _skip_alone(self, conn: apsw.Connection, store: AgencyStore, job: Job, reason: str) -> list[Applied]:
+        """Remember a file that could not be indexed (with its reason and audit record); other jobs: nothing."""
+        if not isinstance(job, IndexJob):
+            return []
+        try:
+            discard_deferred(conn)
+            with immediate(conn):
+                done = [self._record_skip(store, job, reason)]
+                _to_outbox(conn, done)
+            return done
+        except Exception as exc:
+            self.counters["job_errors"] += 1
+            log.error("writer_skip_failed", path=_job_path(job), reason=reason, error=f"{type(exc).__name__}: {exc}")
+            return []
 
     def _dispatch(self, store: AgencyStore, job: Job) -> Applied | None:
         if isinstance(job, IndexJob):
@@ -289,7 +364,8 @@ class Writer:
             if not n:
                 return None
             self.counters["deleted"] += n
-            return Applied(job.agency_id, "delete", {"root": job.root, "path": job.path, "files": n}, time.monotonic())
+            data = {"root": job.root, "path": shown_name(job.path), "files": n}
+            return Applied(job.agency_id, "delete", data, time.monotonic())
         if isinstance(job, MoveJob):
             if job.tree:
                 n = store.move_tree(job.root, job.src, job.dst)
@@ -298,33 +374,61 @@ class Writer:
             if not n:
                 return None
             self.counters["moved"] += n
-            data = {"root": job.root, "src": job.src, "dst": job.dst, "files": n}
+            data = {"root": job.root, "src": shown_name(job.src), "dst": shown_name(job.dst), "files": n}
             return Applied(job.agency_id, "move", data, time.monotonic())
         return None  # pragma: no cover
 
     def _index(self, store: AgencyStore, job: IndexJob) -> Applied | None:
-        if not _still_same(job):
-            self.counters["stale_jobs"] += 1
-            return None  # the file changed again or vanished: a newer event follows
+        # No re-stat here: a file that changed after it was read has a newer event on its way,
+        # and that one brings the index up to date.
+        shown = shown_name(job.path)
         if self.is_ignored is not None and self.is_ignored(job.agency_id, job.root, job.path):
             self.counters["ignored_late"] += 1  # the ignore rules changed after the event was queued
             n = int(store.delete_document(job.root, job.path))
-            return Applied(job.agency_id, "delete", {"root": job.root, "path": job.path, "files": n},
+            return Applied(job.agency_id, "delete", {"root": job.root, "path": shown, "files": n},
                            job.started) if n else None
         if job.skipped:
             return self._record_skip(store, job, job.skipped)
-        n = store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, job.chunks)
+        n = store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, job.chunks, fresh=job.fresh,
+                               defer=True)
         self.counters["indexed"] += 1
         self.counters["chunks"] += n
         self.counters["bytes"] += job.size
-        data = {"root": job.root, "path": job.path, "sha256": job.sha256, "size": job.size, "chunks": n}
+        data = {"root": job.root, "path": shown, "sha256": job.sha256, "size": job.size, "chunks": n}
         return Applied(job.agency_id, "index", data, job.started)
 
     def _record_skip(self, store: AgencyStore, job: IndexJob, reason: str) -> Applied:
         """A file that cannot be indexed is remembered with its reason (no chunks) and counted."""
         store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, (), reason)
         self.counters[f"skipped_{reason}"] += 1
-        return Applied(job.agency_id, "skip", {"root": job.root, "path": job.path, "reason": reason}, job.started)
+        data: dict[str, object] = {"root": job.root, "path": shown_name(job.path), "reason": reason}
+        return Applied(job.agency_id, "skip", data, job.started)
+
+    def _idle(self, conn: apsw.Connection, idle_s: float) -> None:
+        """Quiet moments: truncate the WAL after bulk work, merge FTS segments after a longer rest."""
+        try:
+            if self._bulk_dirty:
+                self._bulk_dirty = False
+                self._checkpoint(conn)
+            if idle_s >= self.optimize_idle_s:
+                self._idle_optimize(conn)
+        except Exception:
+            self.counters["idle_errors"] += 1
+            log.exception("writer_idle_work_failed")
+
+    def _checkpoint(self, conn: apsw.Connection) -> None:
+        """Copy the WAL into the database and truncate it (readers in the way: it stays for next time)."""
+        fine_busy_handler(conn, CHECKPOINT_BUSY_MS)  # a long search must not hold the writer up
+        try:
+            row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except apsw.Error as exc:
+            log.warning("wal_checkpoint_failed", error=str(exc))
+            return
+        finally:
+            fine_busy_handler(conn)
+        self.counters["checkpoints"] += 1
+        if row is not None and row[0]:
+            self._bulk_dirty = True  # a reader held it back: try again at the next quiet moment
 
     def _idle_optimize(self, conn: apsw.Connection) -> None:
         if not self._dirty_since_optimize:
@@ -333,16 +437,21 @@ class Writer:
         t0 = time.monotonic()
         with immediate(conn):
             optimize_fts(conn)
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._checkpoint(conn)
         log.info("fts_optimized", seconds=round(time.monotonic() - t0, 3))
 
 
-def _still_same(job: IndexJob) -> bool:
-    try:
-        st = os.lstat(job.abs_path)  # a link swapped in is not followed here either
-    except OSError:
-        return False
-    return st.st_size == job.size and st.st_mtime_ns == job.mtime_ns
+def _job_path(job: Job) -> str:
+    path = getattr(job, "path", None) or getattr(job, "src", "")
+    return shown_name(str(path))
+
+
+def _to_outbox(conn: apsw.Connection, applied: list[Applied]) -> None:
+    """The end of every transaction body: held-back chunk rows, then the audit records of what
+    this transaction changed, committed with it."""
+    flush_deferred(conn)
+    if applied:
+        outbox.put(conn, ((a.agency_id, a.type, a.data) for a in applied))
 
 
 def _held_bytes(job: Job | None) -> int:
@@ -355,10 +464,6 @@ def _held_bytes(job: Job | None) -> int:
 def _keep(applied: list[Applied], result: Applied | None) -> None:
     if result is not None:
         applied.append(result)
-
-
-def _batchable(job: Job) -> bool:
-    return job.bulk and not isinstance(job, CallJob) and not _streamed(job)
 
 
 def _streamed(job: Job) -> bool:

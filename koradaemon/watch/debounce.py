@@ -26,6 +26,7 @@ from .changes import ChangeKind
 log = structlog.get_logger(__name__)
 
 ReleaseFn = Callable[[str, ChangeKind], None]
+ZERO_HOLD_S = 0.05  # debounce 0: how long a create/modify waits for its close
 
 
 @dataclass(slots=True)
@@ -64,7 +65,23 @@ class Debouncer:
 
     # -- producers ---------------------------------------------------------------------------
     def touch(self, path: str, kind: ChangeKind, *, prompt: bool = False, created: bool = False) -> None:
-        """Record an INDEX or DELETE event for ``path`` (prompt: a close-after-write)."""
+        """Record an INDEX or DELETE event for ``path`` (prompt: a close-after-write).
+
+        With no delay at all (``debounce_s`` 0) a close-after-write or a delete is released at once
+        on the caller's thread (no timer thread hand-off on the live path); a create or modify waits
+        for that close, at most ``ZERO_HOLD_S`` (a file written without closing is still indexed).
+        """
+        hold: float | None = None
+        if self.debounce_s == 0 and not self._stopping:
+            if prompt or kind is ChangeKind.DELETE:
+                with self._cond:
+                    entry = self._pending.pop(path, None)
+                if kind is ChangeKind.DELETE and entry is not None and entry.fresh:
+                    self.cancelled += 1  # born and gone before its close was seen
+                    return
+                self._release(path, kind)
+                return
+            hold = ZERO_HOLD_S  # created/modified: the close-after-write that follows releases it
         now = time.monotonic()
         with self._cond:
             entry = self._pending.get(path)
@@ -79,7 +96,7 @@ class Debouncer:
                     return
                 if kind is not entry.kind:
                     entry.kind, entry.fresh = kind, False
-            delay = self.close_delay_s if prompt else self.debounce_s
+            delay = hold if hold is not None else self.close_delay_s if prompt else self.debounce_s
             entry.due = min(now + delay, entry.first + self.max_hold_s)
             self._seq += 1
             heapq.heappush(self._heap, (entry.due, self._seq, path))

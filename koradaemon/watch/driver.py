@@ -116,7 +116,7 @@ class WatchDriver:
             from .inotify import ReportingInotifyFD, ReportingInotifyObserver
 
             fd = ReportingInotifyFD(on_overflow=self._on_overflow, on_watch_error=self._on_watch_error,
-                                    max_watches=self.max_watches)
+                                    max_watches=self.max_watches, skip_dir=self._skip_dir)
             observer: BaseObserver = ReportingInotifyObserver(fd, timeout=0.5)
             self._inotify, mode = fd, "inotify"
         else:
@@ -130,6 +130,15 @@ class WatchDriver:
             _halt(observer)
             raise
         return observer, mode
+
+    def _skip_dir(self, path: bytes) -> bool:
+        """An ignored directory below the root: not watched, not walked (called on watchdog's threads)."""
+        try:
+            rel = self.mapper._rel(path)
+            return rel is not None and self.rules.is_ignored(rel, True)
+        except Exception:  # when in doubt, watch it (the mapper still applies the rules to its events)
+            log.exception("watch_skip_check_failed", agency_id=self.agency_id, root=self.root)
+            return False
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
@@ -171,7 +180,8 @@ class WatchDriver:
 
     # -- control thread ----------------------------------------------------------------------
     def _control(self) -> None:
-        self.total_dirs = _count_dirs(self.root_path, self.rules, lambda: self._stopping)
+        if self.mode != "inotify":  # with inotify the watch count is the number (no second walk of the tree)
+            self.total_dirs = _count_dirs(self.root_path, self.rules, lambda: self._stopping)
         while not self._stopping:
             self._wake.wait()
             self._wake.clear()
@@ -212,6 +222,7 @@ class WatchDriver:
                 self.on_degraded(self.root, reason)
             except Exception:
                 log.exception("watch_on_degraded_failed", root=self.root)
+        self.total_dirs = _count_dirs(self.root_path, self.rules, lambda: self._stopping)
 
     # -- output ------------------------------------------------------------------------------
     def _rescan(self) -> None:
@@ -231,7 +242,7 @@ class WatchDriver:
         return {
             "mode": self.mode,
             "watched_dirs": watched,
-            "total_dirs": self.total_dirs,
+            "total_dirs": self.total_dirs if self.total_dirs is not None or watched is None else watched,
             "overflows": self.overflows,
             "rescans": self.rescans,
             "watch_errors": self.watch_errors,

@@ -114,6 +114,8 @@ class IgnoreRules:
         self.builtin = builtin
         self._rules: tuple[Rule, ...] = ()
         self._cache: dict[str, bool] = {}
+        self._any: re.Pattern[str] | None = None
+        self._bases: tuple[str, ...] = ()
         self.reload()
 
     @classmethod
@@ -140,6 +142,13 @@ class IgnoreRules:
 
     def _set(self, head: list[Rule], loaded: list[Rule], tail: list[Rule]) -> None:
         self._rules, self._cache = tuple(head + loaded + tail), {}
+        # A quick "can any rule match at all?": one regex for the rules of the root, the bases of the others.
+        plain = [r.regex.pattern for r in self._rules if not r.base]
+        try:
+            self._any = re.compile("|".join(f"(?:{p})" for p in plain)) if plain else None
+        except re.error:  # patterns that do not combine: no shortcut
+            self._any = re.compile("(?s:.*)")
+        self._bases = tuple({r.base + "/" for r in self._rules if r.base})
 
     @staticmethod
     def _read_files(root_path: Path, rel: str) -> list[Rule]:
@@ -161,6 +170,8 @@ class IgnoreRules:
         """True when ``path`` or one of its parent directories is ignored."""
         if not path:
             return False
+        if is_dir:  # directories are asked about again and again (rule loading, watches, crawls): cached
+            return self._dir_ignored(path)
         parent, _, _ = path.rpartition("/")
         if parent and self._dir_ignored(parent):
             return True
@@ -177,6 +188,8 @@ class IgnoreRules:
         return hit
 
     def _match(self, path: str, is_dir: bool) -> bool:
+        if (self._any is None or not self._any.fullmatch(path)) and not path.startswith(self._bases):
+            return False  # no rule can match: the common case, one regex instead of one per rule
         result = False
         for rule in self._rules:
             if rule.dir_only and not is_dir:

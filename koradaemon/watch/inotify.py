@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import os
 from collections.abc import Callable, Iterator
 
 import structlog
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.inotify import InotifyEmitter
+from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
 from watchdog.observers.inotify_c import InotifyEvent, InotifyFD, Mask, Watch, inotify_rm_watch
 
 log = structlog.get_logger(__name__)
@@ -41,8 +42,10 @@ class ReportingInotifyFD(InotifyFD):
         on_overflow: Callable[[], None],
         on_watch_error: Callable[[OSError], None],
         max_watches: int | None = None,
+        skip_dir: Callable[[bytes], bool] | None = None,
     ) -> None:
         super().__init__()
+        self.skip_dir = skip_dir
         self.on_overflow = on_overflow
         self.on_watch_error = on_watch_error
         self.max_watches = max_watches
@@ -89,13 +92,56 @@ class ReportingInotifyFD(InotifyFD):
             log.exception("inotify_hook_failed")
 
 
+class PruningWatchGroup(InotifyWatchGroup):
+    """watchdog's recursive watch group that never watches (nor walks into) an ignored directory.
+
+    Directories are listed with ``os.scandir`` (the entry type comes with the listing: no
+    ``stat``/``islink`` per directory, unlike watchdog's ``os.walk`` loop).
+    """
+
+    def _add_all_callbacks(self, path: bytes) -> None:
+        skip = getattr(self._inotify_fd, "skip_dir", None)
+        if skip is None or not self.is_recursive or self.follow_symlink:
+            super()._add_all_callbacks(path)
+            return
+        if path != self.path and skip(path):
+            return
+        known: dict[bytes, int] = getattr(self, "_active_callbacks_by_path", {})
+        if path not in known:  # a parent's creation may have added it already (mkdir -p a/b)
+            self._add_callback(path)
+        stack = [path]
+        while stack:
+            top = stack.pop()
+            try:
+                with os.scandir(top) as it:
+                    subdirs = [e.path for e in it if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                continue  # gone or unreadable meanwhile: its own events (or a rescan) cover it
+            for sub in subdirs:
+                if not skip(sub):
+                    if sub not in known:
+                        self._add_callback(sub)
+                    stack.append(sub)
+
+
+class PruningInotifyEmitter(InotifyEmitter):
+    def on_thread_start(self) -> None:
+        self._inotify = PruningWatchGroup(
+            self._inotify_fd,
+            os.fsencode(self.watch.path),
+            is_recursive=self.watch.is_recursive,
+            event_mask=self.get_event_mask_from_filter(),
+            follow_symlink=self.watch.follow_symlink,
+        )
+
+
 class ReportingInotifyObserver(BaseObserver):
-    """watchdog's InotifyObserver, on a :class:`ReportingInotifyFD`."""
+    """watchdog's InotifyObserver, on a :class:`ReportingInotifyFD`, pruning ignored directories."""
 
     def __init__(self, inotify_fd: ReportingInotifyFD, *, timeout: float = 1.0) -> None:
         self.inotify_fd = inotify_fd
         inotify_fd.start()
-        super().__init__(InotifyEmitter, timeout=timeout, inotify_fd=inotify_fd)
+        super().__init__(PruningInotifyEmitter, timeout=timeout, inotify_fd=inotify_fd)
 
     def on_thread_stop(self) -> None:
         super().on_thread_stop()

@@ -1,0 +1,47 @@
+"""Ignored directories are never watched (nor walked): at start, and when they appear later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import wait_for
+
+from koradaemon.watch.changes import ChangeKind
+from koradaemon.watch.driver import WatchDriver
+from koradaemon.watch.ignore import IgnoreRules
+from koradaemon.watch.workqueue import WorkQueue
+
+
+def watched_dirs(driver: WatchDriver, root: Path) -> set[str]:
+    fd = driver.inotify
+    assert fd is not None, "inotify mode"
+    with fd._lock:
+        paths = [w._initial_creation_path for w in fd._watch_for_wd.values()]
+    prefix = bytes(root) + b"/"
+    return {"" if p == bytes(root) else p[len(prefix):].decode() for p in paths}
+
+
+def test_ignored_directories_get_no_watch(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for d in ("a/b", "node_modules/x/y", "a/node_modules/z", "build/out"):
+        (root / d).mkdir(parents=True)
+    queue = WorkQueue()
+    driver = WatchDriver(agency_id="a1", root="r", root_path=root,
+                         rules=IgnoreRules.for_root(root, ("node_modules/", "build")), queue=queue, debounce_s=0.02)
+    driver.start()
+    try:
+        wait_for(lambda: watched_dirs(driver, root) == {"", "a", "a/b"}, 10, what="watches on the kept tree only")
+        (root / "c" / "node_modules" / "deep").mkdir(parents=True)  # appears later: the same rule
+        (root / "c" / "d").mkdir()
+        wait_for(lambda: watched_dirs(driver, root) == {"", "a", "a/b", "c", "c/d"}, 10, what="new dirs pruned")
+        (root / "c" / "d" / "f.md").write_text("x")
+        (root / "node_modules" / "x" / "g.md").write_text("x")
+        got = []
+        while not any(c.path == "c/d/f.md" for c in got):
+            change = queue.get(timeout=5)
+            assert change is not None, got
+            got.append(change)
+            queue.task_done()
+        assert all(c.kind is ChangeKind.INDEX and not c.path.startswith("node_modules") for c in got)
+    finally:
+        driver.stop()
