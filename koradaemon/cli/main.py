@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     ul = ausub.add_parser("unlock", help="end an agency's lockdown (audited)")
     ul.add_argument("--agency", required=True)
     ul.add_argument("--reason", required=True)
+    from ..mcp.command import add_parser as add_mcp_parser
+
+    add_mcp_parser(sub)
     return p
 
 
@@ -84,6 +87,12 @@ def load(args: argparse.Namespace) -> Config:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "mcp":  # stdout is the protocol; the agent may have no config file, only its token
+        from ..logsetup import configure_logging
+        from ..mcp.command import run as run_mcp
+
+        configure_logging(level="warning", fmt="console", stream=sys.stderr)
+        return run_mcp(args, load)
     cfg = load(args)
     if args.cmd != "run":  # CLI output owns stdout; the library's log lines go to stderr
         from ..logsetup import configure_logging

@@ -15,7 +15,8 @@ import structlog
 from ..errors import UsageError
 from ..fsutil import atomic_write_bytes as atomic_write
 from ..index.db import open_db
-from ..index.retrieval import ChunkRef, read_chunk_text
+from ..index.lines import line_range
+from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
 from ..index.store import AgencyStore
 from .status import full_status
 
@@ -84,8 +85,21 @@ class Operations:
         limit = _arg(req.args, "limit", int, 10)
         if not 1 <= limit <= MAX_LIMIT:
             raise UsageError(f"limit must be between 1 and {MAX_LIMIT}")
-        hits = AgencyStore(self._conn(), req.agency_id).search(query, limit)
-        return {"hits": [h.to_dict() for h in hits]}
+        hits = [h.to_dict() for h in AgencyStore(self._conn(), req.agency_id).search(query, limit)]
+        if _arg(req.args, "lines", bool, False):  # line ranges for memory references (the MCP server)
+            for hit in hits:
+                hit.update(self._lines(req.agency_id, hit))
+        return {"hits": hits}
+
+    def _lines(self, agency_id: str, ref_args: Mapping[str, Any]) -> dict[str, Any]:
+        """``line_start``/``line_end`` of a reference, or ``stale: True`` when its file changed."""
+        agency = self.d.cfg.agency(agency_id)
+        assert agency is not None
+        try:
+            first, last = line_range(self.d.cfg.data_root, agency.roots, ChunkRef.from_args(dict(ref_args)))
+        except StaleChunk:
+            return {"line_start": None, "line_end": None, "stale": True}
+        return {"line_start": first, "line_end": last, "stale": False}
 
     def get_chunk(self, req: Any) -> dict[str, Any]:
         self.d.check_unlocked(req.agency_id)
@@ -93,8 +107,11 @@ class Operations:
         assert agency is not None
         ref = ChunkRef.from_args(dict(req.args))
         text = read_chunk_text(self.d.cfg.data_root, agency.roots, ref)
-        return {"root": ref.root, "path": ref.path, "offset": ref.offset, "length": ref.length,
-                "sha256": ref.sha256, "text": text}
+        out = {"root": ref.root, "path": ref.path, "offset": ref.offset, "length": ref.length,
+               "sha256": ref.sha256, "text": text}
+        if _arg(req.args, "lines", bool, False):
+            out.update(self._lines(req.agency_id, req.args))
+        return out
 
     def snapshot(self, req: Any) -> dict[str, Any]:
         self.d.check_unlocked(req.agency_id)
