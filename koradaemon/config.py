@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -122,9 +123,33 @@ def _value(key: str, node: _Node, typ: Any, meta: typing.Mapping[str, Any]) -> A
             raise _fail(key, node, f"expected a list, got {node.value!r}")
         item_type = typing.get_args(typ)[0]
         return tuple(_value(f"{key}[{i}]", n, item_type, meta) for i, n in enumerate(node.value))
+    if origin is dict:
+        return _mapping(key, node, meta)
     if origin is types.UnionType:
         raise _fail(key, node, "unsupported optional")  # pragma: no cover
     return _scalar(key, node, typ, meta)
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_RESERVED_ENV = ("KORA_", "OPENCLAW_STATE_DIR", "OPENCLAW_NO_RESPAWN", "OPENCLAW_DISABLE_BONJOUR", "HOME")
+
+
+def _mapping(key: str, node: _Node, meta: typing.Mapping[str, Any]) -> dict[str, str]:
+    """A mapping of names to plain strings (``agent.env``)."""
+    if not isinstance(node.value, dict):
+        raise _fail(key, node, f"expected a mapping, got {node.value!r}")
+    out: dict[str, str] = {}
+    for name, child in node.value.items():
+        if meta.get("env") and (not _ENV_NAME.match(name) or name.startswith(_RESERVED_ENV)):
+            raise _fail(f"{key}.{name}", child, "not a variable name the agent may be given "
+                        "(letters, digits, '_'; not KORA_*, HOME or the OPENCLAW_* settings the daemon sets)")
+        value = child.value
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _fail(f"{key}.{name}", child, f"expected a plain value, got {value!r}")
+        if "\x00" in str(value):
+            raise _fail(f"{key}.{name}", child, "contains a NUL character")
+        out[name] = str(value)
+    return out
 
 
 def _build(cls: type, node: _Node, prefix: str) -> Any:

@@ -136,6 +136,8 @@ class Daemon:
             max_clients=cfg.control.max_clients,
         )
         self.control.start()
+        if self.supervisor is not None:
+            self.supervisor.control_ready(cfg.socket_path())
         self.ready = True
         log.info("daemon_ready", data_root=str(cfg.data_root), agencies=[a.agency_id for a in cfg.agencies])
 

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..config_model import Config
+from ..errors import ConfigError
+from ..service.tokens import TokenStore
 from ..vault.service import SnapshotService
+from .identity import AgentIdentity
+
+
+def _daemon_paths(cfg: Config) -> list[Path]:
+    """The daemon's own folders and files: never handed to the agent."""
+    return [cfg.path(cfg.index.database), cfg.path(cfg.log.file).parent, cfg.path(cfg.audit.dir),
+            cfg.path(cfg.vault.dir), cfg.tokens_path(), cfg.socket_path().parent, cfg.path("secrets")]
+
+
+def _check_agent_dirs(cfg: Config, own: list[Path]) -> None:
+    root = cfg.data_root.resolve()
+    for folder in own:
+        resolved = folder.resolve()
+        if resolved == root or resolved in root.parents:
+            raise ConfigError(f"agent folder {folder} is the data root or above it", hint="use e.g. agent/state")
+        for mine in _daemon_paths(cfg):
+            if resolved == mine.resolve() or resolved in mine.resolve().parents:
+                raise ConfigError(f"agent folder {folder} holds the daemon's {mine}", hint="use e.g. agent/state")
 
 
 def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> Any:
@@ -14,8 +35,21 @@ def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> 
     a = cfg.agent
     workdir = cfg.path(a.workdir)
     state_dir = cfg.path(a.state_dir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    identity = AgentIdentity.resolve(a.user, a.group, cfg.path(a.home))
+    own = [workdir, state_dir, identity.home]
+    _check_agent_dirs(cfg, own)
+    identity.prepare(cfg.data_root, own)
+    tokens = TokenStore(cfg.tokens_path())
+
+    def before_start() -> dict[str, str]:
+        """Each start: the agent owns its folders (a restore wrote them as the daemon), gets its token."""
+        identity.prepare(cfg.data_root, own)
+        identity.grant_socket(cfg.data_root, cfg.socket_path())
+        token = tokens.ensure(a.agency_id)
+        token_file = identity.write_token(token)
+        return {**a.env, **identity.env(), "KORA_AGENCY": a.agency_id, "KORA_SOCKET": str(cfg.socket_path()),
+                "KORA_TOKEN": token, "KORA_TOKEN_FILE": str(token_file)}
+
     return Supervisor(
         agency_id=a.agency_id,
         command=list(a.command),
@@ -36,4 +70,8 @@ def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> 
         degraded_retry_s=a.degraded_retry_s,
         audit=audit,
         restore_state=snapshots.restore_latest_agent_state,
+        before_start=before_start,
+        on_control_ready=lambda path: identity.grant_socket(cfg.data_root, path),
+        run_as=(identity.uid, identity.gid) if identity.switches and identity.uid is not None
+        and identity.gid is not None else None,
     )

@@ -43,6 +43,8 @@ class AgentProcess:
         pidfile: Path,
         ring_lines: int = 200,
         on_exit: Callable[[], None] | None = None,
+        user: int | None = None,
+        group: int | None = None,
     ) -> None:
         if not command:
             raise SupervisorError("agent command is empty")
@@ -61,6 +63,8 @@ class AgentProcess:
         self.started_at = 0.0
         self.ended_at: float | None = None
         self._record: GroupRecord | None = None
+        self._user = user
+        self._group = group
 
     @property
     def pid(self) -> int | None:
@@ -78,7 +82,13 @@ class AgentProcess:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
+                user=self._user,
+                group=self._group,
+                extra_groups=[] if self._user is not None else None,
             )
+        except PermissionError as exc:
+            hint = "running it as agent.user needs root or CAP_SETUID/CAP_SETGID" if self._user is not None else None
+            raise SupervisorError(f"cannot start agent {self.command[0]!r}: {exc}", hint=hint) from exc
         except OSError as exc:
             raise SupervisorError(f"cannot start agent {self.command[0]!r}: {exc}") from exc
         self.started_at = time.monotonic()

@@ -77,6 +77,9 @@ class Supervisor:
         audit: AuditFn | None = None,
         restore_state: RestoreFn | None = None,
         extra_env: Mapping[str, str] | None = None,
+        before_start: Callable[[], Mapping[str, str]] | None = None,
+        on_control_ready: Callable[[Path], None] | None = None,
+        run_as: tuple[int, int] | None = None,
         ring_lines: int = 200,
         rng: random.Random | None = None,
     ) -> None:
@@ -106,6 +109,9 @@ class Supervisor:
             restore_state=restore_state, early_crash_limit=early_crash_limit, audit=self._audit
         )
         self._extra_env = dict(extra_env or {})
+        self._before_start = before_start  # prepares the agent's folders; returns env (token, HOME, ...)
+        self._on_control_ready = on_control_ready
+        self._run_as = run_as  # (uid, gid) to drop to, None: the daemon's own
         self._ring_lines = ring_lines
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -154,6 +160,14 @@ class Supervisor:
             if child is not None:
                 child.kill_now()
             thread.join(5.0)
+
+    def control_ready(self, socket_path: Path) -> None:
+        """The control socket is bound: let the agent reach it (its own uid needs group access)."""
+        if self._on_control_ready is not None:
+            try:
+                self._on_control_ready(socket_path)
+            except OSError as exc:
+                log.error("agent_socket_grant_failed", error=str(exc))
 
     def request_restart(self) -> None:
         """Restart the agent now (also leaves the degraded state and forgets earlier failures)."""
@@ -265,7 +279,15 @@ class Supervisor:
             return why
 
     def _run_once(self, reason: str) -> Outcome:
-        env = agent_env(os.environ, state_dir=self.state_dir, extra=self._extra_env)
+        extra = dict(self._extra_env)
+        try:
+            if self._before_start is not None:
+                extra.update(self._before_start())
+        except (OSError, KoraError) as exc:
+            log.error("agent_prepare_failed", error=str(exc))
+            self._error = f"preparing the agent's folders failed: {exc}"
+            return Outcome("spawn_failed", None, False)
+        env = agent_env(os.environ, state_dir=self.state_dir, extra=extra)
         child = AgentProcess(
             command=self.command,
             workdir=self.workdir,
@@ -273,6 +295,8 @@ class Supervisor:
             pidfile=self.pidfile,
             ring_lines=self._ring_lines,
             on_exit=self._poke,
+            user=self._run_as[0] if self._run_as else None,
+            group=self._run_as[1] if self._run_as else None,
         )
         try:
             child.start()
@@ -398,7 +422,8 @@ class Supervisor:
             "attempt": self.policy.attempt,
         }
         self._audit("agent_restart", data)
-        log.info("agent_restart_scheduled", **data)
+        # "level" is the logger's own field: the re-injection level goes out as reinject_level
+        log.info("agent_restart_scheduled", **{("reinject_level" if k == "level" else k): v for k, v in data.items()})
         return delay, "restore" if level == 1 else outcome.kind
 
     def _audit(self, record_type: str, data: dict[str, object]) -> None:
