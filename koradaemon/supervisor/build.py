@@ -50,7 +50,7 @@ def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> 
         return {**a.env, **identity.env(), "KORA_AGENCY": a.agency_id, "KORA_SOCKET": str(cfg.socket_path()),
                 "KORA_TOKEN": token, "KORA_TOKEN_FILE": str(token_file)}
 
-    return Supervisor(
+    sup = Supervisor(
         agency_id=a.agency_id,
         command=list(a.command),
         workdir=workdir,
@@ -69,9 +69,12 @@ def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> 
         crash_loop_window_s=a.crash_loop_window_s,
         degraded_retry_s=a.degraded_retry_s,
         audit=audit,
-        restore_state=snapshots.restore_latest_agent_state,
+        restore_state=snapshots.restore_good_agent_state,
+        good_after_s=a.good_after_s,
         before_start=before_start,
         on_control_ready=lambda path: identity.grant_socket(cfg.data_root, path),
         run_as=(identity.uid, identity.gid) if identity.switches and identity.uid is not None
         and identity.gid is not None else None,
     )
+    snapshots.agent_health = sup.health
+    return sup

@@ -74,6 +74,7 @@ class Supervisor:
         crash_loop_window_s: float = 600.0,
         degraded_retry_s: float = 300.0,
         early_crash_limit: int = 2,
+        good_after_s: float = 60.0,
         audit: AuditFn | None = None,
         restore_state: RestoreFn | None = None,
         extra_env: Mapping[str, str] | None = None,
@@ -105,6 +106,8 @@ class Supervisor:
             rng=rng,
         )
         self._audit_fn = audit
+        self.good_after_s = good_after_s  # ready this long (no crash since): the state is known-good
+        self._good_at_stop = False
         self.reinjector = Reinjector(
             restore_state=restore_state, early_crash_limit=early_crash_limit, audit=self._audit
         )
@@ -187,6 +190,8 @@ class Supervisor:
             if not ok:
                 raise SupervisorError(f"agent did not stop within {wait_s:.1f}s for a pause")
             yield
+            self.reinjector.on_ready()  # a state put in place by hand starts a new episode
+            self._clear_degraded("operator")  # e.g. an operator's restore: the next start gets a fresh chance
         finally:
             with self._cv:
                 self._pause_depth -= 1
@@ -216,6 +221,31 @@ class Supervisor:
                 "error": self._error,
                 "output_tail": tail,
             }
+
+    def health(self) -> dict[str, object]:
+        """The agent's health for a snapshot's manifest: ``good`` when its state is known to work.
+
+        Good: ready for at least ``good_after_s`` with no crash since, not degraded; or stopped by a
+        planned stop after such a period (the shutdown snapshot), with no start since.
+        """
+        now = time.monotonic()
+        with self._cv:
+            ready_for = now - self._ready_since if self._ready_since is not None else None
+            if self._state == "ready" and ready_for is not None:
+                good = ready_for >= self.good_after_s and not self.policy.degraded
+            else:
+                good = self._state in ("stopped", "paused") and self._good_at_stop
+            return {"good": bool(good), "state": self._state,
+                    "ready_for_ms": int(ready_for * 1000) if ready_for is not None else None,
+                    "degraded": self.policy.degraded}
+
+    def _clear_degraded(self, why: str) -> None:
+        with self._cv:
+            if not self.policy.degraded:
+                return
+            self.policy.reset()
+        log.info("agent_degraded_cleared", reason=why)
+        self._audit("agent_recovered", {"reason": why})
 
     # ----------------------------------------------------------------- main loop
     def _pause_settled(self) -> bool:
@@ -306,6 +336,7 @@ class Supervisor:
             return Outcome("spawn_failed", None, False)
         with self._cv:
             self._child = child
+            self._good_at_stop = False
             self._starts += 1
             self._probe_failures = 0
             self._ready_since = None
@@ -362,6 +393,8 @@ class Supervisor:
                 self._state = "unhealthy" if was_ready else "starting"
         if is_ready and self._ready_since is not None and self.policy.on_healthy(self._ready_since, now):
             log.info("agent_backoff_reset", healthy_s=round(now - self._ready_since, 3))
+        if is_ready and self._ready_since is not None and now - self._ready_since >= self.good_after_s:
+            self._clear_degraded("healthy")
         if not was_ready:
             return ("startup_timeout" if now > startup_deadline else None), was_ready
         if failures >= self.hung_after_failures:
@@ -371,6 +404,10 @@ class Supervisor:
         return None, was_ready
 
     def _finish(self, child: AgentProcess, kind: str, was_ready: bool) -> Outcome:
+        with self._cv:
+            since = self._ready_since
+            self._good_at_stop = (kind == "stop" and since is not None and not self.policy.degraded
+                                  and time.monotonic() - since >= self.good_after_s)
         returncode = child.stop(self._stop_drain_s if kind == "stop" else self.drain_s)
         info = child.exit_info(reason=kind, was_ready=was_ready)
         tail = child.tail(self._ring_lines)

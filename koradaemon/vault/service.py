@@ -7,6 +7,7 @@ on their own thread so the main loop keeps feeding the systemd watchdog.
 
 from __future__ import annotations
 
+import builtins
 import queue
 import threading
 import time
@@ -40,6 +41,7 @@ class SnapshotService:
         self.store: Any = None
         self.keys: Any = None
         self.scheduler: Any = None
+        self.agent_health: Callable[[], dict[str, object]] | None = None  # set by the supervisor's builder
         if self.enabled:
             self._build()
 
@@ -144,8 +146,10 @@ class SnapshotService:
         if agency is None:
             raise UsageError(f"unknown agency {agency_id!r}")
         t0 = time.monotonic()
+        health = self.agent_health
+        agent = health() if health is not None and agency_id == self.cfg.agent.agency_id else None
         info = self.store.create(agency_id, self._sources(agency), trigger=trigger,
-                                 extra_state={"state_dirs": list(agency.state_dirs)})
+                                 extra_state={"state_dirs": list(agency.state_dirs)}, agent=agent)
         out = _info_dict(info)
         self.scheduler.taken(agency_id)
         with self._lock:
@@ -194,17 +198,47 @@ class SnapshotService:
                 self.store.restore(agency_id, info.id, member, path, in_place=True)
         return {"restored": info.id, "in_place": True}
 
-    def restore_latest_agent_state(self) -> bool:
-        """Level-1 re-injection: put the agent's state dir back from the last snapshot holding it."""
+    def known_good_agent_snapshots(self) -> builtins.list[str]:
+        """Snapshot ids to re-inject the agent's state from, best first.
+
+        Newest first: those taken while the agent was known-good (health read from the encrypted
+        daemon state, not the plain manifest), then those from before health was recorded. Snapshots
+        taken while the agent was unhealthy (after its state broke) are never candidates.
+        """
         agent = self.cfg.agent
         agency = self.cfg.agency(agent.agency_id)
         if not self.enabled or agency is None or agent.state_dir not in agency.state_dirs:
-            return False
-        info = self.store.latest(agency.agency_id)
-        if info is None:
-            return False
+            return []
         member = f"state{agency.state_dirs.index(agent.state_dir)}"
-        self.store.restore(agency.agency_id, info.id, member, self.cfg.path(agent.state_dir), in_place=True)
+        good: builtins.list[str] = []
+        unknown: builtins.list[str] = []
+        for info in reversed(self.store.list(agency.agency_id)):
+            if member not in info.members:
+                continue
+            try:
+                health = self.store.agent_health(agency.agency_id, info.id)
+            except Exception as exc:  # an unreadable snapshot is no candidate
+                log.warning("snapshot_health_unreadable", id=info.id, error=str(exc))
+                continue
+            if health is None:
+                unknown.append(info.id)
+            elif health.get("good") is True:
+                good.append(info.id)
+        return good + unknown
+
+    def restore_good_agent_state(self, attempt: int = 0) -> bool:
+        """Level-1 re-injection, attempt ``attempt``: the agent's state dir from the attempt-th candidate."""
+        candidates = self.known_good_agent_snapshots()
+        if attempt >= len(candidates):
+            log.warning("agent_no_good_snapshot", attempt=attempt, candidates=len(candidates))
+            return False
+        agent = self.cfg.agent
+        agency = self.cfg.agency(agent.agency_id)
+        assert agency is not None
+        member = f"state{agency.state_dirs.index(agent.state_dir)}"
+        self.store.restore(agency.agency_id, candidates[attempt], member, self.cfg.path(agent.state_dir),
+                           in_place=True)
+        log.warning("agent_state_reinjected", snapshot=candidates[attempt], attempt=attempt)
         return True
 
     def vault_status(self) -> dict[str, Any]:
