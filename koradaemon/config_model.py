@@ -64,6 +64,9 @@ class VaultConfig:
     keep_last: int = num(10, 1, 100_000)
     auto_interval_s: float = num(3600, 0, 86_400 * 30)
     milestone_settle_s: float = num(30, 0, 86_400)
+    # left out of snapshots (caches, locks); see koradaemon/vault/consistent.py for the syntax
+    exclude: tuple[str, ...] = ("*.lock", "*.lck", "*.pid", "*.sock", "*.tmp", "*.swp", "cache/", ".cache/",
+                                "caches/", "Cache/", "GPUCache/", "Code Cache/", "tmp/", "node_modules/")
 
 
 @dataclass(frozen=True)

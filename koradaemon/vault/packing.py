@@ -8,8 +8,10 @@ overwrites: it is meant for an empty temporary folder.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
 
@@ -17,6 +19,7 @@ import structlog
 
 from ..errors import SnapshotError
 from ..fsutil import fsync_dir, fsync_file
+from .consistent import Excluder, backup_copy, is_companion, sqlite_names
 
 log = structlog.get_logger(__name__)
 
@@ -39,17 +42,50 @@ class _Exactly:
         return data
 
 
-def pack_dir(src: Path, out: Any) -> dict[str, int]:
-    """Write the tree under ``src`` as a tar stream to ``out`` (anything with ``write``)."""
-    counts = {"files": 0, "dirs": 0, "skipped": 0, "bytes": 0}
+def pack_dir(src: Path, out: Any, *, exclude: Sequence[str] = (), scratch: Path | None = None) -> dict[str, int]:
+    """Write the tree under ``src`` as a tar stream to ``out`` (anything with ``write``).
+
+    Names matching ``exclude`` are left out (see :mod:`.consistent`). With a ``scratch`` folder,
+    SQLite databases are packed from a backup-API copy made there, without their WAL/SHM/journal.
+    """
+    counts = {"files": 0, "dirs": 0, "skipped": 0, "bytes": 0, "excluded": 0, "sqlite": 0}
+    skip = Excluder(exclude)
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
-            dirnames.sort()
             base = Path(dirpath)
             rel_dir = base.relative_to(src)
-            for name in [*dirnames, *sorted(filenames)]:
-                _add(tar, base / name, (rel_dir / name).as_posix(), counts)
+            kept = sorted(d for d in dirnames if not skip.match((rel_dir / d).as_posix(), is_dir=True))
+            files = sorted(f for f in filenames if not skip.match((rel_dir / f).as_posix(), is_dir=False))
+            counts["excluded"] += len(dirnames) + len(filenames) - len(kept) - len(files)
+            dirnames[:] = kept  # os.walk does not descend into excluded folders
+            databases = sqlite_names(base, files) if scratch is not None else set()
+            for name in [*kept, *files]:
+                if is_companion(name, databases):
+                    continue
+                arcname = (rel_dir / name).as_posix()
+                if name in databases:
+                    assert scratch is not None
+                    _add_database(tar, base / name, arcname, scratch, counts)
+                else:
+                    _add(tar, base / name, arcname, counts)
     return counts
+
+
+def _add_database(tar: tarfile.TarFile, path: Path, arcname: str, scratch: Path, counts: dict[str, int]) -> None:
+    """Pack a consistent copy of a SQLite database, made with the backup API, under its own name."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    copy = scratch / f".sqlite-{secrets.token_hex(8)}"
+    try:
+        backup_copy(path, copy)
+        info = tarfile.TarInfo(arcname)
+        info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+        _add_file(tar, copy, info, counts)
+        counts["sqlite"] += 1
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def _add(tar: tarfile.TarFile, path: Path, arcname: str, counts: dict[str, int]) -> None:

@@ -52,7 +52,8 @@ class SnapshotService:
         v = self.cfg.vault
         self.keys = KeyHolder(resolve_passphrase_path(v.passphrase_file, self.cfg.data_root),
                               idle_lock_s=v.idle_lock_s, iterations=v.kdf_iterations)
-        self.store = SnapshotStore(self.cfg.path(v.dir), keys=self.keys, keep_last=v.keep_last, audit=self.audit)
+        self.store = SnapshotStore(self.cfg.path(v.dir), keys=self.keys, keep_last=v.keep_last, audit=self.audit,
+                                   exclude=v.exclude)
         self.scheduler = SnapshotScheduler(interval_s=v.auto_interval_s, settle_s=v.milestone_settle_s,
                                            agencies=[a.agency_id for a in self.cfg.agencies if a.state_dirs])
 

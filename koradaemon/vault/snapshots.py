@@ -14,7 +14,7 @@ import os
 import secrets
 import tarfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -72,10 +72,11 @@ class _Hashing:
 
 class SnapshotStore:
     def __init__(self, root: Path, *, keys: KeyHolder, keep_last: int, audit: AuditFn | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), exclude: Sequence[str] = ()) -> None:
         if keep_last < 1:
             raise SnapshotError("keep_last must be at least 1")
         self.root, self.keys, self.keep_last, self.audit, self._now = root, keys, keep_last, audit, now
+        self.exclude = tuple(exclude)  # globs left out of every folder member (caches, locks)
         self._mutex = threading.Lock()
 
     # -- create ---------------------------------------------------------------------------
@@ -123,7 +124,7 @@ class SnapshotStore:
     def _write_tree(self, tmp: Path, agency_id: str, snap_id: str, member: str, src: Path) -> MemberInfo:
         def body(out: _Hashing) -> None:
             w = self._writer(out, agency_id, aad_name(snap_id, member))
-            pack_dir(src, w)
+            pack_dir(src, w, exclude=self.exclude, scratch=tmp)  # SQLite files via the backup API
             w.finish()
 
         return self._write_member(tmp / member_file(member), "tar", body)
