@@ -23,7 +23,7 @@ from .backoff import RestartPolicy
 from .child import AgentProcess
 from .env import agent_env
 from .pidfile import reap_stale
-from .probes import Prober
+from .probes import Prober, degraded_modes
 from .reinject import EX_CONFIG, Reinjector, RestoreFn
 
 log = structlog.get_logger(__name__)
@@ -108,6 +108,8 @@ class Supervisor:
         self._audit_fn = audit
         self.good_after_s = good_after_s  # ready this long (no crash since): the state is known-good
         self._good_at_stop = False
+        self._ready_detail: dict[str, object] = {}
+        self._breaker = False  # OpenClaw's crash-loop breaker holds its channels down (seen in its output)
         self.reinjector = Reinjector(
             restore_state=restore_state, early_crash_limit=early_crash_limit, audit=self._audit
         )
@@ -218,6 +220,8 @@ class Supervisor:
                 ),
                 "last_exit": dict(self._last_exit) if self._last_exit else None,
                 "last_restore": dict(restore) if (restore := self.reinjector.last_restore) else None,
+                "degraded_modes": self._modes(),
+                "tracked_processes": len(child.descendants) if child is not None else 0,
                 "error": self._error,
                 "output_tail": tail,
             }
@@ -238,6 +242,27 @@ class Supervisor:
             return {"good": bool(good), "state": self._state,
                     "ready_for_ms": int(ready_for * 1000) if ready_for is not None else None,
                     "degraded": self.policy.degraded}
+
+    def _modes(self) -> list[str]:
+        """The agent's own degraded modes while it runs (ready or not): its health details, its breaker."""
+        if self._child is None:
+            return []
+        modes = degraded_modes(dict(self._ready_detail))
+        if self._breaker:
+            modes.append("crash_loop_breaker")
+        return modes
+
+    def _on_output(self, _stream: str, line: str) -> None:
+        """Watch the agent's log for OpenClaw's crash-loop breaker tripping or recovering."""
+        low = line.lower()
+        if "breaker" not in low:
+            return
+        tripped = "suppress" in low and "crash-loop" in low
+        recovered = "recovered" in low
+        if tripped or recovered:
+            with self._cv:
+                self._breaker = tripped and not recovered
+            log.warning("agent_breaker", tripped=self._breaker)
 
     def _clear_degraded(self, why: str) -> None:
         with self._cv:
@@ -325,6 +350,7 @@ class Supervisor:
             pidfile=self.pidfile,
             ring_lines=self._ring_lines,
             on_exit=self._poke,
+            on_line=self._on_output,
             user=self._run_as[0] if self._run_as else None,
             group=self._run_as[1] if self._run_as else None,
         )
@@ -336,6 +362,8 @@ class Supervisor:
             return Outcome("spawn_failed", None, False)
         with self._cv:
             self._child = child
+            self._ready_detail = {}
+            self._breaker = False
             self._good_at_stop = False
             self._starts += 1
             self._probe_failures = 0
@@ -351,6 +379,7 @@ class Supervisor:
             kind = self._wait_probe_or_event(child, next_probe)
             if kind is None:
                 kind, was_ready = self._probe(was_ready, startup_deadline)
+                child.descendants.record(child.pid)
                 next_probe = time.monotonic() + self.probe_interval_s
             if kind is not None:
                 return self._finish(child, kind, was_ready)
@@ -379,6 +408,8 @@ class Supervisor:
         ready = self.prober.ready() if live.ok else None
         is_ready = ready is not None and ready.ok
         with self._cv:
+            if ready is not None:
+                self._ready_detail = dict(ready.detail)
             self._probe_failures = 0 if live.ok else self._probe_failures + 1
             failures = self._probe_failures
             if is_ready:

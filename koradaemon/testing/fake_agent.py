@@ -44,6 +44,7 @@ class Agent:
         self.hung = threading.Event()
         self.started = time.monotonic()
         self.not_ready = False
+        self.slow_loop = False
 
     def ready(self) -> bool:
         return not self.not_ready and time.monotonic() - self.started >= self.args.ready_after
@@ -65,7 +66,8 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
                 self._reply(200, {"ok": True, "status": "live"})
             elif self.path in ("/readyz", "/startupz"):
                 ok = agent.ready()
-                self._reply(200 if ok else 503, {"ready": ok})
+                loop = {"degraded": agent.slow_loop, "reasons": ["event_loop_delay"] if agent.slow_loop else []}
+                self._reply(200 if ok else 503, {"ready": ok, "failing": [], "eventLoop": loop})
             else:
                 self._reply(404, {"error": "not found"})
 
@@ -163,20 +165,33 @@ def access_report(paths: list[str], other_agency: str) -> dict[str, object]:
     }
 
 
+def spawn_detached(state_dir: Path) -> None:
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(60)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    (state_dir / "detached.pid").write_text(str(proc.pid), encoding="utf-8")
+
+
 def check_mode(agent: Agent) -> int | None:
     """Apply the ``mode`` file; returns an exit code when the agent should exit now."""
     path = agent.state_dir / "mode"
     try:
         mode = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        agent.not_ready = False
+        agent.not_ready = agent.slow_loop = False
         return None
     if not mode:  # being written, or cleared
-        agent.not_ready = False
+        agent.not_ready = agent.slow_loop = False
         return None
     agent.not_ready = mode == "notready"
-    if mode != "notready":
+    agent.slow_loop = mode == "slowloop"
+    if mode not in ("notready", "slowloop"):
         path.unlink(missing_ok=True)  # one-shot: the restarted agent runs normally
+    if mode == "breaker":
+        print("[gateway] channel autostart suppressed by crash-loop breaker; refusing automatic start for demo",
+              flush=True)
+    elif mode == "breaker-recovered":
+        print("[gateway] restart-loop breaker recovered; starting deferred channels", flush=True)
     if mode == "hang":
         agent.hung.set()
     elif mode == "crash":
@@ -196,6 +211,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--crash-after", type=float, default=None)
     p.add_argument("--crash-code", type=int, default=3)
     p.add_argument("--spawn-grandchild", action="store_true")
+    p.add_argument("--spawn-detached", action="store_true")
     p.add_argument("--ignore-term", action="store_true")
     p.add_argument("--report-access", action="append", default=[], metavar="PATH")
     p.add_argument("--other-agency", default="")
@@ -221,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(state_dir / "env.json", dict(os.environ))
     if args.spawn_grandchild:
         spawn_grandchild(state_dir)
+    if args.spawn_detached:
+        spawn_detached(state_dir)
     if args.report_access:
         write_json(state_dir / "access.json", access_report(args.report_access, args.other_agency))
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(agent))
