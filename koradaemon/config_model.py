@@ -96,6 +96,7 @@ class AgentConfig:
     crash_loop_failures: int = num(5, 1, 1000)
     crash_loop_window_s: float = num(600, 1, 86_400)
     degraded_retry_s: float = num(300, 0.1, 86_400)
+    openclaw: bool = True  # the agent is an OpenClaw gateway: seed its config, register the MCP server
     good_after_s: float = num(60, 0, 86_400)  # ready this long, no crash since: snapshots count as known-good
     user: str = ""  # run the agent under this account (the daemon then needs root or CAP_SETUID/SETGID/CHOWN)
     group: str = ""  # default: the user's primary group

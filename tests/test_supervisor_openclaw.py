@@ -6,13 +6,15 @@ Skipped unless the gateway is found at ``$KORA_OPENCLAW_BIN`` or under the insta
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import wait_for
+from conftest import DaemonProc, wait_for
 from test_supervisor_support import AuditLog, free_port, gone, status_of
 
 from koradaemon.supervisor import Supervisor
@@ -88,3 +90,47 @@ def test_real_gateway_is_supervised_restarted_and_stopped(tmp_path: Path) -> Non
     assert all(gone(p) for p in members)
     assert audit.of("agent_exit")[-1]["reason"] == "stop"
     assert audit.of("agent_exit")[-1]["returncode"] == 0  # SIGTERM: the gateway drained and exited cleanly
+
+
+@pytest.mark.timeout(600)
+def test_daemon_brings_a_fresh_gateway_to_ready_with_its_memory_as_an_mcp_server(tmp_path: Path) -> None:
+    """No --allow-unconfigured: the daemon seeds the config and registers `koradaemon mcp` in it."""
+    assert OPENCLAW is not None
+    port = free_port()
+    command = json.dumps([str(OPENCLAW), "gateway", "run", "--bind", "loopback"])
+    d = DaemonProc(tmp_path, extra=f"""agent:
+  enabled: true
+  agency_id: alpha
+  command: {command}
+  workdir: agent
+  state_dir: alpha/state
+  health_url: http://127.0.0.1:{port}
+  probe_interval_s: 0.5
+  probe_timeout_s: 3
+  startup_timeout_s: 240
+  drain_s: 15
+""")
+    (tmp_path / "alpha" / "notes" / "memo.md").write_text("the kora zebracorn memo\n")
+    state = tmp_path / "alpha" / "state"
+    d.start()
+    try:
+        wait_for(lambda: (d.status() or {}).get("agent", {}).get("state") == "ready", 300, 0.5, "gateway ready")
+        doc = json.loads((state / "openclaw.json").read_text())
+        assert doc["gateway"]["mode"] == "local" and len(doc["gateway"]["auth"]["token"]) >= 32
+        assert doc["mcp"]["servers"]["koradaemon"]["args"][:4] == ["-m", "koradaemon", "mcp", "--agency"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KORA_")}
+        env.update(OPENCLAW_STATE_DIR=str(state), HOME=str(tmp_path / "agent" / "home"))
+        probe = subprocess.run([str(OPENCLAW), "mcp", "probe", "koradaemon", "--json"], env=env,
+                               capture_output=True, text=True, timeout=240)
+        assert probe.returncode == 0, probe.stdout[-2000:] + probe.stderr[-2000:]
+        report = json.loads(probe.stdout[probe.stdout.index("{"):])
+        assert {"koradaemon__search", "koradaemon__read", "koradaemon__status"} <= set(report["tools"])
+        doctor = subprocess.run([str(OPENCLAW), "mcp", "doctor", "--probe", "--json"], env=env,
+                                capture_output=True, text=True, timeout=240)
+        assert doctor.returncode == 0, doctor.stdout[-2000:] + doctor.stderr[-2000:]
+        assert json.loads(doctor.stdout[doctor.stdout.index("{"):])["ok"] is True
+        assert d.stop(60) == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..config_model import Config
 from ..errors import ConfigError
 from ..service.tokens import TokenStore
 from ..vault.service import SnapshotService
-from .identity import AgentIdentity
+from .identity import TOKEN_RELPATH, AgentIdentity
+from .openclaw import mcp_entry, prepare_config
 
 
 def _daemon_paths(cfg: Config) -> list[Path]:
@@ -43,6 +45,9 @@ def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> 
 
     def before_start() -> dict[str, str]:
         """Each start: the agent owns its folders (a restore wrote them as the daemon), gets its token."""
+        if a.openclaw:  # a fresh gateway needs a config; every gateway gets the MCP server registered
+            entry = mcp_entry(a.agency_id, cfg.socket_path(), identity.home / TOKEN_RELPATH)
+            prepare_config(state_dir, port=urlsplit(a.health_url).port or 80, entry=entry)
         identity.prepare(cfg.data_root, own)
         identity.grant_socket(cfg.data_root, cfg.socket_path())
         token = tokens.ensure(a.agency_id)
