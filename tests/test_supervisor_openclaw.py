@@ -134,3 +134,38 @@ def test_daemon_brings_a_fresh_gateway_to_ready_with_its_memory_as_an_mcp_server
         if d.proc is not None and d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+@pytest.mark.timeout(600)
+def test_scripts_run_with_the_agent_brings_a_fresh_gateway_to_ready(tmp_path: Path) -> None:
+    """`KORA_AGENT=1 scripts/run`, as docs/supervisor.md says, on a fresh data root."""
+    from koradaemon.control.client import ControlClient
+
+    assert OPENCLAW is not None
+    repo = Path(__file__).resolve().parent.parent
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KORA_", "NOTIFY_SOCKET"))}
+    env.update(KORA_AGENT="1", KORA_DATA_ROOT=str(data), KORA_OPENCLAW_BIN=str(OPENCLAW))
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen(["bash", str(repo / "scripts" / "run")], cwd=repo, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+
+    def agent_state() -> str:
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        try:
+            token = (data / "run" / "tokens" / "demo.token").read_text().strip()
+            with ControlClient(data / "run" / "koradaemon.sock", timeout=10) as c:
+                return str(c.call("status", "demo", token)["agent"]["state"])
+        except Exception:
+            return ""
+
+    try:
+        wait_for(lambda: agent_state() == "ready", 400, 1.0, "gateway ready under scripts/run")
+        assert json.loads((data / "agent" / "state" / "openclaw.json").read_text())["gateway"]["mode"] == "local"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
