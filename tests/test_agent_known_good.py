@@ -79,6 +79,9 @@ def test_level_1_skips_unhealthy_snapshots_and_walks_back_to_one_that_starts(tmp
         assert restored == [b["id"], a["id"]]  # newest good first, then the one before; C never
         attempts = [(r["attempt"], r["restored"]) for r in _records(d, "restore") if "attempt" in r]
         assert attempts == [(0, True), (1, True)]
+        scheduled = [e for e in d.log_events() if e.get("event") == "agent_restart_scheduled"]
+        assert [e["reinject_level"] for e in scheduled if e["reinject_level"] == 1] == [1, 1]
+        assert {e["level"] for e in scheduled} == {"info"}  # the logger's severity, no longer overwritten
         assert d.stop() == 0
     finally:
         kill_daemon(d)

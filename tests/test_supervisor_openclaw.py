@@ -74,6 +74,9 @@ def test_real_gateway_is_supervised_restarted_and_stopped(tmp_path: Path) -> Non
         wait_for(lambda: status_of(sup)["state"] == "ready", 150, interval=0.2, what="gateway ready")
         first = int(status_of(sup)["pid"])
         members = group_of(first)
+        helpers = wait_for(lambda: [p.pid for p in psutil.Process(first).children(recursive=True)
+                                    if _pgid(p.pid) != first], 60, 0.5, "a helper outside the group (spawn broker)")
+        wait_for(lambda: status_of(sup)["tracked_processes"] >= len(helpers), 30, 0.2, "helpers tracked")
         assert (tmp_path / "agent" / "state").is_dir()
         os.kill(first, signal.SIGKILL)
         wait_for(
@@ -83,6 +86,7 @@ def test_real_gateway_is_supervised_restarted_and_stopped(tmp_path: Path) -> Non
             what="gateway ready after kill -9",
         )
         assert all(gone(p) for p in members)  # the rest of the killed gateway's group was ended too
+        assert all(gone(p) for p in helpers)  # and its helpers in their own session (the spawn broker)
         second = int(status_of(sup)["pid"])
         members = group_of(second)
     finally:

@@ -52,3 +52,20 @@ def test_status_shows_the_agents_own_degraded_modes_next_to_ready(tmp_path: Path
         assert st["state"] == "ready"
         set_mode(state_dir, "breaker-recovered")
         wait_for(lambda: status_of(sup)["degraded_modes"] == [], 10, what="breaker recovered")
+
+
+def test_a_healthy_period_clears_degraded(tmp_path: Path) -> None:
+    from test_supervisor_support import AuditLog
+
+    audit = AuditLog()
+    state_dir = tmp_path / "agent" / "state"
+    sup = make_supervisor(tmp_path, audit=audit, crash_loop_failures=3, degraded_retry_s=0.3, good_after_s=1.0)
+    with running(sup):
+        pid = ready_pid(sup)
+        for _ in range(3):
+            set_mode(state_dir, "crash")
+            pid = ready_pid(sup, timeout=15, other_than=pid)
+        assert audit.of("agent_degraded")  # three failures in the window: a crash loop
+        st = wait_for(lambda: not (s := status_of(sup))["degraded"] and s, 15, what="degraded cleared")
+        assert st["state"] == "ready" and float(st["ready_for_s"]) >= 1.0
+    assert audit.of("agent_recovered") == [{"reason": "healthy"}]
