@@ -140,3 +140,30 @@ def test_agent_runs_as_its_own_user_with_only_its_token_and_env(agent_user: tupl
                 d.proc.wait()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_symlinks_the_agent_plants_in_its_folders_are_never_followed(tmp_path: Path) -> None:
+    from koradaemon.errors import SupervisorError
+    from koradaemon.supervisor.identity import AgentIdentity
+
+    root = tmp_path.resolve()
+    outside = root / "outside"
+    outside.mkdir()
+    home = root / "agent" / "home"
+    identity = AgentIdentity.resolve("", "", home)
+    home.mkdir(parents=True)
+    (home / ".kora").symlink_to(outside)  # the agent owns its HOME: it may plant this
+    with pytest.raises(SupervisorError):
+        identity.write_token(root, "secret-token")
+    (home / ".kora").unlink()
+    home.rmdir()
+    home.symlink_to(outside)  # or replace HOME itself
+    with pytest.raises(SupervisorError):
+        identity.prepare(root, [home])
+    with pytest.raises(SupervisorError):
+        identity.write_token(root, "secret-token")
+    assert list(outside.iterdir()) == []
+    home.unlink()
+    assert identity.write_token(root, "secret-token") == home / ".kora" / "token"
+    assert (home / ".kora" / "token").read_text() == "secret-token\n"
+    assert (home / ".kora" / "token").stat().st_mode & 0o777 == 0o600

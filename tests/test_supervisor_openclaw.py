@@ -173,3 +173,54 @@ def test_scripts_run_with_the_agent_brings_a_fresh_gateway_to_ready(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.timeout(900)
+def test_an_agent_turn_calls_the_memory_search_tool(tmp_path: Path) -> None:
+    """A loopback fake model answers with a call of `koradaemon__search`; the result comes back to it."""
+    from fake_model import MODEL_ID, FakeModel
+
+    assert OPENCLAW is not None
+    port = free_port()
+    command = json.dumps([str(OPENCLAW), "gateway", "run", "--bind", "loopback"])
+    d = DaemonProc(tmp_path, extra=f"""agent:
+  enabled: true
+  agency_id: alpha
+  command: {command}
+  workdir: agent
+  state_dir: alpha/state
+  health_url: http://127.0.0.1:{port}
+  probe_interval_s: 0.5
+  probe_timeout_s: 3
+  startup_timeout_s: 240
+  drain_s: 15
+""")
+    (tmp_path / "alpha" / "notes" / "memo.md").write_text("the kora zebracorn lives in the east wing\\n")
+    state = tmp_path / "alpha" / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KORA_")}
+    env.update(OPENCLAW_STATE_DIR=str(state), HOME=str(tmp_path / "agent" / "home"))
+    with FakeModel("zebracorn") as model:
+        d.start()
+        try:
+            wait_for(lambda: (d.status() or {}).get("agent", {}).get("state") == "ready", 300, 0.5, "gateway ready")
+            path = state / "openclaw.json"
+            doc = json.loads(path.read_text())
+            doc["models"] = {"providers": {"fakeai": {
+                "baseUrl": f"http://127.0.0.1:{model.port}/v1", "apiKey": "test-key", "api": "openai-completions",
+                "models": [{"id": MODEL_ID, "name": "Fake memory model", "reasoning": False, "input": ["text"],
+                            "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+                            "contextWindow": 32000, "maxTokens": 1024}]}}}
+            doc["agents"] = {"defaults": {"model": {"primary": f"fakeai/{MODEL_ID}"}}}
+            path.write_text(json.dumps(doc, indent=2))
+            turn = subprocess.run([str(OPENCLAW), "agent", "--agent", "main", "--message",
+                                   "What does my memory say about the zebracorn?", "--json"],
+                                  env=env, capture_output=True, text=True, timeout=400)
+            assert turn.returncode == 0, turn.stdout[-3000:] + turn.stderr[-3000:]
+            results = model.tool_results()
+            assert results and "memo.md" in results[0] and "zebracorn" in results[0], results
+            assert "MEMORY SAYS" in turn.stdout
+            assert d.stop(60) == 0
+        finally:
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()

@@ -6,12 +6,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
+
 from ..config_model import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, KoraError
 from ..service.tokens import TokenStore
 from ..vault.service import SnapshotService
 from .identity import TOKEN_RELPATH, AgentIdentity
 from .openclaw import mcp_entry, prepare_config
+
+log = structlog.get_logger(__name__)
 
 
 def _daemon_paths(cfg: Config) -> list[Path]:
@@ -40,7 +44,10 @@ def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> 
     identity = AgentIdentity.resolve(a.user, a.group, cfg.path(a.home))
     own = [workdir, state_dir, identity.home]
     _check_agent_dirs(cfg, own)
-    identity.prepare(cfg.data_root, own)
+    try:  # again before every start; a failure here shows in status then, instead of stopping the daemon
+        identity.prepare(cfg.data_root, own)
+    except (OSError, KoraError) as exc:
+        log.error("agent_prepare_failed", error=str(exc))
     tokens = TokenStore(cfg.tokens_path())
 
     def before_start() -> dict[str, str]:
@@ -51,7 +58,7 @@ def build_supervisor(cfg: Config, *, audit: Any, snapshots: SnapshotService) -> 
         identity.prepare(cfg.data_root, own)
         identity.grant_socket(cfg.data_root, cfg.socket_path())
         token = tokens.ensure(a.agency_id)
-        token_file = identity.write_token(token)
+        token_file = identity.write_token(cfg.data_root, token)
         return {**a.env, **identity.env(), "KORA_AGENCY": a.agency_id, "KORA_SOCKET": str(cfg.socket_path()),
                 "KORA_TOKEN": token, "KORA_TOKEN_FILE": str(token_file)}
 

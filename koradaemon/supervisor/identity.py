@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SupervisorError
 
 log = structlog.get_logger(__name__)
 
@@ -74,11 +74,19 @@ class AgentIdentity:
         return out
 
     def prepare(self, data_root: Path, own: Iterable[Path], reach: Iterable[Path] = ()) -> None:
-        """Create the agent's own folders (0700, owned by it, contents included) and let it reach them."""
+        """Create the agent's own folders (0700, owned by it, contents included) and let it reach them.
+
+        The agent owns these folders, so it may have swapped a symlink in: every folder is opened
+        component by component without following symlinks, and the tree is walked by descriptor.
+        """
         for path in own:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = open_dir(data_root, path, create=True)
+            try:
+                if self.switches:
+                    _chown_tree(fd, self.uid, self.gid)
+            finally:
+                os.close(fd)
             if self.switches:
-                _chown_tree(path, self.uid, self.gid)
                 self._traversable(data_root, path.parent)
         if self.switches:
             for path in reach:
@@ -93,25 +101,36 @@ class AgentIdentity:
         os.chown(socket_path, -1, self.gid, follow_symlinks=False)
         os.chmod(socket_path, 0o660)
 
-    def write_token(self, token: str) -> Path:
-        """``$HOME/.kora/token``, 0600, owned by the agent; replaced atomically at each start."""
-        folder = self.home / TOKEN_RELPATH.parent
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        target = self.home / TOKEN_RELPATH
-        tmp = folder / f".token.{os.getpid()}.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    def write_token(self, data_root: Path, token: str) -> Path:
+        """``$HOME/.kora/token``, 0600, owned by the agent; replaced atomically at each start (by descriptor:
+        the agent owns its HOME and could have planted symlinks there)."""
+        home_fd = open_dir(data_root, self.home, create=True)
         try:
-            os.write(fd, (token + "\n").encode())
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(TOKEN_RELPATH.parent.name, 0o700, dir_fd=home_fd)
+            fd = os.open(TOKEN_RELPATH.parent.name, _DIR_FLAGS, dir_fd=home_fd)
+        except OSError as exc:
+            raise SupervisorError(f"cannot prepare {self.home / TOKEN_RELPATH.parent}: {exc.strerror}") from None
+        finally:
+            os.close(home_fd)
+        tmp = f".token.{os.getpid()}.tmp"
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=fd)
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+            try:
+                os.write(out, (token + "\n").encode())
+                if self.switches:
+                    os.fchown(out, self.uid or 0, self.gid or 0)
+            finally:
+                os.close(out)
+            os.replace(tmp, TOKEN_RELPATH.name, src_dir_fd=fd, dst_dir_fd=fd)
             if self.switches:
                 os.fchown(fd, self.uid or 0, self.gid or 0)
+            os.fchmod(fd, 0o700)
         finally:
             os.close(fd)
-        if self.switches:
-            os.chown(folder, self.uid or 0, self.gid or 0, follow_symlinks=False)
-        os.replace(tmp, target)
-        return target
+        return self.home / TOKEN_RELPATH
 
     def _traversable(self, data_root: Path, path: Path) -> None:
         """``g+x`` for the agent's group on ``path`` and each folder between it and the data root (included).
@@ -137,17 +156,41 @@ class AgentIdentity:
                 os.chmod(folder, stat.S_IMODE(st.st_mode) | stat.S_IXGRP)
 
 
-def _chown_tree(path: Path, uid: int | None, gid: int | None) -> None:
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_dir(data_root: Path, path: Path, *, create: bool) -> int:
+    """A descriptor of the folder ``path`` under ``data_root``, opened component by component without
+    following a symlink (and created 0700 where missing, with ``create``)."""
+    try:
+        rel = path.relative_to(data_root)
+    except ValueError:
+        raise SupervisorError(f"agent folder {path} is not under the data root") from None
+    fd = os.open(data_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in rel.parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=fd)
+            nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except OSError as exc:
+        os.close(fd)
+        raise SupervisorError(f"agent folder {path}: {exc.strerror} (a symlink, or not a folder?)") from None
+    return fd
+
+
+def _chown_tree(fd: int, uid: int | None, gid: int | None) -> None:
     """Give the agent its folder and everything in it (symlinks themselves, never their targets)."""
     assert uid is not None and gid is not None
-    os.chown(path, uid, gid, follow_symlinks=False)
-    os.chmod(path, 0o700)
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in (*dirnames, *filenames):
-            entry = os.path.join(dirpath, name)
+    os.fchown(fd, uid, gid)
+    os.fchmod(fd, 0o700)
+    for _root, dirs, files, root_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+        for name in (*dirs, *files):
             try:
-                st = os.lstat(entry)
+                st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
                 if st.st_uid != uid or st.st_gid != gid:
-                    os.chown(entry, uid, gid, follow_symlinks=False)
+                    os.chown(name, uid, gid, dir_fd=root_fd, follow_symlinks=False)
             except OSError as exc:  # one odd entry must not keep the agent from starting
-                log.warning("agent_chown_failed", path=entry, error=exc.strerror)
+                log.warning("agent_chown_failed", name=name, error=exc.strerror)
