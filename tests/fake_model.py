@@ -1,13 +1,15 @@
 """A loopback OpenAI-compatible chat-completions server for the opt-in gateway test.
 
-First turn: it answers with a call of the memory search tool (the offered tool whose name ends in
-``search`` and mentions ``koradaemon``); once a tool result is in the conversation it answers with a
-text quoting that result. Streaming (SSE) and plain JSON replies; every request body is kept.
+It calls the memory search tool: directly when offered (a tool whose name mentions ``koradaemon`` and
+ends in ``search``), else through OpenClaw's Tool Search (``tool_search`` to find it, then
+``tool_call``); with the search result in the conversation it answers with a text quoting it.
+Streaming (SSE) and plain JSON replies; every request body is kept.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -34,28 +36,26 @@ class FakeModel:
         self._thread.join(5)
 
     def tool_results(self) -> list[str]:
-        out = []
-        for req in self.requests:
-            for msg in req.get("messages", []):
-                if msg.get("role") == "tool":
-                    content = msg.get("content")
-                    out.append(content if isinstance(content, str) else json.dumps(content))
-        return out
+        """The tool results of the last request (the whole conversation so far)."""
+        last = self.requests[-1] if self.requests else {}
+        return [_text(m.get("content")) for m in last.get("messages", []) if m.get("role") == "tool"]
 
     def reply(self, body: dict[str, Any]) -> dict[str, Any]:
         """The assistant message for this request: a tool call, or the final text."""
-        results = [m for m in body.get("messages", []) if m.get("role") == "tool"]
-        if results:
-            content = results[-1].get("content")
-            text = content if isinstance(content, str) else json.dumps(content)
-            return {"role": "assistant", "content": f"MEMORY SAYS: {text[:300]}"}
+        results = [_text(m.get("content")) for m in body.get("messages", []) if m.get("role") == "tool"]
         names = [t.get("function", {}).get("name", "") for t in body.get("tools", []) or []]
-        tool = next((n for n in names if "koradaemon" in n and n.endswith("search")), None)
-        if tool is None:
-            return {"role": "assistant", "content": f"NO MEMORY TOOL among {len(names)} tools"}
-        call = {"id": "call_memory_1", "type": "function",
-                "function": {"name": tool, "arguments": json.dumps({"query": self.query, "limit": 3})}}
-        return {"role": "assistant", "content": None, "tool_calls": [call]}
+        direct = next((n for n in names if "koradaemon" in n and n.endswith("search")), None)
+        args = {"query": self.query, "limit": 3}
+        if direct is not None and not results:
+            return _call(direct, args)
+        if direct is None and "tool_call" in names and len(results) < 2:
+            if not results:
+                return _call("tool_search", {"query": "koradaemon memory search"})
+            found = re.search(r"[\w.:/-]*koradaemon[\w.:/-]*search\b", results[0])
+            return _call("tool_call", {"id": found.group(0) if found else "koradaemon__search", "args": args})
+        if results:
+            return {"role": "assistant", "content": f"MEMORY SAYS: {results[-1][:300]}"}
+        return {"role": "assistant", "content": f"NO MEMORY TOOL among {len(names)} tools"}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         model = self
@@ -121,3 +121,16 @@ class FakeModel:
                 return
 
         return Handler
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+        return " ".join(str(part.get("text", "")) if isinstance(part, dict) else str(part) for part in content)
+    return json.dumps(content)
+
+
+def _call(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    call = {"id": f"call_{name}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+    return {"role": "assistant", "content": None, "tool_calls": [call]}

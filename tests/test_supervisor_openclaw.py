@@ -216,8 +216,11 @@ def test_an_agent_turn_calls_the_memory_search_tool(tmp_path: Path) -> None:
                                    "What does my memory say about the zebracorn?", "--json"],
                                   env=env, capture_output=True, text=True, timeout=400)
             assert turn.returncode == 0, turn.stdout[-3000:] + turn.stderr[-3000:]
+            (tmp_path / "model-requests.json").write_text(json.dumps(model.requests, indent=1))
             results = model.tool_results()
-            assert results and "memo.md" in results[0] and "zebracorn" in results[0], results
+            offered = [[t.get("function", {}).get("name") for t in r.get("tools", []) or []] for r in model.requests]
+            assert results and "memo.md" in results[-1] and "zebracorn" in results[-1], (
+                len(model.requests), " ".join(offered[0] if offered else []), turn.stdout[-1500:], turn.stderr[-2000:])
             assert "MEMORY SAYS" in turn.stdout
             assert d.stop(60) == 0
         finally:
