@@ -90,3 +90,21 @@ def test_exclude_globs() -> None:
     assert ex.match("logs/a.log", is_dir=False) and not ex.match("other/logs/a.log", is_dir=False)
     assert ex.match("Code Cache", is_dir=True)
     assert not ex.match("notes.txt", is_dir=False)
+
+
+def test_an_excluded_database_takes_its_wal_and_shm_with_it(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from koradaemon.vault.packing import pack_dir
+
+    src = tmp_path / "state"
+    src.mkdir()
+    for name in ("old.sqlite", "old.sqlite-wal", "old.sqlite-shm", "keep.txt"):
+        (src / name).write_bytes(b"x")
+    buf = io.BytesIO()
+    counts = pack_dir(src, buf, exclude=("old.sqlite",), scratch=tmp_path)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf, mode="r|") as tar:
+        assert [m.name for m in tar] == ["keep.txt"]
+    assert counts["excluded"] == 1 and counts["files"] == 1

@@ -175,7 +175,8 @@ class MemoryTools:
                 out[key] = mine[key]
         agent = st.get("agent")
         if isinstance(agent, dict) and agent.get("agency_id") == self.agency_id:
-            out["agent"] = {k: agent[k] for k in ("state", "degraded", "restarts", "ready_for_s") if k in agent}
+            out["agent"] = {k: agent[k] for k in ("state", "degraded", "degraded_modes", "restarts", "ready_for_s")
+                            if k in agent}
         return out
 
 

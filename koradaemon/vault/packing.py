@@ -59,8 +59,9 @@ def pack_dir(src: Path, out: Any, *, exclude: Sequence[str] = (), scratch: Path 
             counts["excluded"] += len(dirnames) + len(filenames) - len(kept) - len(files)
             dirnames[:] = kept  # os.walk does not descend into excluded folders
             databases = sqlite_names(base, files) if scratch is not None else set()
+            left_out = set(filenames) - set(files)
             for name in [*kept, *files]:
-                if is_companion(name, databases):
+                if is_companion(name, databases) or is_companion(name, left_out):  # WAL of a copied/excluded db
                     continue
                 arcname = (rel_dir / name).as_posix()
                 if name in databases:
