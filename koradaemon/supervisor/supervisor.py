@@ -22,8 +22,9 @@ from ..errors import KoraError, SupervisorError
 from .backoff import RestartPolicy
 from .child import AgentProcess
 from .env import agent_env
+from .modes import AgentModes
 from .pidfile import reap_stale
-from .probes import Prober, degraded_modes
+from .probes import Prober
 from .reinject import EX_CONFIG, Reinjector, RestoreFn
 
 log = structlog.get_logger(__name__)
@@ -108,8 +109,7 @@ class Supervisor:
         self._audit_fn = audit
         self.good_after_s = good_after_s  # ready this long (no crash since): the state is known-good
         self._good_at_stop = False
-        self._ready_detail: dict[str, object] = {}
-        self._breaker = False  # OpenClaw's crash-loop breaker holds its channels down (seen in its output)
+        self.modes = AgentModes()
         self.reinjector = Reinjector(
             restore_state=restore_state, early_crash_limit=early_crash_limit, audit=self._audit
         )
@@ -220,7 +220,7 @@ class Supervisor:
                 ),
                 "last_exit": dict(self._last_exit) if self._last_exit else None,
                 "last_restore": dict(restore) if (restore := self.reinjector.last_restore) else None,
-                "degraded_modes": self._modes(),
+                "degraded_modes": self.modes.current() if child is not None else [],
                 "tracked_processes": len(child.descendants) if child is not None else 0,
                 "error": self._error,
                 "output_tail": tail,
@@ -242,27 +242,6 @@ class Supervisor:
             return {"good": bool(good), "state": self._state,
                     "ready_for_ms": int(ready_for * 1000) if ready_for is not None else None,
                     "degraded": self.policy.degraded}
-
-    def _modes(self) -> list[str]:
-        """The agent's own degraded modes while it runs (ready or not): its health details, its breaker."""
-        if self._child is None:
-            return []
-        modes = degraded_modes(dict(self._ready_detail))
-        if self._breaker:
-            modes.append("crash_loop_breaker")
-        return modes
-
-    def _on_output(self, _stream: str, line: str) -> None:
-        """Watch the agent's log for OpenClaw's crash-loop breaker tripping or recovering."""
-        low = line.lower()
-        if "breaker" not in low:
-            return
-        tripped = "suppress" in low and "crash-loop" in low
-        recovered = "recovered" in low
-        if tripped or recovered:
-            with self._cv:
-                self._breaker = tripped and not recovered
-            log.warning("agent_breaker", tripped=self._breaker)
 
     def _clear_degraded(self, why: str) -> None:
         with self._cv:
@@ -350,7 +329,7 @@ class Supervisor:
             pidfile=self.pidfile,
             ring_lines=self._ring_lines,
             on_exit=self._poke,
-            on_line=self._on_output,
+            on_line=self.modes.on_output,
             user=self._run_as[0] if self._run_as else None,
             group=self._run_as[1] if self._run_as else None,
         )
@@ -362,8 +341,7 @@ class Supervisor:
             return Outcome("spawn_failed", None, False)
         with self._cv:
             self._child = child
-            self._ready_detail = {}
-            self._breaker = False
+            self.modes.reset()
             self._good_at_stop = False
             self._starts += 1
             self._probe_failures = 0
@@ -409,7 +387,7 @@ class Supervisor:
         is_ready = ready is not None and ready.ok
         with self._cv:
             if ready is not None:
-                self._ready_detail = dict(ready.detail)
+                self.modes.on_ready_detail(ready.detail)
             self._probe_failures = 0 if live.ok else self._probe_failures + 1
             failures = self._probe_failures
             if is_ready:
