@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agent_helpers import stop_or_kill
 from conftest import DaemonProc, wait_for
 
 import koradaemon
@@ -136,8 +137,7 @@ def test_agent_runs_as_its_own_user_with_only_its_token_and_env(agent_user: tupl
             assert d.stop() == 0
         finally:
             if d.proc is not None and d.proc.poll() is None:
-                d.proc.kill()
-                d.proc.wait()
+                stop_or_kill(d)  # SIGTERM first: a SIGKILLed daemon leaves its agent behind
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from agent_helpers import stop_or_kill
 from conftest import DaemonProc, wait_for
 from test_supervisor_support import AuditLog, free_port, gone, status_of
 
@@ -136,8 +137,7 @@ def test_daemon_brings_a_fresh_gateway_to_ready_with_its_memory_as_an_mcp_server
         assert d.stop(60) == 0
     finally:
         if d.proc is not None and d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+            stop_or_kill(d)  # SIGTERM first: a SIGKILLed daemon leaves its agent behind
 
 
 @pytest.mark.timeout(600)
@@ -225,5 +225,4 @@ def test_an_agent_turn_calls_the_memory_search_tool(tmp_path: Path) -> None:
             assert d.stop(60) == 0
         finally:
             if d.proc is not None and d.proc.poll() is None:
-                d.proc.kill()
-                d.proc.wait()
+                stop_or_kill(d)  # SIGTERM first: a SIGKILLed daemon leaves its agent behind
