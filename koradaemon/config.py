@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 import types
 import typing
@@ -102,9 +103,36 @@ def _value(key: str, node: Node, typ: Any, meta: typing.Mapping[str, Any], rep: 
             except _Bad as bad:
                 rep.error(bad.key, bad.message)
         return tuple(out)
+    if origin is dict:
+        return _mapping(key, node, meta, rep)
     if origin is types.UnionType:
         raise _Bad(key, "unsupported optional")  # pragma: no cover
     return _scalar(key, node, typ, meta)
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_RESERVED_ENV = ("KORA_", "OPENCLAW_STATE_DIR", "OPENCLAW_NO_RESPAWN", "OPENCLAW_DISABLE_BONJOUR", "HOME")
+
+
+def _mapping(key: str, node: Node, meta: typing.Mapping[str, Any], rep: Report) -> dict[str, str]:
+    """A mapping of names to plain strings (``agent.env``); each bad entry is reported on its own line."""
+    if not isinstance(node.value, dict):
+        raise _Bad(key, f"expected a mapping, got {_short(node.value)}")
+    out: dict[str, str] = {}
+    for name, child in node.value.items():
+        full = f"{key}.{name}"
+        rep.lines[full] = child.line
+        value = child.value
+        if meta.get("env") and (not _ENV_NAME.match(name) or name.startswith(_RESERVED_ENV)):
+            rep.error(full, "not a variable name the agent may be given "
+                      "(letters, digits, '_'; not KORA_*, HOME or the OPENCLAW_* settings the daemon sets)")
+        elif isinstance(value, bool) or not isinstance(value, str | int | float):
+            rep.error(full, f"expected a plain value, got {_short(value)}")
+        elif "\x00" in str(value):
+            rep.error(full, "contains a NUL character")
+        else:
+            out[name] = str(value)
+    return out
 
 
 def _build(cls: type, node: Node, prefix: str, rep: Report) -> Any:

@@ -65,6 +65,9 @@ class VaultConfig:
     keep_last: int = num(10, 1, 100_000)
     auto_interval_s: float = num(3600, 0, 86_400 * 30)
     milestone_settle_s: float = num(30, 0, 86_400)
+    # left out of snapshots (caches, locks); see koradaemon/vault/consistent.py for the syntax
+    exclude: tuple[str, ...] = ("*.lock", "*.lck", "*.pid", "*.sock", "*.tmp", "*.swp", "cache/", ".cache/",
+                                "caches/", "Cache/", "GPUCache/", "Code Cache/", "tmp/", "node_modules/")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,12 @@ class AgentConfig:
     crash_loop_failures: int = num(5, 1, 1000)
     crash_loop_window_s: float = num(600, 1, 86_400)
     degraded_retry_s: float = num(300, 0.1, 86_400)
+    openclaw: bool = True  # the agent is an OpenClaw gateway: seed its config, register the MCP server
+    good_after_s: float = num(60, 0, 86_400)  # ready this long, no crash since: snapshots count as known-good
+    user: str = ""  # run the agent under this account (the daemon then needs root or CAP_SETUID/SETGID/CHOWN)
+    group: str = ""  # default: the user's primary group
+    home: str = rel("agent/home")  # the agent's HOME, owned by it
+    env: dict[str, str] = field(default_factory=dict, metadata={"env": True})  # plain extra variables
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ def agent_daemon(tmp_path: Path, *extra_args: str, drain_s: float = 2) -> Daemon
   drain_s: {drain_s}
   backoff_initial_s: 0.1
   backoff_max_s: 1
+  good_after_s: 0.3
 """
     return DaemonProc(tmp_path, extra=extra)
 
@@ -88,8 +89,9 @@ def test_unusable_state_is_restored_from_the_vault(tmp_path: Path) -> None:
         wait_agent_ready(d)
         state_file = d.root / "alpha" / "state" / "state.json"
         wait_for(state_file.exists, 10, what="agent wrote its state")
+        wait_for(lambda: float(agent_status(d).get("ready_for_s") or 0) >= 0.3, 10, what="known-good")  # type: ignore[arg-type]
         snap = d.client_call("snapshot")["snapshot"]
-        assert snap["id"]
+        assert snap["id"] and snap["agent_good"] is True
         pid = int(agent_status(d)["pid"])  # type: ignore[call-overload]
         state_file.write_text("{corrupt")
         os.kill(pid, signal.SIGKILL)  # the agent comes back, finds its state unusable and exits 78

@@ -79,7 +79,7 @@ def test_corrupt_state_exit_78_restores_snapshot_then_ready(tmp_path: Path) -> N
     assert calls == ["restore"]
     codes = [e["returncode"] for e in audit.of("agent_exit")]
     assert codes[codes.index(78) - 1] == 3  # crashed after garbling its state, then refused to start
-    assert audit.of("restore") == [{"restored": True, "trigger": "exit_78", "target": "agent_state"}]
+    assert audit.of("restore") == [{"restored": True, "trigger": "exit_78", "target": "agent_state", "attempt": 0}]
     levels = [r["level"] for r in audit.of("agent_restart")]
     assert levels[codes.index(78)] == 1 and levels.count(1) == 1
     assert st["last_restore"]["restored"] is True and not st["degraded"]
@@ -93,7 +93,7 @@ def test_repeated_exit_78_without_cure_goes_degraded(tmp_path: Path) -> None:
     (state_dir / "state.json").write_text("not json", encoding="utf-8")
     calls: list[str] = []
 
-    def restore_nothing() -> bool:
+    def restore_nothing(attempt: int) -> bool:
         calls.append("restore")
         return False  # no snapshot available
 
@@ -112,7 +112,7 @@ def test_crash_before_ready_twice_triggers_level_1(tmp_path: Path) -> None:
     state_dir = tmp_path / "agent" / "state"
     calls: list[str] = []
 
-    def restore() -> bool:
+    def restore(attempt: int) -> bool:
         calls.append("restore")
         (state_dir / "state.json").write_text('{"version": 1, "boots": 0}', encoding="utf-8")
         return True

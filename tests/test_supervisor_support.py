@@ -66,7 +66,7 @@ def make_supervisor(
     tmp_path: Path,
     *agent_args: str,
     audit: AuditLog | None = None,
-    restore_state: Callable[[], bool] | None = None,
+    restore_state: Callable[[int], bool] | None = None,
     **overrides: Any,
 ) -> Supervisor:
     port = free_port()
@@ -84,10 +84,10 @@ def make_supervisor(
     )
 
 
-def copy_restore(good: Path, state_dir: Path, calls: list[str]) -> Callable[[], bool]:
+def copy_restore(good: Path, state_dir: Path, calls: list[str]) -> Callable[[int], bool]:
     """A restore callable that replaces ``state_dir`` with a copy of ``good`` (a real file operation)."""
 
-    def restore() -> bool:
+    def restore(attempt: int) -> bool:
         calls.append("restore")
         shutil.rmtree(state_dir, ignore_errors=True)
         shutil.copytree(good, state_dir)

@@ -82,6 +82,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
         flags = SignalFlags()
         flags.install()
+    if args.cmd == "mcp":  # stdout is the protocol; the agent may have no config file, only its token
+        return _mcp(args)
     if args.cmd in ("init", "print-unit"):
         from . import firstrun
 
@@ -115,3 +117,18 @@ def cmd_check_config(cfg: Config) -> int:
         print(f"agency {a.agency_id}: roots={list(a.roots)} ignore={list(a.ignore)} state_dirs={list(a.state_dirs)}")
     print(f"agent: {'enabled' if cfg.agent.enabled else 'disabled'}")
     return 0
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from ..logsetup import configure_logging
+    from ..mcp.command import run as run_mcp
+    from . import locate
+
+    def load(a: argparse.Namespace) -> Config:
+        config_path = locate.find_config(a.config)
+        root, origin = locate.data_root(config_path, a.data_root)
+        locate.check_data_root(root, origin)
+        return locate.load_config_full(config_path, root, runtime_checks=False)
+
+    configure_logging(level="warning", fmt="console", stream=sys.stderr)
+    return run_mcp(args, load)

@@ -148,7 +148,7 @@ def build_parser(only: str | None = None) -> Parser:
     _globals(p, suppress=False)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for add in (_run, _check_config, _status, _search, _files, _show, _tail, _snapshot, _snapshots, _restore,
-                _audit, _init, _print_unit):
+                _audit, _init, _print_unit, _mcp):
         with contextlib.suppress(_Skip):
             add(sub)
     return p
@@ -289,6 +289,23 @@ def _print_unit(sub: argparse._SubParsersAction[Parser]) -> None:
               "  koradaemon print-unit systemd-user > ~/.config/systemd/user/koradaemon.service\n"
               "  koradaemon print-unit launchd > ~/Library/LaunchAgents/dev.kora.koradaemon.plist\n")
     pu.add_argument("kind", choices=("systemd", "systemd-user", "launchd"), help="which service manager")
+
+
+def _mcp(sub: argparse._SubParsersAction[Parser]) -> None:
+    m = _add(sub, "mcp", "serve one agency's memory to an agent over MCP (stdio): search, read, status",
+             "  koradaemon mcp --agency demo                  # an operator's shell: socket and token from the config\n"
+             "  KORA_SOCKET=... KORA_TOKEN=... koradaemon mcp --agency demo   # as the supervised agent runs it\n")
+    m.add_argument("--agency", help="agency (default: $KORA_AGENCY), e.g. --agency demo")
+    m.add_argument("--socket", type=_path,
+                   help="control socket (default: $KORA_SOCKET, else from the config), e.g. --socket run/koradaemon.sock")
+    m.add_argument("--token-file", type=_path,
+                   help="file holding the agency's token (default: $KORA_TOKEN_FILE), e.g. --token-file ~/.kora/token")
+
+
+def _path(text: str) -> object:
+    from pathlib import Path
+
+    return Path(text)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

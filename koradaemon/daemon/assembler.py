@@ -122,6 +122,9 @@ class Daemon:
         )
         self.control.start()
         self._on_stop("control", lambda d: self.control.stop(_left(d)))
+        for runtime in self.agencies:
+            if runtime.agent is not None:
+                runtime.agent.control_ready(cfg.socket_path())  # type: ignore[attr-defined]
         self.ready = True
         log.info("daemon_ready", data_root=str(cfg.data_root), agencies=self.agencies.ids())
 
@@ -152,8 +155,7 @@ class Daemon:
             raise ConfigError(f"agent.agency_id {agent.agency_id!r} is not a declared agency")
         from ..supervisor.build import build_supervisor
 
-        runtime.agent = build_supervisor(self.cfg, audit=self.audit_append,
-                                         restore_state=self.vault.restore_latest_agent_state)
+        runtime.agent = build_supervisor(self.cfg, audit=self.audit_append, snapshots=self.vault)
 
     # -- what parts ask of the daemon -------------------------------------------------------
     def audit_append(self, agency_id: str, record_type: str, data: dict[str, Any]) -> None:

@@ -22,7 +22,8 @@ from ..errors import UsageError
 from ..events import EventBus
 from ..fsutil import atomic_write_bytes as atomic_write
 from ..index.db import open_db
-from ..index.retrieval import ChunkRef, read_chunk_text
+from ..index.lines import line_range
+from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
 from ..index.store import AgencyStore
 from .runtime import AgencyRuntime
 from .status import StatusSources, full_status
@@ -113,15 +114,31 @@ class Operations:
             raise UsageError(f"offset must be between 0 and {MAX_OFFSET}")
         page = AgencyStore(self._conn(), req.agency_id).search_page(
             query, limit, offset, raw=raw, time_limit=self.d.cfg.index.search_time_limit_ms / 1000)
-        return page.to_dict()
+        out: dict[str, Any] = page.to_dict()
+        if _arg(req.args, "lines", bool, False):  # exact line ranges for memory references (the MCP server)
+            for hit in out["hits"]:
+                hit.update(self._lines(req, hit))
+        return out
+
+    def _lines(self, req: Request, ref_args: Mapping[str, Any]) -> dict[str, Any]:
+        """``line_start``/``line_end`` of a reference, or ``stale: True`` when its file changed."""
+        agency = self._runtime(req).agency
+        try:
+            first, last = line_range(self.d.data_root, agency.roots, ChunkRef.from_args(dict(ref_args)))
+        except StaleChunk:
+            return {"line_start": None, "line_end": None, "stale": True}
+        return {"line_start": first, "line_end": last, "stale": False}
 
     def get_chunk(self, req: Request) -> dict[str, Any]:
         self._runtime(req).check_unlocked()
         agency = self._runtime(req).agency
         ref = ChunkRef.from_args(dict(req.args))
         text = read_chunk_text(self.d.data_root, agency.roots, ref)
-        return {"root": ref.root, "path": ref.path, "offset": ref.offset, "length": ref.length,
-                "sha256": ref.sha256, "text": text}
+        out = {"root": ref.root, "path": ref.path, "offset": ref.offset, "length": ref.length,
+               "sha256": ref.sha256, "text": text}
+        if _arg(req.args, "lines", bool, False):
+            out.update(self._lines(req, req.args))
+        return out
 
     def snapshot(self, req: Request) -> dict[str, Any]:
         self._runtime(req).check_unlocked()

@@ -23,6 +23,7 @@ import structlog
 
 from ..errors import SupervisorError
 from .pidfile import GroupRecord, group_members, remove_record, wait_gone, write_record
+from .strays import DescendantTracker
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,9 @@ class AgentProcess:
         pidfile: Path,
         ring_lines: int = 200,
         on_exit: Callable[[], None] | None = None,
+        on_line: Callable[[str, str], None] | None = None,
+        user: int | None = None,
+        group: int | None = None,
     ) -> None:
         if not command:
             raise SupervisorError("agent command is empty")
@@ -61,6 +65,10 @@ class AgentProcess:
         self.started_at = 0.0
         self.ended_at: float | None = None
         self._record: GroupRecord | None = None
+        self._user = user
+        self._group = group
+        self._on_line = on_line
+        self.descendants = DescendantTracker()
 
     @property
     def pid(self) -> int | None:
@@ -78,7 +86,13 @@ class AgentProcess:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
+                user=self._user,
+                group=self._group,
+                extra_groups=[] if self._user is not None else None,
             )
+        except PermissionError as exc:
+            hint = "running it as agent.user needs root or CAP_SETUID/CAP_SETGID" if self._user is not None else None
+            raise SupervisorError(f"cannot start agent {self.command[0]!r}: {exc}", hint=hint) from exc
         except OSError as exc:
             raise SupervisorError(f"cannot start agent {self.command[0]!r}: {exc}") from exc
         self.started_at = time.monotonic()
@@ -111,6 +125,11 @@ class AgentProcess:
                 with self._ring_lock:
                     self.ring.append(f"{stream}: {line}")
                 log.info("agent_output", stream=stream, pid=self.pid, line=line)
+                if self._on_line is not None:
+                    try:
+                        self._on_line(stream, line)
+                    except Exception:  # a bad line must not stop the pump
+                        log.exception("agent_output_hook_failed")
 
     def _watch_exit(self, _name: str) -> None:
         assert self._proc is not None
@@ -157,6 +176,7 @@ class AgentProcess:
             if self._proc is None or self.returncode is not None:
                 return self.returncode
             if not self._exited.is_set():
+                self.descendants.record(self._proc.pid)  # last look at who it spawned, before they scatter
                 self.signal_group(signal.SIGTERM)
                 if not self._exited.wait(max(drain_s, 0.0)):
                     log.warning("agent_drain_expired", pid=self._proc.pid, drain_s=drain_s)
@@ -164,6 +184,8 @@ class AgentProcess:
             self._exited.wait(5.0)
             if self._record is not None:  # SIGKILL is asynchronous: wait until the members are dead
                 wait_gone(group_members(self._record), 5.0)
+            # Helpers in their own session or group (OpenClaw's spawn broker): not reached by the group kill.
+            self.descendants.end_all(min(max(drain_s, 0.0), 5.0))
             try:
                 self.returncode = self._proc.wait(timeout=5.0)
             except subprocess.TimeoutExpired:

@@ -22,6 +22,7 @@ from ..errors import KoraError, SupervisorError
 from .backoff import RestartPolicy
 from .child import AgentProcess
 from .env import agent_env
+from .modes import AgentModes
 from .pidfile import reap_stale
 from .probes import Prober
 from .reinject import EX_CONFIG, Reinjector, RestoreFn
@@ -74,9 +75,13 @@ class Supervisor:
         crash_loop_window_s: float = 600.0,
         degraded_retry_s: float = 300.0,
         early_crash_limit: int = 2,
+        good_after_s: float = 60.0,
         audit: AuditFn | None = None,
         restore_state: RestoreFn | None = None,
         extra_env: Mapping[str, str] | None = None,
+        before_start: Callable[[], Mapping[str, str]] | None = None,
+        on_control_ready: Callable[[Path], None] | None = None,
+        run_as: tuple[int, int] | None = None,
         ring_lines: int = 200,
         rng: random.Random | None = None,
     ) -> None:
@@ -102,10 +107,16 @@ class Supervisor:
             rng=rng,
         )
         self._audit_fn = audit
+        self.good_after_s = good_after_s  # ready this long (no crash since): the state is known-good
+        self._good_at_stop = False
+        self.modes = AgentModes()
         self.reinjector = Reinjector(
             restore_state=restore_state, early_crash_limit=early_crash_limit, audit=self._audit
         )
         self._extra_env = dict(extra_env or {})
+        self._before_start = before_start  # prepares the agent's folders; returns env (token, HOME, ...)
+        self._on_control_ready = on_control_ready
+        self._run_as = run_as  # (uid, gid) to drop to, None: the daemon's own
         self._ring_lines = ring_lines
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -155,6 +166,14 @@ class Supervisor:
                 child.kill_now()
             thread.join(0.5)
 
+    def control_ready(self, socket_path: Path) -> None:
+        """The control socket is bound: let the agent reach it (its own uid needs group access)."""
+        if self._on_control_ready is not None:
+            try:
+                self._on_control_ready(socket_path)
+            except OSError as exc:
+                log.error("agent_socket_grant_failed", error=str(exc))
+
     def request_restart(self) -> None:
         """Restart the agent now (also leaves the degraded state and forgets earlier failures)."""
         with self._cv:
@@ -173,6 +192,8 @@ class Supervisor:
             if not ok:
                 raise SupervisorError(f"agent did not stop within {wait_s:.1f}s for a pause")
             yield
+            self.reinjector.on_ready()  # a state put in place by hand starts a new episode
+            self._clear_degraded("operator")  # e.g. an operator's restore: the next start gets a fresh chance
         finally:
             with self._cv:
                 self._pause_depth -= 1
@@ -199,9 +220,36 @@ class Supervisor:
                 ),
                 "last_exit": dict(self._last_exit) if self._last_exit else None,
                 "last_restore": dict(restore) if (restore := self.reinjector.last_restore) else None,
+                "degraded_modes": self.modes.current() if child is not None else [],
+                "tracked_processes": len(child.descendants) if child is not None else 0,
                 "error": self._error,
                 "output_tail": tail,
             }
+
+    def health(self) -> dict[str, object]:
+        """The agent's health for a snapshot's manifest: ``good`` when its state is known to work.
+
+        Good: ready for at least ``good_after_s`` with no crash since, not degraded; or stopped by a
+        planned stop after such a period (the shutdown snapshot), with no start since.
+        """
+        now = time.monotonic()
+        with self._cv:
+            ready_for = now - self._ready_since if self._ready_since is not None else None
+            if self._state == "ready" and ready_for is not None:
+                good = ready_for >= self.good_after_s and not self.policy.degraded
+            else:
+                good = self._state in ("stopped", "paused") and self._good_at_stop
+            return {"good": bool(good), "state": self._state,
+                    "ready_for_ms": int(ready_for * 1000) if ready_for is not None else None,
+                    "degraded": self.policy.degraded}
+
+    def _clear_degraded(self, why: str) -> None:
+        with self._cv:
+            if not self.policy.degraded:
+                return
+            self.policy.reset()
+        log.info("agent_degraded_cleared", reason=why)
+        self._audit("agent_recovered", {"reason": why})
 
     # ----------------------------------------------------------------- main loop
     def _pause_settled(self) -> bool:
@@ -265,7 +313,15 @@ class Supervisor:
             return why
 
     def _run_once(self, reason: str) -> Outcome:
-        env = agent_env(os.environ, state_dir=self.state_dir, extra=self._extra_env)
+        extra = dict(self._extra_env)
+        try:
+            if self._before_start is not None:
+                extra.update(self._before_start())
+        except (OSError, KoraError) as exc:
+            log.error("agent_prepare_failed", error=str(exc))
+            self._error = f"preparing the agent's folders failed: {exc}"
+            return Outcome("spawn_failed", None, False)
+        env = agent_env(os.environ, state_dir=self.state_dir, extra=extra)
         child = AgentProcess(
             command=self.command,
             workdir=self.workdir,
@@ -273,6 +329,9 @@ class Supervisor:
             pidfile=self.pidfile,
             ring_lines=self._ring_lines,
             on_exit=self._poke,
+            on_line=self.modes.on_output,
+            user=self._run_as[0] if self._run_as else None,
+            group=self._run_as[1] if self._run_as else None,
         )
         try:
             child.start()
@@ -282,6 +341,8 @@ class Supervisor:
             return Outcome("spawn_failed", None, False)
         with self._cv:
             self._child = child
+            self.modes.reset()
+            self._good_at_stop = False
             self._starts += 1
             self._probe_failures = 0
             self._ready_since = None
@@ -296,6 +357,7 @@ class Supervisor:
             kind = self._wait_probe_or_event(child, next_probe)
             if kind is None:
                 kind, was_ready = self._probe(was_ready, startup_deadline)
+                child.descendants.record(child.pid)
                 next_probe = time.monotonic() + self.probe_interval_s
             if kind is not None:
                 return self._finish(child, kind, was_ready)
@@ -324,6 +386,8 @@ class Supervisor:
         ready = self.prober.ready() if live.ok else None
         is_ready = ready is not None and ready.ok
         with self._cv:
+            if ready is not None:
+                self.modes.on_ready_detail(ready.detail)
             self._probe_failures = 0 if live.ok else self._probe_failures + 1
             failures = self._probe_failures
             if is_ready:
@@ -338,6 +402,8 @@ class Supervisor:
                 self._state = "unhealthy" if was_ready else "starting"
         if is_ready and self._ready_since is not None and self.policy.on_healthy(self._ready_since, now):
             log.info("agent_backoff_reset", healthy_s=round(now - self._ready_since, 3))
+        if is_ready and self._ready_since is not None and now - self._ready_since >= self.good_after_s:
+            self._clear_degraded("healthy")
         if not was_ready:
             return ("startup_timeout" if now > startup_deadline else None), was_ready
         if failures >= self.hung_after_failures:
@@ -347,6 +413,10 @@ class Supervisor:
         return None, was_ready
 
     def _finish(self, child: AgentProcess, kind: str, was_ready: bool) -> Outcome:
+        with self._cv:
+            since = self._ready_since
+            self._good_at_stop = (kind == "stop" and since is not None and not self.policy.degraded
+                                  and time.monotonic() - since >= self.good_after_s)
         returncode = child.stop(self._stop_drain_s if kind == "stop" else self.drain_s)
         info = child.exit_info(reason=kind, was_ready=was_ready)
         tail = child.tail(self._ring_lines)
@@ -398,7 +468,8 @@ class Supervisor:
             "attempt": self.policy.attempt,
         }
         self._audit("agent_restart", data)
-        log.info("agent_restart_scheduled", **data)
+        # "level" is the logger's own field: the re-injection level goes out as reinject_level
+        log.info("agent_restart_scheduled", **{("reinject_level" if k == "level" else k): v for k, v in data.items()})
         return delay, "restore" if level == 1 else outcome.kind
 
     def _audit(self, record_type: str, data: dict[str, object]) -> None:

@@ -11,12 +11,16 @@ It speaks the same probes (``/healthz``, ``/startupz``, ``/readyz`` on 127.0.0.1
 * a ``mode`` file in the state directory switches behaviour at run time and is consumed:
   ``crash`` (exit 3), ``hang``, ``exit78``, ``corrupt`` (garble state.json, then crash); ``notready``
   (``/readyz`` answers 503) stays in force while the file exists (write it atomically: temp + rename);
-* ``--crash-after S`` exits with ``--crash-code`` after S seconds; ``--ready-after S`` delays readiness.
+* ``--crash-after S`` exits with ``--crash-code`` after S seconds; ``--ready-after S`` delays readiness;
+* ``--report-access PATH`` (repeatable) writes ``access.json``: its uid/gid/HOME, whether each PATH can be
+  read, the sha256 of the token it was given (env and file), and what the control socket answers to a
+  ``status`` request for its own agency and (``--other-agency``) for another one with the same token.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -40,6 +44,7 @@ class Agent:
         self.hung = threading.Event()
         self.started = time.monotonic()
         self.not_ready = False
+        self.slow_loop = False
 
     def ready(self) -> bool:
         return not self.not_ready and time.monotonic() - self.started >= self.args.ready_after
@@ -61,7 +66,8 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
                 self._reply(200, {"ok": True, "status": "live"})
             elif self.path in ("/readyz", "/startupz"):
                 ok = agent.ready()
-                self._reply(200 if ok else 503, {"ready": ok})
+                loop = {"degraded": agent.slow_loop, "reasons": ["event_loop_delay"] if agent.slow_loop else []}
+                self._reply(200 if ok else 503, {"ready": ok, "failing": [], "eventLoop": loop})
             else:
                 self._reply(404, {"error": "not found"})
 
@@ -108,20 +114,84 @@ def spawn_grandchild(state_dir: Path) -> None:
     (state_dir / "grandchild.pid").write_text(str(proc.pid), encoding="utf-8")
 
 
+def _try_read(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return type(exc).__name__
+    return "read"
+
+
+def _control_status(agency: str) -> str:
+    """Ask the daemon's control socket for ``agency``'s status with the token this agent was given."""
+    import socket
+
+    request = {"id": 1, "op": "status", "agency_id": agency, "token": os.environ.get("KORA_TOKEN", "none")}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(os.environ.get("KORA_SOCKET", ""))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        reply = json.loads(data)
+    except (OSError, ValueError) as exc:
+        return type(exc).__name__
+    return "ok" if reply.get("ok") else str(reply.get("error", {}).get("code"))
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.strip().encode()).hexdigest() if text.strip() else ""
+
+
+def access_report(paths: list[str], other_agency: str) -> dict[str, object]:
+    token_file = os.environ.get("KORA_TOKEN_FILE", "")
+    try:
+        file_token = Path(token_file).read_text(encoding="utf-8") if token_file else ""
+    except OSError:
+        file_token = ""
+    agency = os.environ.get("KORA_AGENCY", "")
+    return {
+        "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "home": os.environ.get("HOME"),
+        "reads": {p: _try_read(p) for p in paths},
+        "token_env_sha256": _sha(os.environ.get("KORA_TOKEN", "")), "token_file_sha256": _sha(file_token),
+        "control_own": _control_status(agency) if agency else "no agency",
+        "control_other": _control_status(other_agency) if other_agency else "",
+    }
+
+
+def spawn_detached(state_dir: Path) -> None:
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(60)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    (state_dir / "detached.pid").write_text(str(proc.pid), encoding="utf-8")
+
+
 def check_mode(agent: Agent) -> int | None:
     """Apply the ``mode`` file; returns an exit code when the agent should exit now."""
     path = agent.state_dir / "mode"
     try:
         mode = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        agent.not_ready = False
+        agent.not_ready = agent.slow_loop = False
         return None
     if not mode:  # being written, or cleared
-        agent.not_ready = False
+        agent.not_ready = agent.slow_loop = False
         return None
     agent.not_ready = mode == "notready"
-    if mode != "notready":
+    agent.slow_loop = mode == "slowloop"
+    if mode not in ("notready", "slowloop"):
         path.unlink(missing_ok=True)  # one-shot: the restarted agent runs normally
+    if mode == "breaker":
+        print("[gateway] channel autostart suppressed by crash-loop breaker; refusing automatic start for demo",
+              flush=True)
+    elif mode == "breaker-recovered":
+        print("[gateway] restart-loop breaker recovered; starting deferred channels", flush=True)
     if mode == "hang":
         agent.hung.set()
     elif mode == "crash":
@@ -141,7 +211,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--crash-after", type=float, default=None)
     p.add_argument("--crash-code", type=int, default=3)
     p.add_argument("--spawn-grandchild", action="store_true")
+    p.add_argument("--spawn-detached", action="store_true")
     p.add_argument("--ignore-term", action="store_true")
+    p.add_argument("--report-access", action="append", default=[], metavar="PATH")
+    p.add_argument("--other-agency", default="")
     return p.parse_args(argv)
 
 
@@ -164,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(state_dir / "env.json", dict(os.environ))
     if args.spawn_grandchild:
         spawn_grandchild(state_dir)
+    if args.spawn_detached:
+        spawn_detached(state_dir)
+    if args.report_access:
+        write_json(state_dir / "access.json", access_report(args.report_access, args.other_agency))
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(agent))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -70,16 +70,19 @@ class SnapshotInfo:
     trigger: str
     members: dict[str, MemberInfo] = field(default_factory=dict)
     path: Path | None = None
+    agent: dict[str, Any] | None = None  # the agent's health when taken (its agency only)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "agency": self.agency_id, "created": self.created, "trigger": self.trigger,
                 "members": sorted(m for m in self.members if m != STATE_MEMBER),
-                "bytes": sum(m.bytes for m in self.members.values())}
+                "bytes": sum(m.bytes for m in self.members.values()),
+                **({"agent_good": bool(self.agent.get("good"))} if self.agent is not None else {})}
 
     def manifest(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": MANIFEST_VERSION, "id": self.id, "agency": self.agency_id,
                 "created": self.created, "trigger": self.trigger,
-                "members": {k: vars(v) for k, v in sorted(self.members.items())}}
+                "members": {k: vars(v) for k, v in sorted(self.members.items())},
+                **({"agent": self.agent} if self.agent is not None else {})}
 
     def manifest_bytes(self) -> bytes:
         return (json.dumps(self.manifest(), sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
@@ -91,8 +94,10 @@ def read_manifest(snap_dir: Path, agency_id: str) -> SnapshotInfo:
         doc = json.loads((snap_dir / MANIFEST).read_bytes())
         members = {str(k): MemberInfo(file=str(v["file"]), sha256=str(v["sha256"]), bytes=int(v["bytes"]),
                                       kind=str(v["kind"])) for k, v in doc["members"].items()}
+        agent = doc.get("agent")
         info = SnapshotInfo(id=str(doc["id"]), agency_id=str(doc["agency"]), created=str(doc["created"]),
-                            trigger=str(doc["trigger"]), members=members, path=snap_dir)
+                            trigger=str(doc["trigger"]), members=members, path=snap_dir,
+                            agent=dict(agent) if isinstance(agent, dict) else None)
         ok = doc["format"] == FORMAT and doc["version"] == MANIFEST_VERSION
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SnapshotError(f"snapshot {snap_dir.name!r}: unreadable manifest ({exc.__class__.__name__})") from None

@@ -9,8 +9,10 @@ overwrites: it is meant for an empty temporary folder.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
 
@@ -19,6 +21,7 @@ import structlog
 from ..errors import SnapshotError
 from ..fsopen import NotRegularFile, kind, open_leaf
 from ..fsutil import fsync_dir, fsync_file
+from .consistent import Excluder, backup_copy, is_companion, sqlite_names
 
 log = structlog.get_logger(__name__)
 
@@ -41,21 +44,37 @@ class _Exactly:
         return data
 
 
-def pack_dir(src: Path, out: Any) -> dict[str, int]:
+def pack_dir(src: Path, out: Any, *, exclude: Sequence[str] = (), scratch: Path | None = None) -> dict[str, int]:
     """Write the tree under ``src`` as a tar stream to ``out`` (anything with ``write``).
 
     The walk holds a descriptor per folder (``os.fwalk``) and opens each entry relative to
     it without following symlinks (:mod:`koradaemon.fsopen`): a symlink, FIFO, socket or
     device node, found there or swapped in at any moment, is skipped and counted
-    (``skipped`` and ``skipped_<kind>``), never read, never waited on.
+    (``skipped`` and ``skipped_<kind>``), never read, never waited on. Names matching
+    ``exclude`` are left out (see :mod:`.consistent`). With a ``scratch`` folder, SQLite
+    databases are packed from a backup-API copy made there, without their WAL/SHM/journal.
     """
-    counts = {"files": 0, "dirs": 0, "skipped": 0, "bytes": 0}
+    counts = {"files": 0, "dirs": 0, "skipped": 0, "bytes": 0, "excluded": 0, "sqlite": 0}
+    skip = Excluder(exclude)
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for dirpath, dirnames, filenames, dir_fd in os.fwalk(src, follow_symlinks=False):
-            dirnames.sort()
-            rel_dir = Path(dirpath).relative_to(src)
-            for name in [*dirnames, *sorted(filenames)]:
-                _add(tar, dir_fd, name, (rel_dir / name).as_posix(), counts)
+            base = Path(dirpath)
+            rel_dir = base.relative_to(src)
+            kept = sorted(d for d in dirnames if not skip.match((rel_dir / d).as_posix(), is_dir=True))
+            files = sorted(f for f in filenames if not skip.match((rel_dir / f).as_posix(), is_dir=False))
+            counts["excluded"] += len(dirnames) + len(filenames) - len(kept) - len(files)
+            dirnames[:] = kept  # fwalk does not descend into excluded folders
+            databases = sqlite_names(base, files) if scratch is not None else set()
+            left_out = set(filenames) - set(files)
+            for name in [*kept, *files]:
+                if is_companion(name, databases) or is_companion(name, left_out):  # WAL of a copied/excluded db
+                    continue
+                arcname = (rel_dir / name).as_posix()
+                if name in databases:
+                    assert scratch is not None
+                    _add_database(tar, dir_fd, base / name, arcname, scratch, counts)
+                else:
+                    _add(tar, dir_fd, name, arcname, counts)
     return counts
 
 
@@ -63,6 +82,31 @@ def _skip(counts: dict[str, int], arcname: str, reason: str) -> None:
     counts["skipped"] += 1
     counts[f"skipped_{reason}"] = counts.get(f"skipped_{reason}", 0) + 1
     log.warning("snapshot_entry_skipped", name=arcname, reason=reason)
+
+
+def _add_database(tar: tarfile.TarFile, dir_fd: int, path: Path, arcname: str, scratch: Path,
+                  counts: dict[str, int]) -> None:
+    """Pack a consistent copy of a SQLite database, made with the backup API, under its own name."""
+    try:
+        st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):  # swapped for a link or a FIFO: never opened
+        _skip(counts, arcname, kind(st.st_mode))
+        return
+    copy = scratch / f".sqlite-{secrets.token_hex(8)}"
+    try:
+        backup_copy(path, copy)
+        info = tarfile.TarInfo(arcname)
+        info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+        copy_fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _add_file(tar, copy_fd, copy.name, info, counts)
+        finally:
+            os.close(copy_fd)
+        counts["sqlite"] += 1
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def _add(tar: tarfile.TarFile, dir_fd: int, name: str, arcname: str, counts: dict[str, int]) -> None:

@@ -8,6 +8,7 @@ feeding the systemd watchdog.
 
 from __future__ import annotations
 
+import builtins
 import queue
 import threading
 import time
@@ -59,6 +60,7 @@ class SnapshotService:
         self._lock = threading.Lock()
         self.store: SnapshotStore | None = None
         self.keys: KeyHolder | None = None
+        self.agent_health: Callable[[], dict[str, object]] | None = None  # set by the supervisor's builder
         if self.enabled:
             from .keys import KeyHolder, resolve_passphrase_path
             from .snapshots import SnapshotStore
@@ -66,7 +68,8 @@ class SnapshotService:
             self.keys = KeyHolder(resolve_passphrase_path(vault.passphrase_file, data_root),
                                   idle_lock_s=vault.idle_lock_s, iterations=vault.kdf_iterations)
             self.store = SnapshotStore(data_root / vault.dir, keys=self.keys, keep_last=vault.keep_last,
-                                       audit=self.audit)
+                                       audit=self.audit,
+                                       exclude=vault.exclude)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -144,8 +147,10 @@ class SnapshotService:
         self._check_allowed(agency_id)
         sources = self._sources(agency_id)
         t0 = time.monotonic()
+        health = self.agent_health
+        agent = health() if health is not None and agency_id == self.agent.agency_id else None
         info = store.create(agency_id, sources, trigger=trigger,
-                            extra_state={"state_dirs": list(self._state_dirs(agency_id) or ())})
+                            extra_state={"state_dirs": list(self._state_dirs(agency_id) or ())}, agent=agent)
         out = _info_dict(info)
         if self._on_taken is not None:
             self._on_taken(agency_id)
@@ -192,17 +197,48 @@ class SnapshotService:
                 store.restore(agency_id, info.id, member, path, in_place=True)
         return {"restored": info.id, "in_place": True}
 
-    def restore_latest_agent_state(self) -> bool:
-        """Level-1 re-injection: put the agent's state dir back from the last snapshot holding it."""
+    def known_good_agent_snapshots(self) -> builtins.list[str]:
+        """Snapshot ids to re-inject the agent's state from, best first.
+
+        Newest first: those taken while the agent was known-good (health read from the encrypted
+        daemon state, not the plain manifest), then those from before health was recorded. Snapshots
+        taken while the agent was unhealthy (after its state broke) are never candidates.
+        """
         agent = self.agent
         dirs = self._state_dirs(agent.agency_id)
         if self.store is None or not dirs or agent.state_dir not in dirs or not self._allowed(agent.agency_id):
-            return False
-        info = self.store.latest(agent.agency_id)
-        if info is None:
-            return False
+            return []
         member = f"state{dirs.index(agent.state_dir)}"
-        self.store.restore(agent.agency_id, info.id, member, self.data_root / agent.state_dir, in_place=True)
+        good: builtins.list[str] = []
+        unknown: builtins.list[str] = []
+        for info in reversed(self.store.list(agent.agency_id)):
+            if member not in info.members:
+                continue
+            try:
+                health = self.store.agent_health(agent.agency_id, info.id)
+            except Exception as exc:  # an unreadable snapshot is no candidate
+                log.warning("snapshot_health_unreadable", id=info.id, error=str(exc))
+                continue
+            if health is None:
+                unknown.append(info.id)
+            elif health.get("good") is True:
+                good.append(info.id)
+        return good + unknown
+
+    def restore_good_agent_state(self, attempt: int = 0) -> bool:
+        """Level-1 re-injection, attempt ``attempt``: the agent's state dir from the attempt-th candidate
+        (never while the agent's agency is in lockdown)."""
+        candidates = self.known_good_agent_snapshots()
+        if attempt >= len(candidates):
+            log.warning("agent_no_good_snapshot", attempt=attempt, candidates=len(candidates))
+            return False
+        agent = self.agent
+        dirs = self._state_dirs(agent.agency_id) or ()
+        member = f"state{dirs.index(agent.state_dir)}"
+        assert self.store is not None
+        self.store.restore(agent.agency_id, candidates[attempt], member, self.data_root / agent.state_dir,
+                           in_place=True)
+        log.warning("agent_state_reinjected", snapshot=candidates[attempt], attempt=attempt)
         return True
 
     def vault_status(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import os
 import secrets
 import tarfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -74,15 +74,17 @@ class _Hashing:
 
 class SnapshotStore:
     def __init__(self, root: Path, *, keys: KeyHolder, keep_last: int, audit: AuditFn | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), exclude: Sequence[str] = ()) -> None:
         if keep_last < 1:
             raise SnapshotError("keep_last must be at least 1")
         self.root, self.keys, self.keep_last, self.audit, self._now = root, keys, keep_last, audit, now
+        self.exclude = tuple(exclude)  # globs left out of every folder member (caches, locks)
         self._mutex = threading.Lock()
 
     # -- create ---------------------------------------------------------------------------
     def create(self, agency_id: str, sources: Mapping[str, Path], trigger: str = "manual",
-               extra_state: Mapping[str, object] | None = None) -> SnapshotInfo:
+               extra_state: Mapping[str, object] | None = None,
+               agent: Mapping[str, Any] | None = None) -> SnapshotInfo:
         """Snapshot each source folder of ``agency_id``; the new snapshot is complete or absent."""
         agency_dir = self._agency_dir(agency_id)
         if not TRIGGER_RE.match(trigger):
@@ -103,8 +105,11 @@ class SnapshotStore:
                 state = {"agency": agency_id, "snapshot": snap_id, "created": created, "trigger": trigger,
                          "members": {k: v.sha256 for k, v in sorted(members.items())},
                          "extra_state": dict(extra_state or {})}
+                if agent is not None:  # authenticated copy; the manifest's is for listing
+                    state["agent"] = dict(agent)
                 members[STATE_MEMBER] = self._write_state(tmp, agency_id, snap_id, state)
-                info = SnapshotInfo(snap_id, agency_id, created, trigger, members, agency_dir / snap_id)
+                info = SnapshotInfo(snap_id, agency_id, created, trigger, members, agency_dir / snap_id,
+                                    dict(agent) if agent is not None else None)
                 atomic_write_bytes(tmp / MANIFEST, info.manifest_bytes())
                 os.rename(tmp, agency_dir / snap_id)
                 fsync_dir(agency_dir)
@@ -128,7 +133,7 @@ class SnapshotStore:
     def _write_tree(self, tmp: Path, agency_id: str, snap_id: str, member: str, src: Path) -> MemberInfo:
         def body(out: _Hashing) -> None:
             w = self._writer(out, agency_id, aad_name(snap_id, member))
-            pack_dir(src, w)
+            pack_dir(src, w, exclude=self.exclude, scratch=tmp)  # SQLite files via the backup API
             w.finish()
 
         return self._write_member(tmp / member_file(member), "tar", body)
@@ -281,13 +286,21 @@ class SnapshotStore:
 
     def read_state(self, agency_id: str, snap_id: str) -> dict[str, Any]:
         """The daemon state stored with a snapshot (``extra_state`` as given to ``create``)."""
+        return dict(self._read_state_doc(agency_id, snap_id)["extra_state"])
+
+    def agent_health(self, agency_id: str, snap_id: str) -> dict[str, Any] | None:
+        """The agent's health recorded (encrypted, authenticated) with a snapshot; None if none was."""
+        agent = self._read_state_doc(agency_id, snap_id).get("agent")
+        return dict(agent) if isinstance(agent, dict) else None
+
+    def _read_state_doc(self, agency_id: str, snap_id: str) -> dict[str, Any]:
         info = self.get(agency_id, snap_id)
         src, reader, m = self._open_member(info, STATE_MEMBER)
         with src.fh:
             data = reader.read()
             self._check_hash(src, m)
         self._check_state(info, data)
-        return dict(json.loads(data)["extra_state"])
+        return dict(json.loads(data))
 
     # -- restore --------------------------------------------------------------------------
     def restore(self, agency_id: str, snap_id: str, member: str, target: Path, *, in_place: bool) -> dict[str, Any]:

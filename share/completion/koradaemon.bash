@@ -6,7 +6,7 @@
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
 _shtab_koradaemon_audit_subparsers=(verify unlock)
-_shtab_koradaemon_subparsers=(run check-config status search files show tail watch-events snapshot snapshots restore audit init print-unit)
+_shtab_koradaemon_subparsers=(run check-config status search files show tail watch-events snapshot snapshots restore audit init print-unit mcp)
 
 _shtab_koradaemon_run_option_strings=(-h --help -c --config --data-root)
 _shtab_koradaemon_check_config_option_strings=(-h --help -c --config --data-root)
@@ -24,6 +24,7 @@ _shtab_koradaemon_audit_unlock_option_strings=(-h --help -c --config --data-root
 _shtab_koradaemon_audit_option_strings=(-h --help -c --config --data-root)
 _shtab_koradaemon_init_option_strings=(-h --help -c --config --data-root --user --system --agency --force)
 _shtab_koradaemon_print_unit_option_strings=(-h --help -c --config --data-root)
+_shtab_koradaemon_mcp_option_strings=(-h --help -c --config --data-root --agency --socket --token-file)
 _shtab_koradaemon_option_strings=(-h --help --version -c --config --data-root)
 
 
@@ -31,7 +32,7 @@ _shtab_koradaemon_option_strings=(-h --help --version -c --config --data-root)
 _shtab_koradaemon_search___color_choices=(auto always never)
 _shtab_koradaemon_audit_pos_0_choices=(verify unlock)
 _shtab_koradaemon_print_unit_pos_0_choices=(systemd systemd-user launchd)
-_shtab_koradaemon_pos_0_choices=(run check-config status search files show tail watch-events snapshot snapshots restore audit init print-unit)
+_shtab_koradaemon_pos_0_choices=(run check-config status search files show tail watch-events snapshot snapshots restore audit init print-unit mcp)
 
 _shtab_koradaemon_run__h_nargs=0
 _shtab_koradaemon_run___help_nargs=0
@@ -82,6 +83,8 @@ _shtab_koradaemon_init___system_nargs=0
 _shtab_koradaemon_init___force_nargs=0
 _shtab_koradaemon_print_unit__h_nargs=0
 _shtab_koradaemon_print_unit___help_nargs=0
+_shtab_koradaemon_mcp__h_nargs=0
+_shtab_koradaemon_mcp___help_nargs=0
 _shtab_koradaemon_pos_0_nargs=A...
 _shtab_koradaemon__h_nargs=0
 _shtab_koradaemon___help_nargs=0
