@@ -20,6 +20,7 @@ from .config_model import (
     IndexConfig,
     LogConfig,
     VaultConfig,
+    VectorsConfig,
     WatchConfig,
 )
 from .errors import ConfigError, PathError
@@ -33,6 +34,7 @@ SECTIONS: dict[str, type] = {
     "vault": VaultConfig,
     "control": ControlConfig,
     "agent": AgentConfig,
+    "vectors": VectorsConfig,
 }
 TOP_SCALARS = {"version", "shutdown_timeout_s"}
 
@@ -197,6 +199,8 @@ def _cross_checks(cfg: Config, root: _Node) -> None:
             raise _fail("agent.command", node, "the agent command is empty")
         if not agent.health_url.startswith(("http://127.", "http://localhost", "http://[::1]")):
             raise _fail("agent.health_url", node, "the health URL must be on loopback")
+    if cfg.vectors.dims not in (64, 128, 256):
+        raise _fail("vectors.dims", root.value["vectors"], f"{cfg.vectors.dims} is not one of 64, 128, 256")
 
 
 def data_root_for(config_path: Path, override: str | None = None) -> Path:

@@ -96,6 +96,18 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class VectorsConfig:
+    """Local embeddings beside the full-text index (issue 15); off by default, and then nothing is loaded."""
+
+    enabled: bool = False
+    database: str = rel("kora_vectors.db")
+    dims: int = num(256, 64, 256)  # 64, 128 or 256: the model's leading (Matryoshka) dimensions
+    passage_bytes: int = num(1536, 256, 16_384)
+    batch_passages: int = num(256, 8, 8192)
+    poll_s: float = num(0.5, 0.01, 60)
+
+
+@dataclass(frozen=True)
 class AgencyConfig:
     agency_id: str
     roots: tuple[str, ...] = field(default=(), metadata={"path": True})
@@ -117,6 +129,7 @@ class Config:
     vault: VaultConfig = VaultConfig()
     control: ControlConfig = ControlConfig()
     agent: AgentConfig = AgentConfig()
+    vectors: VectorsConfig = VectorsConfig()
 
     def path(self, rel_path: str) -> Path:
         """A config path made absolute against the data root."""

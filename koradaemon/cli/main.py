@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser("search", help="full-text search one agency's index")
     se.add_argument("--agency", required=True)
     se.add_argument("--limit", type=int, default=10)
+    se.add_argument("--mode", choices=("keyword", "vector", "hybrid"),  # h-vectors (issue 15)
+                    help="default: hybrid once the agency has vectors, else keyword")
     se.add_argument("--json", action="store_true")
     se.add_argument("query")
     sn = sub.add_parser("snapshot", help="take a Session Vault snapshot now")

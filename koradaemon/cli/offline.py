@@ -42,8 +42,12 @@ def status(cfg: Config, agency: str) -> dict[str, Any]:
     return {"running": False, "agencies": out, "lockdowns": sorted(locked)}
 
 
-def search(cfg: Config, agency: str, query: str, limit: int) -> dict[str, Any]:
+def search(cfg: Config, agency: str, query: str, limit: int, mode: str = "") -> dict[str, Any]:
     _check_unlocked(cfg, agency)
+    if mode in ("vector", "hybrid"):  # h-vectors (issue 15): the model lives in the running daemon
+        from ..vectors import VectorsUnavailable
+
+        raise VectorsUnavailable(f"--mode {mode} needs the running daemon", hint="start it, or use --mode keyword")
     conn = open_db(cfg.path(cfg.index.database))
     try:
         return {"hits": [h.to_dict() for h in AgencyStore(conn, agency).search(query, limit)]}

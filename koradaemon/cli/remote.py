@@ -28,6 +28,8 @@ def _op_and_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     extra: dict[str, Any] = {}
     if op == "search":
         extra = {"query": args.query, "limit": args.limit}
+        if getattr(args, "mode", None):  # h-vectors (issue 15)
+            extra["mode"] = args.mode
     elif op == "restore":
         extra = {"snapshot": args.snapshot or "", "target": args.target or ""}
     elif op == "audit.unlock":

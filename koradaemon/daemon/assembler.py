@@ -58,6 +58,7 @@ class Daemon:
         self.ready = False
         self.degraded_roots: dict[tuple[str, str], str] = {}
         self.initial_sync: dict[str, Any] | None = None
+        self.vectors: Any = None  # h-vectors (issue 15): a VectorService when vectors.enabled
         self._stopped = False
 
     # -- construction -------------------------------------------------------------
@@ -116,6 +117,10 @@ class Daemon:
         self.writer.start()
         self.indexer.start()
         self.crawler.start()
+        if cfg.vectors.enabled:  # h-vectors (issue 15): embeddings follow the writer; off = nothing imported
+            from ..vectors.service import start_vectors
+
+            self.vectors = start_vectors(cfg, self.db_path, self.lockdown.is_locked)
         self.snapshots = SnapshotService(cfg, audit=self.audit_append, events=self.events)
         self.snapshots.start()
         self.lockdown.add_listener(self._on_lockdown_change)
@@ -292,6 +297,8 @@ class Daemon:
             steps.append(("control", self.control.stop))
         if hasattr(self, "watchset"):
             steps.append(("watchers", self.watchset.stop_all))
+        if self.vectors is not None:  # h-vectors (issue 15)
+            steps.append(("vectors", lambda: self.vectors.stop(left())))
         if hasattr(self, "crawler"):
             steps.append(("crawler", lambda: self.crawler.stop(left())))
         if hasattr(self, "indexer"):

@@ -84,6 +84,11 @@ class Operations:
         limit = _arg(req.args, "limit", int, 10)
         if not 1 <= limit <= MAX_LIMIT:
             raise UsageError(f"limit must be between 1 and {MAX_LIMIT}")
+        mode = _arg(req.args, "mode", str, "")  # h-vectors (issue 15): keyword | vector | hybrid
+        if mode or self.d.vectors is not None:
+            from ..vectors.search import run_search
+
+            return run_search(self.d.vectors, AgencyStore(self._conn(), req.agency_id), query, limit, mode)
         hits = AgencyStore(self._conn(), req.agency_id).search(query, limit)
         return {"hits": [h.to_dict() for h in hits]}
 

@@ -62,6 +62,8 @@ def agency_status(daemon: Daemon, agency_id: str) -> dict[str, Any]:
         "degraded_roots": {r: why for (a, r), why in daemon.degraded_roots.items() if a == agency_id},
         "last_snapshot": daemon.snapshots.last(agency_id),
         "audit": daemon.audit.heads().get(agency_id),
+        # h-vectors (issue 15): state, lag and rate of the embedding step
+        "vectors": daemon.vectors.agency_status(agency_id) if daemon.vectors is not None else {"state": "disabled"},
     }
 
 
@@ -109,6 +111,8 @@ def status_line(daemon: Daemon) -> str:
             parts.append(f"locked {','.join(sorted(locked))}")
         if daemon.supervisor is not None:
             parts.append(f"agent {daemon.supervisor.status().get('state')}")
+        if daemon.vectors is not None:  # h-vectors (issue 15)
+            parts.append(daemon.vectors.line())
         return "; ".join(parts)
     except AttributeError:
         return "starting"

@@ -1,0 +1,134 @@
+"""Turning text into unit vectors: batch tokenisation through a word cache, pooling in numpy.
+
+The model is a static embedding: a text's vector is the mean of its tokens' vectors.
+The shipped tokenizer runs BPE over a whole passage as one unit (no pre-tokeniser), at
+about 1.5 MB/s here; so we cut text into words, tokenise each distinct word once (as it
+reads after a space) and keep its token ids in a bounded cache. A batch of passages is
+then a few numpy gathers and one sum per passage. Punctuation and whitespace carry no
+meaning for retrieval and are left out.
+
+Binary codes (the sign of each centred dimension, packed) serve the in-memory
+pre-filter of :mod:`.codes`; exact cosine re-ranks its candidates.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+WORD = re.compile(r"\w{1,64}")  # a longer run is cut into pieces of 64
+MAX_CACHED_WORDS = 60_000
+
+F32 = npt.NDArray[np.float32]
+
+
+class Embedder:
+    def __init__(self, tokenizer: Tokenizer, weights: F32, name: str) -> None:
+        self.tokenizer = tokenizer
+        self.weights = weights
+        self.dims = int(weights.shape[1])
+        self.name = name
+        self.center = weights.mean(axis=0).astype(np.float32)
+        self._lock = threading.Lock()  # the word cache is the batch path's; queries do not touch it
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        self._words: dict[str, int] = {}
+        self._start = np.zeros(1024, np.int64)
+        self._count = np.zeros(1024, np.int64)
+        self._ids = np.zeros(4096, np.int32)
+        self._nids = 0
+
+    def _learn(self, words: Sequence[str]) -> None:
+        new = [w for w in dict.fromkeys(words) if w not in self._words]
+        if not new:
+            return
+        if len(self._words) + len(new) > MAX_CACHED_WORDS:
+            self._reset_cache()
+            new = list(dict.fromkeys(words))
+        encs = self.tokenizer.encode_batch_fast(new, add_special_tokens=False)
+        n0 = len(self._words)
+        need_w = n0 + len(new)
+        if need_w > len(self._start):
+            size = max(need_w, 2 * len(self._start))
+            self._start = np.resize(self._start, size)
+            self._count = np.resize(self._count, size)
+        lists = [e.ids for e in encs]
+        total = sum(len(x) for x in lists)
+        if self._nids + total > len(self._ids):
+            self._ids = np.resize(self._ids, max(self._nids + total, 2 * len(self._ids)))
+        pos = self._nids
+        for k, (word, ids) in enumerate(zip(new, lists, strict=True)):
+            self._words[word] = n0 + k
+            self._start[n0 + k] = pos
+            self._count[n0 + k] = len(ids)
+            self._ids[pos : pos + len(ids)] = ids
+            pos += len(ids)
+        self._nids = pos
+
+    def _token_ids(self, words: list[str]) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+        """Token ids of ``words`` in order and each word's token count, through the cache."""
+        try:
+            wid = np.fromiter(map(self._words.__getitem__, words), np.int64, len(words))
+        except KeyError:  # new words: learn them, then look up again
+            self._learn(words)
+            wid = np.fromiter(map(self._words.__getitem__, words), np.int64, len(words))
+        counts = self._count[wid]
+        ends = np.cumsum(counts)
+        total = int(ends[-1]) if len(ends) else 0
+        offs = np.repeat(self._start[wid] - (ends - counts), counts) + np.arange(total)
+        return self._ids[offs], counts
+
+    def embed(self, texts: Sequence[str]) -> F32:
+        """Unit vectors of ``texts`` (a text without words gets the zero vector)."""
+        out = np.zeros((len(texts), self.dims), np.float32)
+        if not texts:
+            return out
+        per_text = [WORD.findall(t) for t in texts]
+        words = [w for ws in per_text for w in ws]
+        if not words:
+            return out
+        with self._lock:
+            tokens, counts = self._token_ids(words)
+        ends_w = np.cumsum(counts)
+        n_words = np.fromiter(map(len, per_text), np.int64, len(per_text))
+        last_word = np.cumsum(n_words)
+        tok_end = np.where(last_word > 0, ends_w[np.maximum(last_word - 1, 0)], 0)
+        tok_start = np.concatenate(([0], tok_end[:-1]))
+        weights = self.weights
+        for i in range(len(texts)):
+            a, b = int(tok_start[i]), int(tok_end[i])
+            if b > a:
+                np.sum(weights[tokens[a:b]], axis=0, out=out[i])
+        return normalize(out)
+
+    def embed_query(self, text: str) -> F32:
+        """One query's unit vector; tokenises its words directly (no shared cache, no lock)."""
+        words = WORD.findall(text)
+        vec = np.zeros(self.dims, np.float32)
+        if words:
+            encs = self.tokenizer.encode_batch_fast(words, add_special_tokens=False)
+            ids = np.fromiter((i for e in encs for i in e.ids), np.int64)
+            if len(ids):
+                vec = self.weights[ids].sum(axis=0)
+        one: F32 = normalize(vec[None, :])[0]
+        return one
+
+    def codes(self, vectors: F32) -> npt.NDArray[np.uint8]:
+        """Packed sign bits of the centred vectors: ``dims / 8`` bytes each."""
+        return np.packbits(vectors - self.center > 0, axis=-1)
+
+
+def normalize(matrix: F32) -> F32:
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    np.maximum(norms, 1e-12, out=norms)
+    out: F32 = (matrix / norms).astype(np.float32, copy=False)
+    return out

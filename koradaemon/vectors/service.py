@@ -1,0 +1,196 @@
+"""The vector service: loads the model and extension, runs the embedding thread, answers searches.
+
+Built by the daemon only when ``vectors.enabled`` is true. Nothing here delays keyword
+indexing or search: the model loads on the vector thread; a missing or broken model or
+extension leaves the service in state ``error`` with one clear line (status and the
+log), and keyword search goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import apsw
+import structlog
+
+from ..config_model import Config
+from ..errors import KoraError
+from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
+from . import VectorsUnavailable
+from .codes import CodeIndex
+from .embedder import Embedder
+from .model import load_tokenizer, load_weights, prepare_cache_dir
+from .store import VectorTables, connect
+from .worker import AgencyVectors, Step
+
+log = structlog.get_logger(__name__)
+
+MODEL_DIR = "models/wordllama"
+MIN_CANDIDATES = 256
+SNIPPET_CHARS = 240
+
+
+class VectorService:
+    def __init__(self, cfg: Config, kernel_db: Path, is_locked: Callable[[str], bool]) -> None:
+        self.cfg = cfg
+        self.kernel_db = kernel_db
+        self.vectors_db = cfg.path(cfg.vectors.database)
+        self.is_locked = is_locked
+        self.state = "loading"
+        self.error: str | None = None
+        self.model: str | None = None
+        self.load_s: float | None = None
+        self.embedder: Embedder | None = None
+        self.agencies: dict[str, AgencyVectors] = {}
+        self._stop = threading.Event()
+        self._local = threading.local()
+        self._thread = threading.Thread(target=self._run, name="kora-vectors", daemon=True)
+
+    # -- life cycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wait_loaded(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.state == "loading" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.state != "loading"
+
+    def _load(self) -> apsw.Connection:
+        started = time.monotonic()
+        vc = self.cfg.vectors
+        files = prepare_cache_dir(self.cfg.path(MODEL_DIR))
+        self.embedder = Embedder(load_tokenizer(files), load_weights(files, vc.dims), files.name)
+        self.model = f"{files.name}-{vc.dims}"
+        conn = connect(self.vectors_db, self.kernel_db)
+        for agency in self.cfg.agencies:
+            tables = VectorTables(conn, agency.agency_id)
+            if tables.ensure(self.model, vc.dims):
+                log.info("vector_tables_created", agency_id=agency.agency_id, model=self.model)
+            index = CodeIndex(vc.dims // 8)
+            index.add(tables.all_codes())
+            self.agencies[agency.agency_id] = AgencyVectors(tables, index, agency.roots)
+        self.load_s = round(time.monotonic() - started, 3)
+        return conn
+
+    def _run(self) -> None:
+        try:
+            conn = self._load()
+        except KoraError as exc:
+            self._fail(str(exc))
+            return
+        except Exception as exc:  # an unexpected failure of a third-party loader is still one clear line
+            self._fail(f"vectors cannot start: {type(exc).__name__}: {exc}")
+            return
+        self.state = "ready"
+        log.info("vectors_ready", model=self.model, load_s=self.load_s,
+                 passages={a: len(v.index) for a, v in self.agencies.items()})
+        assert self.embedder is not None
+        vc = self.cfg.vectors
+        step = Step(self.embedder, self.cfg.data_root, vc.passage_bytes, vc.batch_passages, self.cfg.index.chunk_bytes)
+        try:
+            while not self._stop.is_set():
+                busy = False
+                for agency_id, av in self.agencies.items():
+                    if self._stop.is_set() or self.is_locked(agency_id):
+                        continue
+                    try:
+                        busy = step.run(av) or busy
+                    except Exception as exc:  # one bad batch must not stop the thread
+                        av.counters["errors"] += 1
+                        log.error("vector_step_failed", agency_id=agency_id, error=f"{type(exc).__name__}: {exc}")
+                        self._stop.wait(1.0)
+                if not busy:
+                    self._stop.wait(vc.poll_s)
+        finally:
+            conn.close()
+
+    def _fail(self, message: str) -> None:
+        self.state, self.error = "error", message
+        log.error("vectors_unavailable", error=message, hint="keyword search goes on")
+
+    # -- queries ----------------------------------------------------------------------
+    def check(self) -> None:
+        if self.state == "error":
+            raise VectorsUnavailable(f"vector search is unavailable: {self.error}",
+                                     hint="keyword search still works: --mode keyword")
+        if self.state != "ready":
+            raise VectorsUnavailable("vector search is not ready yet: the model is loading",
+                                     hint="retry in a moment, or use --mode keyword")
+
+    def has_vectors(self, agency_id: str) -> bool:
+        av = self.agencies.get(agency_id)
+        return self.state == "ready" and av is not None and len(av.index) > 0
+
+    def _conn(self) -> apsw.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.vectors_db, self.kernel_db)
+            self._local.conn = conn
+        return conn
+
+    def search(self, agency_id: str, query: str, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` best chunks by their best passage's cosine similarity, live chunks only."""
+        self.check()
+        av = self.agencies.get(agency_id)
+        if av is None or self.embedder is None:
+            raise VectorsUnavailable(f"no vectors for agency {agency_id!r}")
+        qvec = self.embedder.embed_query(query)
+        if not qvec.any():
+            return []
+        cands = av.index.candidates(self.embedder.codes(qvec).tobytes(), max(MIN_CANDIDATES, 16 * limit))
+        tables = VectorTables(self._conn(), agency_id)
+        hits: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        for h in tables.rank(qvec.tobytes(), cands, 4 * limit):
+            if h.chunk_id in seen:
+                continue
+            ref = ChunkRef(h.root, h.path, h.passage_offset, h.passage_length, h.passage_sha256)
+            try:
+                text = read_chunk_text(self.cfg.data_root, av.roots, ref)
+            except StaleChunk:
+                continue  # the file changed since: never served wrong
+            seen.add(h.chunk_id)
+            hits.append({
+                "chunk_id": h.chunk_id, "root": h.root, "path": h.path, "seq": h.seq,
+                "offset": h.chunk_offset, "length": h.chunk_length, "sha256": h.chunk_sha256,
+                "snippet": " ".join(text.split())[:SNIPPET_CHARS], "score": round(h.similarity, 6),
+                "passage": {"offset": h.passage_offset, "length": h.passage_length, "sha256": h.passage_sha256},
+            })
+            if len(hits) == limit:
+                break
+        return hits
+
+    # -- status -----------------------------------------------------------------------
+    def agency_status(self, agency_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state, "model": self.model, "dims": self.cfg.vectors.dims}
+        if self.error:
+            out["error"] = self.error
+        av = self.agencies.get(agency_id)
+        if av is not None:
+            out.update(av.status())
+            if self.state == "ready" and av.lag_chunks:
+                out["state"] = "catching_up"
+        return out
+
+    def line(self) -> str:
+        """A short phrase for systemd's STATUS= line."""
+        if self.state != "ready":
+            return f"vectors {self.state}" + (f": {self.error}" if self.error else "")
+        lag = sum(av.lag_bytes for av in self.agencies.values())
+        return f"vectors lag {lag / 1e6:.1f} MB" if lag else "vectors up to date"
+
+
+def start_vectors(cfg: Config, kernel_db: Path, is_locked: Callable[[str], bool]) -> VectorService:
+    service = VectorService(cfg, kernel_db, is_locked)
+    service.start()
+    return service
