@@ -7,7 +7,7 @@ reads after a space) and keep its token ids in a bounded cache. A batch of passa
 then a few numpy gathers and one sum per passage. Punctuation and whitespace carry no
 meaning for retrieval and are left out.
 
-Binary codes (the sign of each centred dimension, packed) serve the in-memory
+Binary codes (the sign of each dimension, packed) serve the in-memory
 pre-filter of :mod:`.codes`; exact cosine re-ranks its candidates.
 """
 
@@ -36,7 +36,6 @@ class Embedder:
         self.weights = weights
         self.dims = int(weights.shape[1])
         self.name = name
-        self.center = weights.mean(axis=0).astype(np.float32)
         self._lock = threading.Lock()  # the word cache is the batch path's; queries do not touch it
         self._reset_cache()
 
@@ -123,8 +122,8 @@ class Embedder:
         return one
 
     def codes(self, vectors: F32) -> npt.NDArray[np.uint8]:
-        """Packed sign bits of the centred vectors: ``dims / 8`` bytes each."""
-        return np.packbits(vectors - self.center > 0, axis=-1)
+        """Packed sign bits: ``dims / 8`` bytes each (centring on the vocabulary mean kept fewer true neighbours)."""
+        return np.packbits(vectors > 0, axis=-1)
 
 
 def normalize(matrix: F32) -> F32:

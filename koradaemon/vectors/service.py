@@ -30,7 +30,7 @@ from .worker import AgencyVectors, Step
 log = structlog.get_logger(__name__)
 
 MODEL_DIR = "models/wordllama"
-MIN_CANDIDATES = 256
+MIN_CANDIDATES = 512
 SNIPPET_CHARS = 240
 
 
