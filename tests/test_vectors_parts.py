@@ -58,7 +58,7 @@ def test_embedder_agrees_with_wordllama_load(embedder: Embedder, tmp_path: Path)
     assert (tmp_path / "cache" / "tokenizers").is_dir() and (tmp_path / "cache" / "weights").is_dir()
     texts = ["the car engine needs repair", "automobile maintenance schedule", "bake bread with yeast"]
     theirs = wl.embed(texts, norm=True)  # type: ignore[attr-defined]
-    ours = embedder.embed(texts)
+    ours = embedder.embed([t.encode() for t in texts])
     assert np.allclose((theirs * ours).sum(axis=1), 1.0, atol=1e-4)
     for i, t in enumerate(texts):
         assert float(embedder.embed_query(t) @ ours[i]) == pytest.approx(1.0, abs=1e-5)
@@ -68,21 +68,22 @@ def test_embedder_ranks_paraphrases(embedder: Embedder) -> None:
     docs = ["Take the vehicle to a mechanic when the engine knocks; change the motor oil.",
             "Knead the dough, let it rise overnight and bake the loaf in a hot oven.",
             "Sow carrots and lettuce, water the seedlings and pull the weeds."]
-    d = embedder.embed(docs)
+    d = embedder.embed([t.encode() for t in docs])
     for query, want in (("car repair", 0), ("making bread", 1), ("growing vegetables", 2)):
         assert int(np.argmax(d @ embedder.embed_query(query))) == want, query
 
 
 def test_embedder_survives_many_new_words(embedder: Embedder) -> None:
-    texts = [" ".join(f"w{i}x{j}" for j in range(300)) for i in range(250)]  # 75 k distinct words: cache resets
+    # 75 k distinct words: the word cache resets on the way
+    texts = [" ".join(f"w{i}x{j}" for j in range(300)).encode() for i in range(250)]
     out = embedder.embed(texts)
     assert out.shape == (250, 256) and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    assert not embedder.embed(["", "  ...  "]).any()  # no words: zero vectors
+    assert not embedder.embed([b"", b"  ...  "]).any()  # no words: zero vectors
 
 
 def test_prefilter_keeps_the_exact_top_ten(embedder: Embedder) -> None:
     lib = Path(os.__file__).parent  # real text that is on every machine running these tests
-    text = "".join(p.read_text(errors="replace") for p in sorted(lib.glob("*.py"))[:120])[:4_000_000]
+    text = b"".join(p.read_bytes() for p in sorted(lib.glob("*.py"))[:120])[:4_000_000]
     texts = [text[i : i + 1500] for i in range(0, len(text), 1500)]
     vecs = np.concatenate([embedder.embed(texts[b : b + 256]) for b in range(0, len(texts), 256)])
     index = CodeIndex(32)
@@ -92,7 +93,7 @@ def test_prefilter_keeps_the_exact_top_ten(embedder: Embedder) -> None:
     for _ in range(60):
         words = texts[int(rng.integers(len(texts)))].split()
         start = int(rng.integers(max(1, len(words) - 5)))
-        qv = embedder.embed_query(" ".join(words[start : start + 4]))
+        qv = embedder.embed_query(b" ".join(words[start : start + 4]).decode("utf-8", "replace"))
         if not qv.any():
             continue
         exact = set(np.argsort(-(vecs @ qv))[:10].tolist())

@@ -82,8 +82,8 @@ def prepare_cache_dir(cache_dir: Path) -> ModelFiles:
     return ModelFiles(cache_dir, cache_dir / "weights" / WEIGHTS_FILE, cache_dir / "tokenizers" / TOKENIZER_FILE)
 
 
-def load_weights(files: ModelFiles, dims: int) -> npt.NDArray[np.float32]:
-    """The token embedding matrix (vocabulary x ``dims``), float32, its leading ``dims`` columns."""
+def load_weights(files: ModelFiles, dims: int) -> npt.NDArray[np.float16]:
+    """The token embedding matrix (vocabulary x ``dims``), float16 as shipped, its leading ``dims`` columns."""
     import numpy as np
     from safetensors import safe_open
 
@@ -94,10 +94,13 @@ def load_weights(files: ModelFiles, dims: int) -> npt.NDArray[np.float32]:
         raise VectorsUnavailable(f"the embedding weights {files.weights.name} cannot be read: {exc}") from None
     if matrix.ndim != 2 or matrix.shape[1] < dims:
         raise VectorsUnavailable(f"the embedding weights have shape {matrix.shape}, need at least {dims} columns")
-    return np.ascontiguousarray(matrix[:, :dims], dtype=np.float32)
+    return np.ascontiguousarray(matrix[:, :dims], dtype=np.float16)
 
 
 def load_tokenizer(files: ModelFiles) -> Tokenizer:
+    # One thread: the embedding step runs beside the indexer on few cores, and each rayon worker
+    # would keep its own malloc arena (memory that is not given back).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from tokenizers import Tokenizer
 
     try:

@@ -19,7 +19,7 @@ class Passage:
     offset: int  # in the file
     length: int
     sha256: str
-    text: str
+    data: bytes  # the passage's bytes, as the embedder takes them
 
 
 def split_passages(chunk: bytes, chunk_offset: int, passage_bytes: int) -> list[Passage]:
@@ -27,6 +27,5 @@ def split_passages(chunk: bytes, chunk_offset: int, passage_bytes: int) -> list[
     out: list[Passage] = []
     for span in iter_spans(chunk, len(chunk), passage_bytes, 0):
         data = chunk[span.offset : span.end]
-        out.append(Passage(chunk_offset + span.offset, span.length, hashlib.sha256(data).hexdigest(),
-                           data.decode("utf-8", "replace")))
+        out.append(Passage(chunk_offset + span.offset, span.length, hashlib.sha256(data).hexdigest(), data))
     return out

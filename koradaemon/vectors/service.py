@@ -30,14 +30,19 @@ from .worker import AgencyVectors, Step
 log = structlog.get_logger(__name__)
 
 MODEL_DIR = "models/wordllama"
+# While the keyword pipeline has work, the embedding step takes at most this share of the time:
+# after a batch of t seconds it waits t * (1 - share) / share. Vectors follow behind.
+BUSY_SHARE = 0.2
 MIN_CANDIDATES = 512
 SNIPPET_CHARS = 240
 
 
 class VectorService:
-    def __init__(self, cfg: Config, kernel_db: Path, is_locked: Callable[[str], bool]) -> None:
+    def __init__(self, cfg: Config, kernel_db: Path, is_locked: Callable[[str], bool],
+                 pipeline_busy: Callable[[], bool] | None = None) -> None:
         self.cfg = cfg
         self.kernel_db = kernel_db
+        self.pipeline_busy = pipeline_busy
         self.vectors_db = cfg.path(cfg.vectors.database)
         self.is_locked = is_locked
         self.state = "loading"
@@ -80,6 +85,7 @@ class VectorService:
             index.add(tables.all_codes())
             self.agencies[agency.agency_id] = AgencyVectors(tables, index, agency.roots)
         self.load_s = round(time.monotonic() - started, 3)
+        release_free_memory()  # the tokenizer's JSON parse leaves freed heap behind
         return conn
 
     def _run(self) -> None:
@@ -97,22 +103,32 @@ class VectorService:
         assert self.embedder is not None
         vc = self.cfg.vectors
         step = Step(self.embedder, self.cfg.data_root, vc.passage_bytes, vc.batch_passages, self.cfg.index.chunk_bytes)
+        was_busy = False
         try:
             while not self._stop.is_set():
                 busy = False
                 for agency_id, av in self.agencies.items():
                     if self._stop.is_set() or self.is_locked(agency_id):
                         continue
+                    started = time.monotonic()
                     try:
                         busy = step.run(av) or busy
+                        self._yield_to_keyword(time.monotonic() - started)
                     except Exception as exc:  # one bad batch must not stop the thread
                         av.counters["errors"] += 1
                         log.error("vector_step_failed", agency_id=agency_id, error=f"{type(exc).__name__}: {exc}")
                         self._stop.wait(1.0)
                 if not busy:
+                    if was_busy:
+                        release_free_memory()  # batch temporaries: give the heap back when caught up
                     self._stop.wait(vc.poll_s)
+                was_busy = busy
         finally:
             conn.close()
+
+    def _yield_to_keyword(self, spent: float) -> None:
+        if self.pipeline_busy is not None and self.pipeline_busy():
+            self._stop.wait(spent * (1 - BUSY_SHARE) / BUSY_SHARE)
 
     def _fail(self, message: str) -> None:
         self.state, self.error = "error", message
@@ -190,7 +206,18 @@ class VectorService:
         return f"vectors lag {lag / 1e6:.1f} MB" if lag else "vectors up to date"
 
 
-def start_vectors(cfg: Config, kernel_db: Path, is_locked: Callable[[str], bool]) -> VectorService:
-    service = VectorService(cfg, kernel_db, is_locked)
+def release_free_memory() -> None:
+    """glibc's malloc_trim: return freed heap pages to the system (elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def start_vectors(cfg: Config, kernel_db: Path, is_locked: Callable[[str], bool],
+                  pipeline_busy: Callable[[], bool] | None = None) -> VectorService:
+    service = VectorService(cfg, kernel_db, is_locked, pipeline_busy)
     service.start()
     return service

@@ -72,7 +72,7 @@ class Step:
             return False
         started = time.monotonic()
         done: list[tuple[PendingChunk, list[PassageRow]]] = []
-        texts: list[str] = []
+        texts: list[bytes] = []
         plans: list[tuple[PendingChunk, list[tuple[int, int, str]]]] = []
         for chunk in chunks:
             try:
@@ -88,7 +88,7 @@ class Step:
                 continue
             passages = split_passages(data, chunk.offset, self.passage_bytes)
             plans.append((chunk, [(p.offset, p.length, p.sha256) for p in passages]))
-            texts.extend(p.text for p in passages)
+            texts.extend(p.data for p in passages)
         rows_flat: list[PassageRow] = []
         for start in range(0, len(texts), self.batch_passages):
             vecs = self.embedder.embed(texts[start : start + self.batch_passages])
