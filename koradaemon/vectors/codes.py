@@ -20,7 +20,7 @@ class CodeIndex:
         self.code_bytes = code_bytes
         self._lock = threading.Lock()
         self._ids = np.zeros(0, np.int64)
-        self._codes = np.zeros((0, code_bytes // 8), np.uint64)
+        self._codes = np.zeros((code_bytes // 8, 0), np.uint64)  # one row per 64-bit word: column-major
         self._pending: list[tuple[int, bytes]] = []
         self._removed: set[int] = set()
 
@@ -40,13 +40,13 @@ class CodeIndex:
         """Fold pending additions and removals into the arrays (under the lock)."""
         if self._pending:
             ids = np.fromiter((i for i, _ in self._pending), np.int64, len(self._pending))
-            codes = np.frombuffer(b"".join(c for _, c in self._pending), np.uint64).reshape(len(ids), -1)
+            codes = np.frombuffer(b"".join(c for _, c in self._pending), np.uint64).reshape(len(ids), -1).T
             self._ids = np.concatenate((self._ids, ids))
-            self._codes = np.concatenate((self._codes, codes))
+            self._codes = np.concatenate((self._codes, codes), axis=1)
             self._pending = []
         if self._removed:
             keep = ~np.isin(self._ids, np.fromiter(self._removed, np.int64, len(self._removed)))
-            self._ids, self._codes = self._ids[keep], self._codes[keep]
+            self._ids, self._codes = self._ids[keep], np.ascontiguousarray(self._codes[:, keep])
             self._removed = set()
         return self._ids, self._codes
 
@@ -57,6 +57,14 @@ class CodeIndex:
         if not len(ids):
             return []
         query = np.frombuffer(code, np.uint64)
-        dist = np.bitwise_count(codes ^ query).sum(axis=1, dtype=np.int32)
-        top = np.argpartition(dist, count)[:count] if count < len(ids) else np.arange(len(ids))
-        return [int(i) for i in ids[top]]
+        dist = np.bitwise_count(codes[0] ^ query[0]).astype(np.uint16)
+        for word in range(1, len(query)):
+            dist += np.bitwise_count(codes[word] ^ query[word])
+        if count >= len(ids):
+            return [int(i) for i in ids]
+        # Distances are small integers: the cut-off comes from a histogram, not a partial sort.
+        cum = np.cumsum(np.bincount(dist, minlength=64 * len(query) + 1))
+        cut = int(np.searchsorted(cum, count))
+        below = np.flatnonzero(dist < cut)
+        at = np.flatnonzero(dist == cut)[: count - len(below)]
+        return [int(i) for i in ids[np.concatenate((below, at))]]

@@ -130,6 +130,13 @@ class Embedder:
         one: F32 = normalize(vec[None, :])[0]
         return one
 
+    def quantize(self, vectors: F32) -> npt.NDArray[np.int8]:
+        """int8 vectors for storage: each scaled so its largest component is ±127 (cosine ignores scale)."""
+        peak = np.abs(vectors).max(axis=-1, keepdims=True)
+        np.maximum(peak, 1e-12, out=peak)
+        out: npt.NDArray[np.int8] = np.rint(vectors * (127.0 / peak)).astype(np.int8)
+        return out
+
     def codes(self, vectors: F32) -> npt.NDArray[np.uint8]:
         """Packed sign bits: ``dims / 8`` bytes each (centring on the vocabulary mean kept fewer true neighbours)."""
         return np.packbits(vectors > 0, axis=-1)

@@ -75,7 +75,7 @@ class VectorService:
         vc = self.cfg.vectors
         files = prepare_cache_dir(self.cfg.path(MODEL_DIR))
         self.embedder = Embedder(load_tokenizer(files), load_weights(files, vc.dims), files.name)
-        self.model = f"{files.name}-{vc.dims}"
+        self.model = f"{files.name}-{vc.dims}-int8"  # a change of model, dims or format rebuilds the tables
         conn = connect(self.vectors_db, self.kernel_db)
         for agency in self.cfg.agencies:
             tables = VectorTables(conn, agency.agency_id)
@@ -167,7 +167,7 @@ class VectorService:
         tables = VectorTables(self._conn(), agency_id)
         hits: list[dict[str, Any]] = []
         seen: set[int] = set()
-        for h in tables.rank(qvec.tobytes(), cands, 4 * limit):
+        for h in tables.rank(self.embedder.quantize(qvec).tobytes(), cands, 4 * limit):
             if h.chunk_id in seen:
                 continue
             ref = ChunkRef(h.root, h.path, h.passage_offset, h.passage_length, h.passage_sha256)

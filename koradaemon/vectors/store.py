@@ -9,7 +9,8 @@ Per agency (``<s>`` is the agency id in hex, so no two agencies share a table):
 
 - ``vd_<s>(chunk_id, chunk_sha256, passages)``: chunks whose passages are embedded.
 - ``vp_<s>(id, chunk_id, byte_offset, byte_length, sha256, code, embedding)``: one row
-  per passage; ``embedding`` is a sqlite-vec float32 vector (checked by ``vec_f32``),
+  per passage; ``embedding`` is a sqlite-vec int8 vector (checked by ``vec_int8``; each vector
+  scaled to ±127, which cosine ignores: 256 bytes instead of 1 KiB at 256 dimensions),
   ``code`` its packed sign bits for the in-memory pre-filter.
 
 A hit is served only while its chunk row still exists with the same sha256, so an
@@ -191,7 +192,7 @@ class VectorTables:
                 for p in passages:
                     self.conn.execute(
                         f"INSERT INTO {self.vp}(chunk_id, byte_offset, byte_length, sha256, code, embedding)"
-                        " VALUES (?, ?, ?, ?, ?, vec_f32(?))",
+                        " VALUES (?, ?, ?, ?, ?, vec_int8(?))",
                         (chunk.chunk_id, p.offset, p.length, p.sha256, p.code, p.embedding),
                     )
                     added.append((self.conn.last_insert_rowid(), p.code))
@@ -221,18 +222,35 @@ class VectorTables:
         return ((int(r[0]), bytes(r[1])) for r in self.conn.execute(f"SELECT id, code FROM {self.vp} ORDER BY id"))
 
     def rank(self, query: bytes, candidates: Sequence[int], limit: int) -> list[VectorHit]:
-        """Exact cosine (sqlite-vec) over ``candidates``, live chunks only, best first."""
+        """Exact cosine (sqlite-vec) over ``candidates``, live chunks only, best first.
+
+        Two steps: score the candidates on the passage table alone, then resolve only the best
+        ``limit`` against the kernel's chunk and document rows (the sha256 check drops stale ones).
+        """
         if not candidates:
             return []
         marks = ",".join("?" * len(candidates))
+        scored = _all(
+            self.conn,
+            f"SELECT id, 1.0 - vec_distance_cosine(vec_int8(embedding), vec_int8(?)) AS sim FROM {self.vp}"
+            f" WHERE id IN ({marks}) ORDER BY sim DESC LIMIT ?",
+            (query, *candidates, limit),
+        )
+        if not scored:
+            return []
+        sims = {int(pid): float(sim) for pid, sim in scored}
+        marks = ",".join("?" * len(sims))
         rows = _all(
             self.conn,
-            "SELECT p.id, 1.0 - vec_distance_cosine(p.embedding, ?) AS sim, p.byte_offset, p.byte_length, p.sha256,"
+            "SELECT p.id, p.byte_offset, p.byte_length, p.sha256,"
             " c.id, c.seq, c.byte_offset, c.byte_length, c.sha256, d.root, d.path"
-            f" FROM {self.vp} p JOIN {self.vd} v ON v.chunk_id = p.chunk_id"
-            " JOIN k.chunks c ON c.id = p.chunk_id AND c.sha256 = v.chunk_sha256 AND c.agency_id = ?"
-            " JOIN k.documents d ON d.id = c.document_id AND d.agency_id = ?"
-            f" WHERE p.id IN ({marks}) ORDER BY sim DESC LIMIT ?",
-            (query, self.agency_id, self.agency_id, *candidates, limit),
+            # CROSS JOIN fixes the order: the passages first (else the planner scans the agency's chunks)
+            f" FROM {self.vp} p CROSS JOIN {self.vd} v ON v.chunk_id = p.chunk_id"
+            " CROSS JOIN k.chunks c ON c.id = p.chunk_id AND c.sha256 = v.chunk_sha256 AND c.agency_id = ?"
+            " CROSS JOIN k.documents d ON d.id = c.document_id AND d.agency_id = ?"
+            f" WHERE p.id IN ({marks})",
+            (self.agency_id, self.agency_id, *sims),
         )
-        return [VectorHit(*r) for r in rows]
+        hits = [VectorHit(r[0], sims[r[0]], *r[1:]) for r in rows]
+        hits.sort(key=lambda h: -h.similarity)
+        return hits

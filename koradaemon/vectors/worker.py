@@ -92,8 +92,8 @@ class Step:
         rows_flat: list[PassageRow] = []
         for start in range(0, len(texts), self.batch_passages):
             vecs = self.embedder.embed(texts[start : start + self.batch_passages])
-            codes = self.embedder.codes(vecs)
-            rows_flat.extend(PassageRow(0, 0, "", codes[i].tobytes(), vecs[i].tobytes()) for i in range(len(vecs)))
+            codes, small = self.embedder.codes(vecs), self.embedder.quantize(vecs)
+            rows_flat.extend(PassageRow(0, 0, "", codes[i].tobytes(), small[i].tobytes()) for i in range(len(vecs)))
         k = 0
         for chunk, spans in plans:
             rows = [PassageRow(off, ln, sha, rows_flat[k + j].code, rows_flat[k + j].embedding)
