@@ -33,7 +33,7 @@ MODEL_DIR = "models/wordllama"
 # While the keyword pipeline has work, the embedding step takes at most this share of the time:
 # after a batch of t seconds it waits t * (1 - share) / share. Vectors follow behind.
 BUSY_SHARE = 0.2
-MIN_CANDIDATES = 512
+MIN_CANDIDATES = 512  # at 256 dimensions; fewer sign bits need more candidates (1024 at 128)
 SNIPPET_CHARS = 240
 
 
@@ -72,6 +72,7 @@ class VectorService:
 
     def _load(self) -> apsw.Connection:
         started = time.monotonic()
+        fixed_mmap_threshold()
         vc = self.cfg.vectors
         files = prepare_cache_dir(self.cfg.path(MODEL_DIR))
         self.embedder = Embedder(load_tokenizer(files), load_weights(files, vc.dims), files.name)
@@ -163,7 +164,8 @@ class VectorService:
         qvec = self.embedder.embed_query(query)
         if not qvec.any():
             return []
-        cands = av.index.candidates(self.embedder.codes(qvec).tobytes(), max(MIN_CANDIDATES, 16 * limit))
+        wanted = max(MIN_CANDIDATES * 256 // self.embedder.dims, 16 * limit)
+        cands = av.index.candidates(self.embedder.codes(qvec).tobytes(), wanted)
         tables = VectorTables(self._conn(), agency_id)
         hits: list[dict[str, Any]] = []
         seen: set[int] = set()
@@ -204,6 +206,20 @@ class VectorService:
             return f"vectors {self.state}" + (f": {self.error}" if self.error else "")
         lag = sum(av.lag_bytes for av in self.agencies.values())
         return f"vectors lag {lag / 1e6:.1f} MB" if lag else "vectors up to date"
+
+
+M_MMAP_THRESHOLD = -3
+
+
+def fixed_mmap_threshold(nbytes: int = 128 * 1024) -> None:
+    """Keep glibc's mmap threshold fixed: the embedding batches' large temporaries are then mapped and
+    unmapped, instead of raising the dynamic threshold and staying behind in a thread's arena."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, nbytes)
+    except (OSError, AttributeError):
+        pass
 
 
 def release_free_memory() -> None:

@@ -30,6 +30,9 @@ from ..paths import check_agency_id
 from . import VectorsUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
+# Small page caches (KiB): a search touches a few hundred rows; the OS page cache serves the rest,
+# and every control thread that searches holds a connection of its own.
+CACHE_KIB = 512
 
 META = """CREATE TABLE IF NOT EXISTS vec_agencies(
     agency_id TEXT PRIMARY KEY, model TEXT NOT NULL, dims INTEGER NOT NULL) STRICT"""
@@ -108,6 +111,8 @@ def connect(vectors_db: Path, kernel_db: Path) -> apsw.Connection:
         raise VectorsUnavailable(f"cannot open the vectors database {vectors_db.name}: {exc}") from None
     load_extension(conn)
     conn.execute("ATTACH DATABASE ? AS k", (str(kernel_db),))
+    conn.execute(f"PRAGMA main.cache_size = -{CACHE_KIB}")
+    conn.execute(f"PRAGMA k.cache_size = -{CACHE_KIB // 2}")
     conn.execute(META)
     return conn
 
