@@ -32,7 +32,9 @@ log = structlog.get_logger(__name__)
 MODEL_DIR = "models/wordllama"
 # While the keyword pipeline has work, the embedding step takes at most this share of the time:
 # after a batch of t seconds it waits t * (1 - share) / share. Vectors follow behind.
-BUSY_SHARE = 0.2
+BUSY_SHARE = 0.1
+# The model loads once the keyword pipeline is idle (the start-up crawl done), or after this long.
+LOAD_DEFER_S = 10.0
 MIN_CANDIDATES = 512  # at 256 dimensions; fewer sign bits need more candidates (1024 at 128)
 SNIPPET_CHARS = 240
 
@@ -90,6 +92,10 @@ class VectorService:
         return conn
 
     def _run(self) -> None:
+        deadline = time.monotonic() + LOAD_DEFER_S
+        while self.pipeline_busy is not None and self.pipeline_busy() and time.monotonic() < deadline:
+            if self._stop.wait(0.05):
+                return
         try:
             conn = self._load()
         except KoraError as exc:
