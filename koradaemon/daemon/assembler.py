@@ -120,7 +120,8 @@ class Daemon:
         if cfg.vectors.enabled:  # h-vectors (issue 15): embeddings follow the writer; off = nothing imported
             from ..vectors.service import start_vectors
 
-            self.vectors = start_vectors(cfg, self.db_path, self.lockdown.is_locked, lambda: not self.idle())
+            self.vectors = start_vectors(cfg, self.db_path, self.lockdown.is_locked,
+                                         lambda: self.initial_sync is None or not self.idle())
         self.snapshots = SnapshotService(cfg, audit=self.audit_append, events=self.events)
         self.snapshots.start()
         self.lockdown.add_listener(self._on_lockdown_change)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,13 +50,10 @@ class Embedder:
         self._ids = np.zeros(4096, np.int32)
         self._nids = 0
 
-    def _learn(self, words: Sequence[bytes]) -> None:
-        new = [w for w in dict.fromkeys(words) if w not in self._words]
-        if not new:
-            return
+    def _learn(self, new: list[bytes]) -> None:
+        """Tokenise words not in the cache yet (each as it reads after a space) and remember their ids."""
         if len(self._words) + len(new) > MAX_CACHED_WORDS:
             self._reset_cache()
-            new = list(dict.fromkeys(words))
         encs = self.tokenizer.encode_batch_fast([w.decode("utf-8", "replace") for w in new], add_special_tokens=False)
         n0 = len(self._words)
         need_w = n0 + len(new)
@@ -78,11 +76,19 @@ class Embedder:
 
     def _token_ids(self, words: list[bytes]) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
         """Token ids of ``words`` in order and each word's token count, through the cache."""
-        try:
-            wid = np.fromiter(map(self._words.__getitem__, words), np.int64, len(words))
-        except KeyError:  # new words: learn them, then look up again
-            self._learn(words)
-            wid = np.fromiter(map(self._words.__getitem__, words), np.int64, len(words))
+        wid = np.fromiter(map(self._words.get, words, repeat(-1)), np.int64, len(words))
+        missing = np.flatnonzero(wid < 0)
+        if len(missing):
+            new = list(dict.fromkeys(words[i] for i in missing.tolist()))
+            if len(self._words) + len(new) > MAX_CACHED_WORDS:  # full: start over with this batch's words
+                self._reset_cache()
+                new = list(dict.fromkeys(words))
+                self._learn(new)
+                wid = np.fromiter(map(self._words.__getitem__, words), np.int64, len(words))
+            else:
+                self._learn(new)
+                get = self._words.__getitem__
+                wid[missing] = [get(words[i]) for i in missing.tolist()]
         counts = self._count[wid]
         ends = np.cumsum(counts)
         total = int(ends[-1]) if len(ends) else 0
