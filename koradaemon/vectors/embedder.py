@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,7 +101,7 @@ class Embedder:
         if not texts:
             return out
         per_text = [WORD.findall(t) for t in texts]
-        words = [w for ws in per_text for w in ws]
+        words = list(chain.from_iterable(per_text))
         if not words:
             return out
         with self._lock:
@@ -118,8 +118,7 @@ class Embedder:
         remap[rows] = np.arange(len(rows), dtype=np.int32)
         table = self.weights[rows].astype(np.float32)  # only this batch's vocabulary, in float32
         local = remap[tokens]
-        for i in range(len(texts)):
-            a, b = int(tok_start[i]), int(tok_end[i])
+        for i, (a, b) in enumerate(zip(tok_start.tolist(), tok_end.tolist(), strict=True)):
             if b > a:
                 np.sum(table[local[a:b]], axis=0, out=out[i])
         return normalize(out)

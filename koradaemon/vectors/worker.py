@@ -91,17 +91,17 @@ class Step:
             passages = split_passages(data, chunk.offset, self.passage_bytes)
             plans.append((chunk, [(p.offset, p.length, p.sha256) for p in passages]))
             texts.extend(p.data for p in passages)
-        rows_flat: list[PassageRow] = []
+        codes: list[bytes] = []
+        vectors: list[bytes] = []
         for start in range(0, len(texts), self.batch_passages):
             vecs = self.embedder.embed(texts[start : start + self.batch_passages])
-            codes, small = self.embedder.codes(vecs), self.embedder.quantize(vecs)
-            rows_flat.extend(PassageRow(0, 0, "", codes[i].tobytes(), small[i].tobytes()) for i in range(len(vecs)))
+            codes.extend(c.tobytes() for c in self.embedder.codes(vecs))
+            vectors.extend(v.tobytes() for v in self.embedder.quantize(vecs))
         k = 0
         for chunk, spans in plans:
-            rows = [PassageRow(off, ln, sha, rows_flat[k + j].code, rows_flat[k + j].embedding)
-                    for j, (off, ln, sha) in enumerate(spans)]
+            done.append((chunk, [PassageRow(off, ln, sha, codes[k + j], vectors[k + j])
+                                 for j, (off, ln, sha) in enumerate(spans)]))
             k += len(spans)
-            done.append((chunk, rows))
         added = av.tables.put(done)
         av.index.add(added)
         nbytes = sum(c.length for c, _ in done)
