@@ -103,3 +103,17 @@ def test_prefilter_keeps_the_exact_top_ten(embedder: Embedder) -> None:
     index.remove(range(100))
     assert len(index) == len(vecs) - 100
     assert not set(index.candidates(embedder.codes(vecs[0]).tobytes(), len(vecs))) & set(range(100))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=600) | st.text(alphabet=st.sampled_from("ab_9 é\n.-€x"), max_size=400).map(str.encode))
+def test_numpy_word_spans_follow_the_query_rule(data: bytes) -> None:
+    from koradaemon.vectors.embedder import WORD, word_spans
+
+    starts, ends = word_spans(data)
+    assert [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)] == WORD.findall(data)
+
+
+def test_batch_and_query_paths_agree_on_long_and_non_ascii_words(embedder: Embedder) -> None:
+    text = "naïve café " + "x" * 150 + " Straße 東京"
+    assert float(embedder.embed([text.encode()])[0] @ embedder.embed_query(text)) == pytest.approx(1.0, abs=1e-5)
