@@ -117,3 +117,5 @@ def test_numpy_word_spans_follow_the_query_rule(data: bytes) -> None:
 def test_batch_and_query_paths_agree_on_long_and_non_ascii_words(embedder: Embedder) -> None:
     text = "naïve café " + "x" * 150 + " Straße 東京"
     assert float(embedder.embed([text.encode()])[0] @ embedder.embed_query(text)) == pytest.approx(1.0, abs=1e-5)
+    marked = "odd\u2581word and plain words"  # holds the tokenizer's own word marker: the one-call path gives up
+    assert float(embedder.embed([marked.encode()])[0] @ embedder.embed_query(marked)) == pytest.approx(1.0, abs=1e-5)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 # A word: a run of ASCII word characters and non-ASCII bytes (so accented and non-Latin words
 # stay whole), on the UTF-8 bytes. WORD is the same rule for queries.
+MARKER = "\u2581"  # the tokenizer's word marker: it replaces each space and starts each word
 MAX_WORD_BYTES = 64  # BPE over one long run (encoded data) would be slow; pieces of 64 bytes
 WORD = re.compile(rb"[\w\x80-\xff]{1,64}")
 WORD_BYTE = np.zeros(256, bool)
@@ -75,6 +76,10 @@ class Embedder:
         self.dims = int(weights.shape[1])
         self.name = name
         self._lock = threading.Lock()  # the word cache is the batch path's; queries do not touch it
+        self._marker = np.zeros(max(len(weights), tokenizer.get_vocab_size()), bool)  # tokens that start a word
+        for token, i in tokenizer.get_vocab().items():
+            if token.startswith(MARKER):
+                self._marker[i] = True
         self._pow = _powers(_P, 1 << 16)
         self._inv = _powers(_P_INV, 1 << 16)
         self._reset_cache()
@@ -100,18 +105,31 @@ class Embedder:
 
     def _learn(self, words: list[bytes], hashes: U64) -> None:
         """Tokenise words never seen before (each as it reads after a space) and remember their ids."""
-        encs = self.tokenizer.encode_batch_fast([w.decode("utf-8", "replace") for w in words], add_special_tokens=False)
-        lists = [e.ids for e in encs]
-        counts = np.fromiter(map(len, lists), np.int64, len(lists))
+        ids, counts = self._tokenize_words([w.decode("utf-8", "replace") for w in words])
         first = len(self._start)
         self._start = np.concatenate((self._start, len(self._ids) + np.cumsum(counts) - counts))
         self._count = np.concatenate((self._count, counts))
-        self._ids = np.concatenate((self._ids, np.fromiter((i for ids in lists for i in ids), np.int32,
-                                                           int(counts.sum()))))
+        self._ids = np.concatenate((self._ids, ids))
         hashes_all = np.concatenate((self._hashes, hashes))
         slots_all = np.concatenate((self._slot, np.arange(first, first + len(words), dtype=np.int64)))
         order = np.argsort(hashes_all, kind="stable")
         self._hashes, self._slot = hashes_all[order], slots_all[order]
+
+    def _tokenize_words(self, words: list[str]) -> tuple[npt.NDArray[np.int32], I64]:
+        """Token ids of each word (as it reads after a space), concatenated, and each word's count.
+
+        One call for all the words, joined by spaces: the tokenizer turns each space into the word
+        marker, and every word's first token (only that one) starts with the marker. A word that
+        itself holds the marker character breaks that rule; then each word is encoded on its own.
+        """
+        ids = np.asarray(self.tokenizer.encode_batch_fast([" ".join(words)], add_special_tokens=False)[0].ids,
+                         np.int32)
+        starts = np.flatnonzero(self._marker[ids])
+        if len(starts) == len(words) and (not len(starts) or starts[0] == 0):
+            return ids, np.diff(np.append(starts, len(ids))).astype(np.int64)
+        lists = [e.ids for e in self.tokenizer.encode_batch_fast(words, add_special_tokens=False)]
+        counts = np.fromiter(map(len, lists), np.int64, len(lists))
+        return np.fromiter((i for x in lists for i in x), np.int32, int(counts.sum())), counts
 
     def _lookup(self, h: U64) -> I64:
         """Word index of each hash, -1 where unknown."""
