@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 import structlog
@@ -21,11 +21,11 @@ from ..config_model import Config
 from ..errors import KoraError
 from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
 from . import VectorsUnavailable
-from .codes import CodeIndex
-from .embedder import Embedder
-from .model import load_tokenizer, load_weights, prepare_cache_dir
 from .store import VectorTables, connect
-from .worker import AgencyVectors, Step
+
+if TYPE_CHECKING:  # numpy and the model's libraries load on the vector thread, not in the daemon's start-up
+    from .embedder import Embedder
+    from .worker import AgencyVectors
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +73,11 @@ class VectorService:
         return self.state != "loading"
 
     def _load(self) -> apsw.Connection:
+        from .codes import CodeIndex
+        from .embedder import Embedder
+        from .model import load_tokenizer, load_weights, prepare_cache_dir
+        from .worker import AgencyVectors
+
         started = time.monotonic()
         fixed_mmap_threshold()
         vc = self.cfg.vectors
@@ -108,6 +113,8 @@ class VectorService:
         log.info("vectors_ready", model=self.model, load_s=self.load_s,
                  passages={a: len(v.index) for a, v in self.agencies.items()})
         assert self.embedder is not None
+        from .worker import Step
+
         vc = self.cfg.vectors
         step = Step(self.embedder, self.cfg.data_root, vc.passage_bytes, vc.batch_passages, self.cfg.index.chunk_bytes)
         was_busy = False
