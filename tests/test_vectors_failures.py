@@ -188,3 +188,15 @@ def test_lag_is_reported_and_a_restart_resumes_where_it_stopped(tmp_path: Path, 
     assert not step.run(av) and av.status()["lag_chunks"] == 0
     chunks, passages = av.tables.counts()
     assert chunks == 12 and passages == len(av.index) and passages >= 12 * 5
+
+
+def test_vector_mode_without_a_running_daemon_is_one_clear_line(tmp_path: Path) -> None:
+    d = DaemonProc(tmp_path, extra="vectors: {enabled: true}")
+    (tmp_path / "alpha" / "notes" / "a.md").write_text("parsnips\n")
+    d.start()
+    d.stop()  # an index exists, no daemon runs: the CLI works on the data root
+    res = d.cli("search", "--agency", "alpha", "--mode", "keyword", "parsnips")
+    assert res.returncode == 0 and "a.md" in res.stdout
+    res = d.cli("search", "--agency", "alpha", "--mode", "hybrid", "parsnips")
+    assert res.returncode == 69 and "needs the running daemon" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
