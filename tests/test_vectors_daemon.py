@@ -131,3 +131,25 @@ def test_agency_scope_holds_for_vectors(vdaemon: DaemonProc) -> None:
     assert vector_rows(vdaemon, "alpha") > 0 and vector_rows(vdaemon, "beta") > 0
     st = vdaemon.status("alpha")
     assert st is not None and set(st["agencies"]) == {"alpha"}
+
+
+def test_lockdown_stops_the_embedding_step_for_that_agency_only(tmp_path: Path) -> None:
+    from test_daemon_lockdown import tamper
+
+    d = DaemonProc(tmp_path)  # first run without vectors: chunks indexed, nothing embedded
+    (tmp_path / "alpha" / "notes" / "car.md").write_text(CAR)
+    (tmp_path / "beta" / "notes" / "bread.md").write_text(BREAD)
+    try:
+        d.start()
+        assert d.stop() == 0
+        tamper(d, "alpha")
+        d.config.write_text(d.config.read_text() + VECTORS + "\n")
+        d.start()
+        wait_for(lambda: caught_up(d, "beta"), 60, 0.1, "beta embedded")
+        assert vector_rows(d, "alpha") == 0  # alpha is locked: no automatic work for it
+        res = d.cli("audit", "unlock", "--agency", "alpha", "--reason", "drill")
+        assert res.returncode == 0, res.stderr
+        wait_for(lambda: vector_rows(d, "alpha") > 0, 60, 0.1, "alpha embedded after the unlock")
+        assert top_path(d, "fixing an automobile", "vector") == "car.md"
+    finally:
+        d.stop()
