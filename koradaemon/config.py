@@ -27,6 +27,7 @@ from .config_model import (
     IndexConfig,
     LogConfig,
     VaultConfig,
+    VectorsConfig,
     WatchConfig,
 )
 from .config_yaml import MAX_CONFIG_BYTES, Node, read_tree
@@ -41,6 +42,7 @@ SECTIONS: dict[str, type] = {
     "vault": VaultConfig,
     "control": ControlConfig,
     "agent": AgentConfig,
+    "vectors": VectorsConfig,
 }
 TOP_SCALARS = {"version", "shutdown_timeout_s"}
 
@@ -222,6 +224,8 @@ def parse_config(text: str, *, data_root: Path, source: Path | None = None, runt
     agencies = _agencies(root.value.get("agencies"), rep)
     cfg = Config(data_root=data_root, source=source, agencies=agencies, **kwargs)
     validate(cfg, rep, runtime=runtime_checks)
+    if cfg.vectors.dims not in (64, 128, 256):
+        rep.error("vectors.dims", f"{cfg.vectors.dims} is not one of 64, 128, 256")
     if rep.errors:
         raise ConfigInvalid(name, rep.errors, rep.warnings)
     return dataclasses.replace(cfg, warnings=tuple(rep.warnings))

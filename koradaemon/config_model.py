@@ -114,6 +114,18 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class VectorsConfig:
+    """Local embeddings beside the full-text index (issue 15); off by default, and then nothing is loaded."""
+
+    enabled: bool = False
+    database: str = rel("kora_vectors.db")
+    dims: int = num(128, 64, 256)  # 64, 128 or 256: the model's leading (Matryoshka) dimensions
+    passage_bytes: int = num(1536, 256, 16_384)
+    batch_passages: int = num(256, 8, 8192)
+    poll_s: float = num(0.5, 0.01, 60)
+
+
+@dataclass(frozen=True)
 class AgencyConfig:
     agency_id: str
     roots: tuple[str, ...] = field(default=(), metadata={"path": True})
@@ -135,6 +147,7 @@ class Config:
     vault: VaultConfig = VaultConfig()
     control: ControlConfig = ControlConfig()
     agent: AgentConfig = AgentConfig()
+    vectors: VectorsConfig = VectorsConfig()
     # Non-fatal findings of validation (e.g. a root that does not exist yet), one line each.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 

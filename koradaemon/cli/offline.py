@@ -102,7 +102,12 @@ def _status(cfg: Config, agencies: list[str]) -> dict[str, Any]:
     return dict(_with_db(cfg, read))
 
 
-def search(cfg: Config, agency: str, query: str, limit: int, offset: int = 0, fts: bool = False) -> dict[str, Any]:
+def search(cfg: Config, agency: str, query: str, limit: int, offset: int = 0, fts: bool = False,
+           mode: str = "") -> dict[str, Any]:
+    if mode in ("vector", "hybrid"):  # the model lives in the running daemon
+        from ..vectors import VectorsUnavailable
+
+        raise VectorsUnavailable(f"--mode {mode} needs the running daemon", hint="start it, or use --mode keyword")
     from ..index.store import AgencyStore
 
     def run(conn: apsw.Connection) -> dict[str, Any]:

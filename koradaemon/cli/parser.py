@@ -185,6 +185,9 @@ def _search(sub: argparse._SubParsersAction[Parser]) -> None:
                     help="skip the first N hits (paging), e.g. --offset 10")
     se.add_argument("--fts", action="store_true",
                     help="pass QUERY to SQLite FTS5 unchanged (its raw syntax), e.g. --fts 'a NEAR b'")
+    se.add_argument("--mode", choices=("keyword", "vector", "hybrid"),
+                    help="keyword (FTS5), vector (embeddings) or hybrid (both, fused); default: hybrid once the "
+                    "agency has vectors, else keyword, e.g. --mode vector")
     se.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                     help="highlight matches in colour: auto (on a terminal), always, never (default auto)")
     _json(se)
@@ -297,7 +300,8 @@ def _mcp(sub: argparse._SubParsersAction[Parser]) -> None:
              "  KORA_SOCKET=... KORA_TOKEN=... koradaemon mcp --agency demo   # as the supervised agent runs it\n")
     m.add_argument("--agency", help="agency (default: $KORA_AGENCY), e.g. --agency demo")
     m.add_argument("--socket", type=_path,
-                   help="control socket (default: $KORA_SOCKET, else from the config), e.g. --socket run/koradaemon.sock")
+                   help="control socket (default: $KORA_SOCKET, else from the config), "
+                   "e.g. --socket run/koradaemon.sock")
     m.add_argument("--token-file", type=_path,
                    help="file holding the agency's token (default: $KORA_TOKEN_FILE), e.g. --token-file ~/.kora/token")
 

@@ -86,6 +86,8 @@ def op_args(args: argparse.Namespace, op: str) -> dict[str, Any]:
             out["offset"] = args.offset
         if args.fts:
             out["fts"] = True
+        if getattr(args, "mode", None):  # keyword | vector | hybrid (issue 15)
+            out["mode"] = args.mode
         return out
     if op == "files":
         return {"skipped": args.skipped, "limit": args.limit, "offset": args.offset}

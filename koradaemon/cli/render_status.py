@@ -43,6 +43,11 @@ def render_status(st: dict[str, Any], *, online: bool) -> str:
                          f"{w.get('watched_dirs', '?')}/{w.get('total_dirs', '?')} dirs watched")
         for root, why in (a.get("degraded_roots") or {}).items():
             lines.append(f"  degraded {root}: {why}")
+        vec = a.get("vectors")  # h-vectors (issue 15)
+        if vec and vec.get("state") != "disabled":
+            lines.append(f"  vectors: {vec.get('state')}" + (f" ({vec['error']})" if vec.get("error") else
+                         f", {vec.get('passages', 0)} passages, lag {vec.get('lag_chunks', 0)} chunks /"
+                         f" {vec.get('lag_bytes', 0)} bytes, {vec.get('mb_per_s', 0)} MB/s"))
         snap = a.get("last_snapshot")
         lines.append(f"  last snapshot: {snap.get('id') if isinstance(snap, dict) else snap or 'none'}")
     agent = st.get("agent")

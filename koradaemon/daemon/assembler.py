@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -39,6 +39,9 @@ from .runlock import RunLock
 from .signals import SignalFlags
 from .status import status_line
 
+if TYPE_CHECKING:
+    from ..vectors.service import VectorService
+
 log = structlog.get_logger(__name__)
 
 STOP_GRACE_S = 1.0  # the whole stop returns within shutdown_timeout_s + this
@@ -56,6 +59,7 @@ class Daemon:
         self.started_mono = time.monotonic()
         self.ready = False
         self.failed: str | None = None
+        self.vectors: VectorService | None = None  # the embedding step (vectors.enabled)
         self._stopped = False
         self._steps: list[tuple[str, Callable[[float], None]]] = []  # how to stop what was started, in order
 
@@ -96,6 +100,13 @@ class Daemon:
         self._attach_agent()
         self.notifier.status("draining the audit outbox")
         self.pipeline.start()
+        if cfg.vectors.enabled:  # embeddings follow the writer; off = nothing of numpy/wordllama imported
+            from ..vectors.service import start_vectors
+
+            vectors = self.vectors = start_vectors(
+                cfg, self.db_path, self.lockdown.is_locked,
+                lambda: self.pipeline.initial_sync is None or not self.pipeline.idle())
+            self._on_stop("vectors", lambda d: vectors.stop(_left(d)))
         self._on_stop("final_snapshots", self.agencies.final_snapshots)
         self._on_stop("vault", lambda d: self.vault.stop(_left(d)))
         self._on_stop("agencies", self.agencies.stop)

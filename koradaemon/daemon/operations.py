@@ -110,6 +110,13 @@ class Operations:
         raw = _arg(req.args, "fts", bool, False)
         if not 1 <= limit <= MAX_LIMIT:
             raise UsageError(f"limit must be between 1 and {MAX_LIMIT}")
+        mode = _arg(req.args, "mode", str, "")  # keyword | vector | hybrid (issue 15)
+        if mode not in ("", "keyword", "vector", "hybrid"):
+            raise UsageError("mode must be keyword, vector or hybrid")
+        if mode in ("vector", "hybrid") or (not mode and self.d.vectors is not None):
+            from ..vectors.search import run_search
+
+            return dict(run_search(self.d.vectors, AgencyStore(self._conn(), req.agency_id), query, limit, mode))
         if not 0 <= offset <= MAX_OFFSET:
             raise UsageError(f"offset must be between 0 and {MAX_OFFSET}")
         page = AgencyStore(self._conn(), req.agency_id).search_page(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..audit.manager import AuditManager
 from ..control.server import ControlServer
@@ -15,6 +15,9 @@ from ..index.service import IndexPipeline
 from ..index.store import AgencyStore
 from ..vault.service import SnapshotService
 from .agencies import Agencies
+
+if TYPE_CHECKING:
+    from ..vectors.service import VectorService
 
 
 class StatusSources(Protocol):
@@ -30,6 +33,7 @@ class StatusSources(Protocol):
     vault: SnapshotService
     control: ControlServer
     events: EventBus
+    vectors: VectorService | None
 
     def threads_alive(self) -> dict[str, bool]: ...
 
@@ -67,7 +71,9 @@ def agency_status(src: StatusSources, agency_id: str) -> dict[str, Any]:
     runtime = src.agencies.require(agency_id)
     return {**_db_stats(src, agency_id), **runtime.status(), "audit": src.audit.heads().get(agency_id),
             "control": {"connections": src.control.slots.agency_count(agency_id),
-                        "subscribers": src.events.subscriber_count(agency_id)}}
+                        "subscribers": src.events.subscriber_count(agency_id)},
+            # the embedding step's state, lag and rate (issue 15)
+            "vectors": src.vectors.agency_status(agency_id) if src.vectors is not None else {"state": "disabled"}}
 
 
 def full_status(src: StatusSources, agency_id: str) -> dict[str, Any]:
@@ -104,4 +110,6 @@ def status_line(src: StatusSources) -> str:
     for runtime in src.agencies:
         if runtime.agent is not None:
             parts.append(f"agent {runtime.agent.status().get('state')}")
+    if src.vectors is not None:
+        parts.append(src.vectors.line())
     return "; ".join(parts)

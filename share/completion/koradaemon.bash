@@ -11,7 +11,7 @@ _shtab_koradaemon_subparsers=(run check-config status search files show tail wat
 _shtab_koradaemon_run_option_strings=(-h --help -c --config --data-root)
 _shtab_koradaemon_check_config_option_strings=(-h --help -c --config --data-root)
 _shtab_koradaemon_status_option_strings=(-h --help -c --config --data-root --agency --json)
-_shtab_koradaemon_search_option_strings=(-h --help -c --config --data-root --agency --limit --offset --fts --color --json)
+_shtab_koradaemon_search_option_strings=(-h --help -c --config --data-root --agency --limit --offset --fts --mode --color --json)
 _shtab_koradaemon_files_option_strings=(-h --help -c --config --data-root --agency --skipped --limit --offset --json)
 _shtab_koradaemon_show_option_strings=(-h --help -c --config --data-root --agency --lines --json)
 _shtab_koradaemon_tail_option_strings=(-h --help -c --config --data-root --agency --json)
@@ -29,6 +29,7 @@ _shtab_koradaemon_option_strings=(-h --help --version -c --config --data-root)
 
 
 
+_shtab_koradaemon_search___mode_choices=(keyword vector hybrid)
 _shtab_koradaemon_search___color_choices=(auto always never)
 _shtab_koradaemon_audit_pos_0_choices=(verify unlock)
 _shtab_koradaemon_print_unit_pos_0_choices=(systemd systemd-user launchd)

@@ -1,0 +1,219 @@
+"""Hybrid retrieval: recall@10 per mode on a hand-labelled set, and what vectors cost.
+
+Run: .venv/bin/python bench/bench_vectors.py [--distractor-mb 8] [--passages 100000] [--dims 128]
+
+1. The same corpus (the labelled topical documents of ``retrieval_set.py`` among the standard
+   library's sources as distractors) is indexed by a daemon with vectors off, then by one with
+   vectors on: keyword initial-sync speed of both (ratio), the vector catch-up (MB/s and lag as
+   status reports them), and the daemon's RSS in both runs (the increase).
+2. recall@10 of keyword, vector and hybrid search over the socket, for the exact-term half and
+   the paraphrase half of the queries.
+3. Vector top-10 latency (p50/p99) through the daemon's own search code at ``--passages`` passages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from corpus import fresh, stdlib_corpus
+from daemon_proc import LiveDaemon
+from retrieval_set import TOPICS, check_labels, queries
+
+from koradaemon.errors import QueryError
+
+CONFIG = """\
+version: 1
+log: {{level: warning, format: json}}
+index: {{workers: 1}}
+watch: {{queue_max: 200000}}
+vault: {{enabled: false}}
+vectors: {{enabled: {enabled}, dims: {dims}}}
+agencies:
+  - agency_id: bench
+    roots: [corpus]
+"""
+
+
+class Daemon(LiveDaemon):
+    def __init__(self, root: Path, vectors: bool, dims: int) -> None:
+        super().__init__(root)
+        self.config.write_text(CONFIG.format(enabled="true" if vectors else "false", dims=dims))
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        with self.client() as c:
+            return c.call(op, "bench", self.token(), **args)
+
+    def vectors(self) -> dict[str, Any]:
+        st = self.status()
+        return dict(st["agencies"]["bench"]["vectors"]) if st else {}
+
+
+def build_corpus(dest: Path, distractor_mb: int) -> int:
+    fresh(dest)
+    _, total = stdlib_corpus(dest / "stdlib", distractor_mb << 20)
+    for name, doc, _, _ in TOPICS:
+        (dest / "topics").mkdir(exist_ok=True)
+        (dest / "topics" / name).write_text(doc + "\n")
+        total += len(doc) + 1
+    return total
+
+
+def run_daemon(work: Path, corpus_mb: int, vectors: bool, dims: int) -> tuple[Daemon, dict[str, Any]]:
+    root = fresh(work / ("on" if vectors else "off"))
+    total = build_corpus(root / "corpus", corpus_mb)
+    d = Daemon(root, vectors, dims)
+    d.start()  # returns when the keyword index is idle
+    while True:  # the main loop notes the initial sync on its next tick
+        st = d.status()
+        if st is not None and st["crawl"]["initial_sync"]:
+            break
+        time.sleep(0.1)
+    sync = st["crawl"]["initial_sync"]
+    out: dict[str, Any] = {"bytes": total, "keyword_s": sync.get("seconds"), "keyword_mb_s": sync.get("mb_per_s")}
+    if vectors:
+        t0 = time.perf_counter()
+        lags = []
+        while True:
+            v = d.vectors()
+            lags.append(v.get("lag_bytes", 0))
+            if v.get("state") == "error":
+                raise SystemExit(f"vectors failed: {v.get('error')}")
+            if v.get("state") == "ready" and v.get("lag_chunks") == 0 and v.get("passages"):
+                break
+            time.sleep(0.2)
+        out.update(catchup_after_keyword_s=round(time.perf_counter() - t0, 2), max_lag_mb=round(max(lags) / 1e6, 2),
+                   vector_status=v)
+    out["rss_mb"] = round(d.rss_mb(), 1)
+    return d, out
+
+
+def recall(d: Daemon) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    for mode in ("keyword", "vector", "hybrid"):
+        got: dict[str, list[int]] = {"exact": [], "paraphrase": []}
+        for half, query, want in queries():
+            try:
+                hits = d.call("search", query=query, limit=10, mode=mode)["hits"]
+            except QueryError:  # not valid FTS5 syntax (e.g. a hyphen): keyword mode finds nothing
+                hits = []
+            got[half].append(int(any(h["path"] == f"topics/{want}" for h in hits)))
+        table[mode] = {h: round(100 * sum(v) / len(v), 1) for h, v in got.items()}
+    return table
+
+
+def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
+    """Vector search at ``passages`` passages through VectorService.search (kernel rows written directly)."""
+    from koradaemon.config import parse_config
+    from koradaemon.index.db import open_db
+    from koradaemon.vectors.service import VectorService
+    from koradaemon.vectors.worker import Step
+
+    root = fresh(work / "knn")
+    src = fresh(root / "texts")
+    stdlib_corpus(src, 24 << 20)
+    text = b"".join(p.read_bytes() for p in sorted(src.rglob("*.py")))
+    need = passages * 1536
+    (root / "notes").mkdir()
+    files, chunk, pos, n = [], 51_200, 0, 0
+    while pos < need:  # files of 1 MB cut from the text, repeated with a varying prefix to reach the size
+        body = f"part {n}\n".encode() + text[(n * 1_000_003) % max(1, len(text) - 1_000_000):][:1_000_000]
+        (root / "notes" / f"f{n:04d}.txt").write_bytes(body)
+        files.append((f"f{n:04d}.txt", body))
+        pos += len(body)
+        n += 1
+    cfg = parse_config(f"agencies: [{{agency_id: bench, roots: [notes]}}]\nvectors: {{enabled: true, dims: {dims}}}",
+                       data_root=root)
+    kernel = open_db(root / "kora_kernel.db")
+    with kernel:
+        for i, (name, body) in enumerate(files, 1):
+            kernel.execute("INSERT INTO documents(id, agency_id, root, path, size, mtime_ns, sha256, indexed_at)"
+                           " VALUES (?, 'bench', 'notes', ?, ?, 0, '', '')", (i, name, len(body)))
+            for seq, off in enumerate(range(0, len(body), chunk)):
+                piece = body[off : off + chunk]
+                kernel.execute("INSERT INTO chunks(agency_id, document_id, seq, byte_offset, byte_length, sha256)"
+                               " VALUES ('bench', ?, ?, ?, ?, ?)", (i, seq, off, len(piece),
+                                                                   hashlib.sha256(piece).hexdigest()))
+    svc = VectorService(cfg, root / "kora_kernel.db", lambda a: False)
+    conn = svc._load()
+    svc.state = "ready"
+    assert svc.embedder is not None
+    step = Step(svc.embedder, root, 1536, 256, chunk)
+    av = svc.agencies["bench"]
+    t0 = time.perf_counter()
+    while step.run(av):
+        pass
+    embed_s = time.perf_counter() - t0
+    words = text.decode("utf-8", "replace").split()
+    times, cpu = [], []
+    for q in range(300):
+        query = " ".join(words[(q * 7919) % (len(words) - 5) :][:4])
+        t, c = time.perf_counter(), time.thread_time()
+        svc.search("bench", query, 10)
+        times.append(time.perf_counter() - t)
+        cpu.append(time.thread_time() - c)
+    conn.close()
+    times.sort()
+    cpu.sort()
+
+    def ms(values: list[float], q: float) -> float:
+        return round(1000 * values[min(len(values) - 1, int(len(values) * q))], 2)
+
+    return {"passages": len(av.index), "embed_mb_s": round(av.counters["bytes"] / 1e6 / embed_s, 2),
+            "embed_mb_cpu_s": round(av.counters["bytes"] / 1e6 / av.counters["cpu_s"], 2),
+            "p50_ms": ms(times, 0.5), "p99_ms": ms(times, 0.99),
+            "cpu_p50_ms": ms(cpu, 0.5), "cpu_p99_ms": ms(cpu, 0.99)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--distractor-mb", type=int, default=8)
+    ap.add_argument("--passages", type=int, default=100_000)
+    ap.add_argument("--dims", type=int, default=128, choices=(64, 128, 256))
+    ap.add_argument("--work", type=Path)
+    args = ap.parse_args()
+    problems = check_labels()
+    if problems:
+        print("\n".join(problems))
+        return 1
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-vectors-"))
+    off, off_stats = run_daemon(work, args.distractor_mb, vectors=False, dims=args.dims)
+    off.stop()
+    on, on_stats = run_daemon(work, args.distractor_mb, vectors=True, dims=args.dims)
+    try:
+        table = recall(on)
+    finally:
+        on.stop()
+    print(f"dims: {args.dims}; load average now: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    print(f"corpus: {off_stats['bytes'] / 1e6:.1f} MB ({len(TOPICS)} labelled topical documents + stdlib sources)")
+    print(f"keyword initial sync, vectors off: {off_stats['keyword_s']} s ({off_stats['keyword_mb_s']} MB/s)")
+    print(f"keyword initial sync, vectors on:  {on_stats['keyword_s']} s ({on_stats['keyword_mb_s']} MB/s)")
+    if off_stats["keyword_s"] and on_stats["keyword_s"]:
+        print(f"  ratio on/off (speed): {off_stats['keyword_s'] / on_stats['keyword_s']:.2f}  (goal >= 0.8)")
+    v = on_stats["vector_status"]
+    print(f"vector catch-up: {v['mb_per_s']} MB/s of text while embedding, {v['mb_per_cpu_s']} MB per CPU-second"
+          " (status), "
+          f"{on_stats['catchup_after_keyword_s']} s after keyword idle, max lag seen {on_stats['max_lag_mb']} MB, "
+          f"{v['passages']} passages")
+    print(f"daemon RSS: vectors off {off_stats['rss_mb']} MB, on {on_stats['rss_mb']} MB, "
+          f"increase {on_stats['rss_mb'] - off_stats['rss_mb']:.1f} MB  (goal <= 60)")
+    print("recall@10 (%)   exact-term   paraphrase")
+    for mode, row in table.items():
+        print(f"  {mode:8s}      {row['exact']:6.1f}       {row['paraphrase']:6.1f}")
+    print(f"  hybrid - keyword: exact {table['hybrid']['exact'] - table['keyword']['exact']:+.1f} (goal >= -2), "
+          f"paraphrase {table['hybrid']['paraphrase'] - table['keyword']['paraphrase']:+.1f} (goal > 0)")
+    if args.passages:
+        k = knn_latency(work, args.passages, args.dims)
+        print(f"vector top-10 at {k['passages']} passages: wall p50 {k['p50_ms']} ms, p99 {k['p99_ms']} ms;"
+              f" CPU p50 {k['cpu_p50_ms']} ms, p99 {k['cpu_p99_ms']} ms (goal p99 <= 20)")
+        print(f"embedding {k['embed_mb_s']} MB/s wall, {k['embed_mb_cpu_s']} MB per CPU-second (goal >= 10)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Turning text into unit vectors: words found and looked up in numpy, pooling in numpy.
+
+The model is a static embedding: a text's vector is the mean of its tokens' vectors.
+The shipped tokenizer runs BPE over a whole passage as one unit (no pre-tokeniser), at
+about 1.5 MB/s here; so we cut text into words, tokenise each distinct word once (as it
+reads after a space) and keep its token ids in a bounded cache. Punctuation and
+whitespace carry no meaning for retrieval and are left out.
+
+A batch never loops over words in Python: the word boundaries come from a byte table,
+each word's 64-bit polynomial hash from prefix sums, the cache is a sorted array of
+hashes searched with ``searchsorted``; only words never seen before are cut out and
+tokenised. Then a few gathers and one sum per passage.
+
+Binary codes (the sign of each dimension, packed) serve the in-memory
+pre-filter of :mod:`.codes`; exact cosine re-ranks its candidates.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+# A word: a run of ASCII word characters and non-ASCII bytes (so accented and non-Latin words
+# stay whole), on the UTF-8 bytes. WORD is the same rule for queries.
+MARKER = "\u2581"  # the tokenizer's word marker: it replaces each space and starts each word
+MAX_WORD_BYTES = 64  # BPE over one long run (encoded data) would be slow; pieces of 64 bytes
+WORD = re.compile(rb"[\w\x80-\xff]{1,64}")
+WORD_BYTE = np.zeros(256, bool)
+for _b in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
+    WORD_BYTE[_b] = True
+WORD_BYTE[0x80:] = True
+MAX_CACHED_WORDS = 200_000  # about 40 bytes each in numpy arrays
+_P = np.uint64(0x100000001B3)  # odd: invertible modulo 2**64
+_P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+
+F32 = npt.NDArray[np.float32]
+F16 = npt.NDArray[np.float16]
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+
+
+def _powers(base: np.uint64, n: int) -> U64:
+    out = np.full(n, base, np.uint64)
+    out[0] = 1
+    with np.errstate(over="ignore"):
+        return np.cumprod(out, dtype=np.uint64)
+
+
+def word_spans(buf: bytes) -> tuple[I64, I64]:
+    """(starts, ends) of the words in ``buf``; a run longer than MAX_WORD_BYTES is cut into pieces."""
+    is_word = WORD_BYTE[np.frombuffer(buf, np.uint8)].view(np.int8)
+    edges = np.diff(is_word, prepend=np.int8(0), append=np.int8(0))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    pieces = (ends - starts + MAX_WORD_BYTES - 1) // MAX_WORD_BYTES
+    if len(pieces) and pieces.max() > 1:  # rare: long identifiers, encoded data
+        first = np.cumsum(pieces) - pieces
+        k = np.arange(int(pieces.sum())) - np.repeat(first, pieces)
+        piece_starts = np.repeat(starts, pieces) + k * MAX_WORD_BYTES
+        ends = np.minimum(piece_starts + MAX_WORD_BYTES, np.repeat(ends, pieces))
+        starts = piece_starts
+    return starts, ends
+
+
+class Embedder:
+    def __init__(self, tokenizer: Tokenizer, weights: F16 | F32, name: str) -> None:
+        self.tokenizer = tokenizer
+        self.weights = weights  # float16 as shipped: half the memory; a batch converts only the rows it uses
+        self.dims = int(weights.shape[1])
+        self.name = name
+        self._lock = threading.Lock()  # the word cache is the batch path's; queries do not touch it
+        self._marker = np.zeros(max(len(weights), tokenizer.get_vocab_size()), bool)  # tokens that start a word
+        for token, i in tokenizer.get_vocab().items():
+            if token.startswith(MARKER):
+                self._marker[i] = True
+        self._pow = _powers(_P, 1 << 16)
+        self._inv = _powers(_P_INV, 1 << 16)
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        self._hashes = np.zeros(0, np.uint64)  # sorted
+        self._slot = np.zeros(0, np.int64)  # word index of each sorted hash
+        self._start = np.zeros(0, np.int64)  # per word index: first token in _ids
+        self._count = np.zeros(0, np.int64)
+        self._ids = np.zeros(0, np.int32)
+
+    def _hash(self, data: npt.NDArray[np.uint8], starts: I64, ends: I64) -> U64:
+        n = len(data) + 1
+        if n > len(self._pow):
+            size = max(n, 2 * len(self._pow))
+            self._pow, self._inv = _powers(_P, size), _powers(_P_INV, size)
+        with np.errstate(over="ignore"):
+            prefix = np.zeros(n, np.uint64)
+            np.cumsum((data.astype(np.uint64) + np.uint64(1)) * self._pow[: n - 1], out=prefix[1:])
+            h: U64 = (prefix[ends] - prefix[starts]) * self._inv[starts]
+            h ^= (ends - starts).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        return h
+
+    def _learn(self, words: list[bytes], hashes: U64) -> None:
+        """Tokenise words never seen before (each as it reads after a space) and remember their ids."""
+        ids, counts = self._tokenize_words([w.decode("utf-8", "replace") for w in words])
+        first = len(self._start)
+        self._start = np.concatenate((self._start, len(self._ids) + np.cumsum(counts) - counts))
+        self._count = np.concatenate((self._count, counts))
+        self._ids = np.concatenate((self._ids, ids))
+        hashes_all = np.concatenate((self._hashes, hashes))
+        slots_all = np.concatenate((self._slot, np.arange(first, first + len(words), dtype=np.int64)))
+        order = np.argsort(hashes_all, kind="stable")
+        self._hashes, self._slot = hashes_all[order], slots_all[order]
+
+    def _tokenize_words(self, words: list[str]) -> tuple[npt.NDArray[np.int32], I64]:
+        """Token ids of each word (as it reads after a space), concatenated, and each word's count.
+
+        One call for all the words, joined by spaces: the tokenizer turns each space into the word
+        marker, and every word's first token (only that one) starts with the marker. A word that
+        itself holds the marker character breaks that rule; then each word is encoded on its own.
+        """
+        ids = np.asarray(self.tokenizer.encode_batch_fast([" ".join(words)], add_special_tokens=False)[0].ids,
+                         np.int32)
+        starts = np.flatnonzero(self._marker[ids])
+        if len(starts) == len(words) and (not len(starts) or starts[0] == 0):
+            return ids, np.diff(np.append(starts, len(ids))).astype(np.int64)
+        lists = [e.ids for e in self.tokenizer.encode_batch_fast(words, add_special_tokens=False)]
+        counts = np.fromiter(map(len, lists), np.int64, len(lists))
+        return np.fromiter((i for x in lists for i in x), np.int32, int(counts.sum())), counts
+
+    def _lookup(self, h: U64) -> I64:
+        """Word index of each hash, -1 where unknown."""
+        if not len(self._hashes):
+            return np.full(len(h), -1, np.int64)
+        pos = np.minimum(np.searchsorted(self._hashes, h), len(self._hashes) - 1)
+        found = self._hashes[pos] == h
+        return np.where(found, self._slot[pos], -1)
+
+    def _word_tokens(self, buf: bytes) -> tuple[npt.NDArray[np.int32], I64, I64]:
+        """Token ids of the words of ``buf`` in order, each word's token count, and the word starts."""
+        starts, ends = word_spans(buf)
+        data = np.frombuffer(buf, np.uint8)
+        h = self._hash(data, starts, ends)
+        uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        wid_u = self._lookup(uniq)  # the distinct words only: a few thousand per batch
+        missing = np.flatnonzero(wid_u < 0)
+        if len(missing):
+            if len(self._start) + len(missing) > MAX_CACHED_WORDS:  # full: start over with this batch's words
+                self._reset_cache()
+                missing = np.arange(len(uniq))
+            at = first[missing]
+            words = [buf[s:e] for s, e in zip(starts[at].tolist(), ends[at].tolist(), strict=True)]
+            self._learn(words, uniq[missing])
+            wid_u = self._lookup(uniq)
+        wid = wid_u[inverse]
+        counts = self._count[wid]
+        tok_ends = np.cumsum(counts)
+        total = int(tok_ends[-1]) if len(tok_ends) else 0
+        offs = np.repeat(self._start[wid] - (tok_ends - counts), counts) + np.arange(total)
+        return self._ids[offs], counts, starts
+
+    def embed(self, texts: Sequence[bytes]) -> F32:
+        """Unit vectors of ``texts`` (UTF-8; a text without words gets the zero vector)."""
+        out = np.zeros((len(texts), self.dims), np.float32)
+        if not texts:
+            return out
+        buf = b"\n".join(texts)  # the separator is no word byte: words never run across texts
+        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+        text_end = np.cumsum(lengths + 1) - 1  # offset of each text's end in buf
+        with self._lock:
+            tokens, counts, starts = self._word_tokens(buf)
+        if not len(tokens):
+            return out
+        words_before = np.searchsorted(starts, text_end)  # words that start before each text's end
+        tok_cum = np.concatenate(([0], np.cumsum(counts)))
+        tok_end = tok_cum[words_before]
+        tok_start = np.concatenate(([0], tok_end[:-1]))
+        used = np.zeros(len(self.weights), bool)
+        used[tokens] = True
+        rows = np.flatnonzero(used)
+        remap = np.zeros(len(self.weights), np.int32)
+        remap[rows] = np.arange(len(rows), dtype=np.int32)
+        table = self.weights[rows].astype(np.float32)  # only this batch's vocabulary, in float32
+        local = remap[tokens]
+        for i, (a, b) in enumerate(zip(tok_start.tolist(), tok_end.tolist(), strict=True)):
+            if b > a:
+                np.sum(table[local[a:b]], axis=0, out=out[i])
+        return normalize(out)
+
+    def embed_query(self, text: str) -> F32:
+        """One query's unit vector; tokenises its words directly (no shared cache, no lock)."""
+        words = [w.decode("utf-8", "replace") for w in WORD.findall(text.encode("utf-8", "replace"))]
+        vec = np.zeros(self.dims, np.float32)
+        if words:
+            encs = self.tokenizer.encode_batch_fast(words, add_special_tokens=False)
+            ids = np.fromiter((i for e in encs for i in e.ids), np.int64)
+            if len(ids):
+                vec = self.weights[ids].astype(np.float32).sum(axis=0)
+        one: F32 = normalize(vec[None, :])[0]
+        return one
+
+    def quantize(self, vectors: F32) -> npt.NDArray[np.int8]:
+        """int8 vectors for storage: each scaled so its largest component is ±127 (cosine ignores scale)."""
+        peak = np.abs(vectors).max(axis=-1, keepdims=True)
+        np.maximum(peak, 1e-12, out=peak)
+        out: npt.NDArray[np.int8] = np.rint(vectors * (127.0 / peak)).astype(np.int8)
+        return out
+
+    def codes(self, vectors: F32) -> npt.NDArray[np.uint8]:
+        """Packed sign bits: ``dims / 8`` bytes each (centring on the vocabulary mean kept fewer true neighbours)."""
+        return np.packbits(vectors > 0, axis=-1)
+
+
+def normalize(matrix: F32) -> F32:
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    np.maximum(norms, 1e-12, out=norms)
+    out: F32 = (matrix / norms).astype(np.float32, copy=False)
+    return out

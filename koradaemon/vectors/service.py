@@ -1,0 +1,252 @@
+"""The vector service: loads the model and extension, runs the embedding thread, answers searches.
+
+Built by the daemon only when ``vectors.enabled`` is true. Nothing here delays keyword
+indexing or search: the model loads on the vector thread; a missing or broken model or
+extension leaves the service in state ``error`` with one clear line (status and the
+log), and keyword search goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import apsw
+import structlog
+
+from ..config_model import Config
+from ..errors import KoraError
+from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
+from . import VectorsUnavailable
+from .store import VectorTables, connect
+
+if TYPE_CHECKING:  # numpy and the model's libraries load on the vector thread, not in the daemon's start-up
+    from .embedder import Embedder
+    from .worker import AgencyVectors
+
+log = structlog.get_logger(__name__)
+
+MODEL_DIR = "models/wordllama"
+# While the keyword pipeline has work, the embedding step takes at most this share of the time:
+# after a batch of t seconds it waits t * (1 - share) / share. Vectors follow behind.
+BUSY_SHARE = 0.1
+# The model loads once the keyword pipeline is idle (the start-up crawl done), or after this long.
+LOAD_DEFER_S = 10.0
+MIN_CANDIDATES = 512  # at 256 dimensions; fewer sign bits need more candidates (1024 at 128)
+SNIPPET_CHARS = 240
+
+
+class VectorService:
+    def __init__(self, cfg: Config, kernel_db: Path, is_locked: Callable[[str], bool],
+                 pipeline_busy: Callable[[], bool] | None = None) -> None:
+        self.cfg = cfg
+        self.kernel_db = kernel_db
+        self.pipeline_busy = pipeline_busy
+        self.vectors_db = cfg.path(cfg.vectors.database)
+        self.is_locked = is_locked
+        self.state = "loading"
+        self.error: str | None = None
+        self.model: str | None = None
+        self.load_s: float | None = None
+        self.embedder: Embedder | None = None
+        self.agencies: dict[str, AgencyVectors] = {}
+        self._stop = threading.Event()
+        self._local = threading.local()
+        self._thread = threading.Thread(target=self._run, name="kora-vectors", daemon=True)
+
+    # -- life cycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wait_loaded(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.state == "loading" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.state != "loading"
+
+    def _load(self) -> apsw.Connection:
+        from .codes import CodeIndex
+        from .embedder import Embedder
+        from .model import load_tokenizer, load_weights, prepare_cache_dir
+        from .worker import AgencyVectors
+
+        started = time.monotonic()
+        fixed_mmap_threshold()
+        vc = self.cfg.vectors
+        files = prepare_cache_dir(self.cfg.path(MODEL_DIR))
+        self.embedder = Embedder(load_tokenizer(files), load_weights(files, vc.dims), files.name)
+        self.model = f"{files.name}-{vc.dims}-int8"  # a change of model, dims or format rebuilds the tables
+        conn = connect(self.vectors_db, self.kernel_db)
+        for agency in self.cfg.agencies:
+            tables = VectorTables(conn, agency.agency_id)
+            if tables.ensure(self.model, vc.dims):
+                log.info("vector_tables_created", agency_id=agency.agency_id, model=self.model)
+            index = CodeIndex(vc.dims // 8)
+            index.add(tables.all_codes())
+            self.agencies[agency.agency_id] = AgencyVectors(tables, index, agency.roots)
+        self.load_s = round(time.monotonic() - started, 3)
+        release_free_memory()  # the tokenizer's JSON parse leaves freed heap behind
+        return conn
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + LOAD_DEFER_S
+        while self.pipeline_busy is not None and self.pipeline_busy() and time.monotonic() < deadline:
+            if self._stop.wait(0.05):
+                return
+        try:
+            conn = self._load()
+        except KoraError as exc:
+            self._fail(str(exc))
+            return
+        except Exception as exc:  # an unexpected failure of a third-party loader is still one clear line
+            self._fail(f"vectors cannot start: {type(exc).__name__}: {exc}")
+            return
+        self.state = "ready"
+        log.info("vectors_ready", model=self.model, load_s=self.load_s,
+                 passages={a: len(v.index) for a, v in self.agencies.items()})
+        assert self.embedder is not None
+        from .worker import Step
+
+        vc = self.cfg.vectors
+        step = Step(self.embedder, self.cfg.data_root, vc.passage_bytes, vc.batch_passages, self.cfg.index.chunk_bytes)
+        was_busy = False
+        try:
+            while not self._stop.is_set():
+                busy = False
+                for agency_id, av in self.agencies.items():
+                    if self._stop.is_set() or self.is_locked(agency_id):
+                        continue
+                    started = time.monotonic()
+                    try:
+                        busy = step.run(av) or busy
+                        self._yield_to_keyword(time.monotonic() - started)
+                    except Exception as exc:  # one bad batch must not stop the thread
+                        av.counters["errors"] += 1
+                        log.error("vector_step_failed", agency_id=agency_id, error=f"{type(exc).__name__}: {exc}")
+                        self._stop.wait(1.0)
+                if not busy:
+                    if was_busy:
+                        release_free_memory()  # batch temporaries: give the heap back when caught up
+                    self._stop.wait(vc.poll_s)
+                was_busy = busy
+        finally:
+            conn.close()
+
+    def _yield_to_keyword(self, spent: float) -> None:
+        if self.pipeline_busy is not None and self.pipeline_busy():
+            self._stop.wait(spent * (1 - BUSY_SHARE) / BUSY_SHARE)
+
+    def _fail(self, message: str) -> None:
+        self.state, self.error = "error", message
+        log.error("vectors_unavailable", error=message, hint="keyword search goes on")
+
+    # -- queries ----------------------------------------------------------------------
+    def check(self) -> None:
+        if self.state == "error":
+            raise VectorsUnavailable(f"vector search is unavailable: {self.error}",
+                                     hint="keyword search still works: --mode keyword")
+        if self.state != "ready":
+            raise VectorsUnavailable("vector search is not ready yet: the model is loading",
+                                     hint="retry in a moment, or use --mode keyword")
+
+    def has_vectors(self, agency_id: str) -> bool:
+        av = self.agencies.get(agency_id)
+        return self.state == "ready" and av is not None and len(av.index) > 0
+
+    def _conn(self) -> apsw.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.vectors_db, self.kernel_db)
+            self._local.conn = conn
+        return conn
+
+    def search(self, agency_id: str, query: str, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` best chunks by their best passage's cosine similarity, live chunks only."""
+        self.check()
+        av = self.agencies.get(agency_id)
+        if av is None or self.embedder is None:
+            raise VectorsUnavailable(f"no vectors for agency {agency_id!r}")
+        qvec = self.embedder.embed_query(query)
+        if not qvec.any():
+            return []
+        wanted = max(MIN_CANDIDATES * 256 // self.embedder.dims, 16 * limit)
+        cands = av.index.candidates(self.embedder.codes(qvec).tobytes(), wanted)
+        tables = VectorTables(self._conn(), agency_id)
+        hits: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        for h in tables.rank(self.embedder.quantize(qvec).tobytes(), cands, 4 * limit):
+            if h.chunk_id in seen:
+                continue
+            ref = ChunkRef(h.root, h.path, h.passage_offset, h.passage_length, h.passage_sha256)
+            try:
+                text = read_chunk_text(self.cfg.data_root, av.roots, ref)
+            except StaleChunk:
+                continue  # the file changed since: never served wrong
+            seen.add(h.chunk_id)
+            hits.append({
+                "chunk_id": h.chunk_id, "root": h.root, "path": h.path, "seq": h.seq,
+                "offset": h.chunk_offset, "length": h.chunk_length, "sha256": h.chunk_sha256,
+                "snippet": " ".join(text.split())[:SNIPPET_CHARS], "score": round(h.similarity, 6),
+                "passage": {"offset": h.passage_offset, "length": h.passage_length, "sha256": h.passage_sha256},
+            })
+            if len(hits) == limit:
+                break
+        return hits
+
+    # -- status -----------------------------------------------------------------------
+    def agency_status(self, agency_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state, "model": self.model, "dims": self.cfg.vectors.dims}
+        if self.error:
+            out["error"] = self.error
+        av = self.agencies.get(agency_id)
+        if av is not None:
+            out.update(av.status())
+            if self.state == "ready" and av.lag_chunks:
+                out["state"] = "catching_up"
+        return out
+
+    def line(self) -> str:
+        """A short phrase for systemd's STATUS= line."""
+        if self.state != "ready":
+            return f"vectors {self.state}" + (f": {self.error}" if self.error else "")
+        lag = sum(av.lag_bytes for av in self.agencies.values())
+        return f"vectors lag {lag / 1e6:.1f} MB" if lag else "vectors up to date"
+
+
+M_MMAP_THRESHOLD = -3
+
+
+def fixed_mmap_threshold(nbytes: int = 128 * 1024) -> None:
+    """Keep glibc's mmap threshold fixed: the embedding batches' large temporaries are then mapped and
+    unmapped, instead of raising the dynamic threshold and staying behind in a thread's arena."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, nbytes)
+    except (OSError, AttributeError):
+        pass
+
+
+def release_free_memory() -> None:
+    """glibc's malloc_trim: return freed heap pages to the system (elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def start_vectors(cfg: Config, kernel_db: Path, is_locked: Callable[[str], bool],
+                  pipeline_busy: Callable[[], bool] | None = None) -> VectorService:
+    service = VectorService(cfg, kernel_db, is_locked, pipeline_busy)
+    service.start()
+    return service

@@ -1,0 +1,116 @@
+"""One agency's embedding step: find chunks without vectors, read them, embed their passages, store.
+
+Runs on the vector thread only (see :mod:`.service`). It reads chunk rows from the
+kernel database and the bytes from the file by byte range (checked against the
+chunk's sha256: a file that changed since indexing is skipped until the writer has
+indexed it again). A restart resumes where it stopped: what is left is exactly the
+chunks without a ``vd`` row of the same sha256.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from ..errors import KoraError
+from ..index.retrieval import ChunkRef, StaleChunk, open_chunk
+from .codes import CodeIndex
+from .embedder import Embedder
+from .passages import split_passages
+from .store import PassageRow, PendingChunk, VectorTables, data_version
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class AgencyVectors:
+    tables: VectorTables
+    index: CodeIndex
+    roots: tuple[str, ...]
+    cursor: int = 0
+    version: int | None = None
+    lag_chunks: int = 0
+    lag_bytes: int = 0
+    counters: dict[str, float] = field(default_factory=lambda: {
+        "chunks": 0, "passages": 0, "bytes": 0, "busy_s": 0.0, "cpu_s": 0.0, "stale": 0, "errors": 0, "swept": 0})
+
+    def status(self) -> dict[str, object]:
+        c = self.counters
+        rate = c["bytes"] / 1e6 / c["busy_s"] if c["busy_s"] else 0.0
+        per_cpu = c["bytes"] / 1e6 / c["cpu_s"] if c["cpu_s"] else 0.0
+        return {"passages": len(self.index), "lag_chunks": self.lag_chunks, "lag_bytes": self.lag_bytes,
+                "embedded_chunks": int(c["chunks"]), "embedded_bytes": int(c["bytes"]),
+                "mb_per_s": round(rate, 2), "mb_per_cpu_s": round(per_cpu, 2),
+                "stale_skipped": int(c["stale"]), "errors": int(c["errors"]),
+                "swept_passages": int(c["swept"])}
+
+
+class Step:
+    """The embedding step for all agencies, on one connection."""
+
+    def __init__(self, embedder: Embedder, data_root: Path, passage_bytes: int, batch_passages: int,
+                 chunk_bytes: int) -> None:
+        self.embedder = embedder
+        self.data_root = data_root
+        self.passage_bytes = passage_bytes
+        self.batch_passages = batch_passages
+        self.group = max(1, batch_passages * passage_bytes // max(1, chunk_bytes))
+
+    def run(self, av: AgencyVectors) -> bool:
+        """One batch for one agency; True if it did work (call again soon)."""
+        version = data_version(av.tables.conn)
+        if version != av.version:  # the writer committed: sweep what went away, rescan from the start
+            removed = av.tables.sweep()
+            av.index.remove(removed)
+            av.counters["swept"] += len(removed)
+            av.version, av.cursor = version, 0
+            av.lag_chunks, av.lag_bytes = av.tables.lag()
+        chunks = av.tables.pending(av.cursor, self.group)
+        if not chunks:
+            av.lag_chunks = av.lag_bytes = 0
+            return False
+        started, cpu = time.monotonic(), time.thread_time()
+        done: list[tuple[PendingChunk, list[PassageRow]]] = []
+        texts: list[bytes] = []
+        plans: list[tuple[PendingChunk, list[tuple[int, int, str]]]] = []
+        for chunk in chunks:
+            try:
+                ref = ChunkRef(chunk.root, chunk.path, chunk.offset, chunk.length, chunk.sha256)
+                with open_chunk(self.data_root, av.roots, ref) as view:
+                    data = bytes(view)
+            except StaleChunk:
+                av.counters["stale"] += 1  # the writer will index the new content; retried then
+                continue
+            except (KoraError, OSError) as exc:
+                av.counters["errors"] += 1
+                log.warning("vector_chunk_unreadable", agency_id=av.tables.agency_id, path=chunk.path, error=str(exc))
+                continue
+            passages = split_passages(data, chunk.offset, self.passage_bytes)
+            plans.append((chunk, [(p.offset, p.length, p.sha256) for p in passages]))
+            texts.extend(p.data for p in passages)
+        codes: list[bytes] = []
+        vectors: list[bytes] = []
+        for start in range(0, len(texts), self.batch_passages):
+            vecs = self.embedder.embed(texts[start : start + self.batch_passages])
+            codes.extend(c.tobytes() for c in self.embedder.codes(vecs))
+            vectors.extend(v.tobytes() for v in self.embedder.quantize(vecs))
+        k = 0
+        for chunk, spans in plans:
+            done.append((chunk, [PassageRow(off, ln, sha, codes[k + j], vectors[k + j])
+                                 for j, (off, ln, sha) in enumerate(spans)]))
+            k += len(spans)
+        added = av.tables.put(done)
+        av.index.add(added)
+        nbytes = sum(c.length for c, _ in done)
+        av.counters["chunks"] += len(done)
+        av.counters["passages"] += len(added)
+        av.counters["bytes"] += nbytes
+        av.counters["busy_s"] += time.monotonic() - started
+        av.counters["cpu_s"] += time.thread_time() - cpu  # this thread's CPU: a figure the machine's load does not skew
+        av.lag_chunks = max(0, av.lag_chunks - len(chunks))
+        av.lag_bytes = max(0, av.lag_bytes - sum(c.length for c in chunks))
+        av.cursor = chunks[-1].chunk_id
+        return True

@@ -1,0 +1,121 @@
+"""The vector parts on their own: passages, fusion, the embedder against wordllama, the pre-filter."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from koradaemon.vectors.codes import CodeIndex
+from koradaemon.vectors.embedder import Embedder
+from koradaemon.vectors.fusion import rrf
+from koradaemon.vectors.model import load_tokenizer, load_via_wordllama, load_weights, prepare_cache_dir
+from koradaemon.vectors.passages import split_passages
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    files = prepare_cache_dir(tmp_path_factory.mktemp("model"))
+    return Embedder(load_tokenizer(files), load_weights(files, 256), files.name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab é\n\n€ xyz"), max_size=4000), st.integers(0, 10_000))
+def test_passages_cover_the_chunk_with_checked_ranges(text: str, base: int) -> None:
+    data = text.encode()
+    ps = split_passages(data, base, 256)
+    assert b"".join(data[p.offset - base : p.offset - base + p.length] for p in ps) == data
+    for p in ps:
+        piece = data[p.offset - base : p.offset - base + p.length]
+        assert hashlib.sha256(piece).hexdigest() == p.sha256
+        piece.decode("utf-8")  # never cut inside a UTF-8 sequence
+        assert 0 < p.length <= 256
+
+
+def test_passages_are_about_the_configured_size() -> None:
+    data = ("word " * 2000).encode()
+    ps = split_passages(data, 0, 1536)
+    assert all(1152 <= p.length <= 1536 for p in ps[:-1])
+
+
+def test_rrf_fuses_by_chunk_and_rewards_agreement() -> None:
+    kw = [{"chunk_id": 1}, {"chunk_id": 2}, {"chunk_id": 3}]
+    vec = [{"chunk_id": 3}, {"chunk_id": 4}, {"chunk_id": 1}]
+    out = rrf({"keyword": kw, "vector": vec}, 10)
+    assert [h["chunk_id"] for h in out] == [1, 3, 2, 4]
+    assert out[0]["ranks"] == {"keyword": 1, "vector": 3}
+    assert out[0]["score"] == round(1 / 61 + 1 / 63, 6)
+    assert len(rrf({"keyword": kw, "vector": vec}, 2)) == 2
+
+
+def test_embedder_agrees_with_wordllama_load(embedder: Embedder, tmp_path: Path) -> None:
+    wl = load_via_wordllama(tmp_path / "cache")  # the package's own loader, downloads disabled
+    assert (tmp_path / "cache" / "tokenizers").is_dir() and (tmp_path / "cache" / "weights").is_dir()
+    texts = ["the car engine needs repair", "automobile maintenance schedule", "bake bread with yeast"]
+    theirs = wl.embed(texts, norm=True)  # type: ignore[attr-defined]
+    ours = embedder.embed([t.encode() for t in texts])
+    assert np.allclose((theirs * ours).sum(axis=1), 1.0, atol=1e-4)
+    for i, t in enumerate(texts):
+        assert float(embedder.embed_query(t) @ ours[i]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_embedder_ranks_paraphrases(embedder: Embedder) -> None:
+    docs = ["Take the vehicle to a mechanic when the engine knocks; change the motor oil.",
+            "Knead the dough, let it rise overnight and bake the loaf in a hot oven.",
+            "Sow carrots and lettuce, water the seedlings and pull the weeds."]
+    d = embedder.embed([t.encode() for t in docs])
+    for query, want in (("car repair", 0), ("making bread", 1), ("growing vegetables", 2)):
+        assert int(np.argmax(d @ embedder.embed_query(query))) == want, query
+
+
+def test_embedder_survives_many_new_words(embedder: Embedder) -> None:
+    # 75 k distinct words: the word cache resets on the way
+    texts = [" ".join(f"w{i}x{j}" for j in range(300)).encode() for i in range(250)]
+    out = embedder.embed(texts)
+    assert out.shape == (250, 256) and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert not embedder.embed([b"", b"  ...  "]).any()  # no words: zero vectors
+
+
+def test_prefilter_keeps_the_exact_top_ten(embedder: Embedder) -> None:
+    lib = Path(os.__file__).parent  # real text that is on every machine running these tests
+    text = b"".join(p.read_bytes() for p in sorted(lib.glob("*.py"))[:120])[:4_000_000]
+    texts = [text[i : i + 1500] for i in range(0, len(text), 1500)]
+    vecs = np.concatenate([embedder.embed(texts[b : b + 256]) for b in range(0, len(texts), 256)])
+    index = CodeIndex(32)
+    index.add((i, embedder.codes(vecs[i]).tobytes()) for i in range(len(vecs)))
+    rng = np.random.default_rng(7)
+    found = asked = 0
+    for _ in range(60):
+        words = texts[int(rng.integers(len(texts)))].split()
+        start = int(rng.integers(max(1, len(words) - 5)))
+        qv = embedder.embed_query(b" ".join(words[start : start + 4]).decode("utf-8", "replace"))
+        if not qv.any():
+            continue
+        exact = set(np.argsort(-(vecs @ qv))[:10].tolist())
+        found += len(exact & set(index.candidates(embedder.codes(qv).tobytes(), 512)))
+        asked += 10
+    assert asked >= 300 and found / asked >= 0.9, found / asked
+    index.remove(range(100))
+    assert len(index) == len(vecs) - 100
+    assert not set(index.candidates(embedder.codes(vecs[0]).tobytes(), len(vecs))) & set(range(100))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=600) | st.text(alphabet=st.sampled_from("ab_9 é\n.-€x"), max_size=400).map(str.encode))
+def test_numpy_word_spans_follow_the_query_rule(data: bytes) -> None:
+    from koradaemon.vectors.embedder import WORD, word_spans
+
+    starts, ends = word_spans(data)
+    assert [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)] == WORD.findall(data)
+
+
+def test_batch_and_query_paths_agree_on_long_and_non_ascii_words(embedder: Embedder) -> None:
+    text = "naïve café " + "x" * 150 + " Straße 東京"
+    assert float(embedder.embed([text.encode()])[0] @ embedder.embed_query(text)) == pytest.approx(1.0, abs=1e-5)
+    marked = "odd\u2581word and plain words"  # holds the tokenizer's own word marker: the one-call path gives up
+    assert float(embedder.embed([marked.encode()])[0] @ embedder.embed_query(marked)) == pytest.approx(1.0, abs=1e-5)
