@@ -24,6 +24,8 @@ class LogConfig:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
     format: str = field(default="auto", metadata={"choices": ("auto", "json", "console")})
     file: str = rel("logs/koradaemon.log")
+    rotate_mb: float = num(64, 0.01, 1 << 20)  # start a new file past this size
+    keep_days: float = num(14, 0, 3650)  # delete rotated files older than this (0: keep none)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,9 @@ class AgentConfig:
     crash_loop_failures: int = num(5, 1, 1000)
     crash_loop_window_s: float = num(600, 1, 86_400)
     degraded_retry_s: float = num(300, 0.1, 86_400)
+    # ENV_NAME=secret-name: the secret (secrets vault, the agent's agency) decrypted into the agent's
+    # environment at each spawn; never on disk in clear, never logged.
+    secret_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from .lockdown import LockdownRegistry
 from .quarantine import quarantine_from
 from .record import LOCKDOWN, UNLOCK, Record
 from .verify import VerifyResult, verify_log
-from .writer import AuditLog, Pending
+from .writer import AuditLog, CommitFn, Pending
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +39,7 @@ class AuditManager:
         group_commit_ms: float = 10,
         group_commit_records: int = 256,
         full_verify_on_start: bool = True,
+        on_commit: CommitFn | None = None,
     ) -> None:
         self.root = audit_root
         self.agency_ids = list(agency_ids)
@@ -47,7 +48,7 @@ class AuditManager:
         self.lockdown = lockdown if lockdown is not None else LockdownRegistry(db_path)
         self._opts: dict[str, Any] = {"segment_max_bytes": segment_max_bytes, "group_commit_ms": group_commit_ms,
                                       "group_commit_records": group_commit_records,
-                                      "full_verify_on_open": full_verify_on_start}
+                                      "full_verify_on_open": full_verify_on_start, "on_commit": on_commit}
         self.logs: dict[str, AuditLog] = {}
         self._lock = threading.RLock()
 

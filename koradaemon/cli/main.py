@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     ul = ausub.add_parser("unlock", help="end an agency's lockdown (audited)")
     ul.add_argument("--agency", required=True)
     ul.add_argument("--reason", required=True)
+    from .secret import add_parser as add_secret_parser
+
+    add_secret_parser(sub)
     return p
 
 
@@ -101,6 +104,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from ..daemon.runner import run_daemon
 
         return run_daemon(cfg, args.config or default_config_path(), flags)
+    if args.cmd == "secret":
+        from .secret import cmd_secret
+
+        return cmd_secret(cfg, args)
     from . import remote as clientops
 
     agency = getattr(args, "agency", None) or cfg.agencies[0].agency_id

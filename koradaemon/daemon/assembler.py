@@ -32,6 +32,7 @@ from .agencies import Agencies
 from .operations import Operations
 from .reload import restart_only_changes
 from .runlock import RunLock
+from .secret_ops import agent_secret_env, open_secrets
 from .signals import SignalFlags
 from .status import status_line
 
@@ -75,6 +76,7 @@ class Daemon:
             agency_ids=[a.agency_id for a in cfg.agencies], lockdown=self.lockdown,
             segment_max_bytes=cfg.audit.segment_max_bytes, group_commit_ms=cfg.audit.group_commit_ms,
             group_commit_records=cfg.audit.group_commit_records, full_verify_on_start=cfg.audit.full_verify_on_start,
+            on_commit=self.events.on_audit_commit,
         )
         self.notifier.status("verifying audit chains")
         self.audit.open_all()
@@ -85,6 +87,7 @@ class Daemon:
                                      events=self.events, state_dirs=lambda a: self.agencies.state_dirs(a),
                                      allowed=lambda a: self.agencies.allowed(a),
                                      on_taken=lambda a: self.agencies.snapshot_taken(a))
+        self.secrets = open_secrets(cfg, self.vault.keys)
         self.agencies = Agencies(cfg, pipeline=self.pipeline, vault=self.vault, audit=self.audit,
                                  lockdown=self.lockdown, tokens=TokenStore(cfg.tokens_path()), events=self.events)
         self._attach_agent()
@@ -122,7 +125,8 @@ class Daemon:
         from ..supervisor.build import build_supervisor
 
         runtime.agent = build_supervisor(self.cfg, audit=self.audit_append,
-                                         restore_state=self.vault.restore_latest_agent_state)
+                                         restore_state=self.vault.restore_latest_agent_state,
+                                         secret_env=agent_secret_env(self.cfg, self.secrets))
 
     # -- what parts ask of the daemon -------------------------------------------------------
     def audit_append(self, agency_id: str, record_type: str, data: dict[str, Any]) -> None:

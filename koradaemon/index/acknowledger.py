@@ -11,17 +11,29 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import structlog
 
 from ..errors import KoraError
+from ..streams.schema import make_event
 from .writer import Applied
 
 log = structlog.get_logger(__name__)
 
-AuditManyFn = Callable[[str, list[tuple[str, dict[str, Any]]]], object]  # returns once durable
+
+
+class Chained(Protocol):
+    """What an appended audit record tells about itself (``audit.record.Record`` has these)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def hash(self) -> str: ...
+
+
+AuditManyFn = Callable[[str, list[tuple[str, dict[str, Any]]]], Sequence[Chained]]  # returns once durable
 PublishFn = Callable[[str, dict[str, Any]], object]
 
 
@@ -80,14 +92,17 @@ class Acknowledger:
         for applied in batch:
             by_agency.setdefault(applied.agency_id, []).append(applied)
         for agency_id, items in by_agency.items():
+            chained: Sequence[Chained] = ()
             if self.audit is not None:
                 try:
-                    self.audit(agency_id, [(a.type, a.data) for a in items])
+                    chained = self.audit(agency_id, [(a.type, a.data) for a in items])
                 except KoraError as exc:
                     self.audit_failures += len(items)
                     log.error("audit_append_failed", agency_id=agency_id, records=len(items), error=str(exc))
                     continue
             self.acknowledged += len(items)
             if self.publish is not None:
-                for a in items:
-                    self.publish(agency_id, {"type": a.type, **a.data})
+                for i, a in enumerate(items):
+                    rec = chained[i] if i < len(chained) else None
+                    self.publish(agency_id, make_event(a.type, agency_id, a.data, seq=rec.seq if rec else None,
+                                                       hash=rec.hash if rec else None))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from ..config_model import Config
 from .supervisor import AuditFn, RestoreFn, Supervisor
 
 
-def build_supervisor(cfg: Config, *, audit: AuditFn, restore_state: RestoreFn) -> Supervisor:
+def build_supervisor(cfg: Config, *, audit: AuditFn, restore_state: RestoreFn,
+                     secret_env: Callable[[], Mapping[str, str]] | None = None) -> Supervisor:
     a = cfg.agent
     workdir = cfg.path(a.workdir)
     state_dir = cfg.path(a.state_dir)
@@ -32,4 +35,5 @@ def build_supervisor(cfg: Config, *, audit: AuditFn, restore_state: RestoreFn) -
         degraded_retry_s=a.degraded_retry_s,
         audit=audit,
         restore_state=restore_state,
+        secret_env=secret_env,
     )

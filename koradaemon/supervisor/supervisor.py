@@ -77,6 +77,7 @@ class Supervisor:
         audit: AuditFn | None = None,
         restore_state: RestoreFn | None = None,
         extra_env: Mapping[str, str] | None = None,
+        secret_env: Callable[[], Mapping[str, str]] | None = None,
         ring_lines: int = 200,
         rng: random.Random | None = None,
     ) -> None:
@@ -106,6 +107,7 @@ class Supervisor:
             restore_state=restore_state, early_crash_limit=early_crash_limit, audit=self._audit
         )
         self._extra_env = dict(extra_env or {})
+        self._secret_env = secret_env  # decrypted at each spawn, straight into the child's environment
         self._ring_lines = ring_lines
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -265,7 +267,13 @@ class Supervisor:
             return why
 
     def _run_once(self, reason: str) -> Outcome:
-        env = agent_env(os.environ, state_dir=self.state_dir, extra=self._extra_env)
+        try:
+            secrets = self._secret_env() if self._secret_env is not None else {}
+        except KoraError as exc:  # the message names the secret, never a value
+            log.error("agent_secrets_unavailable", error=str(exc))
+            self._error = str(exc)
+            return Outcome("spawn_failed", None, False)
+        env = agent_env(os.environ, state_dir=self.state_dir, extra={**self._extra_env, **secrets})
         child = AgentProcess(
             command=self.command,
             workdir=self.workdir,
