@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .secret import add_parser as add_secret_parser
 
     add_secret_parser(sub)
+    from .logs import add_parser as add_logs_parser
+
+    add_logs_parser(sub)
     return p
 
 
@@ -104,6 +107,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from ..daemon.runner import run_daemon
 
         return run_daemon(cfg, args.config or default_config_path(), flags)
+    if args.cmd == "logs":
+        from .logs import cmd_logs
+
+        return cmd_logs(cfg, args)
     if args.cmd == "secret":
         from .secret import cmd_secret
 

@@ -202,7 +202,8 @@ class Daemon:
         if new.log != self.cfg.log:
             from ..logsetup import configure_logging
 
-            configure_logging(level=new.log.level, fmt=new.log.format, file=new.path(new.log.file))
+            configure_logging(level=new.log.level, fmt=new.log.format, file=new.path(new.log.file),
+                              rotate_mb=new.log.rotate_mb, keep_days=new.log.keep_days)
             log.info("logging_reconfigured", level=new.log.level, format=new.log.format)
         report = self.agencies.apply(new)
         self.cfg = new

@@ -18,7 +18,8 @@ from .signals import SignalFlags
 def run_daemon(cfg: Config, config_path: Path, flags: SignalFlags | None = None) -> int:
     """Run until a signal stops it; ``flags`` are the handlers the CLI installed first thing."""
     sys.setswitchinterval(SWITCH_INTERVAL)
-    configure_logging(level=cfg.log.level, fmt=cfg.log.format, file=cfg.path(cfg.log.file))
+    configure_logging(level=cfg.log.level, fmt=cfg.log.format, file=cfg.path(cfg.log.file),
+                      rotate_mb=cfg.log.rotate_mb, keep_days=cfg.log.keep_days)
     log = structlog.get_logger("koradaemon")
     daemon = Daemon(cfg, config_path=config_path, flags=flags)
     try:
