@@ -21,6 +21,7 @@ from .config_model import (
     LogConfig,
     VaultConfig,
     WatchConfig,
+    WebSocketConfig,
 )
 from .errors import ConfigError, PathError
 from .paths import check_agency_id, check_relative
@@ -33,6 +34,7 @@ SECTIONS: dict[str, type] = {
     "vault": VaultConfig,
     "control": ControlConfig,
     "agent": AgentConfig,
+    "websocket": WebSocketConfig,
 }
 TOP_SCALARS = {"version", "shutdown_timeout_s"}
 

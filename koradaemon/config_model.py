@@ -101,6 +101,22 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class WebSocketConfig:
+    """The live event stream over WebSocket (docs/streams.md); off by default, loopback by default."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = num(8765, 0, 65535)  # 0: any free port (the bound one is written to run/websocket.port)
+    tls_cert: str = ""  # PEM files relative to the data root; both set = wss://
+    tls_key: str = ""
+    tokens_dir: str = rel("run/ws-tokens")  # one 0600 token file per client, created at start
+    # "name:role:agency[,agency...]" with role viewer | auditor | admin ("name:admin" sees every agency)
+    clients: tuple[str, ...] = ()
+    buffer_events: int = num(1000, 1, 1_000_000)  # per connection; a consumer that falls behind is dropped
+    max_clients: int = num(256, 1, 100_000)
+
+
+@dataclass(frozen=True)
 class AgencyConfig:
     agency_id: str
     roots: tuple[str, ...] = field(default=(), metadata={"path": True})
@@ -122,6 +138,7 @@ class Config:
     vault: VaultConfig = VaultConfig()
     control: ControlConfig = ControlConfig()
     agent: AgentConfig = AgentConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
 
     def path(self, rel_path: str) -> Path:
         """A config path made absolute against the data root."""

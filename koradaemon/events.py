@@ -14,7 +14,7 @@ import collections
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -24,6 +24,7 @@ from .streams.schema import TYPES, audit_event, category, make_event
 log = structlog.get_logger(__name__)
 
 Event = dict[str, Any]
+Listener = Callable[[str, Event], None]
 # What a subscription receives unless it asks otherwise: everything but whole audit records.
 DEFAULT_CATEGORIES = frozenset(set(TYPES.values()) - {"audit"} | {"other"})
 ALL_CATEGORIES = frozenset(set(TYPES.values()) | {"other"})
@@ -108,6 +109,10 @@ class EventBus:
         self.idle_s = idle_s
         self._lock = threading.Lock()
         self._subs: dict[str, list[Subscription]] = {}
+        self._listeners: tuple[Listener, ...] = ()
+        self._audit_listeners = 0
+        self._audit_listener_set: set[int] = set()
+        self.listener_errors = 0
         self.published = 0
 
     def subscribe(self, agency_id: str, maxsize: int = 1000,
@@ -125,7 +130,30 @@ class EventBus:
             self.published += 1
         for sub in subs:
             sub._put(dict(event))
+        for listener in self._listeners:  # outside streams (WebSocket, export): must never block
+            try:
+                listener(agency_id, event)
+            except Exception as exc:  # one broken listener must not stop the publisher
+                self.listener_errors += 1
+                log.warning("event_listener_failed", agency_id=agency_id, error=repr(exc))
         return len(subs)
+
+    def add_listener(self, listener: Listener, *, audit: bool = False) -> None:
+        """Call ``listener(agency_id, event)`` for every published event of every agency, on the
+        publisher's thread: it must only hand the event over, never block. With ``audit`` the
+        listener also receives ``audit`` events (whole records) of every agency."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+            if audit:
+                self._audit_listeners += 1
+                self._audit_listener_set.add(id(listener))
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+            if id(listener) in self._audit_listener_set:
+                self._audit_listener_set.discard(id(listener))
+                self._audit_listeners -= 1
 
     def emit(self, agency_id: str, event_type: str, data: Mapping[str, Any] | None = None, *,
              seq: int | None = None, hash: str | None = None) -> int:
@@ -134,7 +162,7 @@ class EventBus:
 
     def wants_audit(self, agency_id: str) -> bool:
         with self._lock:
-            return any("audit" in s.categories for s in self._subs.get(agency_id, ()))
+            return self._audit_listeners > 0 or any("audit" in s.categories for s in self._subs.get(agency_id, ()))
 
     def on_audit_commit(self, agency_id: str, records: list[tuple[int, str, str, str, str, bytes]]) -> None:
         """The audit log's commit listener. Agent lifecycle and secret records become typed events

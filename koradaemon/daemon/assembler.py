@@ -27,6 +27,7 @@ from ..index.service import IndexPipeline
 from ..service.notify import Notifier
 from ..service.tokens import TokenStore
 from ..service.watchdog_ping import WatchdogPinger
+from ..streams.build import build_websocket
 from ..vault.service import SnapshotService
 from .agencies import Agencies
 from .operations import Operations
@@ -108,6 +109,10 @@ class Daemon:
         )
         self.control.start()
         self._on_stop("control", lambda d: self.control.stop(_left(d)))
+        self.websocket = build_websocket(cfg, self.events)  # None unless websocket.enabled
+        if self.websocket is not None:
+            self.websocket.start()
+            self._on_stop("websocket", self.websocket.stop)
         self.ready = True
         log.info("daemon_ready", data_root=str(cfg.data_root), agencies=self.agencies.ids())
 

@@ -15,6 +15,7 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("audit", None),
     ("control", None),
     ("agent", None),
+    ("websocket", None),
     ("watch", "queue_max"),
     ("vault", "enabled"),
     ("vault", "passphrase_file"),
