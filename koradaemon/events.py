@@ -111,6 +111,7 @@ class EventBus:
         self._subs: dict[str, list[Subscription]] = {}
         self._listeners: tuple[Listener, ...] = ()
         self._audit_listeners = 0
+        self._commit_watchers: tuple[Callable[[str, int], None], ...] = ()
         self._audit_listener_set: set[int] = set()
         self.listener_errors = 0
         self.published = 0
@@ -148,6 +149,16 @@ class EventBus:
                 self._audit_listeners += 1
                 self._audit_listener_set.add(id(listener))
 
+    def add_commit_watcher(self, watcher: Callable[[str, int], None]) -> None:
+        """Call ``watcher(agency_id, last_seq)`` after each durable audit batch (on the appender's
+        thread: it must only take note, never block)."""
+        with self._lock:
+            self._commit_watchers = (*self._commit_watchers, watcher)
+
+    def remove_commit_watcher(self, watcher: Callable[[str, int], None]) -> None:
+        with self._lock:
+            self._commit_watchers = tuple(w for w in self._commit_watchers if w is not watcher)
+
     def remove_listener(self, listener: Listener) -> None:
         with self._lock:
             self._listeners = tuple(x for x in self._listeners if x is not listener)
@@ -168,6 +179,8 @@ class EventBus:
         """The audit log's commit listener. Agent lifecycle and secret records become typed events
         (with their seq and hash); every record becomes an ``audit`` event for subscriptions that
         asked for audit records (decoded only when someone did)."""
+        for watcher in self._commit_watchers:
+            watcher(agency_id, records[-1][0] if records else -1)
         wants = self.wants_audit(agency_id)
         for seq, digest, prev, record_type, ts, data in records:
             typed = TYPES.get(record_type) in _FROM_AUDIT
