@@ -19,6 +19,7 @@ from .config_model import (
     ControlConfig,
     IndexConfig,
     LogConfig,
+    NatsConfig,
     VaultConfig,
     WatchConfig,
     WebSocketConfig,
@@ -35,6 +36,7 @@ SECTIONS: dict[str, type] = {
     "control": ControlConfig,
     "agent": AgentConfig,
     "websocket": WebSocketConfig,
+    "nats": NatsConfig,
 }
 TOP_SCALARS = {"version", "shutdown_timeout_s"}
 

@@ -117,6 +117,20 @@ class WebSocketConfig:
 
 
 @dataclass(frozen=True)
+class NatsConfig:
+    """Export of events, audit records and signed checkpoints to NATS JetStream (docs/nats.md)."""
+
+    enabled: bool = False
+    url: str = "nats://127.0.0.1:4222"
+    host_id: str = ""  # the <host> of the subjects; default: this machine's short host name
+    token_secret: str = ""  # "agency/name" of a secret holding the NATS token; empty: no token
+    signing_key_secret: str = ""  # "agency/name" of the Ed25519 checkpoint key (created if absent); empty: none
+    spool_dir: str = rel("nats-spool")
+    checkpoint_every: int = num(1000, 1, 10_000_000)
+    checkpoint_interval_s: float = num(60, 1, 86_400)
+
+
+@dataclass(frozen=True)
 class AgencyConfig:
     agency_id: str
     roots: tuple[str, ...] = field(default=(), metadata={"path": True})
@@ -139,6 +153,7 @@ class Config:
     control: ControlConfig = ControlConfig()
     agent: AgentConfig = AgentConfig()
     websocket: WebSocketConfig = WebSocketConfig()
+    nats: NatsConfig = NatsConfig()
 
     def path(self, rel_path: str) -> Path:
         """A config path made absolute against the data root."""

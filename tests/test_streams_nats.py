@@ -203,3 +203,73 @@ def test_a_checkpoint_signed_by_another_key_is_refused(tmp_path: Path, server: N
     rig.close()
     with pytest.raises(TamperError, match="another key"):
         last_checkpoint(server.url, HOST, "alpha")
+
+
+# -- the daemon, the CLI and the script, as a user runs them ---------------------------------------
+def nats_config(url: str) -> str:
+    return f"""nats:
+  enabled: true
+  url: {url}
+  host_id: t1
+  signing_key_secret: alpha/nats-signing
+  checkpoint_every: 3
+  checkpoint_interval_s: 1
+"""
+
+
+def test_daemon_exports_and_the_cli_verifies_from_and_against_nats(tmp_path: Path, server: NatsServer) -> None:
+    from conftest import DaemonProc
+
+    d = DaemonProc(tmp_path / "root", extra=nats_config(server.url))
+    d.start()
+    try:
+        for i in range(5):
+            (d.root / "alpha" / "notes" / f"n{i}.md").write_text(f"exported note {i}\n")
+        wait_for(lambda: len(fetch(server.url, "t1", "alpha", "audit")) >= 7, 60, 0.1, "records on the stream")
+        wait_for(lambda: fetch(server.url, "t1", "alpha", "checkpoint"), 60, 0.1, "a checkpoint")
+        res = d.cli("audit", "verify", "--from-nats", server.url, "--host", "t1", "--agency", "alpha")
+        assert res.returncode == 0 and "agency alpha: ok" in res.stdout, res.stderr
+        assert "nats-signing" in d.cli("secret", "list", "--agency", "alpha", check=True).stdout
+        events = [json.loads(m) for m in fetch(server.url, "t1", "alpha", "events")]
+        assert any(e["type"] == "index" and e["data"]["path"] == "n0.md" for e in events)
+    finally:
+        assert d.stop() == 0
+    ok = d.cli("audit", "verify", "--against-nats", server.url, "--host", "t1", "--agency", "alpha")
+    assert ok.returncode == 0 and "holds the checkpoint" in ok.stdout, ok.stdout + ok.stderr
+    seg = sorted((d.root / "audit" / "alpha").glob("audit-*.jsonl"))[-1]
+    seg.write_bytes(b"".join(seg.read_bytes().splitlines(keepends=True)[:2]))  # root cuts the log short
+    bad = d.cli("audit", "verify", "--against-nats", server.url, "--host", "t1", "--agency", "alpha")
+    assert bad.returncode == 65 and "rolled back or truncated" in bad.stdout
+    unreachable = d.cli("audit", "verify", "--from-nats", "nats://127.0.0.1:1", "--host", "t1", "--agency", "alpha")
+    assert unreachable.returncode == 69 and "cannot reach NATS" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
+
+
+def test_scripts_nats_local_starts_a_jetstream_server(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+
+    from natsutil import free_port
+
+    repo = Path(__file__).resolve().parent.parent
+    port = free_port()
+    proc = subprocess.Popen([str(repo / "scripts" / "nats-local"), str(port)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "NATS_DATA": str(tmp_path / "nd")})
+    try:
+        def info() -> bytes:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    return s.recv(4096)
+            except OSError:
+                return b""
+
+        banner = wait_for(info, 60, 0.1, "nats-local listening")
+        assert banner.startswith(b"INFO") and b'"jetstream":true' in banner.replace(b" ", b"")
+        assert (tmp_path / "nd").is_dir()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        if proc.stderr is not None:
+            proc.stderr.close()

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     av = ausub.add_parser("verify", help="verify the audit chain(s) in full")
     av.add_argument("--agency")
     av.add_argument("--json", action="store_true")
+    from .natsverify import add_arguments as add_nats_verify_arguments
+
+    add_nats_verify_arguments(av)
     ul = ausub.add_parser("unlock", help="end an agency's lockdown (audited)")
     ul.add_argument("--agency", required=True)
     ul.add_argument("--reason", required=True)
@@ -107,6 +110,11 @@ def dispatch(args: argparse.Namespace) -> int:
         from ..daemon.runner import run_daemon
 
         return run_daemon(cfg, args.config or default_config_path(), flags)
+    if args.cmd == "audit" and args.audit_cmd == "verify":
+        from .natsverify import cmd_nats_verify, wanted
+
+        if wanted(args):
+            return cmd_nats_verify(cfg, args)
     if args.cmd == "logs":
         from .logs import cmd_logs
 

@@ -27,7 +27,7 @@ from ..index.service import IndexPipeline
 from ..service.notify import Notifier
 from ..service.tokens import TokenStore
 from ..service.watchdog_ping import WatchdogPinger
-from ..streams.build import build_websocket
+from ..streams.build import build_nats, build_websocket
 from ..vault.service import SnapshotService
 from .agencies import Agencies
 from .operations import Operations
@@ -113,6 +113,10 @@ class Daemon:
         if self.websocket is not None:
             self.websocket.start()
             self._on_stop("websocket", self.websocket.stop)
+        self.nats = build_nats(cfg, self.events, self.audit, self.secrets, self.audit_append)  # None unless on
+        if self.nats is not None:
+            self.nats.start()
+            self._on_stop("nats", self.nats.stop)
         self.ready = True
         log.info("daemon_ready", data_root=str(cfg.data_root), agencies=self.agencies.ids())
 

@@ -16,6 +16,7 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("control", None),
     ("agent", None),
     ("websocket", None),
+    ("nats", None),
     ("watch", "queue_max"),
     ("vault", "enabled"),
     ("vault", "passphrase_file"),

@@ -43,6 +43,10 @@ MAX_HANDOVER = 100_000
 RETRY_S = 0.5
 
 
+async def _log_nats_error(exc: Exception) -> None:
+    log.debug("nats_client_error", error=repr(exc))
+
+
 @dataclass
 class ExportStats:
     connected: bool = False
@@ -166,10 +170,11 @@ class NatsExporter:
 
     async def _connect(self) -> NatsClient:
         opts: dict[str, Any] = {"connect_timeout": 2, "allow_reconnect": True, "max_reconnect_attempts": -1,
-                                "reconnect_time_wait": 0.2, "name": f"koradaemon@{self.host}"}
+                                "reconnect_time_wait": 0.2, "name": f"koradaemon@{self.host}",
+                                "error_cb": _log_nats_error}
         if self.token:
             opts["token"] = self.token
-        nc = await nats.connect(self.url, **opts)
+        nc = await asyncio.wait_for(nats.connect(self.url, **opts), 5)
         js = nc.jetstream()
         for agency in self.agencies:
             with contextlib.suppress(Exception):  # exists already (same config)

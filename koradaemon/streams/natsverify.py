@@ -41,8 +41,13 @@ class ChainReport:
         return asdict(self)
 
 
+async def _quiet(exc: Exception) -> None:
+    """nats-py prints every connection error with a traceback unless told otherwise."""
+
+
 async def _fetch_all(url: str, host: str, agency: str, kind: str, token: str | None) -> list[bytes]:
-    opts: dict[str, Any] = {"connect_timeout": 5, "allow_reconnect": False, "max_reconnect_attempts": 0}
+    opts: dict[str, Any] = {"connect_timeout": 5, "allow_reconnect": False, "max_reconnect_attempts": 1,
+                            "error_cb": _quiet}
     if token:
         opts["token"] = token
     try:
