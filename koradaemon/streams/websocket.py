@@ -17,6 +17,7 @@ import json
 import ssl
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -81,7 +82,8 @@ class WebSocketStream:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._conns: set[_Conn] = set()
-        self._grants: dict[ServerConnection, Grant] = {}
+        # grants between the HTTP check and the handler; weak: a handshake that fails leaves nothing behind
+        self._grants: weakref.WeakKeyDictionary[ServerConnection, Grant] = weakref.WeakKeyDictionary()
         self._closing: set[asyncio.Future[None]] = set()
 
     # -- life cycle -----------------------------------------------------------------------
