@@ -114,6 +114,25 @@ def test_export_resumes_after_a_daemon_restart_from_what_the_stream_holds(tmp_pa
         rig2.close()
 
 
+def test_events_spooled_on_disk_while_nats_is_down_survive_a_daemon_restart(tmp_path: Path,
+                                                                           server: NatsServer) -> None:
+    server.stop()
+    rig = Rig(tmp_path / "root", server)
+    for i in range(40):
+        rig.bus.emit("alpha", "snapshot", {"n": i})
+    wait_for(lambda: (tmp_path / "root" / "spool" / "events.jsonl").read_bytes().count(b"\n") == 40, 30, 0.05,
+             "events on disk")
+    rig.close()  # the daemon stops before NATS ever came back
+    server.start()
+    rig = Rig(tmp_path / "root", server)
+    try:
+        wait_for(lambda: rig.exporter.stats.events_published >= 40, 60, 0.05, "spooled events sent")
+        assert [json.loads(m)["data"]["n"] for m in fetch(server.url, HOST, "alpha", "events")] == list(range(40))
+        assert audit_seqs(server) == [0]
+    finally:
+        rig.close()
+
+
 def test_fleet_verifier_finds_a_changed_record(tmp_path: Path) -> None:
     lines = [json.dumps(r).encode() for r in _chain(5)]
     assert verify_chain("alpha", lines).ok

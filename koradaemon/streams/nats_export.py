@@ -104,6 +104,9 @@ class NatsExporter:
         self._poke()
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                log.warning("nats_export_stop_timeout")
+                return  # the thread still uses the spool; the process is ending anyway
         self.spool.close()
 
     def alive(self) -> bool:
@@ -141,6 +144,7 @@ class NatsExporter:
         nc: NatsClient | None = None
         try:
             while not self._stopping:
+                self._spool_new()  # on disk first, connected or not
                 try:
                     if nc is None:
                         nc = await self._connect()
@@ -158,6 +162,7 @@ class NatsExporter:
                 if not busy:
                     await self._sleep(1.0)
         finally:
+            self._spool_new()  # what arrived until the stop is kept for the next start
             if nc is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(nc.close(), 2)
@@ -185,10 +190,7 @@ class NatsExporter:
 
     async def _round(self, js: JetStreamContext) -> bool:
         """One pass: spool new events, export audit records, then events, then checkpoints."""
-        with self._lock:
-            lines = list(self._handover)
-            self._handover.clear()
-        self.spool.append(lines)
+        lines = self._spool_new()
         busy = False
         for agency, st in self._state.items():
             if st.tail is None:
@@ -218,7 +220,14 @@ class NatsExporter:
         finally:  # what was acknowledged is never sent again, even after a long outage
             if acked is not None:
                 self.spool.ack(acked)
-        return busy or bool(pending) or bool(lines)
+        return busy or bool(pending) or lines > 0
+
+    def _spool_new(self) -> int:
+        with self._lock:
+            lines = list(self._handover)
+            self._handover.clear()
+        self.spool.append(lines)
+        return len(lines)
 
     async def _publish(self, js: JetStreamContext, subj: str, payload: bytes, headers: dict[str, str]) -> None:
         await js.publish(subj, payload, timeout=self.ack_timeout, headers=headers)
