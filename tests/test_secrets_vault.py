@@ -149,6 +149,16 @@ def test_cli_offline_stdin_audited_by_name_only(tmp_path: Path) -> None:
     assert rm.returncode == 0 and cli(d, "secret", "list", "--agency", "alpha").stdout == b""
 
 
+def test_cli_set_from_a_file(tmp_path: Path) -> None:
+    d = DaemonProc(tmp_path)
+    (tmp_path / "key.txt").write_bytes(VALUE + b"\n")
+    res = cli(d, "secret", "set", "--agency", "alpha", "openai-key", "--file", str(tmp_path / "key.txt"))
+    assert res.returncode == 0, res.stderr
+    assert cli(d, "secret", "get", "--agency", "alpha", "openai-key").stdout == VALUE
+    missing = cli(d, "secret", "set", "--agency", "alpha", "x", "--file", str(tmp_path / "absent.txt"))
+    assert missing.returncode == 64 and b"cannot read" in missing.stderr
+
+
 def test_cli_refuses_value_in_argv_and_unknown_agency(tmp_path: Path) -> None:
     d = DaemonProc(tmp_path)
     res = cli(d, "secret", "set", "--agency", "alpha", "api-key", VALUE.decode())

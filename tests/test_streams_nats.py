@@ -264,6 +264,34 @@ def test_daemon_exports_and_the_cli_verifies_from_and_against_nats(tmp_path: Pat
     assert "Traceback" not in unreachable.stderr
 
 
+def test_token_from_the_secrets_vault_and_the_verifier_token_file(tmp_path: Path) -> None:
+    from conftest import DaemonProc
+
+    server = NatsServer(tmp_path / "store", extra=("--auth", "nats-s3cret-token")).start()
+    d = DaemonProc(tmp_path / "root", extra=nats_config(server.url) + "  token_secret: alpha/nats-token\n")
+    try:
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "koradaemon", "-c", str(d.config), "--data-root", str(d.root),
+               "secret", "set", "--agency", "alpha", "nats-token"]
+        assert subprocess.run(cmd, input=b"nats-s3cret-token\n", env=d.env, timeout=120).returncode == 0
+        d.start()
+        (d.root / "alpha" / "notes" / "t.md").write_text("token auth\n")
+        (tmp_path / "tok").write_text("nats-s3cret-token\n")
+        wait_for(lambda: len(fetch(server.url, "t1", "alpha", "audit", "nats-s3cret-token")) >= 2, 60, 0.1,
+                 "records exported with the token")
+        res = d.cli("audit", "verify", "--from-nats", server.url, "--host", "t1", "--agency", "alpha",
+                    "--token-file", str(tmp_path / "tok"))
+        assert res.returncode == 0 and "agency alpha: ok" in res.stdout, res.stderr
+        no_token = d.cli("audit", "verify", "--from-nats", server.url, "--host", "t1", "--agency", "alpha")
+        assert no_token.returncode == 69 and "Traceback" not in no_token.stderr
+        assert b"nats-s3cret-token" not in d.log.read_bytes()
+    finally:
+        assert d.stop() == 0
+        server.stop()
+
+
 def test_scripts_nats_local_starts_a_jetstream_server(tmp_path: Path) -> None:
     import os
     import socket
