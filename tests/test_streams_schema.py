@@ -94,3 +94,33 @@ def test_emit_publishes_schema_events() -> None:
     validate(ev)
     assert ev["type"] == "lockdown" and ev["seq"] is None and ev["data"] == {"reason": "x"}
     sub.close()
+
+
+def test_subscribe_with_audit_streams_whole_records_and_agent_free_events(tmp_path: Path) -> None:
+    from conftest import DaemonProc
+
+    from koradaemon.control.client import ControlClient
+
+    d = DaemonProc(tmp_path)
+    d.start()
+    try:
+        token = (tmp_path / "run" / "tokens" / "alpha.token").read_text().strip()
+        stream = ControlClient(tmp_path / "run" / "koradaemon.sock").stream("subscribe", "alpha", token,
+                                                                            idle_timeout=30, audit=True)
+        assert next(stream)["type"] == "subscribed"
+        (tmp_path / "alpha" / "notes" / "s.md").write_text("subscribed with audit: rowan\n")
+        seen: dict[str, dict[str, object]] = {}
+        for ev in stream:
+            if ev is None:
+                continue
+            validate(ev)
+            if ev["type"] == "index":
+                seen["index"] = ev
+            if ev["type"] == "audit" and ev["data"]["record"]["type"] == "index":
+                seen["audit"] = ev
+            if len(seen) == 2:
+                break
+        stream.close()
+        assert seen["index"]["seq"] == seen["audit"]["seq"] and seen["index"]["hash"] == seen["audit"]["hash"]
+    finally:
+        assert d.stop() == 0
