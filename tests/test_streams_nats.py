@@ -320,3 +320,14 @@ def test_scripts_nats_local_starts_a_jetstream_server(tmp_path: Path) -> None:
         proc.wait(20)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+@pytest.mark.parametrize("data", [{"seq": 99}, {"x": ',"hash":"' + "a" * 64 + '"', "y": ',"seq":7,'}, {}])
+def test_tail_reads_seq_and_hash_of_lines_whose_data_mimics_them(data: dict[str, object]) -> None:
+    from koradaemon.audit.record import LineEncoder, data_bytes
+    from koradaemon.streams.audittail import _seq_and_hash
+
+    line, digest = LineEncoder("alpha").encode(12, "2026-01-01T00:00:00.000000Z", "index",
+                                               data_bytes(data, "alpha", "index"), "0" * 64)
+    assert json.loads(line)["hash"] == digest
+    assert _seq_and_hash(line.rstrip(b"\n")) == (12, digest)

@@ -72,11 +72,26 @@ class AuditTail:
                 break
             raw = data[pos:nl]
             pos = nl + 1
-            rec = json.loads(raw)
-            seq = int(rec["seq"])
+            seq, digest = _seq_and_hash(raw)
             if seq >= self.next_seq:
-                out.append(Line(seq, str(rec["hash"]), raw))
+                out.append(Line(seq, digest, raw))
                 self.next_seq = seq + 1
                 n += 1
         self._offset += pos
         return pos
+
+
+def _seq_and_hash(raw: bytes) -> tuple[int, str]:
+    """A canonical KBL-1 line's seq and hash without parsing it all: the top-level ``hash`` and
+    ``seq`` members are the last occurrences of their keys (only prev, ts, type and v follow them,
+    none holding a quote). Falls back to parsing a line that does not look canonical."""
+    h = raw.rfind(b',"hash":"')
+    s = raw.rfind(b',"seq":')
+    end = raw.find(b",", s + 7) if s >= 0 else -1
+    if h >= 0 and end > 0 and raw[h + 73:h + 74] == b'"':
+        try:
+            return int(raw[s + 7:end]), raw[h + 9:h + 73].decode("ascii")
+        except ValueError:
+            pass
+    rec = json.loads(raw)
+    return int(rec["seq"]), str(rec["hash"])
