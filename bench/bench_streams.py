@@ -7,7 +7,8 @@ Run: .venv/bin/python bench/bench_streams.py [--events 20000] [--records 5000] [
   beside the same events delivered to N in-process bus subscriptions (the floor of the fan-out).
 * NATS: an audit log of R records exported by the exporter (in order, one publish ack at a time)
   while N core-NATS subscribers in another process receive them; beside a plain loop of
-  acknowledged JetStream publishes of the same lines (the ceiling of in-order acked publishing).
+  acknowledged JetStream publishes of the same lines with a message id (the ceiling of in-order,
+  acked, deduplicated publishing).
 * Index path: write a file, wait for its ``index`` event on the control socket's subscribe stream;
   median with export off, then with the WebSocket stream (one auditor reading) and the NATS
   export on, each in its own daemon on the same machine in the same run.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import statistics
@@ -158,8 +160,8 @@ def nats_rate(tmp: Path, server: NatsServer, records: int, consumers: int) -> tu
         js = nc.jetstream()
         await js.add_stream(name=f"CEIL{consumers}", subjects=[f"ceil{consumers}.>"])
         t = time.monotonic()
-        for ln in lines:
-            await js.publish(f"ceil{consumers}.x", ln)
+        for ln in lines:  # with a message id, as the export needs one for deduplication
+            await js.publish(f"ceil{consumers}.x", ln, headers={"Nats-Msg-Id": hashlib.sha256(ln).hexdigest()})
         took = time.monotonic() - t
         await nc.close()
         return took

@@ -201,7 +201,7 @@ class NatsExporter:
             while st.backlog:
                 line = st.backlog[0]
                 await self._publish(js, subject(self.host, agency, "audit"), line.raw,
-                                    {"Nats-Msg-Id": line.hash, "Kora-Seq": str(line.seq)})
+                                    {"Nats-Msg-Id": line.hash})
                 st.backlog.popleft()
                 st.last = (line.seq, line.hash, st.tail.segment)
                 st.since_checkpoint += 1
