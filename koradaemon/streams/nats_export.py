@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 MAX_HANDOVER = 100_000
 RETRY_S = 0.5
+LINGER_S = 0.02  # after a wake-up, before exporting (batching; keeps off the index path's hot moment)
 
 
 async def _log_nats_error(exc: Exception) -> None:
@@ -168,9 +169,13 @@ class NatsExporter:
                     await asyncio.wait_for(nc.close(), 2)
 
     async def _sleep(self, seconds: float) -> None:
+        """Wait for a wake-up (or ``seconds``), then linger a moment: the export work then runs in
+        batches and after the index path's own acknowledgement, not in competition with it."""
         assert self._wake is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+        if not self._stopping:
+            await asyncio.sleep(LINGER_S)
         self._wake.clear()
 
     async def _connect(self) -> NatsClient:
