@@ -110,9 +110,8 @@ class EventBus:
         self._lock = threading.Lock()
         self._subs: dict[str, list[Subscription]] = {}
         self._listeners: tuple[Listener, ...] = ()
-        self._audit_listeners = 0
+        self._audit_wants: dict[int, Callable[[], bool]] = {}  # listener id -> does it want audit events now
         self._commit_watchers: tuple[Callable[[str, int], None], ...] = ()
-        self._audit_listener_set: set[int] = set()
         self.listener_errors = 0
         self.published = 0
 
@@ -139,15 +138,17 @@ class EventBus:
                 log.warning("event_listener_failed", agency_id=agency_id, error=repr(exc))
         return len(subs)
 
-    def add_listener(self, listener: Listener, *, audit: bool = False) -> None:
+    def add_listener(self, listener: Listener, *, audit: bool | Callable[[], bool] = False) -> None:
         """Call ``listener(agency_id, event)`` for every published event of every agency, on the
-        publisher's thread: it must only hand the event over, never block. With ``audit`` the
-        listener also receives ``audit`` events (whole records) of every agency."""
+        publisher's thread: it must only hand the event over, never block. With ``audit`` (a flag,
+        or a predicate asked at each audit batch) the listener also receives ``audit`` events
+        (whole records) of every agency."""
         with self._lock:
             self._listeners = (*self._listeners, listener)
-            if audit:
-                self._audit_listeners += 1
-                self._audit_listener_set.add(id(listener))
+            if audit is True:
+                self._audit_wants[id(listener)] = lambda: True
+            elif callable(audit):
+                self._audit_wants[id(listener)] = audit
 
     def add_commit_watcher(self, watcher: Callable[[str, int], None]) -> None:
         """Call ``watcher(agency_id, last_seq)`` after each durable audit batch (on the appender's
@@ -162,9 +163,7 @@ class EventBus:
     def remove_listener(self, listener: Listener) -> None:
         with self._lock:
             self._listeners = tuple(x for x in self._listeners if x is not listener)
-            if id(listener) in self._audit_listener_set:
-                self._audit_listener_set.discard(id(listener))
-                self._audit_listeners -= 1
+            self._audit_wants.pop(id(listener), None)
 
     def emit(self, agency_id: str, event_type: str, data: Mapping[str, Any] | None = None, *,
              seq: int | None = None, hash: str | None = None) -> int:
@@ -173,7 +172,10 @@ class EventBus:
 
     def wants_audit(self, agency_id: str) -> bool:
         with self._lock:
-            return self._audit_listeners > 0 or any("audit" in s.categories for s in self._subs.get(agency_id, ()))
+            if any("audit" in s.categories for s in self._subs.get(agency_id, ())):
+                return True
+            wants = tuple(self._audit_wants.values())
+        return any(w() for w in wants)
 
     def on_audit_commit(self, agency_id: str, records: list[tuple[int, str, str, str, str, bytes]]) -> None:
         """The audit log's commit listener. Agent lifecycle and secret records become typed events

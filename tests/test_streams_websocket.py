@@ -292,3 +292,18 @@ def test_the_documented_client_runs_as_written(tmp_path: Path) -> None:
         if d.proc is not None and d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+def test_audit_records_are_decoded_only_while_an_auditor_listens(stream: tuple[EventBus, WebSocketStream]) -> None:
+    bus, ws = stream
+    assert not bus.wants_audit("alpha")
+    view = client(ws, TOKENS["view"])
+    try:
+        wait_for(lambda: ws.stats.clients == 1, 20, what="viewer connected")
+        assert not bus.wants_audit("alpha")
+        aud = client(ws, TOKENS["aud"], "audit=1")
+        wait_for(lambda: bus.wants_audit("alpha"), 20, what="auditor connected")
+        aud.close()
+        wait_for(lambda: not bus.wants_audit("alpha"), 20, what="auditor gone")
+    finally:
+        view.close()

@@ -85,6 +85,7 @@ class WebSocketStream:
         # grants between the HTTP check and the handler; weak: a handshake that fails leaves nothing behind
         self._grants: weakref.WeakKeyDictionary[ServerConnection, Grant] = weakref.WeakKeyDictionary()
         self._closing: set[asyncio.Future[None]] = set()
+        self._audit_conns = 0
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -94,8 +95,8 @@ class WebSocketStream:
             raise KoraError("the WebSocket stream did not start in time")
         if self._error is not None:
             raise ConfigError(f"websocket: cannot listen on {self.host}:{self.port}: {self._error}")
-        wants_audit = any(c.role in ("auditor", "admin") for c in self.clients.values())
-        self.bus.add_listener(self._on_event, audit=wants_audit)
+        # audit records are decoded for the bus only while a connection that may receive them is open
+        self.bus.add_listener(self._on_event, audit=lambda: self._audit_conns > 0)
         log.info("websocket_listening", host=self.host, port=self.port, tls=self.tls is not None,
                  clients=len(self.clients))
 
@@ -200,7 +201,7 @@ class WebSocketStream:
             return
         conn = _Conn(ws, g, asyncio.Queue(self.buffer_events))
         self._conns.add(conn)
-        self.stats.clients = len(self._conns)
+        self._counted()
         self.stats.connections_total += 1
         log.info("websocket_connected", client=g.client.name, role=g.client.role, agencies=sorted(g.agencies))
         try:
@@ -216,7 +217,7 @@ class WebSocketStream:
             if conn.sender is not None:
                 conn.sender.cancel()
             self._conns.discard(conn)
-            self.stats.clients = len(self._conns)
+            self._counted()
             if conn.dropped:  # let the close frame (with its reason) reach a consumer that reads late
                 with contextlib.suppress(Exception):
                     await ws.wait_closed()
@@ -256,12 +257,16 @@ class WebSocketStream:
                     self._close(conn, SLOW_CLOSE_CODE,
                                 f"slow consumer: more than {self.buffer_events} events behind, dropped")
 
+    def _counted(self) -> None:
+        self.stats.clients = len(self._conns)
+        self._audit_conns = sum(1 for c in self._conns if "audit" in c.grant.categories)
+
     def _close(self, conn: _Conn, code: int, reason: str) -> None:
         conn.dropped = True
         if conn.sender is not None:
             conn.sender.cancel()
         self._conns.discard(conn)
-        self.stats.clients = len(self._conns)
+        self._counted()
         task = asyncio.ensure_future(conn.ws.close(code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
