@@ -22,6 +22,7 @@ from koradaemon.events import EventBus
 from koradaemon.index.db import open_db
 from koradaemon.streams.audittail import Head
 from koradaemon.streams.nats_export import NatsExporter
+from koradaemon.streams.natsnames import load_json
 from koradaemon.streams.natsverify import against_checkpoint, fetch, last_checkpoint, verify_chain
 
 HOST = "testhost"
@@ -222,6 +223,9 @@ def test_a_checkpoint_signed_by_another_key_is_refused(tmp_path: Path, server: N
     rig.close()
     with pytest.raises(TamperError, match="another key"):
         last_checkpoint(server.url, HOST, "alpha")
+    impostor = load_json(fetch(server.url, HOST, "alpha", "checkpoint")[-1])["key"]
+    with pytest.raises(TamperError, match="another key"):  # a pinned key refuses even the first one
+        last_checkpoint(server.url, HOST, "alpha", key=impostor)
 
 
 # -- the daemon, the CLI and the script, as a user runs them ---------------------------------------
@@ -255,6 +259,13 @@ def test_daemon_exports_and_the_cli_verifies_from_and_against_nats(tmp_path: Pat
         assert d.stop() == 0
     ok = d.cli("audit", "verify", "--against-nats", server.url, "--host", "t1", "--agency", "alpha")
     assert ok.returncode == 0 and "holds the checkpoint" in ok.stdout, ok.stdout + ok.stderr
+    key = load_json(fetch(server.url, "t1", "alpha", "checkpoint")[0])["key"]
+    pinned = d.cli("audit", "verify", "--against-nats", server.url, "--host", "t1", "--agency", "alpha",
+                   "--checkpoint-key", key)
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    wrong = d.cli("audit", "verify", "--against-nats", server.url, "--host", "t1", "--agency", "alpha",
+                  "--checkpoint-key", "00" * 32)
+    assert wrong.returncode == 65 and "another key" in wrong.stdout
     seg = sorted((d.root / "audit" / "alpha").glob("audit-*.jsonl"))[-1]
     seg.write_bytes(b"".join(seg.read_bytes().splitlines(keepends=True)[:2]))  # root cuts the log short
     bad = d.cli("audit", "verify", "--against-nats", server.url, "--host", "t1", "--agency", "alpha")

@@ -17,6 +17,8 @@ def add_arguments(av: argparse.ArgumentParser) -> None:
                     help="check the local log against the last signed checkpoint on the NATS stream")
     av.add_argument("--host", help="the exporting host's id on the stream (default: nats.host_id or this host)")
     av.add_argument("--token-file", type=Path, help="a file holding the NATS token, if the server wants one")
+    av.add_argument("--checkpoint-key", metavar="HEX",
+                    help="the Ed25519 public key checkpoints must be signed with (default: the first checkpoint's)")
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -54,7 +56,8 @@ def cmd_nats_verify(cfg: Config, args: argparse.Namespace) -> int:
         else:
             try:
                 out = against_checkpoint(cfg.path(cfg.audit.dir) / agency, agency,
-                                         last_checkpoint(args.against_nats, host, agency, token))
+                                         last_checkpoint(args.against_nats, host, agency, token,
+                                                                 args.checkpoint_key))
             except TamperError as exc:
                 results[agency] = {"agency_id": agency, "ok": False, "reason": str(exc)}
                 failed = True

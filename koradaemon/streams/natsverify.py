@@ -101,13 +101,15 @@ def verify_chain(agency: str, lines: list[bytes]) -> ChainReport:
     return ChainReport(agency, True, expected, head_seq=expected - 1, head_hash=prev)
 
 
-def last_checkpoint(url: str, host: str, agency: str, token: str | None = None) -> dict[str, Any]:
-    """The stream's newest checkpoint, its signature checked against the key of its first one."""
+def last_checkpoint(url: str, host: str, agency: str, token: str | None = None,
+                    key: str | None = None) -> dict[str, Any]:
+    """The stream's newest checkpoint, its signature checked against ``key`` (the public key, hex)
+    when given, else against the key of the stream's first checkpoint."""
     docs = [load_json(raw) for raw in fetch(url, host, agency, "checkpoint", token)]
     if not docs:
         raise TamperError(f"no checkpoint of agency {agency!r} on the stream", hint="is the export on?")
     try:
-        pinned = str(check_checkpoint(docs[0])["key"])
+        pinned = key.lower() if key else str(check_checkpoint(docs[0])["key"])
         for doc in docs:
             check_checkpoint(doc, pinned)
     except ValueError as exc:
