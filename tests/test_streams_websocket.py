@@ -233,6 +233,7 @@ def test_daemon_streams_acknowledged_changes_with_their_audit_chain(tmp_path: Pa
     d = DaemonProc(tmp_path, extra=WS_CONFIG)
     d.start()
     try:
+        assert d.client_call("status")["threads"]["websocket"] is True
         port = int((tmp_path / "run" / "websocket.port").read_text())
         token = {n: (tmp_path / "run" / "ws-tokens" / f"{n}.token").read_text().strip() for n in ("dash", "siem")}
         assert (tmp_path / "run" / "ws-tokens" / "dash.token").stat().st_mode & 0o777 == 0o600

@@ -142,7 +142,12 @@ class Daemon:
         self.audit.append(agency_id, record_type, data)
 
     def threads_alive(self) -> dict[str, bool]:
-        return {**self.pipeline.alive(), "snapshots": self.vault.alive()}
+        out = {**self.pipeline.alive(), "snapshots": self.vault.alive()}
+        for name in ("websocket", "nats"):  # the outside streams, when turned on
+            part = getattr(self, name, None)
+            if part is not None:
+                out[name] = part.alive()
+        return out
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> int:
