@@ -26,9 +26,11 @@ from .config_model import (
     ControlConfig,
     IndexConfig,
     LogConfig,
+    NatsConfig,
     VaultConfig,
     VectorsConfig,
     WatchConfig,
+    WebSocketConfig,
 )
 from .config_yaml import MAX_CONFIG_BYTES, Node, read_tree
 from .errors import ConfigError, PathError
@@ -43,6 +45,8 @@ SECTIONS: dict[str, type] = {
     "control": ControlConfig,
     "agent": AgentConfig,
     "vectors": VectorsConfig,
+    "websocket": WebSocketConfig,
+    "nats": NatsConfig,
 }
 TOP_SCALARS = {"version", "shutdown_timeout_s"}
 

@@ -24,6 +24,8 @@ class LogConfig:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
     format: str = field(default="auto", metadata={"choices": ("auto", "json", "console")})
     file: str = rel("logs/koradaemon.log")
+    rotate_mb: float = num(64, 0.01, 1 << 20)  # start a new file past this size
+    keep_days: float = num(14, 0, 3650)  # delete rotated files older than this (0: keep none)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ class AgentConfig:
     group: str = ""  # default: the user's primary group
     home: str = rel("agent/home")  # the agent's HOME, owned by it
     env: dict[str, str] = field(default_factory=dict, metadata={"env": True})  # plain extra variables
+    # ENV_NAME=secret-name: the secret (secrets vault, the agent's agency) decrypted into the agent's
+    # environment at each spawn; never on disk in clear, never logged.
+    secret_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,37 @@ class VectorsConfig:
     passage_bytes: int = num(1536, 256, 16_384)
     batch_passages: int = num(256, 8, 8192)
     poll_s: float = num(0.5, 0.01, 60)
+
+
+
+@dataclass(frozen=True)
+class WebSocketConfig:
+    """The live event stream over WebSocket (docs/streams.md); off by default, loopback by default."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = num(8765, 0, 65535)  # 0: any free port (the bound one is written to run/websocket.port)
+    tls_cert: str = ""  # PEM files relative to the data root; both set = wss://
+    tls_key: str = ""
+    tokens_dir: str = rel("run/ws-tokens")  # one 0600 token file per client, created at start
+    # "name:role:agency[,agency...]" with role viewer | auditor | admin ("name:admin" sees every agency)
+    clients: tuple[str, ...] = ()
+    buffer_events: int = num(1000, 1, 1_000_000)  # per connection; a consumer that falls behind is dropped
+    max_clients: int = num(256, 1, 100_000)
+
+
+@dataclass(frozen=True)
+class NatsConfig:
+    """Export of events, audit records and signed checkpoints to NATS JetStream (docs/nats.md)."""
+
+    enabled: bool = False
+    url: str = "nats://127.0.0.1:4222"
+    host_id: str = ""  # the <host> of the subjects; default: this machine's short host name
+    token_secret: str = ""  # "agency/name" of a secret holding the NATS token; empty: no token
+    signing_key_secret: str = ""  # "agency/name" of the Ed25519 checkpoint key (created if absent); empty: none
+    spool_dir: str = rel("nats-spool")
+    checkpoint_every: int = num(1000, 1, 10_000_000)
+    checkpoint_interval_s: float = num(60, 1, 86_400)
 
 
 @dataclass(frozen=True)
@@ -148,6 +184,8 @@ class Config:
     control: ControlConfig = ControlConfig()
     agent: AgentConfig = AgentConfig()
     vectors: VectorsConfig = VectorsConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
+    nats: NatsConfig = NatsConfig()
     # Non-fatal findings of validation (e.g. a root that does not exist yet), one line each.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 

@@ -1,5 +1,8 @@
 """In-process event bus feeding the control socket's ``subscribe`` stream.
 
+Events follow the schema of :mod:`koradaemon.streams.schema` (docs/events.md): publishers call
+:meth:`EventBus.emit`. Audit records reach only subscriptions that ask for the ``audit`` category.
+
 Publishers never block: each subscription has a bounded buffer, and when a slow subscriber
 lets it fill up the oldest events are dropped. The subscriber then receives one
 ``{"type": "dropped", "count": n}`` marker where the gap is, followed by the newer events.
@@ -8,24 +11,36 @@ lets it fill up the oldest events are dropped. The subscriber then receives one
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
 
+from .streams.schema import TYPES, audit_event, category, make_event
+
 log = structlog.get_logger(__name__)
 
 Event = dict[str, Any]
+Listener = Callable[[str, Event], None]
+# What a subscription receives unless it asks otherwise: everything but whole audit records.
+DEFAULT_CATEGORIES = frozenset(set(TYPES.values()) - {"audit"} | {"other"})
+ALL_CATEGORIES = frozenset(set(TYPES.values()) | {"other"})
+# Categories whose events are published from their audit record once it is durable.
+_FROM_AUDIT = frozenset({"agent", "secret"})
 
 
 class Subscription:
     """One subscriber's buffer of events for one agency."""
 
-    def __init__(self, bus: EventBus, agency_id: str, maxsize: int, idle_s: float) -> None:
+    def __init__(self, bus: EventBus, agency_id: str, maxsize: int, idle_s: float,
+                 categories: frozenset[str] = DEFAULT_CATEGORIES) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
         self.bus = bus
+        self.categories = categories
         self.agency_id = agency_id
         self.maxsize = maxsize
         self.idle_s = idle_s
@@ -94,22 +109,92 @@ class EventBus:
         self.idle_s = idle_s
         self._lock = threading.Lock()
         self._subs: dict[str, list[Subscription]] = {}
+        self._listeners: tuple[Listener, ...] = ()
+        self._audit_wants: dict[int, Callable[[], bool]] = {}  # listener id -> does it want audit events now
+        self._commit_watchers: tuple[Callable[[str, int], None], ...] = ()
+        self.listener_errors = 0
         self.published = 0
 
-    def subscribe(self, agency_id: str, maxsize: int = 1000) -> Subscription:
-        sub = Subscription(self, agency_id, maxsize, self.idle_s)
+    def subscribe(self, agency_id: str, maxsize: int = 1000,
+                  categories: Iterable[str] = DEFAULT_CATEGORIES) -> Subscription:
+        sub = Subscription(self, agency_id, maxsize, self.idle_s, frozenset(categories))
         with self._lock:
             self._subs.setdefault(agency_id, []).append(sub)
         return sub
 
     def publish(self, agency_id: str, event: Event) -> int:
         """Deliver a copy of ``event`` to every subscriber of ``agency_id``; returns how many."""
+        cat = category(event)
         with self._lock:
-            subs = list(self._subs.get(agency_id, ()))
+            subs = [s for s in self._subs.get(agency_id, ()) if cat in s.categories]
             self.published += 1
         for sub in subs:
             sub._put(dict(event))
+        for listener in self._listeners:  # outside streams (WebSocket, export): must never block
+            try:
+                listener(agency_id, event)
+            except Exception as exc:  # one broken listener must not stop the publisher
+                self.listener_errors += 1
+                log.warning("event_listener_failed", agency_id=agency_id, error=repr(exc))
         return len(subs)
+
+    def add_listener(self, listener: Listener, *, audit: bool | Callable[[], bool] = False) -> None:
+        """Call ``listener(agency_id, event)`` for every published event of every agency, on the
+        publisher's thread: it must only hand the event over, never block. With ``audit`` (a flag,
+        or a predicate asked at each audit batch) the listener also receives ``audit`` events
+        (whole records) of every agency."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+            if audit is True:
+                self._audit_wants[id(listener)] = lambda: True
+            elif callable(audit):
+                self._audit_wants[id(listener)] = audit
+
+    def add_commit_watcher(self, watcher: Callable[[str, int], None]) -> None:
+        """Call ``watcher(agency_id, last_seq)`` after each durable audit batch (on the appender's
+        thread: it must only take note, never block)."""
+        with self._lock:
+            self._commit_watchers = (*self._commit_watchers, watcher)
+
+    def remove_commit_watcher(self, watcher: Callable[[str, int], None]) -> None:
+        with self._lock:
+            self._commit_watchers = tuple(w for w in self._commit_watchers if w is not watcher)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+            self._audit_wants.pop(id(listener), None)
+
+    def emit(self, agency_id: str, event_type: str, data: Mapping[str, Any] | None = None, *,
+             seq: int | None = None, hash: str | None = None) -> int:
+        """Publish one event of the schema (docs/events.md)."""
+        return self.publish(agency_id, make_event(event_type, agency_id, data, seq=seq, hash=hash))
+
+    def wants_audit(self, agency_id: str) -> bool:
+        with self._lock:
+            if any("audit" in s.categories for s in self._subs.get(agency_id, ())):
+                return True
+            wants = tuple(self._audit_wants.values())
+        return any(w() for w in wants)
+
+    def on_audit_commit(self, agency_id: str, records: list[tuple[int, str, str, str, str, bytes]]) -> None:
+        """The audit log's commit listener. Agent lifecycle and secret records become typed events
+        (with their seq and hash); every record becomes an ``audit`` event for subscriptions that
+        asked for audit records (decoded only when someone did)."""
+        for watcher in self._commit_watchers:
+            watcher(agency_id, records[-1][0] if records else -1)
+        wants = self.wants_audit(agency_id)
+        for seq, digest, prev, record_type, ts, data in records:
+            typed = TYPES.get(record_type) in _FROM_AUDIT
+            if not (typed or wants):
+                continue
+            body = json.loads(data)
+            if typed:
+                self.emit(agency_id, record_type, body, seq=seq, hash=digest)
+            if wants:
+                record = {"v": 1, "seq": seq, "ts": ts, "agency_id": agency_id, "type": record_type,
+                          "data": body, "prev": prev, "hash": digest}
+                self.publish(agency_id, audit_event(record))
 
     def subscriber_count(self, agency_id: str | None = None) -> int:
         with self._lock:

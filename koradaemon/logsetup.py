@@ -11,7 +11,9 @@ from typing import Any, TextIO
 
 import structlog
 
-_open_file: TextIO | None = None
+from .logfile import RotatingLogFile
+
+_open_file: RotatingLogFile | None = None
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -22,12 +24,14 @@ def under_service_manager() -> bool:
 
 
 def configure_logging(
-    *, level: str = "info", fmt: str = "auto", file: Path | None = None, stream: TextIO | None = None
+    *, level: str = "info", fmt: str = "auto", file: Path | None = None, stream: TextIO | None = None,
+    rotate_mb: float = 64, keep_days: float = 14,
 ) -> None:
     """Configure structlog once for the process.
 
     ``fmt`` is ``json``, ``console`` or ``auto`` (JSON under a service manager or when not on a TTY).
-    With ``file`` set, JSON lines also go to that file (created with its folder, mode 0640).
+    With ``file`` set, JSON lines also go to that file (created with its folder, mode 0640), rotated
+    past ``rotate_mb`` and its rotated files deleted after ``keep_days`` (see logfile.py).
     """
     use_json = fmt == "json" or (fmt == "auto" and under_service_manager())
     out: Any = stream or sys.stderr
@@ -45,8 +49,7 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        log_file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        log_file = RotatingLogFile(file, max_bytes=int(rotate_mb * 1024 * 1024), keep_days=keep_days)
         out = _Tee(out, log_file, skip_file=not use_json)
         if not use_json:
             shared.append(_JsonToFile(out))  # type: ignore[arg-type]
@@ -65,7 +68,7 @@ def configure_logging(
 class _Tee:
     """Writes console output to the stream and, for JSON, the same line to the log file."""
 
-    def __init__(self, stream: TextIO, file: TextIO, *, skip_file: bool) -> None:
+    def __init__(self, stream: TextIO, file: RotatingLogFile, *, skip_file: bool) -> None:
         self.stream = stream
         self.file = file
         self.skip_file = skip_file

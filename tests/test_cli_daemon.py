@@ -150,7 +150,7 @@ def test_search_paging_files_show_and_tail(daemon: DaemonProc) -> None:
             assert first["type"] == "subscribed"
             (notes / "live.md").write_text("streamed chervil\n")
             event = json.loads(tail.stdout.readline())
-            assert event["type"] == "index" and event["path"] == "live.md"
+            assert event["type"] == "index" and event["data"]["path"] == "live.md"
             tail.send_signal(signal.SIGINT)  # Ctrl-C is how a user ends it
             assert tail.wait(10) == 130
             assert tail.stderr is not None and tail.stderr.read() == "", "no traceback on Ctrl-C"

@@ -96,10 +96,11 @@ def test_subscribe_streams_own_events_only_and_hang_up_frees_it(daemon: DaemonPr
     seen: list[dict[str, Any]] = []
     for event in stream:  # beta's event, had it leaked, was published before alpha's
         seen.append(event)
-        if event.get("type") == "index" and event.get("path") == "alpha-live.md":
+        data = event.get("data") or {}  # events of the schema nest their fields (docs/events.md)
+        if event.get("type") == "index" and data.get("path") == "alpha-live.md":
             break
     assert "beta" not in json.dumps(seen) and "quokka" not in json.dumps(seen), seen
-    assert seen[-1]["chunks"] == 1 and len(seen[-1]["sha256"]) == 64
+    assert seen[-1]["data"]["chunks"] == 1 and len(seen[-1]["data"]["sha256"]) == 64
 
     stream.close()  # hang up
     wait_for(lambda: control() == {"connections": 1, "subscribers": 0}, 15,  # the 1 is this status call

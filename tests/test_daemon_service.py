@@ -17,13 +17,17 @@ from koradaemon.errors import AuthError, ProtocolError
 from koradaemon.service.notify_listener import NotifyListener
 
 
-def audit_types(d: DaemonProc, agency: str = "alpha") -> list[str]:
+def audit_records(d: DaemonProc, agency: str = "alpha") -> list[dict[str, object]]:
     out = []
     for seg in sorted((d.root / "audit" / agency).glob("audit-*.jsonl")):
         for line in seg.read_text().splitlines():
             if line.strip():
-                out.append(json.loads(line)["type"])
+                out.append(json.loads(line))
     return out
+
+
+def audit_types(d: DaemonProc, agency: str = "alpha") -> list[str]:
+    return [str(r["type"]) for r in audit_records(d, agency)]
 
 
 def test_sd_notify_lifecycle_and_signals(tmp_path: Path) -> None:
@@ -175,7 +179,11 @@ def test_subscribe_streams_acknowledged_changes_and_put_context(daemon: DaemonPr
     assert next(stream)["type"] == "subscribed"
     (daemon.root / "alpha" / "notes" / "live.md").write_text("streamed note about sorrel\n")
     event = next(e for e in stream if e.get("type") == "index")
-    assert event["path"] == "live.md" and event["chunks"] == 1 and len(event["sha256"]) == 64
+    data = event["data"]
+    assert data["path"] == "live.md" and data["chunks"] == 1 and len(data["sha256"]) == 64
+    assert event["v"] == 1 and event["agency_id"] == "alpha" and isinstance(event["seq"], int)
+    record = next(r for r in audit_records(daemon) if r["seq"] == event["seq"])
+    assert record["hash"] == event["hash"] and record["type"] == "index" and record["data"]["path"] == "live.md"
     stream.close()
     res = daemon.client_call("vault.put_context", name="session-1.json", content='{"goal": "demo"}')
     assert res["bytes"] == 16

@@ -24,7 +24,7 @@ from .quarantine import quarantine_from, quarantined_records
 from .record import LOCKDOWN, UNLOCK, Record
 from .tail import appended_ids
 from .verify import VerifyResult, verify_log
-from .writer import AuditLog, Pending
+from .writer import AuditLog, CommitFn, Pending
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +41,7 @@ class AuditManager:
         group_commit_ms: float = 10,
         group_commit_records: int = 256,
         full_verify_on_start: bool = True,
+        on_commit: CommitFn | None = None,
     ) -> None:
         self.root = audit_root
         self.agency_ids = list(agency_ids)
@@ -49,7 +50,7 @@ class AuditManager:
         self.lockdown = lockdown if lockdown is not None else LockdownRegistry(db_path)
         self._opts: dict[str, Any] = {"segment_max_bytes": segment_max_bytes, "group_commit_ms": group_commit_ms,
                                       "group_commit_records": group_commit_records,
-                                      "full_verify_on_open": full_verify_on_start}
+                                      "full_verify_on_open": full_verify_on_start, "on_commit": on_commit}
         self.logs: dict[str, AuditLog] = {}
         self.last_unlock: dict[str, dict[str, Any]] = {}  # what the last unlock repaired, for its report
         self._lock = threading.RLock()

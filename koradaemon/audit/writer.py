@@ -33,15 +33,18 @@ from .segments import create_segment, open_append, segment_path, write_all
 log = structlog.get_logger(__name__)
 
 FailureFn = Callable[[str, str], None]
+# Told after each durable batch: (agency_id, [(seq, hash, prev, type, ts, canonical data bytes), ...]).
+CommitFn = Callable[[str, list[tuple[int, str, str, str, str, bytes]]], None]
 
 
 class Pending:
     """A queued record; ``result()`` blocks until it is durable (or the log failed)."""
 
-    __slots__ = ("data", "error", "hash", "log", "nowait", "offset", "segment", "seq", "ticket", "ts", "type",
-                 "waiter")
+    __slots__ = ("data", "error", "hash", "log", "nowait", "offset", "prev", "segment", "seq", "ticket", "ts",
+                 "type", "waiter")
     seq: int
     hash: str
+    prev: str
     ts: str
     segment: int
     offset: int
@@ -77,6 +80,7 @@ class AuditLog:
         max_queue: int = 65_536,
         full_verify_on_open: bool = True,
         on_failure: FailureFn | None = None,
+        on_commit: CommitFn | None = None,
     ) -> None:
         if not agency_id or agency_id in (".", "..") or any(c in agency_id for c in "/\\\0"):
             raise UsageError(f"agency id {agency_id!r} cannot name an audit directory")
@@ -88,6 +92,8 @@ class AuditLog:
         self.cap = max(1, group_commit_records)
         self.max_queue = max_queue
         self.on_failure = on_failure
+        self.on_commit = on_commit
+        self.commit_listener_errors = 0
         self.full_verify_on_open = full_verify_on_open
         self.failed: str | None = None
         self.stalled: str | None = None  # why writes are being retried (disk full, I/O error), if they are
@@ -300,6 +306,7 @@ class AuditLog:
         parts: list[bytes] = []
         segment = head.segment
         for p in batch:
+            p.prev = prev
             prev, size = enc(parts, seq, ts, p.type, p.data, prev)
             offset += size
             p.seq, p.hash, p.ts, p.segment, p.offset = seq, prev, ts, segment, offset
@@ -311,6 +318,17 @@ class AuditLog:
         self._head = new_head
         self.batches += 1
         self._release(batch, durable=batch[-1].ticket)
+        if self.on_commit is not None:
+            self._tell_commit(batch)
+
+    def _tell_commit(self, batch: list[Pending]) -> None:
+        """Hand the durable records to the listener (live events); its failure never stops the log."""
+        assert self.on_commit is not None
+        try:
+            self.on_commit(self.agency_id, [(p.seq, p.hash, p.prev, p.type, p.ts, p.data) for p in batch])
+        except Exception as exc:  # a listener must not break the audit log
+            self.commit_listener_errors += 1
+            log.warning("audit_commit_listener_failed", agency_id=self.agency_id, error=repr(exc))
 
     def _release(self, batch: list[Pending], durable: int | None = None) -> None:
         with self._dcond:

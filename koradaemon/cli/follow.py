@@ -34,8 +34,13 @@ def describe(event: dict[str, Any]) -> str:
         return f"{stamp} following agency {event.get('agency_id')} (Ctrl-C to stop)"
     if kind == "dropped":
         return f"{stamp} … {event.get('count')} event(s) dropped (this terminal was too slow)"
-    where = event.get("path")
-    detail = " ".join(f"{k}={escape(str(v))}" for k, v in sorted(event.items())
-                      if k not in ("type", "path", "sha256", "agency_id"))
+    data = event.get("data")  # events of the schema (docs/events.md) carry their fields under "data"
+    fields = {**(data if isinstance(data, dict) else {}),
+              **{k: v for k, v in event.items() if k in ("seq",) and v is not None}}
+    if not isinstance(data, dict):
+        fields = dict(event)
+    where = fields.get("path")
+    detail = " ".join(f"{k}={escape(str(v))}" for k, v in sorted(fields.items())
+                      if k not in ("type", "path", "sha256", "agency_id", "v", "ts", "hash", "data"))
     target = f" {escape(str(where))}" if where is not None else ""
     return f"{stamp} {kind}{target}" + (f"  {detail}" if detail else "")

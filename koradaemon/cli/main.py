@@ -101,6 +101,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from ..daemon.runner import run_daemon
 
         return run_daemon(locate.load_config_full(config_path, root), Path(config_path), flags)
+    nats_verify = args.cmd == "audit" and args.audit_cmd == "verify" and (
+        getattr(args, "from_nats", None) or getattr(args, "against_nats", None))
+    if args.cmd in ("logs", "secret") or nats_verify:
+        return _streams_command(args, locate.load_config_full(config_path, root, runtime_checks=False))
     from .remote import run_client
 
     return run_client(args, config_path, root)
@@ -132,3 +136,22 @@ def _mcp(args: argparse.Namespace) -> int:
 
     configure_logging(level="warning", fmt="console", stream=sys.stderr)
     return run_mcp(args, load)
+
+
+def _streams_command(args: argparse.Namespace, cfg: Config) -> int:
+    """`logs`, `secret`, `audit verify --from-nats/--against-nats`: they work on the data root (secret
+    also through the daemon when one runs)."""
+    from ..logsetup import configure_logging
+
+    configure_logging(level="warning", fmt="console", stream=sys.stderr)  # stdout is the command's output
+    if args.cmd == "logs":
+        from .logs import cmd_logs
+
+        return cmd_logs(cfg, args)
+    if args.cmd == "secret":
+        from .secret import cmd_secret
+
+        return cmd_secret(cfg, args)
+    from .natsverify import cmd_nats_verify
+
+    return cmd_nats_verify(cfg, args)

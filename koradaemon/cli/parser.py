@@ -148,7 +148,7 @@ def build_parser(only: str | None = None) -> Parser:
     _globals(p, suppress=False)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for add in (_run, _check_config, _status, _search, _files, _show, _tail, _snapshot, _snapshots, _restore,
-                _audit, _init, _print_unit, _mcp):
+                _audit, _init, _print_unit, _mcp, _secret, _logs):
         with contextlib.suppress(_Skip):
             add(sub)
     return p
@@ -261,6 +261,16 @@ def _audit(sub: argparse._SubParsersAction[Parser]) -> None:
               "  koradaemon audit verify\n  koradaemon audit verify --agency demo --json\n")
     _agency(av, "verify only this agency (default: every agency)")
     _json(av)
+    av.add_argument("--from-nats", metavar="URL", help="re-verify the chain(s) from the NATS stream (the fleet "
+                    "verifier), e.g. --from-nats nats://127.0.0.1:4222")
+    av.add_argument("--against-nats", metavar="URL", help="check the local log against the last signed "
+                    "checkpoint on the NATS stream, e.g. --against-nats nats://127.0.0.1:4222")
+    av.add_argument("--host", help="the exporting host's id on the stream (default: nats.host_id or this "
+                    "host), e.g. --host web1")
+    av.add_argument("--token-file", type=_path, help="a file holding the NATS token, if the server wants one, "
+                    "e.g. --token-file secrets/nats.token")
+    av.add_argument("--checkpoint-key", metavar="HEX", help="the Ed25519 public key checkpoints must be signed "
+                    "with (default: the first checkpoint's), e.g. --checkpoint-key 3b6a27bc...")
     ul = _add(ausub, "unlock", "end an agency's lockdown (audited): the bad part of its log is quarantined",
               "  koradaemon audit unlock --agency demo --reason 'checked: disk restored from backup'\n")
     _agency(ul)
@@ -304,6 +314,31 @@ def _mcp(sub: argparse._SubParsersAction[Parser]) -> None:
                    "e.g. --socket run/koradaemon.sock")
     m.add_argument("--token-file", type=_path,
                    help="file holding the agency's token (default: $KORA_TOKEN_FILE), e.g. --token-file ~/.kora/token")
+
+
+def _secret(sub: argparse._SubParsersAction[Parser]) -> None:
+    sp = _add(sub, "secret", "the secrets vault: KV-1 encrypted values per agency (from stdin or a file, never argv)",
+              "  koradaemon secret list --agency demo\n"
+              "  printf %s \"$KEY\" | koradaemon secret set --agency demo openai-key\n")
+    ssub = sp.add_subparsers(dest="secret_cmd", required=True, metavar="ACTION")
+    st = _add(ssub, "set", "store a secret read from stdin (or --file)",
+              "  koradaemon secret set --agency demo openai-key < key.txt\n")
+    st.add_argument("--file", type=_path, help="read the value from this file instead of stdin, e.g. --file key.txt")
+    gt = _add(ssub, "get", "print a secret's value on stdout", "  koradaemon secret get --agency demo openai-key\n")
+    rm = _add(ssub, "rm", "delete a secret", "  koradaemon secret rm --agency demo openai-key\n")
+    ls = _add(ssub, "list", "list an agency's secret names", "  koradaemon secret list --agency demo\n")
+    for p in (st, gt, rm, ls):
+        p.add_argument("--agency", required=True, help="the agency the secret belongs to, e.g. --agency demo")
+    for p in (st, gt, rm):
+        p.add_argument("name", help="the secret's name, e.g. openai-key")
+
+
+def _logs(sub: argparse._SubParsersAction[Parser]) -> None:
+    lp = _add(sub, "logs", "print the daemon's log lines (JSON), rotated files included",
+              "  koradaemon logs -n 50\n  koradaemon logs --follow --agency demo\n")
+    lp.add_argument("--agency", help="only lines about this agency, e.g. --agency demo")
+    lp.add_argument("--follow", "-f", action="store_true", help="keep printing new lines (Ctrl-C stops), e.g. -f")
+    lp.add_argument("--lines", "-n", type=int, default=0, help="only the last N lines (0: all), e.g. -n 100")
 
 
 def _path(text: str) -> object:

@@ -31,11 +31,13 @@ from ..index.service import IndexPipeline
 from ..service.notify import Notifier
 from ..service.tokens import TokenStore
 from ..service.watchdog_ping import WatchdogPinger
+from ..streams.build import build_nats, build_websocket
 from ..vault.service import SnapshotService
 from .agencies import Agencies
 from .operations import HEAVY_OPS, Operations
 from .reload import restart_only_changes
 from .runlock import RunLock
+from .secret_ops import agent_secret_env, open_secrets
 from .signals import SignalFlags
 from .status import status_line
 
@@ -83,6 +85,7 @@ class Daemon:
             agency_ids=[a.agency_id for a in cfg.agencies], lockdown=self.lockdown,
             segment_max_bytes=cfg.audit.segment_max_bytes, group_commit_ms=cfg.audit.group_commit_ms,
             group_commit_records=cfg.audit.group_commit_records, full_verify_on_start=cfg.audit.full_verify_on_start,
+            on_commit=self.events.on_audit_commit,
         )
         self.notifier.status("verifying audit chains")
         self.audit.open_all()
@@ -95,6 +98,7 @@ class Daemon:
                                      config=lambda: self.cfg,
                                      allowed=lambda a: self.agencies.allowed(a),
                                      on_taken=lambda a: self.agencies.snapshot_taken(a))
+        self.secrets = open_secrets(cfg, self.vault.keys)
         self.agencies = Agencies(cfg, pipeline=self.pipeline, vault=self.vault, audit=self.audit,
                                  lockdown=self.lockdown, tokens=TokenStore(cfg.tokens_path()), events=self.events)
         self._attach_agent()
@@ -136,6 +140,14 @@ class Daemon:
         for runtime in self.agencies:
             if runtime.agent is not None:
                 runtime.agent.control_ready(cfg.socket_path())  # type: ignore[attr-defined]
+        self.websocket = build_websocket(cfg, self.events)  # None unless websocket.enabled
+        if self.websocket is not None:
+            self.websocket.start()
+            self._on_stop("websocket", self.websocket.stop)
+        self.nats = build_nats(cfg, self.events, self.audit, self.secrets, self.audit_append)  # None unless on
+        if self.nats is not None:
+            self.nats.start()
+            self._on_stop("nats", self.nats.stop)
         self.ready = True
         log.info("daemon_ready", data_root=str(cfg.data_root), agencies=self.agencies.ids())
 
@@ -166,14 +178,20 @@ class Daemon:
             raise ConfigError(f"agent.agency_id {agent.agency_id!r} is not a declared agency")
         from ..supervisor.build import build_supervisor
 
-        runtime.agent = build_supervisor(self.cfg, audit=self.audit_append, snapshots=self.vault)
+        runtime.agent = build_supervisor(self.cfg, audit=self.audit_append, snapshots=self.vault,
+                                         secret_env=agent_secret_env(self.cfg, self.secrets))
 
     # -- what parts ask of the daemon -------------------------------------------------------
     def audit_append(self, agency_id: str, record_type: str, data: dict[str, Any]) -> None:
         self.audit.append(agency_id, record_type, data)
 
     def threads_alive(self) -> dict[str, bool]:
-        return {**self.pipeline.alive(), "snapshots": self.vault.alive()}
+        out = {**self.pipeline.alive(), "snapshots": self.vault.alive()}
+        for name in ("websocket", "nats"):  # the outside streams, when turned on
+            part = getattr(self, name, None)
+            if part is not None:
+                out[name] = part.alive()
+        return out
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> int:
@@ -244,7 +262,8 @@ class Daemon:
         if new.log != self.cfg.log:
             from ..logsetup import configure_logging
 
-            configure_logging(level=new.log.level, fmt=new.log.format, file=new.path(new.log.file))
+            configure_logging(level=new.log.level, fmt=new.log.format, file=new.path(new.log.file),
+                              rotate_mb=new.log.rotate_mb, keep_days=new.log.keep_days)
             log.info("logging_reconfigured", level=new.log.level, format=new.log.format)
         report = self.agencies.apply(new)
         self.cfg = new

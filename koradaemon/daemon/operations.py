@@ -19,13 +19,15 @@ from ..confine import ensure_dirs, resolve_client_path
 from ..control.connection import Handler
 from ..control.protocol import Request
 from ..errors import UsageError
-from ..events import EventBus
+from ..events import ALL_CATEGORIES, DEFAULT_CATEGORIES, EventBus
 from ..fsutil import atomic_write_bytes as atomic_write
 from ..index.db import open_db
 from ..index.lines import line_range
 from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
 from ..index.store import AgencyStore
+from ..vault.secrets import SecretStore
 from .runtime import AgencyRuntime
+from .secret_ops import SecretOps
 from .status import StatusSources, full_status
 
 log = structlog.get_logger(__name__)
@@ -55,6 +57,7 @@ class OpsContext(StatusSources, Protocol):
     cfg: Config
     data_root: Path
     events: EventBus
+    secrets: SecretStore | None
 
     def audit_append(self, agency_id: str, record_type: str, data: dict[str, Any]) -> None: ...
 
@@ -78,6 +81,7 @@ class Operations:
             "subscribe": self.subscribe,
             "files": self.files,
             "ping": lambda req: {"pong": True},
+            **SecretOps(self.d, lambda req: self._runtime(req).check_unlocked()).handlers(),
         }
 
     def _runtime(self, req: Request) -> AgencyRuntime:
@@ -216,7 +220,8 @@ class Operations:
     def subscribe(self, req: Request) -> Iterator[dict[str, Any] | None]:
         """Live events of the agency; ``None`` on idle lets the server notice a hang-up or a stop."""
         self._runtime(req).check_unlocked()
-        sub = self.d.events.subscribe(req.agency_id)
+        audit = _arg(req.args, "audit", bool, False)  # whole audit records too (docs/events.md)
+        sub = self.d.events.subscribe(req.agency_id, categories=ALL_CATEGORIES if audit else DEFAULT_CATEGORIES)
         try:
             yield {"type": "subscribed", "agency_id": req.agency_id}
             while not sub.closed:

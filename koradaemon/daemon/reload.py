@@ -15,6 +15,8 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("audit", None),
     ("control", None),
     ("agent", None),
+    ("websocket", None),
+    ("nats", None),
     ("watch", "queue_max"),
     ("vault", "enabled"),
     ("vault", "passphrase_file"),

@@ -24,7 +24,8 @@ def run_daemon(cfg: Config, config_path: Path, flags: SignalFlags | None = None)
     # lock files and the socket are private to the daemon's user, whatever umask the caller had.
     os.umask(PRIVATE_UMASK)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    configure_logging(level=cfg.log.level, fmt=cfg.log.format, file=cfg.path(cfg.log.file))
+    configure_logging(level=cfg.log.level, fmt=cfg.log.format, file=cfg.path(cfg.log.file),
+                      rotate_mb=cfg.log.rotate_mb, keep_days=cfg.log.keep_days)
     log = structlog.get_logger("koradaemon")
     for warning in cfg.warnings:  # validation ran in load_config; errors stopped us before this
         log.warning("config_warning", problem=warning)

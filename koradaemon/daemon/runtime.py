@@ -116,11 +116,11 @@ class AgencyRuntime:
         if locked:
             log.error("agency_lockdown", agency_id=self.agency_id)
             self._suspend(time.monotonic() + 10.0)
-            self.events.publish(self.agency_id, {"type": "lockdown"})
+            self.events.emit(self.agency_id, "lockdown")
         else:
             log.warning("agency_unlocked", agency_id=self.agency_id)
             self._resume()
-            self.events.publish(self.agency_id, {"type": "unlock"})
+            self.events.emit(self.agency_id, "unlock")
 
     # -- configuration --------------------------------------------------------------------
     def apply(self, cfg: Config, agency: AgencyConfig) -> list[str]:

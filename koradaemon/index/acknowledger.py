@@ -15,20 +15,32 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import apsw
 import structlog
 
+from ..streams.schema import make_event
 from . import outbox
 from .db import open_db
 from .writer import Applied
 
 log = structlog.get_logger(__name__)
 
-AuditManyFn = Callable[[str, list[tuple[str, dict[str, Any]]]], object]  # returns once durable
+
+
+class Chained(Protocol):
+    """What an appended audit record tells about itself (``audit.record.Record`` has these)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def hash(self) -> str: ...
+
+
+AuditManyFn = Callable[[str, list[tuple[str, dict[str, Any]]]], Sequence[Chained]]  # returns once durable
 AppendedFn = Callable[[str, int], set[int]]  # outbox ids >= min_id already in the agency's log
 PublishFn = Callable[[str, dict[str, Any]], object]
 
@@ -166,8 +178,9 @@ class Acknowledger:
                     log.warning("outbox_rows_already_logged", agency_id=agency_id, rows=len(found))
             already = self._logged.get(agency_id, set())
             todo = [r for r in items if r.id not in already]
+            chained: Sequence[Chained] = ()
             if todo and self.audit is not None:
-                self.audit(agency_id, [(r.type, r.record_data()) for r in todo])
+                chained = self.audit(agency_id, [(r.type, r.record_data()) for r in todo])
         except Exception as exc:  # locked down, log failed, disk full: keep the rows, try again later
             self._blocked.add(agency_id)
             self._unscanned.add(agency_id)
@@ -179,9 +192,11 @@ class Acknowledger:
         self._parked_logged.discard(agency_id)
         self.acknowledged += len(todo)
         if self.publish is not None:
-            for r in todo:
+            for i, r in enumerate(todo):  # events of the schema, with their audit record's seq and hash
+                rec = chained[i] if i < len(chained) else None
                 try:
-                    self.publish(agency_id, {"type": r.type, **r.data})
+                    self.publish(agency_id, make_event(r.type, agency_id, r.data, seq=rec.seq if rec else None,
+                                                       hash=rec.hash if rec else None))
                 except Exception:
                     log.exception("acks_publish_failed", agency_id=agency_id)
         return [r.id for r in items]

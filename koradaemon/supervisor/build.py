@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,7 +36,8 @@ def _check_agent_dirs(cfg: Config, own: list[Path]) -> None:
                 raise ConfigError(f"agent folder {folder} holds the daemon's {mine}", hint="use e.g. agent/state")
 
 
-def build_supervisor(cfg: Config, *, audit: AuditFn, snapshots: SnapshotService) -> Supervisor:
+def build_supervisor(cfg: Config, *, audit: AuditFn, snapshots: SnapshotService,
+                     secret_env: Callable[[], Mapping[str, str]] | None = None) -> Supervisor:
     a = cfg.agent
     workdir = cfg.path(a.workdir)
     state_dir = cfg.path(a.state_dir)
@@ -85,6 +87,7 @@ def build_supervisor(cfg: Config, *, audit: AuditFn, snapshots: SnapshotService)
         on_control_ready=lambda path: identity.grant_socket(cfg.data_root, path),
         run_as=(identity.uid, identity.gid) if identity.switches and identity.uid is not None
         and identity.gid is not None else None,
+        secret_env=secret_env,
     )
     snapshots.agent_health = sup.health
     return sup

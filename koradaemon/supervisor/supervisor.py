@@ -82,6 +82,7 @@ class Supervisor:
         before_start: Callable[[], Mapping[str, str]] | None = None,
         on_control_ready: Callable[[Path], None] | None = None,
         run_as: tuple[int, int] | None = None,
+        secret_env: Callable[[], Mapping[str, str]] | None = None,
         ring_lines: int = 200,
         rng: random.Random | None = None,
     ) -> None:
@@ -117,6 +118,7 @@ class Supervisor:
         self._before_start = before_start  # prepares the agent's folders; returns env (token, HOME, ...)
         self._on_control_ready = on_control_ready
         self._run_as = run_as  # (uid, gid) to drop to, None: the daemon's own
+        self._secret_env = secret_env  # decrypted at each spawn, straight into the child's environment
         self._ring_lines = ring_lines
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -320,6 +322,12 @@ class Supervisor:
         except (OSError, KoraError) as exc:
             log.error("agent_prepare_failed", error=str(exc))
             self._error = f"preparing the agent's folders failed: {exc}"
+            return Outcome("spawn_failed", None, False)
+        try:
+            extra.update(self._secret_env() if self._secret_env is not None else {})
+        except KoraError as exc:  # the message names the secret, never a value
+            log.error("agent_secrets_unavailable", error=str(exc))
+            self._error = str(exc)
             return Outcome("spawn_failed", None, False)
         env = agent_env(os.environ, state_dir=self.state_dir, extra=extra)
         child = AgentProcess(

@@ -159,7 +159,7 @@ class SnapshotService:
         log.info("snapshot_taken", agency_id=agency_id, trigger=trigger, id=out.get("id"),
                  seconds=round(time.monotonic() - t0, 3))
         if self.events is not None:
-            self.events.publish(agency_id, {"type": "snapshot", **out})
+            self.events.emit(agency_id, "snapshot", out)
         return out
 
     def list(self, agency_id: str) -> list[dict[str, Any]]:

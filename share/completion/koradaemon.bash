@@ -6,7 +6,8 @@
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
 _shtab_koradaemon_audit_subparsers=(verify unlock)
-_shtab_koradaemon_subparsers=(run check-config status search files show tail watch-events snapshot snapshots restore audit init print-unit mcp)
+_shtab_koradaemon_secret_subparsers=(set get rm list)
+_shtab_koradaemon_subparsers=(run check-config status search files show tail watch-events snapshot snapshots restore audit init print-unit mcp secret logs)
 
 _shtab_koradaemon_run_option_strings=(-h --help -c --config --data-root)
 _shtab_koradaemon_check_config_option_strings=(-h --help -c --config --data-root)
@@ -19,12 +20,18 @@ _shtab_koradaemon_watch_events_option_strings=(-h --help -c --config --data-root
 _shtab_koradaemon_snapshot_option_strings=(-h --help -c --config --data-root --agency --json)
 _shtab_koradaemon_snapshots_option_strings=(-h --help -c --config --data-root --agency --json)
 _shtab_koradaemon_restore_option_strings=(-h --help -c --config --data-root --agency --snapshot --target --json)
-_shtab_koradaemon_audit_verify_option_strings=(-h --help -c --config --data-root --agency --json)
+_shtab_koradaemon_audit_verify_option_strings=(-h --help -c --config --data-root --agency --json --from-nats --against-nats --host --token-file --checkpoint-key)
 _shtab_koradaemon_audit_unlock_option_strings=(-h --help -c --config --data-root --agency --reason --json)
 _shtab_koradaemon_audit_option_strings=(-h --help -c --config --data-root)
 _shtab_koradaemon_init_option_strings=(-h --help -c --config --data-root --user --system --agency --force)
 _shtab_koradaemon_print_unit_option_strings=(-h --help -c --config --data-root)
 _shtab_koradaemon_mcp_option_strings=(-h --help -c --config --data-root --agency --socket --token-file)
+_shtab_koradaemon_secret_set_option_strings=(-h --help -c --config --data-root --file --agency)
+_shtab_koradaemon_secret_get_option_strings=(-h --help -c --config --data-root --agency)
+_shtab_koradaemon_secret_rm_option_strings=(-h --help -c --config --data-root --agency)
+_shtab_koradaemon_secret_list_option_strings=(-h --help -c --config --data-root --agency)
+_shtab_koradaemon_secret_option_strings=(-h --help -c --config --data-root)
+_shtab_koradaemon_logs_option_strings=(-h --help -c --config --data-root --agency --follow -f --lines -n)
 _shtab_koradaemon_option_strings=(-h --help --version -c --config --data-root)
 
 
@@ -33,7 +40,8 @@ _shtab_koradaemon_search___mode_choices=(keyword vector hybrid)
 _shtab_koradaemon_search___color_choices=(auto always never)
 _shtab_koradaemon_audit_pos_0_choices=(verify unlock)
 _shtab_koradaemon_print_unit_pos_0_choices=(systemd systemd-user launchd)
-_shtab_koradaemon_pos_0_choices=(run check-config status search files show tail watch-events snapshot snapshots restore audit init print-unit mcp)
+_shtab_koradaemon_secret_pos_0_choices=(set get rm list)
+_shtab_koradaemon_pos_0_choices=(run check-config status search files show tail watch-events snapshot snapshots restore audit init print-unit mcp secret logs)
 
 _shtab_koradaemon_run__h_nargs=0
 _shtab_koradaemon_run___help_nargs=0
@@ -86,6 +94,21 @@ _shtab_koradaemon_print_unit__h_nargs=0
 _shtab_koradaemon_print_unit___help_nargs=0
 _shtab_koradaemon_mcp__h_nargs=0
 _shtab_koradaemon_mcp___help_nargs=0
+_shtab_koradaemon_secret_set__h_nargs=0
+_shtab_koradaemon_secret_set___help_nargs=0
+_shtab_koradaemon_secret_get__h_nargs=0
+_shtab_koradaemon_secret_get___help_nargs=0
+_shtab_koradaemon_secret_rm__h_nargs=0
+_shtab_koradaemon_secret_rm___help_nargs=0
+_shtab_koradaemon_secret_list__h_nargs=0
+_shtab_koradaemon_secret_list___help_nargs=0
+_shtab_koradaemon_secret_pos_0_nargs=A...
+_shtab_koradaemon_secret__h_nargs=0
+_shtab_koradaemon_secret___help_nargs=0
+_shtab_koradaemon_logs__h_nargs=0
+_shtab_koradaemon_logs___help_nargs=0
+_shtab_koradaemon_logs___follow_nargs=0
+_shtab_koradaemon_logs__f_nargs=0
 _shtab_koradaemon_pos_0_nargs=A...
 _shtab_koradaemon__h_nargs=0
 _shtab_koradaemon___help_nargs=0
