@@ -483,6 +483,7 @@ def test_a_passphrase_file_the_daemon_user_cannot_read_is_an_error(other_user: t
         cfg = base / "k.yaml"
         cfg.write_text(GOOD)
         cfg.chmod(0o644)
+        load_config(cfg, data_root=root)  # as root it passes; and every lazy import is loaded before the fork
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: drop privileges for good, then run the one validation
