@@ -83,16 +83,20 @@ class Wire:
         delay = _RETRY_FIRST_S
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            sock.settimeout(self.timeout)
+            # A blocking connect queues in the kernel while the accept queue is full, up to SO_SNDTIMEO
+            # (Linux), first come first served: a crowd reconnecting at once cannot keep us out.
+            _send_timeout(sock, max(0.001, deadline - time.monotonic()))
             try:
                 sock.connect(self.path)
+                _send_timeout(sock, 0)
+                sock.settimeout(self.timeout)
             except OSError as exc:
                 sock.close()
-                if exc.errno in _BUSY and time.monotonic() < deadline:
+                if (exc.errno in _BUSY or isinstance(exc, TimeoutError)) and time.monotonic() < deadline:
                     time.sleep(delay)  # the accept queue is full: wait for a slot, within the timeout
                     delay = min(delay * 2, _RETRY_MAX_S)
                     continue
-                if exc.errno in _BUSY:
+                if exc.errno in _BUSY or isinstance(exc, TimeoutError):
                     raise _coded("busy", 75, f"the daemon on {self.path} accepts no connection now",
                                  "it is overloaded: try again") from None
                 if exc.errno in _NOT_RUNNING:
@@ -144,3 +148,13 @@ def _coded(code: str, exit_code: int, message: str, hint: str | None) -> errors.
     err = errors.ControlError(message, hint=hint)
     err.code, err.exit_code = code, exit_code
     return err
+
+
+def _send_timeout(sock: socket.socket, seconds: float) -> None:
+    """SO_SNDTIMEO, which also bounds a blocking connect to a full accept queue (0: none)."""
+    import contextlib
+    import struct
+
+    whole = int(seconds)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
