@@ -74,15 +74,7 @@ def open_leaf(dir_fd: int, name: str) -> int:
         if exc.errno == errno.ENXIO:  # a socket (or a device without a driver) swapped in
             raise NotRegularFile(name, "socket") from None
         raise
-    try:
-        mode = os.fstat(fd).st_mode
-    except BaseException:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise NotRegularFile(name, kind(mode))
-    return fd
+    return _regular_only(fd, name)
 
 
 def open_subdir(dir_fd: int, name: str) -> int:
@@ -182,15 +174,7 @@ def _open_fast(root_fd: int, parts: tuple[str, ...]) -> int:
         if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EXDEV):  # a link, a socket, '..' out
             return _open_walk(root_fd, parts)  # the walk says exactly which, or opens nothing
         raise
-    try:
-        mode = os.fstat(fd).st_mode
-    except BaseException:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise NotRegularFile(parts[-1], kind(mode))
-    return fd
+    return _regular_only(fd, parts[-1])
 
 
 def _open_walk(root_fd: int, parts: tuple[str, ...]) -> int:
@@ -219,3 +203,16 @@ def open_regular(root: Path, rel: str | PurePosixPath) -> int:
 def open_regular_file(root: Path, rel: str | PurePosixPath) -> BinaryIO:
     """:func:`open_regular` as a binary file object."""
     return os.fdopen(open_regular(root, rel), "rb")
+
+
+def _regular_only(fd: int, name: str) -> int:
+    """``fd`` if it is a regular file; otherwise it is closed and :class:`NotRegularFile` names its kind."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile(name, kind(mode))
+    return fd
