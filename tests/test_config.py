@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import run_as_user
 
 from koradaemon.config import load_config, parse_config
 from koradaemon.config_checks import ConfigInvalid
@@ -448,31 +447,12 @@ def test_a_missing_data_root_is_refused_and_never_created(tmp_path: Path, comman
     assert not (tmp_path / "typo").exists()
 
 
-@pytest.fixture
-def other_user() -> Iterator[tuple[int, int]]:
-    """A throw-away unprivileged user (the tests run as root, which can read anything)."""
-    import pwd
-
-    if os.geteuid() != 0 or not shutil.which("useradd"):
-        pytest.skip("needs root and useradd to create an unprivileged user")
-    name = f"kcfg{os.getpid() % 100000}"
-    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"useradd failed: {made.stderr.strip()}")
-    try:
-        pw = pwd.getpwnam(name)
-        yield pw.pw_uid, pw.pw_gid
-    finally:
-        subprocess.run(["userdel", name], capture_output=True)
-
-
-def test_a_passphrase_file_the_daemon_user_cannot_read_is_an_error(other_user: tuple[int, int]) -> None:
+def test_a_passphrase_file_the_daemon_user_cannot_read_is_an_error(unprivileged_user: tuple[int, int]) -> None:
     """load_config in a forked child that dropped to the created user (this checkout's interpreter lives
     under root's home, so the user cannot exec it; the fork keeps the imported code)."""
     import tempfile
 
-    uid, gid = other_user
+    uid, gid = unprivileged_user
     with tempfile.TemporaryDirectory(prefix="kcfg-") as scratch:  # /tmp/pytest-of-root is 0700
         base = Path(scratch)
         base.chmod(0o755)
@@ -484,28 +464,15 @@ def test_a_passphrase_file_the_daemon_user_cannot_read_is_an_error(other_user: t
         cfg.write_text(GOOD)
         cfg.chmod(0o644)
         load_config(cfg, data_root=root)  # as root it passes; and every lazy import is loaded before the fork
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: drop privileges for good, then run the one validation
-            code = 3
+
+        def validate_as_user() -> str:
             try:
-                os.close(read_end)
-                os.setgroups([])
-                os.setgid(gid)
-                os.setuid(uid)
-                try:
-                    load_config(cfg, data_root=root)
-                    os.write(write_end, b"ok")
-                except ConfigError as exc:
-                    os.write(write_end, str(exc).encode()[:60000])
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as r:
-            out = r.read().decode()
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+                load_config(cfg, data_root=root)
+            except ConfigError as exc:
+                return str(exc)
+            return "no error"
+
+        out = run_as_user(uid, gid, validate_as_user)
         assert "vault.passphrase_file: line 5: 'secrets/pass' is not readable by this user" in out, out
 
 
