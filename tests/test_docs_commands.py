@@ -119,3 +119,12 @@ def test_logs_doc_commands_run_as_written(first_run: tuple[Path, dict[str, str]]
     assert any('"event": "daemon_stopped"' in ln or "stopped" in ln for ln in all_lines[-5:]), all_lines[-5:]
     assert demo.stdout and all('"agency_id": "demo"' in ln for ln in demo.stdout.splitlines())
     assert last.stdout.splitlines() == all_lines[-50:]
+
+
+def test_logs_before_the_first_run_says_so_with_exit_69(first_run: tuple[Path, dict[str, str]]) -> None:
+    root, env = first_run
+    res = bash("koradaemon logs", root, env)
+    assert res.returncode == 69, res
+    assert res.stderr.strip().splitlines() == [
+        "koradaemon: error: no log file at logs/koradaemon.log yet: the daemon never ran on this data root "
+        "(the daemon writes it when it runs)"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..config_model import Config
-from ..errors import UsageError
+from ..errors import NotRunningError, UsageError
 from ..logfile import rotated_files
 
 POLL_S = 0.2
@@ -64,7 +64,8 @@ def cmd_logs(cfg: Config, args: argparse.Namespace) -> int:
     path = cfg.path(cfg.log.file)
     files = [*rotated_files(path), *([path] if path.exists() else [])]
     if not files and not args.follow:
-        raise UsageError(f"no log file at {cfg.log.file} yet", hint="the daemon writes it when it runs")
+        raise NotRunningError(f"no log file at {cfg.log.file} yet: the daemon never ran on this data root",
+                              hint="the daemon writes it when it runs")
     tail: collections.deque[bytes] | None = collections.deque(maxlen=args.lines) if args.lines else None
     current: BinaryIO | None = None
     partial = bytearray()
