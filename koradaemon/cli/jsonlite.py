@@ -32,7 +32,6 @@ class _Context:
     parse_float = float
     parse_int = int
     parse_constant = _CONSTANTS.__getitem__
-    memo: dict[str, str] = {}
 
 
 _scan = None
@@ -68,7 +67,8 @@ def loads(data: bytes) -> Any:
 
 def dumps(obj: object, *, indent: int | None = None, sort_keys: bool = False, compact: bool = False,
           allow_nan: bool = True) -> str:
-    """``json.dumps(obj, ensure_ascii=False, ...)`` with these options (``compact``: ``separators=(",", ":")``)."""
+    """``json.dumps(obj, ensure_ascii=False, default=str, ...)`` with these options (``compact``:
+    ``separators=(",", ":")``)."""
     item_sep, key_sep = ("," if compact or indent is not None else ", "), (":" if compact else ": ")
     try:
         if _json is None:
