@@ -13,10 +13,10 @@ the two standard config folders, whose data roots are the ones systemd gives the
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
 if TYPE_CHECKING:
     from ..config_model import Config
 

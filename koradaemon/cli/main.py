@@ -7,16 +7,17 @@ Imports are lazy: a `search` or `status` call loads only what it uses.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
 
 from ..errors import KoraError
 from .render import quiet_stdout
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
     from ..config_model import Config
 
 EX_SOFTWARE = 70
@@ -26,9 +27,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     json_errors = "--json" in args_list
     try:
-        from .parser import parse
+        from .fastargs import parse_fast
 
-        args = parse(args_list)
+        args = parse_fast(args_list)  # search/status in their plain forms; anything else: argparse
+        if args is None:
+            from .parser import parse
+
+            args = parse(args_list)
         code = dispatch(args)
         try:
             sys.stdout.flush()  # here, not at exit, so a closed pipe is handled like any other
@@ -65,10 +70,10 @@ def _fail(code: int, kind: str, message: str, as_json: bool, hint: str | None = 
     except (BrokenPipeError, ValueError):
         quiet_stdout()
     if as_json:
-        import json
+        from .jsonlite import dumps
 
         body = {"error": kind, "message": message, "exit_code": code, **({"hint": hint} if hint else {})}
-        line = json.dumps(body, ensure_ascii=False)
+        line = dumps(body)
     else:
         line = f"koradaemon: error: {message}" + (f" ({hint})" if hint and hint not in message else "")
     print(line if multiline and not as_json else " ".join(line.splitlines()), file=sys.stderr)

@@ -12,13 +12,13 @@ import os
 import sys
 
 from .. import __version__
+from .fastargs import COLORS, MODES, SEARCH_MAX_LIMIT
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
 if TYPE_CHECKING:
     from typing import NoReturn
 
 EX_USAGE = 64
-SEARCH_MAX_LIMIT = 1000
 
 EXIT_CODES = (
     (0, "ok (status: running, ready, every agency ok)"),
@@ -185,10 +185,10 @@ def _search(sub: argparse._SubParsersAction[Parser]) -> None:
                     help="skip the first N hits (paging), e.g. --offset 10")
     se.add_argument("--fts", action="store_true",
                     help="pass QUERY to SQLite FTS5 unchanged (its raw syntax), e.g. --fts 'a NEAR b'")
-    se.add_argument("--mode", choices=("keyword", "vector", "hybrid"),
+    se.add_argument("--mode", choices=MODES,
                     help="keyword (FTS5), vector (embeddings) or hybrid (both, fused); default: hybrid once the "
                     "agency has vectors, else keyword, e.g. --mode vector")
-    se.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+    se.add_argument("--color", choices=COLORS, default="auto",
                     help="highlight matches in colour: auto (on a terminal), always, never (default auto)")
     _json(se)
     se.add_argument("query", metavar="QUERY", help="words, \"phrases\", prefix*, -exclude, a OR b")

@@ -11,13 +11,15 @@ this reader returns, the full parser would read the same way for those keys.
 from __future__ import annotations
 
 import os
-import re
 
-_PLAIN = re.compile(r"[A-Za-z0-9_./-][A-Za-z0-9_./ :+,@-]*")
-_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):(?:\s+|$)(.*)")
-_SAFE_REL = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
-_AGENCY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
-_SCALAR = re.compile(r"[^,\[\]{}:]+(?::[^\s,\[\]{}][^,\[\]{}:]*)*")
+# The patterns below are matched with str methods: ``re`` costs as much to import as the rest of a call.
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_PLAIN_FIRST = _ALNUM | frozenset("_./-")
+_PLAIN_REST = _PLAIN_FIRST | frozenset(" :+,@")
+_SAFE_CHARS = _ALNUM | frozenset("_.-")
+_AGENCY_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz")
+_AGENCY_REST = _AGENCY_FIRST | frozenset("0123456789_-")
+_FLOW = ",[]{}"
 
 
 class _Unsupported(Exception):
@@ -78,9 +80,9 @@ def read(path: str, data_root: str) -> ClientConf | None:
     socket = control.get("socket", "run/koradaemon.sock")
     tokens = control.get("tokens_dir", "run/tokens")
     ids = [a.get("agency_id") if isinstance(a, dict) else None for a in agencies]
-    if not all(isinstance(s, str) and _SAFE_REL.fullmatch(s) and ".." not in s.split("/") for s in (socket, tokens)):
+    if not all(isinstance(s, str) and safe_rel(s) and ".." not in s.split("/") for s in (socket, tokens)):
         return None
-    if not all(isinstance(i, str) and _AGENCY.fullmatch(i) for i in ids) or len(set(ids)) != len(ids):
+    if not all(isinstance(i, str) and agency_id(i) for i in ids) or len(set(ids)) != len(ids):
         return None
     return ClientConf(path, data_root, str(socket), str(tokens), [str(i) for i in ids])
 
@@ -147,10 +149,10 @@ def _block(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[object, i
 def _map(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[dict[str, object], int]:
     out: dict[str, object] = {}
     while i < len(lines) and lines[i][0] == indent and not lines[i][1].startswith("-"):
-        m = _KEY.fullmatch(lines[i][1])
-        if not m or m.group(1) in out:
+        kv = key_value(lines[i][1])
+        if kv is None or kv[0] in out:
             raise _Unsupported("key")
-        key, rest = m.group(1), m.group(2).strip()
+        key, rest = kv[0], kv[1].strip()
         i += 1
         if rest:
             out[key] = _flow(rest)
@@ -170,7 +172,7 @@ def _seq(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[list[object
         inner = indent + len(lines[i][1]) - len(body)
         if not body:
             raise _Unsupported("nested block in a list")
-        if _KEY.fullmatch(body):  # "- key: value" opens a mapping indented at the key
+        if key_value(body) is not None:  # "- key: value" opens a mapping indented at the key
             sub = [(inner, body), *lines[i + 1:]]
             item, used = _map(sub, 0, inner)
             out.append(item)
@@ -222,10 +224,50 @@ def _flow_value(text: str, pos: int) -> tuple[object, int]:
         if end < 0 or (ch == "'" and text[end + 1:end + 2] == "'"):
             raise _Unsupported("quote")
         return text[pos + 1:end], end + 1
-    m = _SCALAR.match(text, pos)
-    if not m:
+    end = scalar_end(text, pos)
+    if end == pos:
         raise _Unsupported("scalar")
-    value = m.group(0).rstrip()
-    if not _PLAIN.fullmatch(value):
+    value = text[pos:end].rstrip()
+    if not plain(value):
         raise _Unsupported("plain scalar")
-    return value, pos + len(m.group(0))
+    return value, end
+
+
+# -- the patterns ------------------------------------------------------------------------------
+def key_value(line: str) -> tuple[str, str] | None:
+    """``re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*):(?:\\s+|$)(.*)", line)``'s two groups (no newline in line)."""
+    key, colon, rest = line.partition(":")
+    if not colon or not (key.isascii() and key.isidentifier()) or (rest and not rest[0].isspace()):
+        return None
+    return key, rest.lstrip()
+
+
+def scalar_end(text: str, pos: int) -> int:
+    """Where ``re.compile(r"[^,\\[\\]{}:]+(?::[^\\s,\\[\\]{}][^,\\[\\]{}:]*)*").match(text, pos)`` ends
+    (``pos``: no match): a run without ``,[]{}:``; then, while a ":" is followed by a character other
+    than whitespace and ``,[]{}``, that ":", the character and the next such run."""
+    n, i = len(text), pos
+    while i < n and text[i] not in _FLOW and text[i] != ":":
+        i += 1
+    if i == pos:
+        return pos
+    while i + 1 < n and text[i] == ":" and not text[i + 1].isspace() and text[i + 1] not in _FLOW:
+        i += 2
+        while i < n and text[i] not in _FLOW and text[i] != ":":
+            i += 1
+    return i
+
+
+def plain(value: str) -> bool:
+    """``re.fullmatch(r"[A-Za-z0-9_./-][A-Za-z0-9_./ :+,@-]*", value)``."""
+    return bool(value) and value[0] in _PLAIN_FIRST and all(c in _PLAIN_REST for c in value)
+
+
+def safe_rel(path: str) -> bool:
+    """``re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", path)``."""
+    return all(part and all(c in _SAFE_CHARS for c in part) for part in path.split("/"))
+
+
+def agency_id(text: str) -> bool:
+    """``re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", text)``."""
+    return 0 < len(text) <= 63 and text[0] in _AGENCY_FIRST and all(c in _AGENCY_REST for c in text)

@@ -8,9 +8,7 @@ exit 77, a socket that does not answer is exit 75.
 
 from __future__ import annotations
 
-import argparse
 import errno
-import fcntl
 import os
 
 from ..errors import AuthError, KoraError, NotRunningError, UsageError
@@ -18,6 +16,7 @@ from .quickconf import ClientConf
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 # (command, audit action) -> socket operation
@@ -105,8 +104,8 @@ def read_token(conf: ClientConf, agency: str) -> str | None:
     """The agency's token; None when the file does not exist; PermissionError when it is unreadable."""
     path = os.path.join(conf.tokens_path(), f"{agency}.token")
     try:
-        with open(path, encoding="ascii") as f:
-            return f.read(4096).strip() or None
+        with open(path, "rb") as f:  # binary: a text file would load the ascii codec
+            return f.read(4096).decode("ascii").strip() or None
     except FileNotFoundError:
         return None
     except NotADirectoryError:
@@ -141,6 +140,8 @@ def _unreadable(conf: ClientConf, agency: str) -> KoraError:
 
 def lock_holder(data_root: str) -> str | None:
     """Who holds ``run/koradaemon.lock`` ("<pid> <what>"), or None when nobody does. Creates nothing."""
+    import fcntl
+
     path = os.path.join(data_root, "run", "koradaemon.lock")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
+from . import jsonlite
 from .text import escape
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on every CLI call
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 EX_OK, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_NOPERM = 0, 65, 69, 75, 77
@@ -21,12 +21,11 @@ def emit(text: str) -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-
         quiet_stdout()
 
 
 def print_json(obj: Any) -> None:
-    emit(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+    emit(jsonlite.dumps(obj, indent=2, sort_keys=True))
 
 
 def status_health(st: dict[str, Any], *, online: bool) -> tuple[str, int]:
@@ -86,7 +85,7 @@ def _human(op: str, args: argparse.Namespace, result: dict[str, Any], agency: st
         snaps = result.get("snapshots", [])
         rows = [f"{s.get('id')}  {s.get('trigger', '')}  {s.get('created', '')}" for s in snaps]
         return "\n".join(rows) if rows else "no snapshots"
-    return json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return jsonlite.dumps(result, indent=2, sort_keys=True)
 
 
 def render_unlock(r: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ ambiguous. Fields the daemon does not send (line numbers, highlight ranges, tota
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 from .text import escape
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
 
 OPEN, CLOSE = "«", "»"
 COLOR_OPEN, COLOR_CLOSE = "\x1b[1;31m", "\x1b[0m"
-_SPACE = re.compile(r"\s+")
 
 
 def use_color(choice: str) -> bool:
@@ -97,4 +95,13 @@ def _marked(text: str, ranges: list[Any], color: bool) -> str:
 
 
 def _plain(text: str) -> str:
-    return escape(_SPACE.sub(" ", text), extra=OPEN + CLOSE)
+    return escape(squeeze(text), extra=OPEN + CLOSE)
+
+
+def squeeze(text: str) -> str:
+    """Each run of whitespace as one space, at the ends too: ``re.sub(r"\\s+", " ", text)`` without ``re``
+    (``str.split`` and ``\\s`` know the same whitespace)."""
+    words = text.split()
+    if not words:
+        return " " if text else ""
+    return (" " if text[0].isspace() else "") + " ".join(words) + (" " if text[-1].isspace() else "")

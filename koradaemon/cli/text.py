@@ -7,8 +7,6 @@ cannot repaint the terminal. A backslash is doubled, so every escape is unambigu
 
 from __future__ import annotations
 
-import unicodedata
-
 _SIMPLE = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 
 
@@ -25,8 +23,14 @@ def escape(text: str, *, extra: str = "") -> str:
             out.append(f"\\x{code - 0xDC00:02x}")
         elif code < 0x20 or 0x7F <= code < 0xA0:
             out.append(f"\\x{code:02x}")
-        elif code > 0x7F and unicodedata.category(ch) in ("Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+        elif code > 0x7F and _category(ch) in ("Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
             out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
         else:
             out.append(ch)
     return "".join(out)
+
+
+def _category(ch: str) -> str:
+    import unicodedata  # a shared library: loaded only when a name or snippet is not ASCII
+
+    return unicodedata.category(ch)

@@ -1,18 +1,21 @@
-"""One request, one reply over the control socket: the CLI's fast path (stdlib socket and json only).
+"""One request, one reply over the control socket: the CLI's fast path.
 
 The wire format is the control protocol's (one JSON object per line, see ``control/protocol.py``);
 the long-lived and streaming client is :class:`koradaemon.control.client.ControlClient`. A connect
 that finds the daemon's accept queue full is retried until ``timeout`` instead of failing at once.
+Only C modules are loaded: ``_socket`` (the ``socket`` package builds enums of every constant, and
+loads selectors) and ``_json`` through :mod:`.jsonlite` (``json`` loads ``re``).
 """
 
 from __future__ import annotations
 
+import _socket
 import errno
-import json
-import socket
+import sys
 import time
 
 from .. import errors
+from . import jsonlite
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +34,7 @@ class Wire:
     def __init__(self, socket_path: str, *, timeout: float = 120.0) -> None:
         self.path = socket_path
         self.timeout = timeout
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._buf = b""
         self._next_id = 1
 
@@ -62,8 +65,8 @@ class Wire:
     def _call_once(self, op: str, agency_id: str, token: str, args: dict[str, Any]) -> dict[str, Any]:
         sock = self._sock or self._connect()
         request_id, self._next_id = self._next_id, self._next_id + 1
-        line = json.dumps({"id": request_id, "op": op, "agency_id": agency_id, "token": token, "args": args},
-                          separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        line = jsonlite.dumps({"id": request_id, "op": op, "agency_id": agency_id, "token": token, "args": args},
+                              compact=True, allow_nan=False)
         try:
             sock.sendall(line.encode() + b"\n")
             reply = self._readline(sock)
@@ -78,11 +81,11 @@ class Wire:
         result: dict[str, Any] = reply["result"]
         return result
 
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> _socket.socket:
         deadline = time.monotonic() + min(self.timeout, BUSY_WAIT_S)
         delay = _RETRY_FIRST_S
         while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
             # A blocking connect queues in the kernel while the accept queue is full, up to SO_SNDTIMEO
             # (Linux), first come first served: a crowd reconnecting at once cannot keep us out.
             _send_timeout(sock, max(0.001, deadline - time.monotonic()))
@@ -106,7 +109,7 @@ class Wire:
             self._sock = sock
             return sock
 
-    def _readline(self, sock: socket.socket) -> dict[str, Any]:
+    def _readline(self, sock: _socket.socket) -> dict[str, Any]:
         while b"\n" not in self._buf:
             if len(self._buf) > MAX_REPLY_BYTES:
                 raise errors.ControlError("the daemon's reply is too large")
@@ -116,7 +119,7 @@ class Wire:
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         try:
-            reply = json.loads(line)
+            reply = jsonlite.loads(line)
         except ValueError:
             raise errors.ControlError("the daemon sent a reply that is not JSON") from None
         if not isinstance(reply, dict):
@@ -150,11 +153,17 @@ def _coded(code: str, exit_code: int, message: str, hint: str | None) -> errors.
     return err
 
 
-def _send_timeout(sock: socket.socket, seconds: float) -> None:
+def _send_timeout(sock: _socket.socket, seconds: float) -> None:
     """SO_SNDTIMEO, which also bounds a blocking connect to a full accept queue (0: none)."""
-    import contextlib
-    import struct
-
     whole = int(seconds)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+    try:  # noqa: SIM105 - contextlib.suppress would load contextlib (and collections, functools) on every call
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, timeval(whole, int((seconds - whole) * 1e6)))
+    except OSError:
+        pass
+
+
+def timeval(seconds: int, microseconds: int) -> bytes:
+    """``struct timeval`` (two C longs: ``struct.pack("ll", ...)``) without loading ``_struct``; a long is
+    pointer-sized on Linux and the BSDs (LP64 and ILP32)."""
+    size = 8 if sys.maxsize > 1 << 32 else 4
+    return seconds.to_bytes(size, sys.byteorder, signed=True) + microseconds.to_bytes(size, sys.byteorder, signed=True)
