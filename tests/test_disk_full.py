@@ -3,15 +3,14 @@ nothing acknowledged is lost, no lockdown, and everything resumes by itself when
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import wait_for
+from diskutil import fill_up, small_tmpfs
 
 from koradaemon.audit.lockdown import LockdownRegistry
 from koradaemon.audit.manager import AuditManager
@@ -20,29 +19,8 @@ from koradaemon.audit.verify import verify_log
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip() or res.returncode}")
-    try:
+    with small_tmpfs(tmp_path / "disk") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill_up(folder: Path) -> Path:
-    """Write a filler file until the file system is full; return it (delete it to free the space)."""
-    filler = folder / "filler.bin"
-    with open(filler, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return filler
 
 
 def test_audit_appends_stall_on_a_full_disk_and_resume_without_lockdown(small_disk: Path) -> None:

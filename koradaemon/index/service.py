@@ -117,17 +117,29 @@ class IndexPipeline:
             return max(0.0, deadline - time.monotonic())
 
         self.crawler.stop(left())
-        if not self.work.wait_idle(left()):
-            log.warning("drain_timeout", queued=self.work.depth())
-        else:
-            try:
-                self.writer.flush(max(0.05, left()))
-            except Exception as exc:
-                log.warning("drain_flush_failed", error=str(exc))
+        self._drain(left)
         self.work.stop()
+        self.writer.stopping()  # a write held up by a full disk is dropped now, not retried to the deadline
         self.indexer.stop(left())
         self.writer.stop(left())
         self.acks.stop(left())
+
+    def _drain(self, left: Callable[[], float]) -> None:
+        """Index what is queued while time is left, unless the writer is held up (disk full): then
+        nothing more can be committed, and the next start's reconcile redoes what is left."""
+        while not self.work.wait_idle(min(0.25, left())):
+            if self.writer.stalled is not None:
+                break
+            if left() <= 0:
+                log.warning("drain_timeout", queued=self.work.depth())
+                return
+        if self.writer.stalled is not None:
+            log.warning("drain_skipped", reason=self.writer.stalled, queued=self.work.depth() + self.writer.depth())
+            return
+        try:
+            self.writer.flush(max(0.05, left()))
+        except Exception as exc:
+            log.warning("drain_flush_failed", error=str(exc))
 
     # -- roots and reconcile --------------------------------------------------------------
     def attach(self, agency_id: str, root: str, path: Path, rules: IgnoreRules) -> None:

@@ -3,6 +3,10 @@
 Live changes commit one file per transaction so they are searchable at once;
 bulk work (start-up crawl, rescans) is batched many files per transaction.
 Each job runs in its own savepoint, so one bad file never spoils a batch.
+
+A write the database refuses for a reason outside the data (a full disk, an I/O error, another
+connection holding the lock) is held and retried until it goes through: status and the log say
+why (``stalled``), nothing is skipped, and the queue behind it waits (back-pressure).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from pathlib import Path
 import apsw
 import structlog
 
+from ..ioerrors import held_write_reason
 from . import outbox
-from .db import fine_busy_handler, immediate, open_db
+from .db import BUSY_TIMEOUT_MS, fine_busy_handler, immediate, open_db
 from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
 from .names import shown_name
 from .store import AgencyStore, discard_deferred, flush_deferred, optimize_fts
@@ -38,6 +43,8 @@ QUEUE_TEXT_BYTES = 16 << 20
 DEEP_QUEUE = 4
 CHECKPOINT_BUSY_MS = 50
 IDLE_TICK_S = 1.0  # after this long without work: checkpoint the WAL (TRUNCATE) if bulk work ran
+RETRY_FIRST_S = 0.05  # a held write (disk full, busy) is tried again after this, doubling ...
+RETRY_MAX_S = 2.0  # ... up to this
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class Writer:
         optimize_idle_s: float = 30.0,
         queue_max: int = 64,
         is_ignored: Callable[[str, str, str], bool] | None = None,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     ) -> None:
         self.db_path = db_path
         self.is_ignored = is_ignored
@@ -84,6 +92,7 @@ class Writer:
         self.batch_files = batch_files
         self.batch_bytes = batch_bytes
         self.optimize_idle_s = optimize_idle_s
+        self.busy_timeout_ms = busy_timeout_ms
         self._q: queue.Queue[Job | None] = queue.Queue(maxsize=queue_max)
         self._thread = threading.Thread(target=self._run, name="kora-writer", daemon=True)
         self._pending: Job | None = None
@@ -95,7 +104,10 @@ class Writer:
         self.counters: Counter[str] = Counter()
         self.last_commit: float | None = None
         self._dirty_since_optimize = False
+        self._optimize_not_before = 0.0
         self._bulk_dirty = False
+        self._stopping = threading.Event()
+        self.stalled: str | None = None  # why a write is being held and retried ("disk full: ..."), or None
 
     # -- public -----------------------------------------------------------------
     def start(self) -> None:
@@ -153,7 +165,13 @@ class Writer:
     def flush(self, timeout: float = 60.0) -> None:
         self.call(lambda conn: None, timeout)
 
+    def stopping(self) -> None:
+        """The daemon is stopping: a write held up by a full disk or a lock is dropped instead of
+        retried (it was never committed nor acknowledged; the next start's reconcile redoes it)."""
+        self._stopping.set()
+
     def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
         if not self._thread.is_alive():
             return
         try:
@@ -181,7 +199,7 @@ class Writer:
         except Exception as exc:  # the thread ends; alive() says so and producers get WriterStopped
             log.error("writer_cannot_start", error=str(exc))
             return
-        fine_busy_handler(conn)
+        fine_busy_handler(conn, self.busy_timeout_ms)
         idle_since = time.monotonic()
         try:
             while True:
@@ -313,30 +331,53 @@ class Writer:
             raise _Retry() from exc
 
     def _apply_alone(self, conn: apsw.Connection, job: Job) -> list[Applied]:
-        """One job in its own transaction with its audit record; a failure costs only this job."""
+        """One job in its own transaction with its audit record; a failure costs only this job.
+
+        A write refused for a reason outside the data (``held_write_reason``) is retried until it
+        goes through, or until the daemon stops (then it is dropped, never recorded as skipped).
+        """
         store = AgencyStore(conn, job.agency_id)  # type: ignore[union-attr]
-        try:
-            for attempt in range(3):
-                try:
-                    discard_deferred(conn)
-                    with immediate(conn):
-                        result = self._dispatch(store, job)
-                        done = [result] if result is not None else []
-                        _to_outbox(conn, done)
-                    return done
-                except apsw.BusyError:
-                    if attempt == 2:
-                        raise
-                    self.counters["busy_retries"] += 1
-                    time.sleep(0.05 * (attempt + 1))
-        except SkipFile as skip:
-            return self._skip_alone(conn, store, job, skip.reason)
-        except Exception as exc:
-            self.counters["job_errors"] += 1
-            log.warning("writer_job_failed", job=type(job).__name__, path=_job_path(job),
-                        error=f"{type(exc).__name__}: {exc}")
-            return self._skip_alone(conn, store, job, f"error:{type(exc).__name__}")
-        return []
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                discard_deferred(conn)
+                with immediate(conn):
+                    result = self._dispatch(store, job)
+                    done = [result] if result is not None else []
+                    _to_outbox(conn, done)
+            except SkipFile as skip:
+                return self._skip_alone(conn, store, job, skip.reason)
+            except Exception as exc:
+                reason = held_write_reason(exc)
+                if reason is None:
+                    self.counters["job_errors"] += 1
+                    log.warning("writer_job_failed", job=type(job).__name__, path=_job_path(job),
+                                error=f"{type(exc).__name__}: {exc}")
+                    return self._skip_alone(conn, store, job, f"error:{type(exc).__name__}")
+                if not self._hold(job, reason, busy=isinstance(exc, apsw.BusyError), delay=delay):
+                    return []
+                delay = min(RETRY_MAX_S, delay * 2)
+                continue
+            if self.stalled is not None:
+                log.warning("index_write_resumed", was=self.stalled)
+                self.stalled = None
+            return done
+
+    def _hold(self, job: Job, reason: str, *, busy: bool, delay: float) -> bool:
+        """Wait before retrying a held write; False when the daemon is stopping (the job is dropped)."""
+        if self._stopping.is_set():
+            self.counters["dropped_at_stop"] += 1
+            log.warning("writer_change_dropped_at_stop", job=type(job).__name__, path=_job_path(job), reason=reason,
+                        note="never committed nor acknowledged: the next start's reconcile brings it back")
+            return False
+        if self.stalled != reason:
+            log.error("index_write_stalled", reason=reason, path=_job_path(job),
+                      action="the change is held and retried until it goes through; nothing is skipped"
+                             " and no lockdown (this is not tampering)")
+        self.stalled = reason
+        self.counters["busy_retries" if busy else "io_retries"] += 1
+        self._stopping.wait(delay)
+        return True
 
     def _skip_alone(self, conn: apsw.Connection, store: AgencyStore, job: Job, reason: str) -> list[Applied]:
         """Remember a file that could not be indexed (with its reason and audit record); other jobs: nothing."""
@@ -425,18 +466,22 @@ class Writer:
             log.warning("wal_checkpoint_failed", error=str(exc))
             return
         finally:
-            fine_busy_handler(conn)
+            fine_busy_handler(conn, self.busy_timeout_ms)
         self.counters["checkpoints"] += 1
         if row is not None and row[0]:
             self._bulk_dirty = True  # a reader held it back: try again at the next quiet moment
 
     def _idle_optimize(self, conn: apsw.Connection) -> None:
-        if not self._dirty_since_optimize:
-            return
-        self._dirty_since_optimize = False
+        """Merge the FTS segments written since the last merge (a failure is tried again one
+        ``optimize_idle_s`` later, not at every idle tick)."""
         t0 = time.monotonic()
+        if not self._dirty_since_optimize or t0 < self._optimize_not_before:
+            return
+        self._optimize_not_before = t0 + self.optimize_idle_s
         with immediate(conn):
             optimize_fts(conn)
+        self._dirty_since_optimize = False
+        self.counters["optimizations"] += 1
         self._checkpoint(conn)
         log.info("fts_optimized", seconds=round(time.monotonic() - t0, 3))
 
