@@ -86,6 +86,9 @@ def test_a_full_index_database_holds_the_change_and_indexes_it_when_space_return
         assert st["lockdowns"] == [] and not st["agencies"]["alpha"]["locked"], "an I/O error is never a lockdown"
         assert d.search("lentils"), "searching goes on while the writer waits for space"
         assert d.search("sorghum") == []
+        human = d.cli("status")
+        assert human.returncode == 75 and "stalled index: disk full" in human.stdout, human.stdout
+        assert "health: degraded" in human.stdout and "LOCKDOWN" not in human.stdout
         filler.unlink()  # space returns; nobody touches b.md again
         wait_for(lambda: d.search("sorghum"), 30, 0.05, "b.md indexed once space returned")
         st = wait_for(lambda: cleared(d, "index"), 10, 0.05, "the stall cleared")
