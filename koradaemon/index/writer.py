@@ -22,9 +22,9 @@ from pathlib import Path
 import apsw
 import structlog
 
-from ..ioerrors import held_write_reason
 from . import outbox
 from .db import BUSY_TIMEOUT_MS, fine_busy_handler, immediate, open_db
+from .held import Dropped, WriteHolder
 from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
 from .names import shown_name
 from .store import AgencyStore, discard_deferred, flush_deferred, optimize_fts
@@ -43,8 +43,6 @@ QUEUE_TEXT_BYTES = 16 << 20
 DEEP_QUEUE = 4
 CHECKPOINT_BUSY_MS = 50
 IDLE_TICK_S = 1.0  # after this long without work: checkpoint the WAL (TRUNCATE) if bulk work ran
-RETRY_FIRST_S = 0.05  # a held write (disk full, busy) is tried again after this, doubling ...
-RETRY_MAX_S = 2.0  # ... up to this
 
 
 @dataclass(frozen=True)
@@ -106,8 +104,7 @@ class Writer:
         self._dirty_since_optimize = False
         self._optimize_not_before = 0.0
         self._bulk_dirty = False
-        self._stopping = threading.Event()
-        self.stalled: str | None = None  # why a write is being held and retried ("disk full: ..."), or None
+        self._holder = WriteHolder(self.counters)
 
     # -- public -----------------------------------------------------------------
     def start(self) -> None:
@@ -149,6 +146,11 @@ class Writer:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def stalled(self) -> str | None:
+        """Why a write is being held and retried ("disk full: ..."), or None."""
+        return self._holder.stalled
+
     def depth(self) -> int:
         """Jobs submitted and not yet committed (and handed on)."""
         return self._outstanding
@@ -168,10 +170,10 @@ class Writer:
     def stopping(self) -> None:
         """The daemon is stopping: a write held up by a full disk or a lock is dropped instead of
         retried (it was never committed nor acknowledged; the next start's reconcile redoes it)."""
-        self._stopping.set()
+        self._holder.stopping.set()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
+        self._holder.stopping.set()
         if not self._thread.is_alive():
             return
         try:
@@ -331,64 +333,37 @@ class Writer:
             raise _Retry() from exc
 
     def _apply_alone(self, conn: apsw.Connection, job: Job) -> list[Applied]:
-        """One job in its own transaction with its audit record; a failure costs only this job.
-
-        A write refused for a reason outside the data (``held_write_reason``) is retried until it
-        goes through, or until the daemon stops (then it is dropped, never recorded as skipped).
-        """
+        """One job in its own transaction with its audit record; a failure costs only this job."""
         store = AgencyStore(conn, job.agency_id)  # type: ignore[union-attr]
-        delay = RETRY_FIRST_S
-        while True:
-            try:
-                discard_deferred(conn)
-                with immediate(conn):
-                    result = self._dispatch(store, job)
-                    done = [result] if result is not None else []
-                    _to_outbox(conn, done)
-            except SkipFile as skip:
-                return self._skip_alone(conn, store, job, skip.reason)
-            except Exception as exc:
-                reason = held_write_reason(exc)
-                if reason is None:
-                    self.counters["job_errors"] += 1
-                    log.warning("writer_job_failed", job=type(job).__name__, path=_job_path(job),
-                                error=f"{type(exc).__name__}: {exc}")
-                    return self._skip_alone(conn, store, job, f"error:{type(exc).__name__}")
-                if not self._hold(job, reason, busy=isinstance(exc, apsw.BusyError), delay=delay):
-                    return []
-                delay = min(RETRY_MAX_S, delay * 2)
-                continue
-            if self.stalled is not None:
-                log.warning("index_write_resumed", was=self.stalled)
-                self.stalled = None
+        try:
+            return self._transaction(conn, job, lambda: _listed(self._dispatch(store, job)))
+        except SkipFile as skip:
+            return self._skip_alone(conn, store, job, skip.reason)
+        except Exception as exc:
+            self.counters["job_errors"] += 1
+            log.warning("writer_job_failed", job=type(job).__name__, path=_job_path(job),
+                        error=f"{type(exc).__name__}: {exc}")
+            return self._skip_alone(conn, store, job, f"error:{type(exc).__name__}")
+
+    def _transaction(self, conn: apsw.Connection, job: Job, body: Callable[[], list[Applied]]) -> list[Applied]:
+        """``body`` and its audit records in one transaction, held through a full disk or a busy lock
+        (see held.py); a write dropped at stop is ``[]``."""
+        def with_outbox() -> list[Applied]:
+            done = body()
+            _to_outbox(conn, done)
             return done
 
-    def _hold(self, job: Job, reason: str, *, busy: bool, delay: float) -> bool:
-        """Wait before retrying a held write; False when the daemon is stopping (the job is dropped)."""
-        if self._stopping.is_set():
-            self.counters["dropped_at_stop"] += 1
-            log.warning("writer_change_dropped_at_stop", job=type(job).__name__, path=_job_path(job), reason=reason,
-                        note="never committed nor acknowledged: the next start's reconcile brings it back")
-            return False
-        if self.stalled != reason:
-            log.error("index_write_stalled", reason=reason, path=_job_path(job),
-                      action="the change is held and retried until it goes through; nothing is skipped"
-                             " and no lockdown (this is not tampering)")
-        self.stalled = reason
-        self.counters["busy_retries" if busy else "io_retries"] += 1
-        self._stopping.wait(delay)
-        return True
+        try:
+            return self._holder.run(conn, _job_path(job), with_outbox)
+        except Dropped:
+            return []
 
     def _skip_alone(self, conn: apsw.Connection, store: AgencyStore, job: Job, reason: str) -> list[Applied]:
         """Remember a file that could not be indexed (with its reason and audit record); other jobs: nothing."""
         if not isinstance(job, IndexJob):
             return []
         try:
-            discard_deferred(conn)
-            with immediate(conn):
-                done = [self._record_skip(store, job, reason)]
-                _to_outbox(conn, done)
-            return done
+            return self._transaction(conn, job, lambda: [self._record_skip(store, job, reason)])
         except Exception as exc:
             self.counters["job_errors"] += 1
             log.error("writer_skip_failed", path=_job_path(job), reason=reason, error=f"{type(exc).__name__}: {exc}")
@@ -504,6 +479,10 @@ def _held_bytes(job: Job | None) -> int:
     if isinstance(job, IndexJob) and isinstance(job.chunks, list):
         return job.nbytes
     return 0
+
+
+def _listed(result: Applied | None) -> list[Applied]:
+    return [result] if result is not None else []
 
 
 def _keep(applied: list[Applied], result: Applied | None) -> None:
