@@ -155,7 +155,7 @@ class IndexPipeline:
             return
 
         def changes() -> Iterable[FileChange]:
-            self.writer.flush()  # what the index holds, including jobs already on their way
+            self._wait_for_writer()  # what the index holds, including jobs already on their way
             conn = open_db(self.db_path, migrate=False)
             try:
                 known = AgencyStore(conn, agency_id).known_files(root)
@@ -164,6 +164,18 @@ class IndexPipeline:
             return reconcile(agency_id, root, entry.path, entry.rules, known)
 
         self.crawler.schedule(agency_id, root, changes)
+
+    def _wait_for_writer(self) -> None:
+        """Flush the writer; while it holds a write for a full disk, keep waiting (a reconcile given
+        up here would leave the changes made while nobody watched unindexed until the next start)."""
+        while True:
+            try:
+                self.writer.flush()
+                return
+            except TimeoutError:
+                if self.writer.stalled is None or not self.writer.alive():
+                    raise
+                log.warning("reconcile_waits_for_writer", reason=self.writer.stalled)
 
     # -- state ----------------------------------------------------------------------------
     def idle(self) -> bool:
