@@ -167,3 +167,43 @@ def test_the_log_file_on_a_full_disk_holds_its_lines_and_writes_them_when_space_
     assert stall and stall[0]["reason"].startswith("disk full"), stall
     assert any(e.get("event") == "log_file_resumed" for e in console)
     no_lockdown_events(d)
+
+
+def test_a_data_root_that_fills_up_whole_recovers_by_itself_without_lockdown(tmp_path: Path) -> None:
+    """Everything (database, audit log, log file, the roots) on one small disk that fills up."""
+    with small_tmpfs(tmp_path / "data", "8m") as root:
+        d = DaemonProc(root)
+        try:
+            notes = root / "alpha" / "notes"
+            (notes / "a.md").write_text("written before the disk filled up: lentils\n")
+            d.start()
+            assert d.search("lentils")
+            spare = root / "spare.bin"
+            spare.write_bytes(b"\0" * (400 << 10))
+            filler = fill_up(root)
+            spare.unlink()  # room for the new file, not for indexing it as well
+            rng = random.Random(12)
+            words = " ".join(f"w{rng.getrandbits(40):x}" for _ in range(20_000))
+            (notes / "b.md").write_text(f"written while the disk is full: sorghum\n{words}\n")
+            st = wait_for(lambda: (s := d.status()) and s["stalled"] and s, 30, 0.05, "a part stalled")
+            assert all(why.startswith("disk full") for why in st["stalled"].values()), st["stalled"]
+            assert st["lockdowns"] == []
+            filler.unlink()
+            wait_for(lambda: d.search("sorghum"), 30, 0.05, "b.md indexed once space returned")
+            st = wait_for(lambda: (s := d.status()) and not s["stalled"] and s, 15, 0.05, "every stall cleared")
+            assert st["lockdowns"] == [] and st["agencies"]["alpha"]["skipped"] == 0
+            assert d.stop() == 0
+            res = d.cli("audit", "verify", "--agency", "alpha")
+            assert res.returncode == 0, res.stdout + res.stderr
+            indexed = sorted(r["data"]["path"] for r in audit_records(d) if r["type"] == "index")
+            assert indexed == ["a.md", "b.md"]
+            conn = apsw.Connection(str(root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)
+            try:
+                assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            finally:
+                conn.close()
+            no_lockdown_events(d)
+        finally:
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()
