@@ -36,10 +36,24 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, apsw.FullError)
 
 
-def describe_io_error(exc: BaseException) -> str:
-    """``disk full: ...`` or ``I/O error: ...``, one line."""
+def describe_io_error(exc: BaseException, *, where: bool = True) -> str:
+    """``disk full: ...`` or ``I/O error: ...``, one line (``where``: with the file's name)."""
     exc = _root(exc)
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    name = getattr(exc, "filename", None)
-    where = f" ({name})" if name else ""
-    return f"{'disk full' if is_disk_full(exc) else 'I/O error'}: {detail}{where}"
+    name = getattr(exc, "filename", None) if where else None
+    place = f" ({name})" if name else ""
+    return f"{'disk full' if is_disk_full(exc) else 'I/O error'}: {detail}{place}"
+
+
+def held_write_reason(exc: BaseException) -> str | None:
+    """Why a failed database write should be held and retried rather than given up, or None.
+
+    A full disk, an I/O error, a read-only file or another connection holding the write lock
+    past the busy timeout say nothing about the data: the write is kept and tried again.
+    """
+    exc = _root(exc)
+    if isinstance(exc, apsw.BusyError):
+        return f"database busy: {exc}"
+    if isinstance(exc, apsw.FullError | apsw.IOError | apsw.ReadOnlyError):
+        return describe_io_error(exc)
+    return None

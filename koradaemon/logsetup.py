@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -49,7 +52,8 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-        log_file = RotatingLogFile(file, max_bytes=int(rotate_mb * 1024 * 1024), keep_days=keep_days)
+        log_file = RotatingLogFile(file, max_bytes=int(rotate_mb * 1024 * 1024), keep_days=keep_days,
+                                   on_change=_reporter(out, file))
         out = _Tee(out, log_file, skip_file=not use_json)
         if not use_json:
             shared.append(_JsonToFile(out))  # type: ignore[arg-type]
@@ -63,6 +67,38 @@ def configure_logging(
     )
     if previous is not None:  # a reconfiguration (SIGHUP) must not leak the old log file
         previous.close()
+
+
+def log_file_stalled() -> str | None:
+    """Why the daemon's log file cannot be written ("disk full: ..."), or None."""
+    f = _open_file
+    return f.stalled if f is not None else None
+
+
+def retry_log_file() -> None:
+    """Write lines held while the log file could not be written, if there is room again."""
+    f = _open_file
+    if f is not None and f.stalled is not None:
+        f.retry()
+
+
+def _reporter(stream: TextIO, file: Path) -> Callable[[str | None, str | None, int], None]:
+    """Tells the console stream (the journal under systemd) when the log file stalls and recovers:
+    one JSON line each, written directly (the log file is the one thing that cannot carry it)."""
+    def report(now: str | None, before: str | None, lost: int) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line: dict[str, object]
+        if now is not None:
+            line = {"event": "log_file_stalled", "level": "error", "reason": now, "file": str(file),
+                    "action": "lines held in memory and written once there is room; no other part stops",
+                    "timestamp": stamp}
+        else:
+            line = {"event": "log_file_resumed", "level": "warning", "was": before, "lines_lost": lost,
+                    "file": str(file), "timestamp": stamp}
+        stream.write(json.dumps(line) + "\n")
+        stream.flush()
+
+    return report
 
 
 class _Tee:

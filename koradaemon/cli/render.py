@@ -38,7 +38,7 @@ def status_health(st: dict[str, Any], *, online: bool) -> tuple[str, int]:
     if not st.get("ready"):
         return "starting", EX_TEMPFAIL
     agent_state = (st.get("agent") or {}).get("state")
-    if agent_state in ("degraded", "crash_loop", "failed") or any(
+    if agent_state in ("degraded", "crash_loop", "failed") or st.get("stalled") or any(
             a.get("degraded_roots") or a.get("polling") for a in agencies.values()):
         return "degraded", EX_TEMPFAIL
     return "ok", EX_OK

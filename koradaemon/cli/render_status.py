@@ -62,4 +62,6 @@ def render_status(st: dict[str, Any], *, online: bool) -> str:
                      f" ({sync.get('mb_per_s')} MB/s)")
     if st.get("lockdowns"):
         lines.append(f"lockdowns: {', '.join(st['lockdowns'])}")
+    for part, why in sorted((st.get("stalled") or {}).items()):  # held and retried by itself; not tampering
+        lines.append(f"stalled {part}: {why} (retrying; nothing is lost)")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from ..errors import ConfigError, KoraError
 from ..events import EventBus
 from ..index.db import open_db
 from ..index.service import IndexPipeline
+from ..logsetup import retry_log_file
 from ..service.notify import Notifier
 from ..service.tokens import TokenStore
 from ..service.watchdog_ping import WatchdogPinger
@@ -227,6 +228,7 @@ class Daemon:
                 self.agencies.request_snapshots("signal")
             self.agencies.tick()
             self.vault.tick()
+            retry_log_file()  # lines held while the log file's disk was full
             self.pipeline.note_initial_sync()
             now = time.monotonic()
             if now >= next_status:

@@ -13,6 +13,7 @@ from ..events import EventBus
 from ..index.db import open_db
 from ..index.service import IndexPipeline
 from ..index.store import AgencyStore
+from ..logsetup import log_file_stalled
 from ..vault.service import SnapshotService
 from .agencies import Agencies
 
@@ -96,7 +97,20 @@ def full_status(src: StatusSources, agency_id: str) -> dict[str, Any]:
         "lockdowns": [agency_id] if mine["locked"] else [],
         "agent": mine.pop("agent") or {"state": "disabled"},
         "vault": src.vault.vault_status(),
+        "stalled": stalled_parts(src, agency_id),
     }
+
+
+def stalled_parts(src: StatusSources, agency_id: str | None = None) -> dict[str, str]:
+    """Parts holding their work for a full disk, an I/O error or a busy lock, with why ("disk full:
+    ..."); each retries by itself and leaves this list when the write goes through. Never tampering."""
+    parts = {"index": src.pipeline.writer.stalled, "audit_outbox": src.pipeline.acks.stalled,
+             "snapshots": src.vault.stalled, "log_file": log_file_stalled()}
+    heads = src.audit.heads()
+    for agency in [agency_id] if agency_id is not None else sorted(heads):
+        head = heads.get(agency) or {}
+        parts["audit" if agency_id is not None else f"audit {agency}"] = head.get("stalled")
+    return {k: str(v) for k, v in parts.items() if v}
 
 
 def status_line(src: StatusSources) -> str:
@@ -107,6 +121,7 @@ def status_line(src: StatusSources) -> str:
     locked = src.audit.lockdown.locked()
     if locked:
         parts.append(f"locked {','.join(sorted(locked))}")
+    parts += [f"{part} stalled ({why})" for part, why in stalled_parts(src).items()]
     for runtime in src.agencies:
         if runtime.agent is not None:
             parts.append(f"agent {runtime.agent.status().get('state')}")

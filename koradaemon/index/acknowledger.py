@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import apsw
 import structlog
 
+from ..ioerrors import held_write_reason
 from ..streams.schema import make_event
 from . import outbox
 from .db import open_db
@@ -75,6 +76,7 @@ class Acknowledger:
         self._blocked: set[str] = set()
         self._parked_logged: set[str] = set()
         self._logged: dict[str, set[int]] = {}  # per agency: row ids the scan found in its log (this pass)
+        self.stalled: str | None = None  # why draining the outbox fails ("disk full: ..."), or None
 
     # -- life cycle -------------------------------------------------------------------
     def drain_on_start(self) -> int:
@@ -125,20 +127,40 @@ class Acknowledger:
             log.error("acks_cannot_start", error=str(exc))
             return
         try:
+            failed = False
             while True:
-                self._wake.wait(RETRY_S if self._blocked else None)
+                self._wake.wait(RETRY_S if self._blocked or failed else None)
                 self._wake.clear()
                 stopping = self._stopping
                 try:
                     self._pass(conn)
-                except Exception:  # one bad pass (a busy database, a bad row) must not end the thread
-                    self.errors += 1
-                    log.exception("acks_pass_failed")
-                    time.sleep(0.1)
+                except Exception as exc:  # one bad pass (a busy or full database, a bad row) must not end the thread
+                    failed = True
+                    self._pass_failed(exc)
+                else:
+                    failed = False
+                    if self.stalled is not None:
+                        log.warning("audit_outbox_resumed_after_error", was=self.stalled)
+                        self.stalled = None
                 if stopping:
                     return
         finally:
             conn.close()
+
+    def _pass_failed(self, exc: Exception) -> None:
+        """After a failed pass: check every agency's rows against its log again before appending
+        (the records may be in the log while deleting their rows failed: a full disk), and retry."""
+        self.errors += 1
+        self._unscanned = None
+        self._logged.clear()
+        reason = held_write_reason(exc)
+        if reason is None:
+            log.exception("acks_pass_failed")
+        elif reason != self.stalled:
+            log.error("audit_outbox_stalled", reason=reason,
+                      action="the rows stay in the outbox and are retried; no lockdown (this is not tampering)")
+        self.stalled = reason
+        time.sleep(0.1)
 
     def _pass(self, conn: apsw.Connection) -> int:
         """Append every waiting row of every agency whose log takes records; returns rows appended."""

@@ -65,16 +65,22 @@ def immediate(conn: apsw.Connection) -> Iterator[None]:
     A deferred transaction that reads first and writes later fails at once with
     SQLITE_BUSY_SNAPSHOT when another connection committed in between (WAL); taking
     the lock first makes it wait (busy_timeout) instead.
+
+    A COMMIT that fails (a full disk, an I/O error) is rolled back here too: SQLite may leave the
+    transaction open after such an error, and the connection must be usable for the retry.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
         if not conn.getautocommit():
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except apsw.Error as exc:  # rolled back by SQLite already, or the device is gone
+                log.warning("rollback_failed", error=str(exc))
         fts.forget(conn)  # a rolled-back CREATE of an agency's table
         raise
-    conn.execute("COMMIT")
 
 
 def user_version(conn: apsw.Connection) -> int:

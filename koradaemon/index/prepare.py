@@ -57,6 +57,17 @@ def _root_of(abs_path: FsPath, rel: str) -> Path:
     return Path(abs_path).parents[len(PurePosixPath(rel).parts) - 1]
 
 
+class LazyRows:
+    """A big file's chunk rows, read while the writer inserts them. Each iteration starts over from
+    the file, so a transaction the writer retries (disk full, busy) inserts every chunk again."""
+
+    def __init__(self, path: FsPath, rel: str, size: int, mtime_ns: int, params: ChunkParams) -> None:
+        self.args = (path, rel, size, mtime_ns, params)
+
+    def __iter__(self) -> Iterator[ChunkRow]:
+        return _lazy_rows(*self.args)
+
+
 def _lazy_rows(path: FsPath, rel: str, size: int, mtime_ns: int, params: ChunkParams) -> Iterator[ChunkRow]:
     """Chunk a big file from a fresh mmap while the writer inserts; refuse if it changed meanwhile."""
     try:
@@ -124,8 +135,7 @@ def _from_buffer(
     if same is not None:
         return same if same is not _UNCHANGED else None
     if size > EAGER_LIMIT:
-        rows = _lazy_rows(abs_path, base[2], size, mtime_ns, params)
-        return IndexJob(*base, digest, rows, bulk=bulk, nbytes=size)
+        return IndexJob(*base, digest, LazyRows(abs_path, base[2], size, mtime_ns, params), bulk=bulk, nbytes=size)
     try:
         eager = list(_chunk_rows(buf, size, params))
     except SkipFile as skip:

@@ -117,17 +117,29 @@ class IndexPipeline:
             return max(0.0, deadline - time.monotonic())
 
         self.crawler.stop(left())
-        if not self.work.wait_idle(left()):
-            log.warning("drain_timeout", queued=self.work.depth())
-        else:
-            try:
-                self.writer.flush(max(0.05, left()))
-            except Exception as exc:
-                log.warning("drain_flush_failed", error=str(exc))
+        self._drain(left)
         self.work.stop()
+        self.writer.stopping()  # a write held up by a full disk is dropped now, not retried to the deadline
         self.indexer.stop(left())
         self.writer.stop(left())
         self.acks.stop(left())
+
+    def _drain(self, left: Callable[[], float]) -> None:
+        """Index what is queued while time is left, unless the writer is held up (disk full): then
+        nothing more can be committed, and the next start's reconcile redoes what is left."""
+        while not self.work.wait_idle(min(0.25, left())):
+            if self.writer.stalled is not None:
+                break
+            if left() <= 0:
+                log.warning("drain_timeout", queued=self.work.depth())
+                return
+        if self.writer.stalled is not None:
+            log.warning("drain_skipped", reason=self.writer.stalled, queued=self.work.depth() + self.writer.depth())
+            return
+        try:
+            self.writer.flush(max(0.05, left()))
+        except Exception as exc:
+            log.warning("drain_flush_failed", error=str(exc))
 
     # -- roots and reconcile --------------------------------------------------------------
     def attach(self, agency_id: str, root: str, path: Path, rules: IgnoreRules) -> None:
@@ -143,7 +155,7 @@ class IndexPipeline:
             return
 
         def changes() -> Iterable[FileChange]:
-            self.writer.flush()  # what the index holds, including jobs already on their way
+            self._wait_for_writer()  # what the index holds, including jobs already on their way
             conn = open_db(self.db_path, migrate=False)
             try:
                 known = AgencyStore(conn, agency_id).known_files(root)
@@ -152,6 +164,18 @@ class IndexPipeline:
             return reconcile(agency_id, root, entry.path, entry.rules, known)
 
         self.crawler.schedule(agency_id, root, changes)
+
+    def _wait_for_writer(self) -> None:
+        """Flush the writer; while it holds a write for a full disk, keep waiting (a reconcile given
+        up here would leave the changes made while nobody watched unindexed until the next start)."""
+        while True:
+            try:
+                self.writer.flush()
+                return
+            except TimeoutError:
+                if self.writer.stalled is None or not self.writer.alive():
+                    raise
+                log.warning("reconcile_waits_for_writer", reason=self.writer.stalled)
 
     # -- state ----------------------------------------------------------------------------
     def idle(self) -> bool:

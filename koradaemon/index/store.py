@@ -51,6 +51,10 @@ def discard_deferred(conn: apsw.Connection) -> None:
     _DEFERRED.pop(conn, None)
 
 
+# Skip reasons that describe the database's trouble, not the file's (see known_files).
+TRANSIENT_SKIPS = frozenset({"error:FullError", "error:IOError", "error:BusyError", "error:ReadOnlyError"})
+
+
 @dataclass(frozen=True, slots=True)
 class DocRow:
     id: int
@@ -96,9 +100,15 @@ class AgencyStore:
         return DocRow(*row) if row else None
 
     def known_files(self, root: str) -> dict[str, tuple[int, int]]:
-        """Indexed paths (``os.fsdecode`` form, as a crawl of the disk yields them) → (size, mtime_ns)."""
+        """Indexed paths (``os.fsdecode`` form, as a crawl of the disk yields them) → (size, mtime_ns).
+
+        A file skipped for a passing database error (recorded so by earlier versions: a full disk,
+        an I/O error, a busy lock) is given mtime -1, so the reconcile crawl offers it again.
+        """
         rows = self.conn.execute(
-            "SELECT path, size, mtime_ns FROM documents WHERE agency_id = ? AND root = ?", (self.agency_id, root)
+            "SELECT path, size, CASE WHEN skipped IN (" + ", ".join("?" * len(TRANSIENT_SKIPS)) + ")"
+            " THEN -1 ELSE mtime_ns END FROM documents WHERE agency_id = ? AND root = ?",
+            (*sorted(TRANSIENT_SKIPS), self.agency_id, root),
         )
         return {fs_name(path): (size, mtime) for path, size, mtime in rows}
 

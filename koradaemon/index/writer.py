@@ -3,6 +3,10 @@
 Live changes commit one file per transaction so they are searchable at once;
 bulk work (start-up crawl, rescans) is batched many files per transaction.
 Each job runs in its own savepoint, so one bad file never spoils a batch.
+
+A write the database refuses for a reason outside the data (a full disk, an I/O error, another
+connection holding the lock) is held and retried until it goes through: status and the log say
+why (``stalled``), nothing is skipped, and the queue behind it waits (back-pressure).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import apsw
 import structlog
 
 from . import outbox
-from .db import fine_busy_handler, immediate, open_db
+from .db import BUSY_TIMEOUT_MS, fine_busy_handler, immediate, open_db
+from .held import Dropped, WriteHolder
 from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
 from .names import shown_name
 from .store import AgencyStore, discard_deferred, flush_deferred, optimize_fts
@@ -77,6 +82,7 @@ class Writer:
         optimize_idle_s: float = 30.0,
         queue_max: int = 64,
         is_ignored: Callable[[str, str, str], bool] | None = None,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     ) -> None:
         self.db_path = db_path
         self.is_ignored = is_ignored
@@ -84,6 +90,7 @@ class Writer:
         self.batch_files = batch_files
         self.batch_bytes = batch_bytes
         self.optimize_idle_s = optimize_idle_s
+        self.busy_timeout_ms = busy_timeout_ms
         self._q: queue.Queue[Job | None] = queue.Queue(maxsize=queue_max)
         self._thread = threading.Thread(target=self._run, name="kora-writer", daemon=True)
         self._pending: Job | None = None
@@ -95,7 +102,9 @@ class Writer:
         self.counters: Counter[str] = Counter()
         self.last_commit: float | None = None
         self._dirty_since_optimize = False
+        self._optimize_not_before = 0.0
         self._bulk_dirty = False
+        self._holder = WriteHolder(self.counters)
 
     # -- public -----------------------------------------------------------------
     def start(self) -> None:
@@ -137,6 +146,11 @@ class Writer:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def stalled(self) -> str | None:
+        """Why a write is being held and retried ("disk full: ..."), or None."""
+        return self._holder.stalled
+
     def depth(self) -> int:
         """Jobs submitted and not yet committed (and handed on)."""
         return self._outstanding
@@ -153,7 +167,13 @@ class Writer:
     def flush(self, timeout: float = 60.0) -> None:
         self.call(lambda conn: None, timeout)
 
+    def stopping(self) -> None:
+        """The daemon is stopping: a write held up by a full disk or a lock is dropped instead of
+        retried (it was never committed nor acknowledged; the next start's reconcile redoes it)."""
+        self._holder.stopping.set()
+
     def stop(self, timeout: float = 10.0) -> None:
+        self._holder.stopping.set()
         if not self._thread.is_alive():
             return
         try:
@@ -181,7 +201,7 @@ class Writer:
         except Exception as exc:  # the thread ends; alive() says so and producers get WriterStopped
             log.error("writer_cannot_start", error=str(exc))
             return
-        fine_busy_handler(conn)
+        fine_busy_handler(conn, self.busy_timeout_ms)
         idle_since = time.monotonic()
         try:
             while True:
@@ -316,19 +336,7 @@ class Writer:
         """One job in its own transaction with its audit record; a failure costs only this job."""
         store = AgencyStore(conn, job.agency_id)  # type: ignore[union-attr]
         try:
-            for attempt in range(3):
-                try:
-                    discard_deferred(conn)
-                    with immediate(conn):
-                        result = self._dispatch(store, job)
-                        done = [result] if result is not None else []
-                        _to_outbox(conn, done)
-                    return done
-                except apsw.BusyError:
-                    if attempt == 2:
-                        raise
-                    self.counters["busy_retries"] += 1
-                    time.sleep(0.05 * (attempt + 1))
+            return self._transaction(conn, job, lambda: _listed(self._dispatch(store, job)))
         except SkipFile as skip:
             return self._skip_alone(conn, store, job, skip.reason)
         except Exception as exc:
@@ -336,18 +344,26 @@ class Writer:
             log.warning("writer_job_failed", job=type(job).__name__, path=_job_path(job),
                         error=f"{type(exc).__name__}: {exc}")
             return self._skip_alone(conn, store, job, f"error:{type(exc).__name__}")
-        return []
+
+    def _transaction(self, conn: apsw.Connection, job: Job, body: Callable[[], list[Applied]]) -> list[Applied]:
+        """``body`` and its audit records in one transaction, held through a full disk or a busy lock
+        (see held.py); a write dropped at stop is ``[]``."""
+        def with_outbox() -> list[Applied]:
+            done = body()
+            _to_outbox(conn, done)
+            return done
+
+        try:
+            return self._holder.run(conn, _job_path(job), with_outbox)
+        except Dropped:
+            return []
 
     def _skip_alone(self, conn: apsw.Connection, store: AgencyStore, job: Job, reason: str) -> list[Applied]:
         """Remember a file that could not be indexed (with its reason and audit record); other jobs: nothing."""
         if not isinstance(job, IndexJob):
             return []
         try:
-            discard_deferred(conn)
-            with immediate(conn):
-                done = [self._record_skip(store, job, reason)]
-                _to_outbox(conn, done)
-            return done
+            return self._transaction(conn, job, lambda: [self._record_skip(store, job, reason)])
         except Exception as exc:
             self.counters["job_errors"] += 1
             log.error("writer_skip_failed", path=_job_path(job), reason=reason, error=f"{type(exc).__name__}: {exc}")
@@ -425,18 +441,22 @@ class Writer:
             log.warning("wal_checkpoint_failed", error=str(exc))
             return
         finally:
-            fine_busy_handler(conn)
+            fine_busy_handler(conn, self.busy_timeout_ms)
         self.counters["checkpoints"] += 1
         if row is not None and row[0]:
             self._bulk_dirty = True  # a reader held it back: try again at the next quiet moment
 
     def _idle_optimize(self, conn: apsw.Connection) -> None:
-        if not self._dirty_since_optimize:
-            return
-        self._dirty_since_optimize = False
+        """Merge the FTS segments written since the last merge (a failure is tried again one
+        ``optimize_idle_s`` later, not at every idle tick)."""
         t0 = time.monotonic()
+        if not self._dirty_since_optimize or t0 < self._optimize_not_before:
+            return
+        self._optimize_not_before = t0 + self.optimize_idle_s
         with immediate(conn):
             optimize_fts(conn)
+        self._dirty_since_optimize = False
+        self.counters["optimizations"] += 1
         self._checkpoint(conn)
         log.info("fts_optimized", seconds=round(time.monotonic() - t0, 3))
 
@@ -459,6 +479,10 @@ def _held_bytes(job: Job | None) -> int:
     if isinstance(job, IndexJob) and isinstance(job.chunks, list):
         return job.nbytes
     return 0
+
+
+def _listed(result: Applied | None) -> list[Applied]:
+    return [result] if result is not None else []
 
 
 def _keep(applied: list[Applied], result: Applied | None) -> None:

@@ -90,7 +90,7 @@ def backup_copy(db: Path, dest: Path) -> None:
         finally:
             src.close()
     except apsw.Error as exc:
-        raise SnapshotError(f"cannot copy database {db.name} consistently: {exc}") from None
+        raise SnapshotError(f"cannot copy database {db.name} consistently: {exc}") from exc  # a full disk shows
     finally:
         _restore_owner(db, st, before)
     os.chmod(dest, st.st_mode & 0o777)

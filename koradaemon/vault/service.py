@@ -23,12 +23,17 @@ from ..config_model import AgentConfig, Config, VaultConfig
 from ..confine import ensure_dirs, resolve_client_path
 from ..errors import LockdownError, SnapshotError, UsageError
 from ..events import EventBus
+from ..ioerrors import describe_io_error, is_io_error
 
 if TYPE_CHECKING:
     from .keys import KeyHolder
     from .snapshots import SnapshotStore
 
 log = structlog.get_logger(__name__)
+
+RETRY_FIRST_S = 1.0  # a snapshot that failed for a full disk is tried again after this, doubling ...
+RETRY_MAX_S = 60.0  # ... up to this, until it is taken
+_WAKE = ("", "")  # queued to make the worker start timing a retry (a failure on a control thread)
 
 AuditFn = Callable[[str, str, dict[str, Any]], object]
 StateDirsFn = Callable[[str], "tuple[str, ...] | None"]  # agency_id -> its state dirs (None: unknown agency)
@@ -58,6 +63,9 @@ class SnapshotService:
         self._thread = threading.Thread(target=self._run, name="kora-snapshots", daemon=True)
         self._last: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self.stalled: str | None = None  # why the last snapshot failed when it was I/O ("disk full: ..."), or None
+        self._retry: dict[str, str] = {}  # agency -> trigger of a snapshot that failed for I/O, tried again
+        self._retry_delay = RETRY_FIRST_S
         self.store: SnapshotStore | None = None
         self.keys: KeyHolder | None = None
         self.agent_health: Callable[[], dict[str, object]] | None = None  # set by the supervisor's builder
@@ -111,10 +119,17 @@ class SnapshotService:
 
     def _run(self) -> None:
         while True:
-            item = self._q.get()
+            try:
+                item = self._q.get(timeout=self._retry_delay if self._retry else None)
+            except queue.Empty:  # space may be back: take the snapshots that failed for lack of it
+                self._retry_delay = min(RETRY_MAX_S, self._retry_delay * 2)
+                for agency_id, trigger in list(self._retry.items()):
+                    self._take(agency_id, trigger)
+                continue
             if item is None:
                 return
-            self._take(*item)
+            if item != _WAKE:
+                self._take(*item)
 
     # -- operations ---------------------------------------------------------------------
     def _sources(self, agency_id: str) -> dict[str, Path]:
@@ -132,10 +147,27 @@ class SnapshotService:
         try:
             return self.create_now(agency_id, trigger)
         except LockdownError:
+            self._retry.pop(agency_id, None)
             log.warning("snapshot_skipped", agency_id=agency_id, trigger=trigger, reason="lockdown")
         except Exception as exc:
-            log.error("snapshot_failed", agency_id=agency_id, trigger=trigger, error=str(exc))
+            if not is_io_error(exc):  # an I/O failure was reported and will be retried (_io_failed)
+                self._retry.pop(agency_id, None)
+                log.error("snapshot_failed", agency_id=agency_id, trigger=trigger, error=str(exc))
         return None
+
+    def _io_failed(self, agency_id: str, trigger: str, exc: BaseException) -> SnapshotError:
+        """A snapshot that failed for a full disk or an I/O error: nothing was kept of it (a snapshot
+        is complete or absent); say so, and take it again later until it goes through."""
+        reason = describe_io_error(exc, where=False)  # daemon-wide in status: no agency's path in it
+        if agency_id not in self._retry:
+            self._retry_delay = RETRY_FIRST_S
+        self._retry[agency_id] = trigger
+        self.stalled = reason
+        self._q.put(_WAKE)
+        log.error("snapshot_failed", agency_id=agency_id, trigger=trigger, reason=reason,
+                  action="no partial snapshot kept; taken again automatically when space returns")
+        return SnapshotError(f"snapshot of {agency_id!r} failed: {reason}",
+                             hint="it is taken again automatically once space returns")
 
     def _store(self) -> SnapshotStore:
         if self.store is None:
@@ -149,8 +181,17 @@ class SnapshotService:
         t0 = time.monotonic()
         health = self.agent_health
         agent = health() if health is not None and agency_id == self.agent.agency_id else None
-        info = store.create(agency_id, sources, trigger=trigger,
-                            extra_state={"state_dirs": list(self._state_dirs(agency_id) or ())}, agent=agent)
+        try:
+            info = store.create(agency_id, sources, trigger=trigger,
+                                extra_state={"state_dirs": list(self._state_dirs(agency_id) or ())}, agent=agent)
+        except Exception as exc:
+            if is_io_error(exc):
+                raise self._io_failed(agency_id, trigger, exc) from exc
+            raise
+        self._retry.pop(agency_id, None)
+        if self.stalled is not None and not self._retry:
+            log.warning("snapshots_resumed", was=self.stalled)
+            self.stalled = None
         out = _info_dict(info)
         if self._on_taken is not None:
             self._on_taken(agency_id)
