@@ -46,7 +46,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-@pytest.mark.timeout(600)  # its fixture builds a wheel and installs it with its dependencies: minutes on a loaded machine
+@pytest.mark.timeout(600)  # the fixture builds and installs a wheel with its dependencies: minutes under load
 def test_wheel_init_run_search(installed: Path, tmp_path: Path) -> None:
     kd = str(installed / "bin" / "koradaemon")
     env = {"PATH": f"{installed / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8"}
