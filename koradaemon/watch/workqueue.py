@@ -78,7 +78,8 @@ class WorkQueue:
         slot = self._open.get(key)
         if slot is not None and slot.change is not None:
             old = slot.change
-            slot.change = FileChange(change.kind, old.agency_id, old.root, old.path, None, old.bulk and change.bulk)
+            slot.change = FileChange(change.kind, old.agency_id, old.root, old.path, None, old.bulk and change.bulk,
+                                     change.size or old.size, old.queued)  # waited since the first arrival
             self.coalesced += 1
             return True
         return self._append(change, key)
@@ -90,11 +91,13 @@ class WorkQueue:
         slot = self._open.get(src)
         if slot is not None and slot.change is not None:
             if slot.change.kind is ChangeKind.INDEX:
-                slot.change = FileChange(ChangeKind.DELETE, change.agency_id, change.root, change.path)
+                slot.change = FileChange(ChangeKind.DELETE, change.agency_id, change.root, change.path,
+                                         queued=slot.change.queued)
             self.coalesced += 1
             self._open.pop(src, None)
             self._open.pop(dst, None)
-            index = FileChange(ChangeKind.INDEX, change.agency_id, change.root, change.dest_path, None, change.bulk)
+            index = FileChange(ChangeKind.INDEX, change.agency_id, change.root, change.dest_path, None, change.bulk,
+                               queued=change.queued)
             return self._append(index, dst)
         self._open.pop(src, None)
         self._open.pop(dst, None)
@@ -221,6 +224,29 @@ class WorkQueue:
     # -- introspection -----------------------------------------------------------------------
     def depth(self) -> int:
         return self._depth
+
+    def pending(self, agency_id: str) -> dict[str, int]:
+        """One agency's share of the queue: changes queued, being worked on, and of those the ones a
+        crawl queued (``crawl``; files to index with their bytes) and rescans asked for.
+        O(depth); for ``status`` and ``search``, not the hot path."""
+        out = {"queued": 0, "in_flight": 0, "crawl": 0, "crawl_files": 0, "crawl_bytes": 0, "rescans": 0}
+        with self._cond:
+            if not self._depth and not self._taken:
+                return out
+            changes = [(slot.change, "queued") for slot in self._order]
+            changes += [(c, "in_flight") for c in self._taken.values()]
+        for change, where in changes:
+            if change is None or change.agency_id != agency_id:
+                continue
+            out[where] += 1
+            if change.kind is ChangeKind.RESCAN:
+                out["rescans"] += 1
+            elif change.bulk:
+                out["crawl"] += 1
+                if change.kind is ChangeKind.INDEX:
+                    out["crawl_files"] += 1
+                    out["crawl_bytes"] += change.size
+        return out
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
