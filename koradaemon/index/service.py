@@ -164,9 +164,7 @@ class IndexPipeline:
 
     def note_initial_sync(self) -> None:
         """From the main loop: note when each agency's initial sync, and the daemon's, is complete."""
-        for agency_id in self.crawler.agencies():
-            if self.sync.initial(agency_id) is None:
-                self.sync.state(agency_id)
+        self.sync.poll()
         if self.initial_sync is None and self.idle():
             seconds = (self.writer.last_commit or time.monotonic()) - self.started_mono
             nbytes = self.writer.counters.get("bytes", 0)

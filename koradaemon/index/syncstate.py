@@ -49,6 +49,16 @@ class SyncTracker:
         ``seconds``, ``mb_per_s``."""
         return self._initial.get(agency_id)
 
+    def poll(self) -> None:
+        """From the daemon's main loop: look at every sync not seen complete yet, so that the moment
+        its last change reached the writer is taken soon after it happened (a late first look waits
+        for other agencies' jobs too: never wrong, only slower to say complete)."""
+        for agency_id in self.crawler.agencies():
+            sync = self.crawler.sync(agency_id)
+            ended = self._ended.get(agency_id)
+            if sync is not None and (ended is None or ended[0] != sync["started"]):
+                self.state(agency_id)
+
     def incomplete(self, agency_id: str) -> bool:
         return bool(self.state(agency_id)["incomplete"])
 
@@ -63,6 +73,8 @@ class SyncTracker:
             if walking or pending["crawl"] or pending["rescans"]:
                 self._marks.pop(agency_id, None)
                 waiting = True
+            elif not sync["found"] and not sync["deletes"]:
+                waiting = False  # the walk queued nothing: nothing to wait for
             else:
                 mark = self._marks.get(agency_id)
                 if mark is None or mark[0] != started:  # every job of this sync is with the writer by now
