@@ -19,6 +19,11 @@ def _mb(n: Any) -> str:
     return f"{(n or 0) / 1e6:.1f} MB"
 
 
+def _ms(v: Any) -> str:
+    v = float(v or 0)
+    return f"{v:.1f} ms" if v < 10 else f"{v:.0f} ms"
+
+
 def _sync_line(sync: dict[str, Any]) -> str | None:
     """The agency's current (or last) sync: found / done, bytes, rate and ETA."""
     if not sync or sync.get("kind") is None:
@@ -28,10 +33,10 @@ def _sync_line(sync: dict[str, Any]) -> str | None:
     found = f"{sync.get('found', 0)}" + ("" if walk else "+")
     line = (f"  {name}: {sync.get('state')}; {sync.get('done', 0)}/{found} files, "
             f"{_mb(sync.get('bytes_done'))}/{_mb(sync.get('bytes_found'))}{'' if walk else '+'}, "
-            f"{sync.get('mb_per_s', 0)} MB/s, {sync.get('seconds', 0)} s")
+            f"{sync.get('mb_per_s', 0)} MB/s, {float(sync.get('seconds') or 0):.1f} s")
     if sync.get("incomplete"):
         eta = sync.get("eta_s")
-        line += ", ETA " + ("unknown" if eta is None else f"{'at least ' if not walk else ''}{eta} s")
+        line += ", ETA " + ("unknown" if eta is None else f"{'at least ' if not walk else ''}{float(eta):.0f} s")
         if not walk:
             line += " (the walk is still finding files)"
     return line
@@ -42,7 +47,7 @@ def _latency_line(lat: dict[str, Any]) -> str | None:
     for phase in ("live", "crawl"):
         p = (lat or {}).get(phase) or {}
         if p.get("window"):
-            parts.append(f"{phase} p50 {p.get('p50_ms')} ms, p99 {p.get('p99_ms')} ms (last {p.get('window')})")
+            parts.append(f"{phase} p50 {_ms(p.get('p50_ms'))}, p99 {_ms(p.get('p99_ms'))} (last {p.get('window')})")
     return "  queued → searchable: " + "; ".join(parts) if parts else None
 
 
