@@ -21,10 +21,13 @@ from typing import Any, Protocol
 
 
 class _Crawler(Protocol):
+    def agencies(self) -> list[str]: ...
     def sync(self, agency_id: str) -> dict[str, Any] | None: ...
 
 
 class _Work(Protocol):
+    overflow_rescans: int
+
     def pending(self, agency_id: str) -> dict[str, int]: ...
 
 
@@ -41,7 +44,8 @@ class SyncTracker:
         self.writer = writer
         self._lock = threading.Lock()
         self._marks: dict[str, tuple[float, int]] = {}  # agency -> (its sync's start, writer jobs to wait for)
-        self._ended: dict[str, tuple[float, float]] = {}  # agency -> (its sync's start, when it was complete)
+        # agency -> (its sync's start, when it was complete, the queue's overflow count then)
+        self._ended: dict[str, tuple[float, float, int]] = {}
         self._initial: dict[str, dict[str, Any]] = {}  # agency -> its initial sync's totals
 
     def initial(self, agency_id: str) -> dict[str, Any] | None:
@@ -56,7 +60,8 @@ class SyncTracker:
         for agency_id in self.crawler.agencies():
             sync = self.crawler.sync(agency_id)
             ended = self._ended.get(agency_id)
-            if sync is not None and (ended is None or ended[0] != sync["started"]):
+            if sync is not None and (ended is None or ended[0] != sync["started"]
+                                     or ended[2] != self.work.overflow_rescans):
                 self.state(agency_id)
 
     def incomplete(self, agency_id: str) -> bool:
@@ -66,9 +71,14 @@ class SyncTracker:
         sync = self.crawler.sync(agency_id)
         if sync is None:
             return {"kind": None, "state": "none", "incomplete": False, "walk_done": True}
-        pending = self.work.pending(agency_id)
         started: float = sync["started"]
         walking = sync["walked"] is None
+        ended = self._ended.get(agency_id)
+        if ended is not None and ended[0] == started and ended[2] == self.work.overflow_rescans:
+            # complete, and no change was dropped since: nothing of this sync can be pending (no queue pass)
+            return self._figures(agency_id, sync, _NOTHING, waiting=False, end=ended[1])
+        pending = self.work.pending(agency_id)
+        overflows = self.work.overflow_rescans
         with self._lock:
             if walking or pending["crawl"] or pending["rescans"]:
                 self._marks.pop(agency_id, None)
@@ -80,20 +90,23 @@ class SyncTracker:
                 if mark is None or mark[0] != started:  # every job of this sync is with the writer by now
                     mark = self._marks[agency_id] = (started, self.writer.submitted)
                 waiting = self.writer.finished < mark[1]
-            now = time.monotonic()
-            ended = self._ended.get(agency_id)
-            if waiting:
-                end = None
-            elif ended is not None and ended[0] == started:
-                end = ended[1]
-            else:
-                last = self.writer.last_commit or 0.0
-                end = min(now, max(sync["walked"], last))
-                self._ended[agency_id] = (started, end)
+            end = None
+            if not waiting:
+                ended = self._ended.get(agency_id)
+                if ended is not None and ended[0] == started:
+                    end = ended[1]
+                else:
+                    end = min(time.monotonic(), max(sync["walked"], self.writer.last_commit or 0.0))
+                self._ended[agency_id] = (started, end, overflows)
+        return self._figures(agency_id, sync, pending, waiting=waiting, end=end)
+
+    def _figures(self, agency_id: str, sync: dict[str, Any], pending: dict[str, int], *, waiting: bool,
+                 end: float | None) -> dict[str, Any]:
+        walking = sync["walked"] is None
         found, found_bytes = sync["found"], sync["found_bytes"]
         done = max(0, found - pending["crawl_files"])
         done_bytes = max(0, found_bytes - pending["crawl_bytes"])
-        seconds = max(1e-6, (end if end is not None else now) - started)
+        seconds = max(1e-6, (end if end is not None else time.monotonic()) - sync["started"])
         out = {"kind": sync["kind"], "incomplete": waiting, "walk_done": not walking,
                "state": "walking" if walking else "indexing" if pending["crawl"] or pending["rescans"]
                else "committing" if waiting else "done",
@@ -106,6 +119,9 @@ class SyncTracker:
             self._initial[agency_id] = {"files": found, "bytes": found_bytes, "seconds": out["seconds"],
                                         "mb_per_s": out["mb_per_s"]}
         return out
+
+
+_NOTHING = {"queued": 0, "in_flight": 0, "crawl": 0, "crawl_files": 0, "crawl_bytes": 0, "rescans": 0}
 
 
 def _eta(files_left: int, bytes_left: int, files_done: int, bytes_done: int, seconds: float) -> float | None:
