@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from array import array
 
-WINDOW = 512
+WINDOW = 512  # a power of two: the slot is ``n & (WINDOW - 1)``
 PHASES = ("crawl", "live")
+_MASK = WINDOW - 1
 
 
 class _Ring:
@@ -24,10 +25,6 @@ class _Ring:
     def __init__(self) -> None:
         self.values = array("d", bytes(8 * WINDOW))
         self.n = 0  # figures added so far (the ring holds the last WINDOW of them)
-
-    def add(self, seconds: float) -> None:
-        self.values[self.n % WINDOW] = seconds
-        self.n += 1
 
     def recent(self) -> list[float]:
         return list(self.values[:min(self.n, WINDOW)])
@@ -41,7 +38,10 @@ class LatencyWindow:
         rings = self._rings.get(agency_id)
         if rings is None:
             rings = self._rings[agency_id] = (_Ring(), _Ring())
-        rings[0 if crawl else 1].add(max(0.0, seconds))
+        ring = rings[0] if crawl else rings[1]
+        n = ring.n
+        ring.values[n & _MASK] = seconds  # monotonic clock differences: never negative
+        ring.n = n + 1
 
     def summary(self, agency_id: str | None = None) -> dict[str, dict[str, float]]:
         """``{"crawl": {...}, "live": {...}}`` with ``count`` (all-time), ``window`` and ``p50_ms`` /

@@ -29,6 +29,7 @@ class _Work(Protocol):
     overflow_rescans: int
 
     def pending(self, agency_id: str) -> dict[str, int]: ...
+    def crawl_pending(self, agency_id: str) -> bool: ...
 
 
 class _Writer(Protocol):
@@ -65,7 +66,17 @@ class SyncTracker:
                 self.state(agency_id)
 
     def incomplete(self, agency_id: str) -> bool:
-        return bool(self.state(agency_id)["incomplete"])
+        """:meth:`state`'s ``incomplete`` for ``search``: without a pass over the whole queue (it stops at
+        the agency's first crawl change), and none at all once the sync is complete."""
+        sync = self.crawler.sync(agency_id)
+        if sync is None:
+            return False
+        ended = self._ended.get(agency_id)
+        if ended is not None and ended[0] == sync["started"] and ended[2] == self.work.overflow_rescans:
+            return False
+        if sync["walked"] is None or self.work.crawl_pending(agency_id):
+            return True
+        return bool(self.state(agency_id)["incomplete"])  # the writer's share: decided (and noted) there
 
     def state(self, agency_id: str) -> dict[str, Any]:
         sync = self.crawler.sync(agency_id)

@@ -54,6 +54,7 @@ class WorkQueue:
         self._busy_roots: collections.Counter[tuple[str, str]] = collections.Counter()
         self._busy_trees: collections.Counter[tuple[str, str]] = collections.Counter()
         self._taken: dict[int, FileChange] = {}
+        self._rescans: collections.Counter[str] = collections.Counter()  # per agency: RESCANs queued
         self._stopped = False
         self.coalesced = 0
         self.overflow_rescans = 0
@@ -110,6 +111,7 @@ class WorkQueue:
             self.coalesced += 1
             return True
         slot = _Slot(change)  # no sealing: a crawl request is not ordered against file changes
+        self._rescans[change.agency_id] += 1
         self._order.append(slot)
         self._open[key] = slot
         self._depth += 1
@@ -167,6 +169,8 @@ class WorkQueue:
             del self._order[i]
             slot.change = None
             self._depth -= 1
+            if change.kind is ChangeKind.RESCAN:
+                _bump(self._rescans, change.agency_id, -1)
             key = (change.agency_id, change.root, change.path)
             if self._open.get(key) is slot:
                 del self._open[key]
@@ -228,13 +232,14 @@ class WorkQueue:
     def pending(self, agency_id: str) -> dict[str, int]:
         """One agency's share of the queue: changes queued, being worked on, and of those the ones a
         crawl queued (``crawl``; files to index with their bytes) and rescans asked for.
-        O(depth); for ``status`` and ``search``, not the hot path."""
+        O(depth); for ``status``, not the hot path."""
         out = {"queued": 0, "in_flight": 0, "crawl": 0, "crawl_files": 0, "crawl_bytes": 0, "rescans": 0}
         with self._cond:
             if not self._depth and not self._taken:
                 return out
-            changes = [(slot.change, "queued") for slot in self._order]
-            changes += [(c, "in_flight") for c in self._taken.values()]
+            queued = [slot.change for slot in self._order]  # under the lock: none seen twice or missed
+            taken = list(self._taken.values())
+        changes = [(c, "queued") for c in queued] + [(c, "in_flight") for c in taken]
         for change, where in changes:
             if change is None or change.agency_id != agency_id:
                 continue
@@ -247,6 +252,17 @@ class WorkQueue:
                     out["crawl_files"] += 1
                     out["crawl_bytes"] += change.size
         return out
+
+    def crawl_pending(self, agency_id: str) -> bool:
+        """A rescan of the agency, or a change a crawl queued for it, is queued or being worked on
+        (what ``search`` asks: stops at the first one found)."""
+        with self._cond:
+            if self._rescans.get(agency_id):
+                return True
+            if any(c.bulk and c.agency_id == agency_id for c in self._taken.values()):
+                return True
+            return any((c := slot.change) is not None and c.bulk and c.agency_id == agency_id
+                       for slot in self._order)
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
