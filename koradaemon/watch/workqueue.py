@@ -237,13 +237,11 @@ class WorkQueue:
         with self._cond:
             if not self._depth and not self._taken:
                 return out
-            queued = [slot.change for slot in self._order]  # under the lock: none seen twice or missed
-            taken = list(self._taken.values())
-        changes = [(c, "queued") for c in queued] + [(c, "in_flight") for c in taken]
-        for change, where in changes:
-            if change is None or change.agency_id != agency_id:
-                continue
-            out[where] += 1
+            # under the lock: no change is seen twice or missed while it moves to a worker
+            queued = [c for slot in self._order if (c := slot.change) is not None and c.agency_id == agency_id]
+            taken = [c for c in self._taken.values() if c.agency_id == agency_id]
+        out["queued"], out["in_flight"] = len(queued), len(taken)
+        for change in queued + taken:
             if change.kind is ChangeKind.RESCAN:
                 out["rescans"] += 1
             elif change.bulk:
