@@ -19,6 +19,10 @@ import threading
 import time
 from typing import Any, Protocol
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 
 class _Crawler(Protocol):
     def agencies(self) -> list[str]: ...
@@ -63,7 +67,10 @@ class SyncTracker:
             ended = self._ended.get(agency_id)
             if sync is not None and (ended is None or ended[0] != sync["started"]
                                      or ended[2] != self.work.overflow_rescans):
-                self.state(agency_id)
+                try:
+                    self.state(agency_id)
+                except Exception:  # the main loop goes on: status computes the same again when asked
+                    log.exception("sync_state_failed", agency_id=agency_id)
 
     def incomplete(self, agency_id: str) -> bool:
         """:meth:`state`'s ``incomplete`` for ``search``: without a pass over the whole queue (it stops at
