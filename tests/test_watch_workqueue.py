@@ -116,3 +116,40 @@ def test_stop_wakes_a_blocked_consumer_and_wait_idle() -> None:
     q.stop()
     t.join(5)
     assert not t.is_alive() and result == [None]
+
+
+def test_pending_counts_one_agencys_crawl_changes_rescans_and_waits() -> None:
+    q = WorkQueue()
+    crawl = [FileChange(K.INDEX, "a1", "r", p, None, True, size) for p, size in (("x", 10), ("y", 5), ("z", 7))]
+    for c in (*crawl, FileChange(K.DELETE, "a1", "r", "gone", None, True), ch(K.INDEX, "live"),
+              FileChange.rescan("a1", "r"), FileChange(K.INDEX, "other", "r", "x", None, True, 99),
+              ch(K.INDEX, "late")):
+        q.put(c)
+    assert q.pending("a1") == {"queued": 7, "in_flight": 0, "crawl": 4, "crawl_files": 3, "crawl_bytes": 22,
+                               "rescans": 1}
+    assert q.pending("nobody") == {"queued": 0, "in_flight": 0, "crawl": 0, "crawl_files": 0, "crawl_bytes": 0,
+                                   "rescans": 0}
+    q.put(ch(K.INDEX, "y"))  # a live event for a crawled file: one slot, no longer a crawl change
+    first = q.get(timeout=0)  # x, being worked on
+    assert first is not None and first.path == "x"
+    assert q.pending("a1") == {"queued": 6, "in_flight": 1, "crawl": 3, "crawl_files": 2, "crawl_bytes": 17,
+                               "rescans": 1}
+    q.task_done()
+    assert q.crawl_pending("a1") and q.crawl_pending("other") and not q.crawl_pending("nobody")
+    while (c := q.get(timeout=0)) is not None:
+        q.task_done()
+        if c.agency_id == "a1" and c.kind is K.RESCAN:
+            break
+    assert q.pending("a1") == {"queued": 1, "in_flight": 0, "crawl": 0, "crawl_files": 0, "crawl_bytes": 0,
+                               "rescans": 0}, "only a live change is left"
+    assert not q.crawl_pending("a1") and q.crawl_pending("other")
+
+
+def test_a_coalesced_change_keeps_its_first_queue_time() -> None:
+    q = WorkQueue()
+    first = ch(K.INDEX, "a")
+    q.put(first)
+    q.put(ch(K.INDEX, "a"))
+    q.put(ch(K.DELETE, "a"))
+    got = q.get(timeout=0)
+    assert got is not None and got.kind is K.DELETE and got.queued == first.queued

@@ -91,13 +91,17 @@ def status_all(cfg: Config) -> dict[str, Any]:
 
 
 def _status(cfg: Config, agencies: list[str]) -> dict[str, Any]:
+    from ..index.disksize import index_files, index_size
     from ..index.store import AgencyStore
 
     def read(conn: apsw.Connection) -> dict[str, Any]:
         locked = _locked(conn)
         out = {a: {**AgencyStore(conn, a).stats(), "locked": a in locked, "lockdown": locked.get(a)}
                for a in agencies}
-        return {"running": False, "agencies": out, "lockdowns": sorted(a for a in locked if a in agencies)}
+        files = index_files(cfg.path(cfg.index.database),
+                            cfg.path(cfg.vectors.database) if cfg.vectors.enabled else None)
+        return {"running": False, "agencies": out, "lockdowns": sorted(a for a in locked if a in agencies),
+                "index_size": index_size(files)}
 
     return dict(_with_db(cfg, read))
 

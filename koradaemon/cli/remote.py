@@ -231,6 +231,10 @@ def _merge_status(per_agency: dict[str, dict[str, Any]]) -> dict[str, Any]:
             merged = {**st, "agencies": {}, "lockdowns": []}
         merged["agencies"].update(st.get("agencies", {}))
         merged["lockdowns"] = sorted(set(merged["lockdowns"]) | set(st.get("lockdowns", [])))
+        merged["incomplete"] = any(bool(a.get("incomplete")) for a in merged["agencies"].values())
+        queues = [a.get("queue") or {} for a in merged["agencies"].values()]
+        merged["queue"] = {**(merged.get("queue") or {}), "depth": sum(q.get("depth", 0) for q in queues),
+                           "in_flight": sum(q.get("in_flight", 0) for q in queues)}
         if st.get("agent", {}).get("state") not in ("disabled", None):
             merged["agent"] = st["agent"]
     return merged

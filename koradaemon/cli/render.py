@@ -56,6 +56,9 @@ def render(args: argparse.Namespace, out: dict[str, Any]) -> int:
     if getattr(args, "json", False):
         print_json(result)
         return code
+    if op == "search" and result.get("incomplete"):  # the --json form has the field itself
+        print("note: the index is still syncing (start-up crawl or rescan): results may miss files; "
+              "'koradaemon status' shows the progress", file=sys.stderr, flush=True)
     emit(_human(op, args, result, agency, out["online"]))
     return code
 

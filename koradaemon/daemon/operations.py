@@ -18,10 +18,12 @@ from ..config_model import Config
 from ..confine import ensure_dirs, resolve_client_path
 from ..control.connection import Handler
 from ..control.protocol import Request
+from ..control.server import local_operator
 from ..errors import UsageError
 from ..events import ALL_CATEGORIES, DEFAULT_CATEGORIES, EventBus
 from ..fsutil import atomic_write_bytes as atomic_write
 from ..index.db import open_db
+from ..index.disksize import index_files
 from ..index.lines import line_range
 from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
 from ..index.store import AgencyStore
@@ -104,7 +106,10 @@ class Operations:
 
     # -- ops -------------------------------------------------------------------------
     def status(self, req: Request) -> dict[str, Any]:
-        return full_status(self.d, req.agency_id)
+        # The shared database files are sized only for a caller who can read them anyway.
+        cfg = self.d.cfg
+        files = index_files(self.d.db_path, cfg.path(cfg.vectors.database) if cfg.vectors.enabled else None)
+        return full_status(self.d, req.agency_id, files if local_operator(req.peer) else None)
 
     def search(self, req: Request) -> dict[str, Any]:
         self._runtime(req).check_unlocked()
@@ -117,15 +122,17 @@ class Operations:
         mode = _arg(req.args, "mode", str, "")  # keyword | vector | hybrid (issue 15)
         if mode not in ("", "keyword", "vector", "hybrid"):
             raise UsageError("mode must be keyword, vector or hybrid")
+        incomplete = self.d.pipeline.sync.incomplete(req.agency_id)  # a sync still running: may miss files
         if mode in ("vector", "hybrid") or (not mode and self.d.vectors is not None):
             from ..vectors.search import run_search
 
-            return dict(run_search(self.d.vectors, AgencyStore(self._conn(), req.agency_id), query, limit, mode))
+            found = dict(run_search(self.d.vectors, AgencyStore(self._conn(), req.agency_id), query, limit, mode))
+            return {**found, "incomplete": incomplete}
         if not 0 <= offset <= MAX_OFFSET:
             raise UsageError(f"offset must be between 0 and {MAX_OFFSET}")
         page = AgencyStore(self._conn(), req.agency_id).search_page(
             query, limit, offset, raw=raw, time_limit=self.d.cfg.index.search_time_limit_ms / 1000)
-        out: dict[str, Any] = page.to_dict()
+        out: dict[str, Any] = {**page.to_dict(), "incomplete": incomplete}
         if _arg(req.args, "lines", bool, False):  # exact line ranges for memory references (the MCP server)
             for hit in out["hits"]:
                 hit.update(self._lines(req, hit))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -11,6 +12,7 @@ from ..audit.manager import AuditManager
 from ..control.server import ControlServer
 from ..events import EventBus
 from ..index.db import open_db
+from ..index.disksize import index_size
 from ..index.service import IndexPipeline
 from ..index.store import AgencyStore
 from ..logsetup import log_file_stalled
@@ -68,18 +70,33 @@ def _memory() -> dict[str, float]:
             "sqlite_peak_mb": round(apsw.memory_high_water() / 1e6, 1)}
 
 
+def _progress(src: StatusSources, agency_id: str) -> dict[str, Any]:
+    """The agency's share of the queue, its sync (progress, rate, ETA, incomplete) and its latency."""
+    pipeline = src.pipeline
+    pending = pipeline.work.pending(agency_id)
+    sync = pipeline.sync.state(agency_id)
+    return {"queue": {"depth": pending["queued"], "in_flight": pending["in_flight"]},
+            "sync": sync, "initial_sync": pipeline.sync.initial(agency_id), "incomplete": sync["incomplete"],
+            "latency": pipeline.writer.latency.summary(agency_id)}
+
+
 def agency_status(src: StatusSources, agency_id: str) -> dict[str, Any]:
     runtime = src.agencies.require(agency_id)
-    return {**_db_stats(src, agency_id), **runtime.status(), "audit": src.audit.heads().get(agency_id),
+    return {**_db_stats(src, agency_id), **runtime.status(), **_progress(src, agency_id),
+            "audit": src.audit.heads().get(agency_id),
             "control": {"connections": src.control.slots.agency_count(agency_id),
                         "subscribers": src.events.subscriber_count(agency_id)},
             # the embedding step's state, lag and rate (issue 15)
             "vectors": src.vectors.agency_status(agency_id) if src.vectors is not None else {"state": "disabled"}}
 
 
-def full_status(src: StatusSources, agency_id: str) -> dict[str, Any]:
+def full_status(src: StatusSources, agency_id: str, index_files: Mapping[str, Path] | None = None) -> dict[str, Any]:
     """The status one agency's token may see: its own figures, and daemon-wide health without
-    any other agency's name, path or counts."""
+    any other agency's name, path or counts.
+
+    ``index_files`` (the database files every agency shares) are sized only for a caller who may
+    read them anyway (root or the daemon's user); otherwise ``index_size`` is None.
+    """
     mine = agency_status(src, agency_id)
     threads = src.threads_alive()
     return {
@@ -90,8 +107,11 @@ def full_status(src: StatusSources, agency_id: str) -> dict[str, Any]:
         "ready": src.ready,
         "healthy": all(threads.values()),
         "threads": threads,
-        "queue": {"idle": src.pipeline.idle()},
-        "crawl": mine["crawl"],
+        "queue": {**mine["queue"], "idle": src.pipeline.idle()},  # idle: the whole daemon's, one boolean
+        "crawl": {**mine["crawl"], "sync": mine["sync"], "initial_sync": mine["initial_sync"]},
+        "incomplete": mine["incomplete"],
+        "latency": mine["latency"],
+        "index_size": index_size(index_files) if index_files is not None else None,
         "memory": _memory(),
         "agencies": {agency_id: mine},
         "lockdowns": [agency_id] if mine["locked"] else [],

@@ -65,7 +65,6 @@ class Acknowledger:
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="kora-acks", daemon=True)
-        self.latencies: list[float] = []  # file read → committed, i.e. searchable (seconds), recent ones
         self.acknowledged = 0
         self.duplicates_skipped = 0
         self.audit_failures = 0
@@ -106,12 +105,6 @@ class Acknowledger:
 
     # -- from the writer (never blocks) ------------------------------------------------
     def submit(self, applied: list[Applied]) -> None:
-        now = time.monotonic()
-        for a in applied:
-            if a.type == "index":
-                self.latencies.append(now - a.started)
-        if len(self.latencies) > 4096:
-            del self.latencies[:2048]
         self._submitted += len(applied)
         self._wake.set()
 

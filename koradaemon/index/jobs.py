@@ -27,7 +27,8 @@ class IndexJob:
     skipped: str | None = None
     nbytes: int = 0
     fresh: bool = False  # the indexer saw no row for this path (the writer inserts without a lookup)
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)  # the indexer sets it to when the change was queued
+    crawl: bool = False  # the change came from a crawl (status keeps crawl and live latency apart)
 
 
 @dataclass

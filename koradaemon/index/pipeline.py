@@ -14,7 +14,7 @@ import apsw
 import structlog
 
 from .db import open_db
-from .jobs import DeleteJob, MoveJob
+from .jobs import DeleteJob, IndexJob, MoveJob
 from .prepare import ChunkParams, prepare_index, skip_job
 from .store import AgencyStore
 from .writer import Writer
@@ -146,20 +146,21 @@ class Indexer:
         bulk = bool(getattr(change, "bulk", False)) or self._depth() >= DEEP_WORK
         self.counters[kind.lower()] += 1
         if kind == "INDEX":
-            self._index(conn, agency_id, root, change.path, bulk)
+            self._index(conn, agency_id, root, change.path, bulk, change)
         elif kind in ("DELETE", "DELETE_TREE"):
             tree = kind == "DELETE_TREE" or bool(getattr(change, "is_directory", False))
             self.writer.submit(DeleteJob(agency_id, root, change.path, tree=tree, bulk=bulk))
         elif kind in ("MOVE", "MOVE_TREE"):
             tree = kind == "MOVE_TREE" or bool(getattr(change, "is_directory", False))
             if not tree and AgencyStore(conn, agency_id).document(root, change.path) is None:
-                self._index(conn, agency_id, root, change.dest_path, bulk)  # source was never indexed
+                self._index(conn, agency_id, root, change.dest_path, bulk, change)  # source was never indexed
                 return
             self.writer.submit(MoveJob(agency_id, root, change.path, change.dest_path, tree=tree, bulk=bulk))
         else:
             log.warning("indexer_unknown_change", kind=kind)
 
-    def _index(self, conn: apsw.Connection, agency_id: str, root: str, path: str, bulk: bool) -> None:
+    def _index(self, conn: apsw.Connection, agency_id: str, root: str, path: str, bulk: bool,
+               change: Any = None) -> None:
         root_path = self.root_paths.get((agency_id, root))
         if root_path is None:
             log.warning("indexer_unknown_root", agency_id=agency_id, root=root)
@@ -167,6 +168,8 @@ class Indexer:
         known = AgencyStore(conn, agency_id).document(root, path)
         job = prepare_index(agency_id, root, path, os.path.join(root_path, path), known, self.params, bulk)
         if job is not None:
+            if change is not None and isinstance(job, IndexJob):  # latency: from queueing, crawl and live apart
+                job.started, job.crawl = getattr(change, "queued", job.started), bool(getattr(change, "bulk", False))
             self.writer.submit(job)
         else:
             self.counters["unchanged"] += 1

@@ -27,6 +27,7 @@ from .db import open_db
 from .pipeline import Indexer
 from .prepare import ChunkParams
 from .store import AgencyStore
+from .syncstate import SyncTracker
 from .writer import Writer
 
 log = structlog.get_logger(__name__)
@@ -94,6 +95,7 @@ class IndexPipeline:
                                workers=index.workers, on_rescan=self.reconcile, is_locked=is_locked)
         self.crawler = Crawler(put=self.work.put, depth=self.work.depth,
                                high_water=max(8, min(CRAWL_HIGH_WATER, watch.queue_max // 2)), is_locked=is_locked)
+        self.sync = SyncTracker(self.crawler, self.work, self.writer)  # per agency: progress, ETA, incomplete
         self.started_mono = time.monotonic()
         self.initial_sync: dict[str, Any] | None = None
 
@@ -185,6 +187,8 @@ class IndexPipeline:
                 and self.writer.depth() == 0 and self.acks.depth() == 0)
 
     def note_initial_sync(self) -> None:
+        """From the main loop: note when each agency's initial sync, and the daemon's, is complete."""
+        self.sync.poll()
         if self.initial_sync is None and self.idle():
             seconds = (self.writer.last_commit or time.monotonic()) - self.started_mono
             nbytes = self.writer.counters.get("bytes", 0)
@@ -201,12 +205,4 @@ class IndexPipeline:
                           "busy_workers": self.work.stats()["in_flight"], "idle": self.idle()},
                 "crawl": {**self.crawler.progress(), "initial_sync": self.initial_sync},
                 "indexer": dict(self.indexer.counters), "writer": dict(self.writer.counters),
-                "latency": _percentiles(self.acks.latencies)}
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    s = sorted(values)
-    p99 = s[min(len(s) - 1, int(len(s) * 0.99))]
-    return {"p50_ms": round(s[len(s) // 2] * 1000, 3), "p99_ms": round(p99 * 1000, 3)}
+                "latency": self.writer.latency.summary()}

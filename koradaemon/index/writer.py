@@ -26,6 +26,7 @@ from . import outbox
 from .db import BUSY_TIMEOUT_MS, fine_busy_handler, immediate, open_db
 from .held import Dropped, WriteHolder
 from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
+from .latency import LatencyWindow
 from .names import shown_name
 from .store import AgencyStore, discard_deferred, flush_deferred, optimize_fts
 
@@ -53,6 +54,7 @@ class Applied:
     type: str  # index | skip | delete | move | touch
     data: dict[str, object]
     started: float
+    crawl: bool = False
 
 
 class _Retry(Exception):
@@ -100,6 +102,9 @@ class Writer:
         self._held = 0
         self._bytes_cv = threading.Condition()
         self.counters: Counter[str] = Counter()
+        self.latency = LatencyWindow()  # queued → committed per agency, crawl and live apart (status)
+        self.submitted = 0  # jobs ever submitted / finished: status's barrier for "all of it committed"
+        self.finished = 0
         self.last_commit: float | None = None
         self._dirty_since_optimize = False
         self._optimize_not_before = 0.0
@@ -124,6 +129,7 @@ class Writer:
             self._held += held
         with self._count_lock:
             self._outstanding += 1
+            self.submitted += 1
         while True:
             try:
                 self._q.put(job, timeout=1.0)
@@ -236,6 +242,7 @@ class Writer:
     def _done(self, n: int) -> None:
         with self._count_lock:
             self._outstanding -= n
+            self.finished += n
 
     def _run_single(self, conn: apsw.Connection, job: Job) -> None:
         """A live change (or a big streamed file, or a call): its own transaction, committed at once."""
@@ -314,10 +321,13 @@ class Writer:
         return job
 
     def _committed(self, applied: list[Applied]) -> None:
-        self.last_commit = time.monotonic()
+        self.last_commit = now = time.monotonic()
         self.counters["commits"] += 1
         if not applied:
             return
+        for a in applied:
+            if a.type in ("index", "skip"):
+                self.latency.add(a.agency_id, a.crawl, now - a.started)
         self._dirty_since_optimize = self._bulk_dirty = True
         if self.on_committed is not None:
             try:
@@ -402,7 +412,7 @@ class Writer:
             self.counters["ignored_late"] += 1  # the ignore rules changed after the event was queued
             n = int(store.delete_document(job.root, job.path))
             return Applied(job.agency_id, "delete", {"root": job.root, "path": shown, "files": n},
-                           job.started) if n else None
+                           job.started, job.crawl) if n else None
         if job.skipped:
             return self._record_skip(store, job, job.skipped)
         n = store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, job.chunks, fresh=job.fresh,
@@ -411,14 +421,14 @@ class Writer:
         self.counters["chunks"] += n
         self.counters["bytes"] += job.size
         data = {"root": job.root, "path": shown, "sha256": job.sha256, "size": job.size, "chunks": n}
-        return Applied(job.agency_id, "index", data, job.started)
+        return Applied(job.agency_id, "index", data, job.started, job.crawl)
 
     def _record_skip(self, store: AgencyStore, job: IndexJob, reason: str) -> Applied:
         """A file that cannot be indexed is remembered with its reason (no chunks) and counted."""
         store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, (), reason)
         self.counters[f"skipped_{reason}"] += 1
         data: dict[str, object] = {"root": job.root, "path": shown_name(job.path), "reason": reason}
-        return Applied(job.agency_id, "skip", data, job.started)
+        return Applied(job.agency_id, "skip", data, job.started, job.crawl)
 
     def _idle(self, conn: apsw.Connection, idle_s: float) -> None:
         """Quiet moments: truncate the WAL after bulk work, merge FTS segments after a longer rest."""

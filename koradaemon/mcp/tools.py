@@ -170,7 +170,7 @@ class MemoryTools:
         st = self._op("status")
         mine = st.get("agencies", {}).get(self.agency_id, {})  # only this agency's section is passed on
         out: dict[str, Any] = {"agency_id": self.agency_id, "daemon_ready": bool(st.get("ready"))}
-        for key in ("files", "chunks", "bytes", "skipped", "locked", "polling", "last_snapshot"):
+        for key in ("files", "chunks", "bytes", "skipped", "locked", "polling", "last_snapshot", "incomplete"):
             if key in mine:
                 out[key] = mine[key]
         agent = st.get("agent")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -33,7 +34,9 @@ class FileChange:
 
     ``root`` is the root exactly as configured (relative to the data root); ``path`` and
     ``dest_path`` are POSIX paths relative to that root. ``bulk`` marks changes from a crawl
-    (the indexer may batch them in one transaction).
+    (the indexer may batch them in one transaction). ``size`` is the file's size as the crawl saw it
+    (0 for watcher events) and ``queued`` the monotonic time the change was made, i.e. queued: what
+    ``status`` reports sync progress and per-phase latency from. Neither takes part in equality.
     """
 
     kind: ChangeKind
@@ -42,6 +45,8 @@ class FileChange:
     path: str
     dest_path: str | None = None
     bulk: bool = False
+    size: int = field(default=0, compare=False)
+    queued: float = field(default_factory=time.monotonic, compare=False)
 
     @classmethod
     def rescan(cls, agency_id: str, root: str) -> FileChange:

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from .changes import ChangeKind
 from .ignore import IgnoreRules
 from .walk import walk
 
@@ -116,6 +117,7 @@ class Crawler:
         self.changes_queued = 0
         self.running: str | None = None
         self._per_agency: dict[str, dict[str, int]] = {}
+        self._syncs: dict[str, dict[str, Any]] = {}  # per agency: its current (or last) sync
 
     def start(self) -> None:
         self._thread.start()
@@ -135,6 +137,10 @@ class Crawler:
         with self._cv:
             if any(a == agency_id and r == root for a, r, _ in self._jobs):
                 return  # already pending: one crawl covers both requests
+            if not self._busy(agency_id):  # a new sync of this agency starts (more roots join it)
+                kind = "rescan" if agency_id in self._syncs else "initial"
+                self._syncs[agency_id] = {"kind": kind, "started": time.monotonic(), "walked": None,
+                                          "found": 0, "found_bytes": 0, "deletes": 0}
             self._jobs.append((agency_id, root, changes))
             self.roots_total += 1
             self._count(agency_id, "roots_total")
@@ -144,6 +150,24 @@ class Crawler:
     def idle(self) -> bool:
         with self._cv:
             return not self._jobs and self.running is None
+
+    def _busy(self, agency_id: str) -> bool:
+        """A walk of this agency is pending or running (call with the lock held)."""
+        return (any(a == agency_id for a, _, _ in self._jobs)
+                or (self.running is not None and self.running.startswith(agency_id + ":")))
+
+    def agencies(self) -> list[str]:
+        """Agencies that had a sync."""
+        with self._cv:
+            return list(self._syncs)
+
+    def sync(self, agency_id: str) -> dict[str, Any] | None:
+        """The agency's current (or last) sync as the walk sees it: ``kind`` (initial | rescan),
+        ``started`` and ``walked`` (monotonic; walked is None while a walk is pending or running),
+        files ``found`` to (re)index with their bytes, and ``deletes``. None: never synced."""
+        with self._cv:
+            sync = self._syncs.get(agency_id)
+            return dict(sync) if sync is not None else None
 
     def _count(self, agency_id: str, key: str, n: int = 1) -> None:
         per = self._per_agency.setdefault(agency_id, {"roots_total": 0, "roots_done": 0, "changes_queued": 0})
@@ -156,9 +180,9 @@ class Crawler:
                     "changes_queued": self.changes_queued, "running": self.running, "done": self.idle}
         with self._cv:
             per = dict(self._per_agency.get(agency_id, {"roots_total": 0, "roots_done": 0, "changes_queued": 0}))
-            pending = any(a == agency_id for a, _, _ in self._jobs)
             running = self.running is not None and self.running.startswith(agency_id + ":")
-        return {**per, "running": running, "done": not pending and not running}
+            busy = self._busy(agency_id)
+        return {**per, "running": running, "done": not busy}
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -178,12 +202,17 @@ class Crawler:
                     self.running = None
                     self.roots_done += 1
                     self._count(agency_id, "roots_done")
+                    sync = self._syncs.get(agency_id)
+                    if sync is not None and not self._busy(agency_id):
+                        sync["walked"] = time.monotonic()
 
     def _crawl(self, agency_id: str, root: str, changes: Callable[[], Iterable[Any]]) -> None:
         if self.is_locked(agency_id):
             return
         t0 = time.monotonic()
         n = 0
+        with self._cv:
+            sync = self._syncs.get(agency_id)
         for change in changes():
             while self.depth() >= self.high_water:  # back-pressure: never overflow the live queue
                 if self._stop.wait(0.005):
@@ -192,6 +221,12 @@ class Crawler:
             n += 1
             self.changes_queued += 1
             self._count(agency_id, "changes_queued")
+            if sync is not None:
+                if change.kind is ChangeKind.INDEX:
+                    sync["found"] += 1
+                    sync["found_bytes"] += change.size
+                else:
+                    sync["deletes"] += 1
             if self._stop.is_set():
                 return
         log.info("crawl_done", agency_id=agency_id, root=root, changes=n, seconds=round(time.monotonic() - t0, 3))

@@ -37,7 +37,7 @@ def reconcile(
         seen.add(entry.path)
         if known.get(entry.path) != (entry.size, entry.mtime_ns):
             changed += 1
-            yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True)
+            yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True, entry.size)
     if "" in st.failed_dirs:
         log.error("reconcile_root_unreadable", agency_id=agency_id, root=root)
         return

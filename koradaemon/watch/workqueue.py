@@ -54,6 +54,7 @@ class WorkQueue:
         self._busy_roots: collections.Counter[tuple[str, str]] = collections.Counter()
         self._busy_trees: collections.Counter[tuple[str, str]] = collections.Counter()
         self._taken: dict[int, FileChange] = {}
+        self._rescans: collections.Counter[str] = collections.Counter()  # per agency: RESCANs queued
         self._stopped = False
         self.coalesced = 0
         self.overflow_rescans = 0
@@ -78,7 +79,8 @@ class WorkQueue:
         slot = self._open.get(key)
         if slot is not None and slot.change is not None:
             old = slot.change
-            slot.change = FileChange(change.kind, old.agency_id, old.root, old.path, None, old.bulk and change.bulk)
+            slot.change = FileChange(change.kind, old.agency_id, old.root, old.path, None, old.bulk and change.bulk,
+                                     change.size or old.size, old.queued)  # waited since the first arrival
             self.coalesced += 1
             return True
         return self._append(change, key)
@@ -90,11 +92,13 @@ class WorkQueue:
         slot = self._open.get(src)
         if slot is not None and slot.change is not None:
             if slot.change.kind is ChangeKind.INDEX:
-                slot.change = FileChange(ChangeKind.DELETE, change.agency_id, change.root, change.path)
+                slot.change = FileChange(ChangeKind.DELETE, change.agency_id, change.root, change.path,
+                                         queued=slot.change.queued)
             self.coalesced += 1
             self._open.pop(src, None)
             self._open.pop(dst, None)
-            index = FileChange(ChangeKind.INDEX, change.agency_id, change.root, change.dest_path, None, change.bulk)
+            index = FileChange(ChangeKind.INDEX, change.agency_id, change.root, change.dest_path, None, change.bulk,
+                               queued=change.queued)
             return self._append(index, dst)
         self._open.pop(src, None)
         self._open.pop(dst, None)
@@ -107,6 +111,7 @@ class WorkQueue:
             self.coalesced += 1
             return True
         slot = _Slot(change)  # no sealing: a crawl request is not ordered against file changes
+        self._rescans[change.agency_id] += 1
         self._order.append(slot)
         self._open[key] = slot
         self._depth += 1
@@ -164,6 +169,8 @@ class WorkQueue:
             del self._order[i]
             slot.change = None
             self._depth -= 1
+            if change.kind is ChangeKind.RESCAN:
+                _bump(self._rescans, change.agency_id, -1)
             key = (change.agency_id, change.root, change.path)
             if self._open.get(key) is slot:
                 del self._open[key]
@@ -221,6 +228,39 @@ class WorkQueue:
     # -- introspection -----------------------------------------------------------------------
     def depth(self) -> int:
         return self._depth
+
+    def pending(self, agency_id: str) -> dict[str, int]:
+        """One agency's share of the queue: changes queued, being worked on, and of those the ones a
+        crawl queued (``crawl``; files to index with their bytes) and rescans asked for.
+        O(depth); for ``status``, not the hot path."""
+        out = {"queued": 0, "in_flight": 0, "crawl": 0, "crawl_files": 0, "crawl_bytes": 0, "rescans": 0}
+        with self._cond:
+            if not self._depth and not self._taken:
+                return out
+            # under the lock: no change is seen twice or missed while it moves to a worker
+            queued = [c for slot in self._order if (c := slot.change) is not None and c.agency_id == agency_id]
+            taken = [c for c in self._taken.values() if c.agency_id == agency_id]
+        out["queued"], out["in_flight"] = len(queued), len(taken)
+        for change in queued + taken:
+            if change.kind is ChangeKind.RESCAN:
+                out["rescans"] += 1
+            elif change.bulk:
+                out["crawl"] += 1
+                if change.kind is ChangeKind.INDEX:
+                    out["crawl_files"] += 1
+                    out["crawl_bytes"] += change.size
+        return out
+
+    def crawl_pending(self, agency_id: str) -> bool:
+        """A rescan of the agency, or a change a crawl queued for it, is queued or being worked on
+        (what ``search`` asks: stops at the first one found)."""
+        with self._cond:
+            if self._rescans.get(agency_id):
+                return True
+            if any(c.bulk and c.agency_id == agency_id for c in self._taken.values()):
+                return True
+            return any((c := slot.change) is not None and c.bulk and c.agency_id == agency_id
+                       for slot in self._order)
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
