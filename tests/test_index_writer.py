@@ -74,6 +74,36 @@ def test_unchanged_file_is_not_rewritten(env: tuple[Path, Writer, list[Applied]]
     assert store(tmp).document(ROOT, "same.txt").mtime_ns == 1_000_000_000  # type: ignore[union-attr]
 
 
+def test_two_jobs_for_one_write_index_and_audit_it_once(env: tuple[Path, Writer, list[Applied]]) -> None:
+    """Both events of one write prepared before either commits (for a new file and for a rewrite):
+    the second finds the row already holding that version and writes nothing."""
+    tmp, writer, applied = env
+    f = tmp / ROOT / "twice.md"
+    for text in ("first version: quince\n", "second version: medlar\n"):
+        f.write_text(text)
+        conn = open_db(tmp / "k.db")
+        known = AgencyStore(conn, "a").document(ROOT, "twice.md")
+        jobs = [prepare_index("a", ROOT, "twice.md", f, known, ChunkParams(), bulk=False) for _ in range(2)]
+        conn.close()
+        for job in jobs:
+            assert job is not None
+            writer.submit(job)
+        writer.flush()
+    records = [a for a in applied if a.type == "index"]
+    assert [r.data["sha256"] for r in records] == [
+        _sha(b"first version: quince\n"),
+        _sha(b"second version: medlar\n")]
+    hits = store(tmp).search("medlar")
+    assert [h.path for h in hits] == ["twice.md"] and store(tmp).search("quince") == []
+    assert writer.counters["unchanged_late"] == 2
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [(b"\x89PNG\r\n\x1a\n\x00\x00binary", "binary")],  # Latin-1 text is indexed: tests/test_search_text.py

@@ -37,6 +37,9 @@ META_INSERT = ("INSERT INTO chunks(id, agency_id, document_id, seq, byte_offset,
                " VALUES (?, ?, ?, ?, ?, ?, ?)")
 
 
+UNCHANGED = -1  # put_document: the row already holds this very version; nothing was written
+
+
 def flush_deferred(conn: apsw.Connection) -> None:
     """Insert the chunk rows ``put_document(defer=True)`` held back; call before COMMIT."""
     rows = _DEFERRED.pop(conn, None)
@@ -168,7 +171,8 @@ class AgencyStore:
         self, root: str, path: str, size: int, mtime_ns: int, sha256: str,
         chunks: Iterable[ChunkRow], skipped: str | None = None, *, fresh: bool = False, defer: bool = False,
     ) -> int:
-        """Insert or replace a document and its chunks; returns the number of chunks written.
+        """Insert or replace a document and its chunks; returns the number of chunks written, or
+        ``UNCHANGED`` (-1) when the row already holds this version (same size, mtime, sha256, skip).
 
         ``fresh``: the caller saw no row for this path, so a plain INSERT is tried first (no lookup,
         nothing to drop); otherwise one upsert gives the row's id and its old chunks are dropped.
@@ -187,11 +191,19 @@ class AgencyStore:
             except apsw.ConstraintError:
                 doc_id = None  # indexed meanwhile after all: replace it below
         if doc_id is None:
-            (doc_id,) = self._one(
+            # The row is left alone (no row returned) when it already holds this very version: two
+            # events for one write can both be prepared before the first one commits (or while the
+            # writer waits for disk space), and the second must not index (and audit) it again.
+            row = self.conn.execute(
                 "INSERT INTO documents(agency_id, root, path, size, mtime_ns, sha256, skipped, indexed_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(agency_id, root, path) DO UPDATE SET"
                 " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
-                " skipped = excluded.skipped, indexed_at = excluded.indexed_at RETURNING id", values)
+                " skipped = excluded.skipped, indexed_at = excluded.indexed_at"
+                " WHERE size != excluded.size OR mtime_ns != excluded.mtime_ns OR sha256 != excluded.sha256"
+                " OR skipped IS NOT excluded.skipped RETURNING id", values).fetchone()
+            if row is None:
+                return UNCHANGED
+            doc_id = int(row[0])
             self._drop_chunks(doc_id)
         first_id = _NEXT_CHUNK_ID.get(self.conn)
         if first_id is None:

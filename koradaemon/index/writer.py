@@ -28,7 +28,7 @@ from .held import Dropped, WriteHolder
 from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
 from .latency import LatencyWindow
 from .names import shown_name
-from .store import AgencyStore, discard_deferred, flush_deferred, optimize_fts
+from .store import UNCHANGED, AgencyStore, discard_deferred, flush_deferred, optimize_fts
 
 log = structlog.get_logger(__name__)
 
@@ -417,6 +417,9 @@ class Writer:
             return self._record_skip(store, job, job.skipped)
         n = store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, job.chunks, fresh=job.fresh,
                                defer=True)
+        if n == UNCHANGED:
+            self.counters["unchanged_late"] += 1  # an earlier job for the same write committed it first
+            return None
         self.counters["indexed"] += 1
         self.counters["chunks"] += n
         self.counters["bytes"] += job.size
