@@ -180,96 +180,143 @@ agencies:
 {extra}"""
 
 
-def index_latency(tmp: Path, name: str, extra: str, edits: int, nats_url: str | None) -> float:
-    from koradaemon.control.client import ControlClient
+class IndexDaemon:
+    """A daemon subprocess with one agency; :meth:`edits` times file written -> its ``index`` event."""
 
-    root = tmp / name
-    (root / "corpus").mkdir(parents=True)
-    (root / "secrets").mkdir()
-    (root / "secrets" / "pass").write_text("bench passphrase\n")
-    (root / "secrets" / "pass").chmod(0o600)
-    (root / "koradaemon.yaml").write_text(INDEX_CONFIG.format(extra=extra))
-    cmd = [sys.executable, "-m", "koradaemon", "-c", str(root / "koradaemon.yaml"), "--data-root", str(root), "run"]
-    log = open(root / "daemon.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(os.environ))
-    log.close()
-    sock = root / "run" / "koradaemon.sock"
-    deadline = time.monotonic() + 60
-    while not sock.exists() or not (root / "run" / "tokens" / "bench.token").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit(f"daemon did not start: {(root / 'daemon.log').read_text()[-2000:]}")
-        time.sleep(0.1)
-    time.sleep(1.0)
-    token = (root / "run" / "tokens" / "bench.token").read_text().strip()
-    reader_stop = threading.Event()
-    if "websocket" in extra:  # one auditor client reads everything, as a collector would
-        from websockets.sync.client import connect
+    def __init__(self, tmp: Path, name: str, extra: str, gap_s: float) -> None:
+        from koradaemon.control.client import ControlClient
 
-        ws_port = int((root / "run" / "websocket.port").read_text())
-        ws_token = (root / "run" / "ws-tokens" / "aud.token").read_text().strip()
-        ws = connect(f"ws://127.0.0.1:{ws_port}/events?audit=1", legacy=True,
-                     additional_headers={"Authorization": f"Bearer {ws_token}"})
+        self.name, self.gap_s = name, gap_s
+        root = self.root = tmp / name
+        (root / "corpus").mkdir(parents=True)
+        (root / "secrets").mkdir()
+        (root / "secrets" / "pass").write_text("bench passphrase\n")
+        (root / "secrets" / "pass").chmod(0o600)
+        (root / "koradaemon.yaml").write_text(INDEX_CONFIG.format(extra=extra))
+        cmd = [sys.executable, "-m", "koradaemon", "-c", str(root / "koradaemon.yaml"), "--data-root", str(root),
+               "run"]
+        log = open(root / "daemon.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ))
+        log.close()
+        sock = root / "run" / "koradaemon.sock"
+        deadline = time.monotonic() + 60
+        while not sock.exists() or not (root / "run" / "tokens" / "bench.token").exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"daemon did not start: {(root / 'daemon.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        time.sleep(1.0)
+        token = (root / "run" / "tokens" / "bench.token").read_text().strip()
+        self.reader_stop = threading.Event()
+        if "websocket" in extra:  # one auditor client reads everything, as a collector would
+            from websockets.sync.client import connect
 
-        def drain() -> None:
-            while not reader_stop.is_set():
-                try:
-                    ws.recv(timeout=0.5)
-                except TimeoutError:
-                    continue
-                except Exception:
-                    return
+            ws_port = int((root / "run" / "websocket.port").read_text())
+            ws_token = (root / "run" / "ws-tokens" / "aud.token").read_text().strip()
+            ws = connect(f"ws://127.0.0.1:{ws_port}/events?audit=1", legacy=True,
+                         additional_headers={"Authorization": f"Bearer {ws_token}"})
 
-        threading.Thread(target=drain, daemon=True).start()
-    out: list[float] = []
-    stream = ControlClient(sock, timeout=30).stream("subscribe", "bench", token, idle_timeout=30)
-    assert next(stream)["type"] == "subscribed"
-    for i in range(edits):
-        path = root / "corpus" / f"e{i % 20}.txt"
-        t0 = time.perf_counter()
-        path.write_text(f"edit {i} of the index path bench\n" * 20)
-        for ev in stream:
-            if ev and ev.get("type") == "index" and ev["data"]["path"] == path.name:
-                break
-        out.append(time.perf_counter() - t0)
-    reader_stop.set()
-    stream.close()
-    proc.terminate()
-    proc.wait(60)
-    return statistics.median(out)
+            def drain() -> None:
+                while not self.reader_stop.is_set():
+                    try:
+                        ws.recv(timeout=0.5)
+                    except TimeoutError:
+                        continue
+                    except Exception:
+                        return
+
+            threading.Thread(target=drain, daemon=True).start()
+        self.stream = ControlClient(sock, timeout=30).stream("subscribe", "bench", token, idle_timeout=30)
+        assert next(self.stream)["type"] == "subscribed"
+        self.n = 0
+        self.edits(5)  # warm up (first chunks, first NATS publish, caches)
+
+    def edits(self, count: int) -> list[float]:
+        out: list[float] = []
+        for _ in range(count):
+            i, self.n = self.n, self.n + 1
+            path = self.root / "corpus" / f"e{i % 20}.txt"
+            t0 = time.perf_counter()
+            path.write_text(f"edit {i} of the index path bench\n" * 20)
+            for ev in self.stream:
+                if ev and ev.get("type") == "index" and ev["data"]["path"] == path.name:
+                    break
+            out.append(time.perf_counter() - t0)
+            if self.gap_s:
+                time.sleep(self.gap_s)
+        return out
+
+    def stop(self) -> None:
+        self.reader_stop.set()
+        self.stream.close()
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def index_latency(tmp: Path, configs: dict[str, str], edits: int, rounds: int,
+                  gap_s: float) -> dict[str, list[float]]:
+    """Every configuration's daemon runs at once; the rounds take turns (order alternating), so the
+    machine's load falls on each alike."""
+    daemons = [IndexDaemon(tmp, name, extra, gap_s) for name, extra in configs.items()]
+    out: dict[str, list[float]] = {d.name: [] for d in daemons}
+    per_round = max(1, edits // rounds)
+    try:
+        for r in range(rounds):
+            for d in (daemons if r % 2 == 0 else daemons[::-1]):
+                out[d.name] += d.edits(per_round)
+    finally:
+        for d in daemons:
+            d.stop()
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--records", type=int, default=5000)
-    ap.add_argument("--edits", type=int, default=100)
+    ap.add_argument("--edits", type=int, default=200, help="per configuration, over all rounds")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--gap-ms", type=float, default=0.0, help="pause after each acknowledged edit")
+    ap.add_argument("--index-only", action="store_true", help="only the index-path latency")
+    ap.add_argument("--split", action="store_true", help="also WebSocket alone and NATS alone")
     args = ap.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for k in (1, 50):
-            ws, floor = ws_rate(args.events, k)
-            print(f"websocket {k:>2} consumer(s): {ws:>9,.0f} events/s each ({ws * k:>10,.0f} msgs/s); "
-                  f"in-process bus floor {floor:>9,.0f} events/s each; ratio {ws / floor:.2f}")
+        if not args.index_only:
+            for k in (1, 50):
+                ws, floor = ws_rate(args.events, k)
+                print(f"websocket {k:>2} consumer(s): {ws:>9,.0f} events/s each ({ws * k:>10,.0f} msgs/s); "
+                      f"in-process bus floor {floor:>9,.0f} events/s each; ratio {ws / floor:.2f}")
         server = NatsServer(tmp / "nats").start()
         try:
-            for k in (1, 50):
-                rate, ceil = nats_rate(tmp, server, args.records, k)
-                print(f"nats      {k:>2} consumer(s): {rate:>9,.0f} records/s exported and received; "
-                      f"acked-publish loop ceiling {ceil:>9,.0f}/s; ratio {rate / ceil:.2f}")
-            off = index_latency(tmp, "off", "", args.edits, None)
-            on = index_latency(tmp, "on", f"""websocket:
+            if not args.index_only:
+                for k in (1, 50):
+                    rate, ceil = nats_rate(tmp, server, args.records, k)
+                    print(f"nats      {k:>2} consumer(s): {rate:>9,.0f} records/s exported and received; "
+                          f"acked-publish loop ceiling {ceil:>9,.0f}/s; ratio {rate / ceil:.2f}")
+            ws_conf = """websocket:
   enabled: true
   port: 0
   clients: ["aud:auditor:bench"]
-nats:
+"""
+            nats_conf = f"""nats:
   enabled: true
   url: {server.url}
   host_id: benchhost
   signing_key_secret: bench/nats-signing
-""", args.edits, server.url)
-            print(f"index path (write -> acknowledged event), median of {args.edits}: export off {off * 1000:.1f} ms, "
-                  f"websocket+nats on {on * 1000:.1f} ms; ratio {on / off:.3f}")
+"""
+            configs = {"off": "", "on": ws_conf + nats_conf}
+            if args.split:
+                configs |= {"ws": ws_conf, "nats": nats_conf}
+            res = index_latency(tmp, configs, args.edits, args.rounds, args.gap_ms / 1000)
+            off = statistics.median(res["off"])
+            for name, lat in res.items():
+                med = statistics.median(lat)
+                print(f"index path (write -> acknowledged event) {name:>4}: median {med * 1000:.2f} ms, "
+                      f"p90 {statistics.quantiles(lat, n=10)[-1] * 1000:.2f} ms over {len(lat)} edits; "
+                      f"ratio to off {med / off:.3f}")
+            print(f"load: {os.getloadavg()}")
         finally:
             server.stop()
 

@@ -56,6 +56,7 @@ class ExportStats:
     checkpoints: int = 0
     retries: int = 0
     handover_dropped: int = 0
+    bad_events: int = 0
     last_error: str | None = None
 
 
@@ -82,7 +83,8 @@ class NatsExporter:
         self.stats = ExportStats()
         self._state = {a: _AgencyState() for a in self.agencies}
         self._lock = threading.Lock()
-        self._handover: collections.deque[bytes] = collections.deque()
+        self._handover: collections.deque[tuple[str, Event]] = collections.deque()
+        self._wake_pending = False  # a wake-up is on its way to the loop (one per burst)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -114,22 +116,25 @@ class NatsExporter:
         return self._thread is not None and self._thread.is_alive()
 
     # -- publisher side (any thread; never blocks) ------------------------------------------
+    # Only a hand-over under a short lock and at most one wake-up per burst: the JSON, the spool
+    # and the network all happen on the exporter's thread, after its linger.
     def _on_event(self, agency_id: str, event: Event) -> None:
         if event.get("type") == "audit" or agency_id not in self._state:
             return  # audit records are read from the log itself
-        digest = event.get("hash")
-        msg_id = f"{event.get('type')}:{digest}" if digest else None
-        line = json.dumps({"a": agency_id, "id": msg_id, "e": event}, separators=(",", ":"),
-                          ensure_ascii=False).encode()
         with self._lock:
             if len(self._handover) >= MAX_HANDOVER:
                 self.stats.handover_dropped += 1
                 return
-            self._handover.append(line)
-        self._poke()
+            self._handover.append((agency_id, event))
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            self._poke()
 
     def _on_commit(self, agency_id: str, last_seq: int) -> None:
-        self._poke()
+        with self._lock:
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            self._poke()
 
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake
@@ -152,6 +157,7 @@ class NatsExporter:
                     js = nc.jetstream()
                     busy = await self._round(js)
                 except Exception as exc:  # NATS down or refusing: keep everything, retry in order
+                    self._sync_spool()
                     self.stats.retries += 1
                     if self.stats.last_error != repr(exc):
                         log.warning("nats_export_retrying", error=repr(exc))
@@ -164,6 +170,7 @@ class NatsExporter:
                     await self._sleep(1.0)
         finally:
             self._spool_new()  # what arrived until the stop is kept for the next start
+            self._sync_spool()
             if nc is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(nc.close(), 2)
@@ -228,11 +235,30 @@ class NatsExporter:
         return busy or bool(pending) or lines > 0
 
     def _spool_new(self) -> int:
+        """Serialise the handed-over events and append them to the spool (one write, no fsync:
+        :meth:`Spool.sync` runs when they cannot be sent at once)."""
         with self._lock:
-            lines = list(self._handover)
+            items = list(self._handover)
             self._handover.clear()
+            self._wake_pending = False
+        lines: list[bytes] = []
+        for agency_id, event in items:
+            try:
+                digest = event.get("hash")
+                msg_id = f"{event.get('type')}:{digest}" if digest else None
+                lines.append(json.dumps({"a": agency_id, "id": msg_id, "e": event}, separators=(",", ":"),
+                                        ensure_ascii=False).encode())
+            except (TypeError, ValueError) as exc:  # not JSON: counted, the others go on
+                self.stats.bad_events += 1
+                log.warning("nats_export_bad_event", agency_id=agency_id, error=repr(exc))
         self.spool.append(lines)
         return len(lines)
+
+    def _sync_spool(self) -> None:
+        try:
+            self.spool.sync()
+        except OSError as exc:  # disk trouble: the lines stay in the page cache, sent when possible
+            log.warning("nats_spool_sync_failed", error=str(exc))
 
     async def _publish(self, js: JetStreamContext, subj: str, payload: bytes, headers: dict[str, str]) -> None:
         await js.publish(subj, payload, timeout=self.ack_timeout, headers=headers)
