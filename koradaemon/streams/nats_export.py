@@ -23,9 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import nats
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
@@ -34,6 +32,7 @@ from nats.js.errors import NotFoundError
 
 from ..events import Event, EventBus
 from .audittail import AuditTail, Head, Line
+from .natsauth import NatsAuth, NatsRefused, connect
 from .natsnames import sign_checkpoint, stream_name, subject
 from .spool import Spool
 
@@ -58,6 +57,7 @@ class ExportStats:
     handover_dropped: int = 0
     bad_events: int = 0
     last_error: str | None = None
+    refused: bool = False  # the server refused the credentials (last connection attempt)
 
 
 @dataclass
@@ -72,11 +72,11 @@ class _AgencyState:
 
 class NatsExporter:
     def __init__(self, bus: EventBus, *, url: str, host: str, agencies: list[str], audit_root: Path,
-                 heads: Callable[[str], Head | None], spool_dir: Path, token: str | None = None,
+                 heads: Callable[[str], Head | None], spool_dir: Path, auth: NatsAuth | None = None,
                  signer: Ed25519PrivateKey | None = None, checkpoint_every: int = 1000,
                  checkpoint_interval_s: float = 60.0, ack_timeout: float = 2.0) -> None:
         self.bus, self.url, self.host, self.agencies = bus, url, host, list(agencies)
-        self.audit_root, self.heads, self.token, self.signer = audit_root, heads, token, signer
+        self.audit_root, self.heads, self.auth, self.signer = audit_root, heads, auth, signer
         self.checkpoint_every, self.checkpoint_interval_s = checkpoint_every, checkpoint_interval_s
         self.ack_timeout = ack_timeout
         self.spool = Spool(spool_dir)
@@ -159,13 +159,18 @@ class NatsExporter:
                 except Exception as exc:  # NATS down or refusing: keep everything, retry in order
                     self._sync_spool()
                     self.stats.retries += 1
-                    if self.stats.last_error != repr(exc):
-                        log.warning("nats_export_retrying", error=repr(exc))
-                    self.stats.last_error = repr(exc)
+                    error = str(exc) if isinstance(exc, NatsRefused) else repr(exc)
+                    self.stats.refused = isinstance(exc, NatsRefused)
+                    if self.stats.last_error != error:
+                        if self.stats.refused:
+                            log.error("nats_export_refused", error=error)
+                        else:
+                            log.warning("nats_export_retrying", error=error)
+                    self.stats.last_error = error
                     self.stats.connected = bool(nc is not None and nc.is_connected)
                     await self._sleep(RETRY_S)
                     continue
-                self.stats.connected = True
+                self.stats.connected, self.stats.refused = True, False
                 if not busy:
                     await self._sleep(1.0)
         finally:
@@ -186,18 +191,15 @@ class NatsExporter:
         self._wake.clear()
 
     async def _connect(self) -> NatsClient:
-        opts: dict[str, Any] = {"connect_timeout": 2, "allow_reconnect": True, "max_reconnect_attempts": -1,
-                                "reconnect_time_wait": 0.2, "name": f"koradaemon@{self.host}",
-                                "error_cb": _log_nats_error}
-        if self.token:
-            opts["token"] = self.token
-        nc = await asyncio.wait_for(nats.connect(self.url, **opts), 5)
+        nc = await connect(self.url, self.auth, timeout=5, connect_timeout=2, allow_reconnect=True,
+                           max_reconnect_attempts=-1, reconnect_time_wait=0.2, name=f"koradaemon@{self.host}",
+                           error_cb=_log_nats_error)
         js = nc.jetstream()
         for agency in self.agencies:
             with contextlib.suppress(Exception):  # exists already (same config)
                 await js.add_stream(name=stream_name(self.host, agency),
                                     subjects=[f"kora.{self.host}.{agency}.>"], storage="file")
-        log.info("nats_connected", url=self.url)
+        log.info("nats_connected", url=self.url, auth=self.auth.describe() if self.auth else "none")
         return nc
 
     async def _round(self, js: JetStreamContext) -> bool:
