@@ -254,16 +254,17 @@ class IndexDaemon:
 
 
 def index_latency(tmp: Path, configs: dict[str, str], edits: int, rounds: int,
-                  gap_s: float) -> dict[str, list[float]]:
+                  gap_s: float) -> list[dict[str, list[float]]]:
     """Every configuration's daemon runs at once; the rounds take turns (order alternating), so the
-    machine's load falls on each alike."""
+    machine's load falls on each alike. One dict of latencies per round."""
     daemons = [IndexDaemon(tmp, name, extra, gap_s) for name, extra in configs.items()]
-    out: dict[str, list[float]] = {d.name: [] for d in daemons}
+    out: list[dict[str, list[float]]] = []
     per_round = max(1, edits // rounds)
     try:
         for r in range(rounds):
+            out.append({})
             for d in (daemons if r % 2 == 0 else daemons[::-1]):
-                out[d.name] += d.edits(per_round)
+                out[-1][d.name] = d.edits(per_round)
     finally:
         for d in daemons:
             d.stop()
@@ -309,13 +310,16 @@ def main() -> None:
             configs = {"off": "", "on": ws_conf + nats_conf}
             if args.split:
                 configs |= {"ws": ws_conf, "nats": nats_conf}
-            res = index_latency(tmp, configs, args.edits, args.rounds, args.gap_ms / 1000)
+            rounds = index_latency(tmp, configs, args.edits, args.rounds, args.gap_ms / 1000)
+            res = {name: [x for r in rounds for x in r[name]] for name in configs}
             off = statistics.median(res["off"])
             for name, lat in res.items():
                 med = statistics.median(lat)
+                per_round = sorted(statistics.median(r[name]) / statistics.median(r["off"]) for r in rounds)
                 print(f"index path (write -> acknowledged event) {name:>4}: median {med * 1000:.2f} ms, "
                       f"p90 {statistics.quantiles(lat, n=10)[-1] * 1000:.2f} ms over {len(lat)} edits; "
-                      f"ratio to off {med / off:.3f}")
+                      f"ratio to off {med / off:.3f}; per-round ratios median {statistics.median(per_round):.3f}"
+                      f" (quartiles {per_round[len(per_round) // 4]:.3f}-{per_round[3 * len(per_round) // 4]:.3f})")
             print(f"load: {os.getloadavg()}")
         finally:
             server.stop()

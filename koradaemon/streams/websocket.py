@@ -36,6 +36,7 @@ from .access import Client, Grant, Refused, grant
 log = structlog.get_logger(__name__)
 
 MAX_HANDOVER = 100_000  # events waiting for the loop; beyond, new events are dropped (and counted)
+LINGER_S = 0.005  # between the first event of a burst and its fan-out
 SLOW_CLOSE_CODE = 1008
 STOP_CLOSE_CODE = 1001
 
@@ -135,7 +136,8 @@ class WebSocketStream:
         loop = self._loop
         if wake and loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (stopping)
-                loop.call_soon_threadsafe(self._drain)
+                # the fan-out runs a moment later, in a batch, after the publisher's own delivery
+                loop.call_soon_threadsafe(loop.call_later, LINGER_S, self._drain)
 
     # -- the loop ---------------------------------------------------------------------------
     def _run(self) -> None:
