@@ -1,7 +1,8 @@
 """Outside streams: events/s through WebSocket and NATS with 1 and 50 consumers, and the latency
 the export adds on the index path.
 
-Run: .venv/bin/python bench/bench_streams.py [--events 20000] [--records 5000] [--edits 100]
+Run: .venv/bin/python bench/bench_streams.py [--events 20000] [--records 5000] [--edits 200]
+     [--rounds 10] [--gap-ms 0] [--index-only] [--split]
 
 * WebSocket: events published on the in-process bus, received by N clients in another process;
   beside the same events delivered to N in-process bus subscriptions (the floor of the fan-out).
@@ -9,9 +10,12 @@ Run: .venv/bin/python bench/bench_streams.py [--events 20000] [--records 5000] [
   while N core-NATS subscribers in another process receive them; beside a plain loop of
   acknowledged JetStream publishes of the same lines with a message id (the ceiling of in-order,
   acked, deduplicated publishing).
-* Index path: write a file, wait for its ``index`` event on the control socket's subscribe stream;
-  median with export off, then with the WebSocket stream (one auditor reading) and the NATS
-  export on, each in its own daemon on the same machine in the same run.
+* Index path: write a file, wait for its ``index`` event on the control socket's subscribe stream.
+  One daemon with the streams off and one with the WebSocket stream (one auditor reading) and the
+  NATS export on (``--split``: also one with each alone) run at the same time; the edits go to
+  them in interleaved rounds (order alternating), so load from elsewhere falls on each alike.
+  Printed: each configuration's median and p90, its ratio to "off", and the median and quartiles
+  of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ WS_CLIENT = """
 import asyncio, json, sys, time
 from websockets.asyncio.client import connect
 async def one(url, token, n, ready, t):
-    async with connect(url, additional_headers={"Authorization": "Bearer " + token}, max_queue=None) as ws:
+    async with connect(url, additional_headers={"Authorization": "Bearer " + token}, max_queue=None,
+                       ping_interval=None) as ws:  # a pong queued behind 20000 frames is no outage
         await ws.recv()
         ready.append(1)
         for _ in range(n):

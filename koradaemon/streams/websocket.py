@@ -37,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 MAX_HANDOVER = 100_000  # events waiting for the loop; beyond, new events are dropped (and counted)
 LINGER_S = 0.005  # between the first event of a burst and its fan-out
+DRAIN_SLICE = 256  # handed-over items fanned out before the loop's other work gets a turn
 SLOW_CLOSE_CODE = 1008
 STOP_CLOSE_CODE = 1001
 
@@ -243,10 +244,14 @@ class WebSocketStream:
                 self.stats.messages_out += 1
 
     def _drain(self) -> None:
+        """Fan out up to DRAIN_SLICE handed-over items, then let the loop send (and answer pings)
+        before the next slice: a burst of thousands never holds the loop for long."""
         with self._lock:
-            items = list(self._handover)
-            self._handover.clear()
-            self._wake_pending = False
+            items = [self._handover.popleft() for _ in range(min(DRAIN_SLICE, len(self._handover)))]
+            more = bool(self._handover)
+            self._wake_pending = more
+        if more and self._loop is not None:
+            self._loop.call_soon(self._drain)
         for agency_id, item in items:
             if isinstance(item, list):
                 try:
