@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 MAX_HANDOVER = 100_000
 RETRY_S = 0.5
+REFUSED_RETRY_S = 5.0  # credentials the server refused are not tried again at once
 LINGER_S = 0.02  # after a wake-up, before exporting (batching; keeps off the index path's hot moment)
 
 
@@ -150,8 +151,8 @@ class NatsExporter:
         nc: NatsClient | None = None
         try:
             while not self._stopping:
-                self._spool_new()  # on disk first, connected or not
                 try:
+                    self._spool_new()  # on disk first, connected or not
                     if nc is None:
                         nc = await self._connect()
                     js = nc.jetstream()
@@ -168,13 +169,14 @@ class NatsExporter:
                             log.warning("nats_export_retrying", error=error)
                     self.stats.last_error = error
                     self.stats.connected = bool(nc is not None and nc.is_connected)
-                    await self._sleep(RETRY_S)
+                    await self._sleep(REFUSED_RETRY_S if self.stats.refused else RETRY_S)
                     continue
                 self.stats.connected, self.stats.refused = True, False
                 if not busy:
                     await self._sleep(1.0)
         finally:
-            self._spool_new()  # what arrived until the stop is kept for the next start
+            with contextlib.suppress(OSError):  # what arrived until the stop is kept for the next start
+                self._spool_new()
             self._sync_spool()
             if nc is not None:
                 with contextlib.suppress(Exception):
