@@ -154,7 +154,10 @@ class NatsConfig:
     enabled: bool = False
     url: str = "nats://127.0.0.1:4222"
     host_id: str = ""  # the <host> of the subjects; default: this machine's short host name
-    token_secret: str = ""  # "agency/name" of a secret holding the NATS token; empty: no token
+    # credentials, at most one: "agency/name" of a secret holding a token, an nkey user seed or a .creds file
+    token_secret: str = ""
+    nkey_seed_secret: str = ""
+    creds_secret: str = ""
     signing_key_secret: str = ""  # "agency/name" of the Ed25519 checkpoint key (created if absent); empty: none
     spool_dir: str = rel("nats-spool")
     checkpoint_every: int = num(1000, 1, 10_000_000)

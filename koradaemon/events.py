@@ -25,6 +25,8 @@ log = structlog.get_logger(__name__)
 
 Event = dict[str, Any]
 Listener = Callable[[str, Event], None]
+RawRecord = tuple[int, str, str, str, str, bytes]  # seq, hash, prev, type, ts, data (JSON) of a durable record
+AuditListener = Callable[[str, list[RawRecord]], None]
 # What a subscription receives unless it asks otherwise: everything but whole audit records.
 DEFAULT_CATEGORIES = frozenset(set(TYPES.values()) - {"audit"} | {"other"})
 ALL_CATEGORIES = frozenset(set(TYPES.values()) | {"other"})
@@ -110,7 +112,7 @@ class EventBus:
         self._lock = threading.Lock()
         self._subs: dict[str, list[Subscription]] = {}
         self._listeners: tuple[Listener, ...] = ()
-        self._audit_wants: dict[int, Callable[[], bool]] = {}  # listener id -> does it want audit events now
+        self._audit_listeners: tuple[tuple[AuditListener, Callable[[], bool]], ...] = ()
         self._commit_watchers: tuple[Callable[[str, int], None], ...] = ()
         self.listener_errors = 0
         self.published = 0
@@ -123,32 +125,44 @@ class EventBus:
         return sub
 
     def publish(self, agency_id: str, event: Event) -> int:
-        """Deliver a copy of ``event`` to every subscriber of ``agency_id``; returns how many."""
-        cat = category(event)
-        with self._lock:
-            subs = [s for s in self._subs.get(agency_id, ()) if cat in s.categories]
-            self.published += 1
-        for sub in subs:
-            sub._put(dict(event))
+        """Deliver a copy of ``event`` to every subscriber of ``agency_id``, then hand it to the
+        listeners (outside streams); returns how many subscribers got it."""
+        n = self._deliver(agency_id, event)
         for listener in self._listeners:  # outside streams (WebSocket, export): must never block
             try:
                 listener(agency_id, event)
             except Exception as exc:  # one broken listener must not stop the publisher
                 self.listener_errors += 1
                 log.warning("event_listener_failed", agency_id=agency_id, error=repr(exc))
+        return n
+
+    def _deliver(self, agency_id: str, event: Event) -> int:
+        cat = category(event)
+        with self._lock:
+            subs = [s for s in self._subs.get(agency_id, ()) if cat in s.categories]
+            self.published += 1
+        for sub in subs:
+            sub._put(dict(event))
         return len(subs)
 
-    def add_listener(self, listener: Listener, *, audit: bool | Callable[[], bool] = False) -> None:
-        """Call ``listener(agency_id, event)`` for every published event of every agency, on the
-        publisher's thread: it must only hand the event over, never block. With ``audit`` (a flag,
-        or a predicate asked at each audit batch) the listener also receives ``audit`` events
-        (whole records) of every agency."""
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(agency_id, event)`` for every published event of every agency (audit
+        records aside: see :meth:`add_audit_listener`), on the publisher's thread: it must only
+        hand the event over, never block."""
         with self._lock:
             self._listeners = (*self._listeners, listener)
-            if audit is True:
-                self._audit_wants[id(listener)] = lambda: True
-            elif callable(audit):
-                self._audit_wants[id(listener)] = audit
+
+    def add_audit_listener(self, listener: AuditListener, wants: Callable[[], bool]) -> None:
+        """Call ``listener(agency_id, records)`` with each durable audit batch (raw records, as the
+        log's commit listener gets them) while ``wants()`` is true. It runs on the audit log's
+        appender thread: it must only hand the batch over; :func:`audit_events` turns it into
+        ``audit`` events on the listener's own thread, off the appender's path."""
+        with self._lock:
+            self._audit_listeners = (*self._audit_listeners, (listener, wants))
+
+    def remove_audit_listener(self, listener: AuditListener) -> None:
+        with self._lock:
+            self._audit_listeners = tuple(x for x in self._audit_listeners if x[0] is not listener)
 
     def add_commit_watcher(self, watcher: Callable[[str, int], None]) -> None:
         """Call ``watcher(agency_id, last_seq)`` after each durable audit batch (on the appender's
@@ -163,7 +177,6 @@ class EventBus:
     def remove_listener(self, listener: Listener) -> None:
         with self._lock:
             self._listeners = tuple(x for x in self._listeners if x is not listener)
-            self._audit_wants.pop(id(listener), None)
 
     def emit(self, agency_id: str, event_type: str, data: Mapping[str, Any] | None = None, *,
              seq: int | None = None, hash: str | None = None) -> int:
@@ -171,30 +184,33 @@ class EventBus:
         return self.publish(agency_id, make_event(event_type, agency_id, data, seq=seq, hash=hash))
 
     def wants_audit(self, agency_id: str) -> bool:
-        with self._lock:
-            if any("audit" in s.categories for s in self._subs.get(agency_id, ())):
-                return True
-            wants = tuple(self._audit_wants.values())
-        return any(w() for w in wants)
+        return self._subs_want_audit(agency_id) or any(want() for _, want in self._audit_listeners)
 
-    def on_audit_commit(self, agency_id: str, records: list[tuple[int, str, str, str, str, bytes]]) -> None:
-        """The audit log's commit listener. Agent lifecycle and secret records become typed events
-        (with their seq and hash); every record becomes an ``audit`` event for subscriptions that
-        asked for audit records (decoded only when someone did)."""
+    def _subs_want_audit(self, agency_id: str) -> bool:
+        with self._lock:
+            return any("audit" in s.categories for s in self._subs.get(agency_id, ()))
+
+    def on_audit_commit(self, agency_id: str, records: list[RawRecord]) -> None:
+        """The audit log's commit listener (on its appender thread, right after a durable batch).
+        Agent lifecycle and secret records become typed events (with their seq and hash); the
+        records reach subscriptions that asked for audit records as ``audit`` events (decoded only
+        when one did), and audit listeners as the raw batch (they decode it on their own thread)."""
         for watcher in self._commit_watchers:
             watcher(agency_id, records[-1][0] if records else -1)
-        wants = self.wants_audit(agency_id)
-        for seq, digest, prev, record_type, ts, data in records:
-            typed = TYPES.get(record_type) in _FROM_AUDIT
-            if not (typed or wants):
-                continue
-            body = json.loads(data)
-            if typed:
-                self.emit(agency_id, record_type, body, seq=seq, hash=digest)
-            if wants:
-                record = {"v": 1, "seq": seq, "ts": ts, "agency_id": agency_id, "type": record_type,
-                          "data": body, "prev": prev, "hash": digest}
-                self.publish(agency_id, audit_event(record))
+        for listener, want in self._audit_listeners:
+            try:
+                if want():
+                    listener(agency_id, records)
+            except Exception as exc:  # one broken listener must not stop the log's commits
+                self.listener_errors += 1
+                log.warning("audit_listener_failed", agency_id=agency_id, error=repr(exc))
+        subs_want = self._subs_want_audit(agency_id)
+        for record in records:
+            seq, digest, _prev, record_type, _ts, data = record
+            if TYPES.get(record_type) in _FROM_AUDIT:
+                self.emit(agency_id, record_type, json.loads(data), seq=seq, hash=digest)
+            if subs_want:
+                self._deliver(agency_id, audit_events(agency_id, (record,))[0])
 
     def subscriber_count(self, agency_id: str | None = None) -> int:
         with self._lock:
@@ -216,3 +232,10 @@ class EventBus:
                 group.remove(sub)
                 if not group:
                     del self._subs[sub.agency_id]
+
+
+def audit_events(agency_id: str, records: Iterable[RawRecord]) -> list[Event]:
+    """The ``audit`` events (whole KBL-1 records) of a durable batch."""
+    return [audit_event({"v": 1, "seq": seq, "ts": ts, "agency_id": agency_id, "type": record_type,
+                         "data": json.loads(data), "prev": prev, "hash": digest})
+            for seq, digest, prev, record_type, ts, data in records]

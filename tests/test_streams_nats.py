@@ -296,7 +296,8 @@ def test_token_from_the_secrets_vault_and_the_verifier_token_file(tmp_path: Path
                     "--token-file", str(tmp_path / "tok"))
         assert res.returncode == 0 and "agency alpha: ok" in res.stdout, res.stderr
         no_token = d.cli("audit", "verify", "--from-nats", server.url, "--host", "t1", "--agency", "alpha")
-        assert no_token.returncode == 69 and "Traceback" not in no_token.stderr
+        assert no_token.returncode == 77 and "Traceback" not in no_token.stderr
+        assert "refused the credentials (no credentials): Authorization Violation" in no_token.stderr
         assert b"nats-s3cret-token" not in d.log.read_bytes()
     finally:
         assert d.stop() == 0

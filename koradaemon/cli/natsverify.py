@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config_model import Config
 from ..errors import TamperError, UsageError
 from .render import print_json
 
-
-def add_arguments(av: argparse.ArgumentParser) -> None:
-    av.add_argument("--from-nats", metavar="URL", help="re-verify the chain(s) from the NATS stream (fleet verifier)")
-    av.add_argument("--against-nats", metavar="URL",
-                    help="check the local log against the last signed checkpoint on the NATS stream")
-    av.add_argument("--host", help="the exporting host's id on the stream (default: nats.host_id or this host)")
-    av.add_argument("--token-file", type=Path, help="a file holding the NATS token, if the server wants one")
-    av.add_argument("--checkpoint-key", metavar="HEX",
-                    help="the Ed25519 public key checkpoints must be signed with (default: the first checkpoint's)")
+if TYPE_CHECKING:
+    from ..streams.natsauth import NatsAuth
 
 
 def wanted(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "from_nats", None) or getattr(args, "against_nats", None))
+
+
+def _auth(args: argparse.Namespace) -> NatsAuth | None:
+    from ..streams.natsauth import NatsAuth
+    from ..streams.natskeys import NkeyError
+
+    for kind, path in (("token", args.token_file), ("nkey", args.nkey_file), ("creds", args.creds_file)):
+        if path is None:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            return NatsAuth.from_secret(kind, text)
+        except NkeyError as exc:
+            raise UsageError(f"{path}: {exc}") from None
+    return None
 
 
 def cmd_nats_verify(cfg: Config, args: argparse.Namespace) -> int:
@@ -36,17 +46,12 @@ def cmd_nats_verify(cfg: Config, args: argparse.Namespace) -> int:
         if cfg.agency(a) is None:
             raise UsageError(f"unknown agency {a!r}", hint="see 'agencies' in the configuration")
     host = host_id(args.host or cfg.nats.host_id)
-    token = None
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text().strip()
-        except OSError as exc:
-            raise UsageError(f"cannot read {args.token_file}: {exc.strerror}") from None
+    auth = _auth(args)
     results: dict[str, Any] = {}
     failed = False
     for agency in agencies:
         if args.from_nats:
-            report = verify_chain(agency, fetch(args.from_nats, host, agency, "audit", token))
+            report = verify_chain(agency, fetch(args.from_nats, host, agency, "audit", auth))
             results[agency] = report.to_dict()
             failed = failed or not report.ok
             if not args.json:
@@ -56,7 +61,7 @@ def cmd_nats_verify(cfg: Config, args: argparse.Namespace) -> int:
         else:
             try:
                 out = against_checkpoint(cfg.path(cfg.audit.dir) / agency, agency,
-                                         last_checkpoint(args.against_nats, host, agency, token,
+                                         last_checkpoint(args.against_nats, host, agency, auth,
                                                                  args.checkpoint_key))
             except TamperError as exc:
                 results[agency] = {"agency_id": agency, "ok": False, "reason": str(exc)}

@@ -267,8 +267,13 @@ def _audit(sub: argparse._SubParsersAction[Parser]) -> None:
                     "checkpoint on the NATS stream, e.g. --against-nats nats://127.0.0.1:4222")
     av.add_argument("--host", help="the exporting host's id on the stream (default: nats.host_id or this "
                     "host), e.g. --host web1")
-    av.add_argument("--token-file", type=_path, help="a file holding the NATS token, if the server wants one, "
-                    "e.g. --token-file secrets/nats.token")
+    creds = av.add_mutually_exclusive_group()
+    creds.add_argument("--token-file", type=_path, help="a file holding the NATS token, if the server wants one, "
+                       "e.g. --token-file secrets/nats.token")
+    creds.add_argument("--nkey-file", type=_path, help="a file holding an nkey user seed (SU...), if the server "
+                       "wants one, e.g. --nkey-file secrets/verifier.nk")
+    creds.add_argument("--creds-file", type=_path, help="a NATS .creds file (user JWT and seed), if the server "
+                       "wants one, e.g. --creds-file secrets/verifier.creds")
     av.add_argument("--checkpoint-key", metavar="HEX", help="the Ed25519 public key checkpoints must be signed "
                     "with (default: the first checkpoint's), e.g. --checkpoint-key 3b6a27bc...")
     ul = _add(ausub, "unlock", "end an agency's lockdown (audited): the bad part of its log is quarantined",

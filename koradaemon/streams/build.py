@@ -6,7 +6,7 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..config_model import Config
+from ..config_model import Config, NatsConfig
 from ..errors import ConfigError
 from ..events import EventBus
 from ..paths import check_relative
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..audit.manager import AuditManager
     from ..vault.secrets import SecretStore
     from .nats_export import NatsExporter
+    from .natsauth import NatsAuth
 
 PORT_FILE = "run/websocket.port"
 
@@ -54,6 +55,30 @@ def _secret_ref(value: str, key: str) -> tuple[str, str]:
     return agency, name
 
 
+def _nats_auth(n: NatsConfig, secrets: SecretStore | None) -> NatsAuth | None:
+    """The credentials named in the configuration, read from the vault (at most one kind)."""
+    from .natsauth import NatsAuth
+    from .natskeys import NkeyError
+
+    named = [(kind, key, value) for kind, key, value in (("token", "nats.token_secret", n.token_secret),
+                                                          ("nkey", "nats.nkey_seed_secret", n.nkey_seed_secret),
+                                                          ("creds", "nats.creds_secret", n.creds_secret)) if value]
+    if not named:
+        return None
+    if len(named) > 1:
+        raise ConfigError(f"{' and '.join(k for _, k, _ in named)}: set one NATS credential, not several")
+    kind, key, value = named[0]
+    if secrets is None:
+        raise ConfigError(f"{key} needs the vault (vault.enabled: true)")
+    raw = secrets.get(*_secret_ref(value, key))
+    try:
+        return NatsAuth.from_secret(kind, raw.decode("utf-8", "replace"))
+    except NkeyError as exc:
+        raise ConfigError(f"{key} ({value}): {exc}") from None
+    finally:
+        raw[:] = bytes(len(raw))
+
+
 def build_nats(cfg: Config, bus: EventBus, audit: AuditManager, secrets: SecretStore | None,
                audit_append: Callable[[str, str, dict[str, Any]], object]) -> NatsExporter | None:
     n = cfg.nats
@@ -66,14 +91,9 @@ def build_nats(cfg: Config, bus: EventBus, audit: AuditManager, secrets: SecretS
     from .nats_export import NatsExporter
     from .natsnames import host_id
 
-    if (n.token_secret or n.signing_key_secret) and secrets is None:
-        raise ConfigError("nats.token_secret and nats.signing_key_secret need the vault (vault.enabled: true)")
-    token = None
-    if n.token_secret:
-        assert secrets is not None
-        raw = secrets.get(*_secret_ref(n.token_secret, "nats.token_secret"))
-        token = raw.decode()
-        raw[:] = bytes(len(raw))
+    auth = _nats_auth(n, secrets)
+    if n.signing_key_secret and secrets is None:
+        raise ConfigError("nats.signing_key_secret needs the vault (vault.enabled: true)")
     signer = None
     if n.signing_key_secret:
         assert secrets is not None
@@ -93,5 +113,5 @@ def build_nats(cfg: Config, bus: EventBus, audit: AuditManager, secrets: SecretS
 
     return NatsExporter(bus, url=n.url, host=host_id(n.host_id), agencies=[a.agency_id for a in cfg.agencies],
                         audit_root=cfg.path(cfg.audit.dir), heads=head, spool_dir=cfg.path(n.spool_dir),
-                        token=token, signer=signer, checkpoint_every=n.checkpoint_every,
+                        auth=auth, signer=signer, checkpoint_every=n.checkpoint_every,
                         checkpoint_interval_s=n.checkpoint_interval_s)

@@ -23,9 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import nats
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
@@ -34,6 +32,7 @@ from nats.js.errors import NotFoundError
 
 from ..events import Event, EventBus
 from .audittail import AuditTail, Head, Line
+from .natsauth import NatsAuth, NatsRefused, connect
 from .natsnames import sign_checkpoint, stream_name, subject
 from .spool import Spool
 
@@ -41,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 MAX_HANDOVER = 100_000
 RETRY_S = 0.5
+REFUSED_RETRY_S = 5.0  # credentials the server refused are not tried again at once
 LINGER_S = 0.02  # after a wake-up, before exporting (batching; keeps off the index path's hot moment)
 
 
@@ -56,7 +56,9 @@ class ExportStats:
     checkpoints: int = 0
     retries: int = 0
     handover_dropped: int = 0
+    bad_events: int = 0
     last_error: str | None = None
+    refused: bool = False  # the server refused the credentials (last connection attempt)
 
 
 @dataclass
@@ -71,18 +73,19 @@ class _AgencyState:
 
 class NatsExporter:
     def __init__(self, bus: EventBus, *, url: str, host: str, agencies: list[str], audit_root: Path,
-                 heads: Callable[[str], Head | None], spool_dir: Path, token: str | None = None,
+                 heads: Callable[[str], Head | None], spool_dir: Path, auth: NatsAuth | None = None,
                  signer: Ed25519PrivateKey | None = None, checkpoint_every: int = 1000,
                  checkpoint_interval_s: float = 60.0, ack_timeout: float = 2.0) -> None:
         self.bus, self.url, self.host, self.agencies = bus, url, host, list(agencies)
-        self.audit_root, self.heads, self.token, self.signer = audit_root, heads, token, signer
+        self.audit_root, self.heads, self.auth, self.signer = audit_root, heads, auth, signer
         self.checkpoint_every, self.checkpoint_interval_s = checkpoint_every, checkpoint_interval_s
         self.ack_timeout = ack_timeout
         self.spool = Spool(spool_dir)
         self.stats = ExportStats()
         self._state = {a: _AgencyState() for a in self.agencies}
         self._lock = threading.Lock()
-        self._handover: collections.deque[bytes] = collections.deque()
+        self._handover: collections.deque[tuple[str, Event]] = collections.deque()
+        self._wake_pending = False  # a wake-up is on its way to the loop (one per burst)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -114,22 +117,25 @@ class NatsExporter:
         return self._thread is not None and self._thread.is_alive()
 
     # -- publisher side (any thread; never blocks) ------------------------------------------
+    # Only a hand-over under a short lock and at most one wake-up per burst: the JSON, the spool
+    # and the network all happen on the exporter's thread, after its linger.
     def _on_event(self, agency_id: str, event: Event) -> None:
         if event.get("type") == "audit" or agency_id not in self._state:
             return  # audit records are read from the log itself
-        digest = event.get("hash")
-        msg_id = f"{event.get('type')}:{digest}" if digest else None
-        line = json.dumps({"a": agency_id, "id": msg_id, "e": event}, separators=(",", ":"),
-                          ensure_ascii=False).encode()
         with self._lock:
             if len(self._handover) >= MAX_HANDOVER:
                 self.stats.handover_dropped += 1
                 return
-            self._handover.append(line)
-        self._poke()
+            self._handover.append((agency_id, event))
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            self._poke()
 
     def _on_commit(self, agency_id: str, last_seq: int) -> None:
-        self._poke()
+        with self._lock:
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            self._poke()
 
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake
@@ -145,25 +151,33 @@ class NatsExporter:
         nc: NatsClient | None = None
         try:
             while not self._stopping:
-                self._spool_new()  # on disk first, connected or not
                 try:
+                    self._spool_new()  # on disk first, connected or not
                     if nc is None:
                         nc = await self._connect()
                     js = nc.jetstream()
                     busy = await self._round(js)
                 except Exception as exc:  # NATS down or refusing: keep everything, retry in order
+                    self._sync_spool()
                     self.stats.retries += 1
-                    if self.stats.last_error != repr(exc):
-                        log.warning("nats_export_retrying", error=repr(exc))
-                    self.stats.last_error = repr(exc)
+                    error = str(exc) if isinstance(exc, NatsRefused) else repr(exc)
+                    self.stats.refused = isinstance(exc, NatsRefused)
+                    if self.stats.last_error != error:
+                        if self.stats.refused:
+                            log.error("nats_export_refused", error=error)
+                        else:
+                            log.warning("nats_export_retrying", error=error)
+                    self.stats.last_error = error
                     self.stats.connected = bool(nc is not None and nc.is_connected)
-                    await self._sleep(RETRY_S)
+                    await self._sleep(REFUSED_RETRY_S if self.stats.refused else RETRY_S)
                     continue
-                self.stats.connected = True
+                self.stats.connected, self.stats.refused = True, False
                 if not busy:
                     await self._sleep(1.0)
         finally:
-            self._spool_new()  # what arrived until the stop is kept for the next start
+            with contextlib.suppress(OSError):  # what arrived until the stop is kept for the next start
+                self._spool_new()
+            self._sync_spool()
             if nc is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(nc.close(), 2)
@@ -179,18 +193,15 @@ class NatsExporter:
         self._wake.clear()
 
     async def _connect(self) -> NatsClient:
-        opts: dict[str, Any] = {"connect_timeout": 2, "allow_reconnect": True, "max_reconnect_attempts": -1,
-                                "reconnect_time_wait": 0.2, "name": f"koradaemon@{self.host}",
-                                "error_cb": _log_nats_error}
-        if self.token:
-            opts["token"] = self.token
-        nc = await asyncio.wait_for(nats.connect(self.url, **opts), 5)
+        nc = await connect(self.url, self.auth, timeout=5, connect_timeout=2, allow_reconnect=True,
+                           max_reconnect_attempts=-1, reconnect_time_wait=0.2, name=f"koradaemon@{self.host}",
+                           error_cb=_log_nats_error)
         js = nc.jetstream()
         for agency in self.agencies:
             with contextlib.suppress(Exception):  # exists already (same config)
                 await js.add_stream(name=stream_name(self.host, agency),
                                     subjects=[f"kora.{self.host}.{agency}.>"], storage="file")
-        log.info("nats_connected", url=self.url)
+        log.info("nats_connected", url=self.url, auth=self.auth.describe() if self.auth else "none")
         return nc
 
     async def _round(self, js: JetStreamContext) -> bool:
@@ -228,11 +239,30 @@ class NatsExporter:
         return busy or bool(pending) or lines > 0
 
     def _spool_new(self) -> int:
+        """Serialise the handed-over events and append them to the spool (one write, no fsync:
+        :meth:`Spool.sync` runs when they cannot be sent at once)."""
         with self._lock:
-            lines = list(self._handover)
+            items = list(self._handover)
             self._handover.clear()
+            self._wake_pending = False
+        lines: list[bytes] = []
+        for agency_id, event in items:
+            try:
+                digest = event.get("hash")
+                msg_id = f"{event.get('type')}:{digest}" if digest else None
+                lines.append(json.dumps({"a": agency_id, "id": msg_id, "e": event}, separators=(",", ":"),
+                                        ensure_ascii=False).encode())
+            except (TypeError, ValueError) as exc:  # not JSON: counted, the others go on
+                self.stats.bad_events += 1
+                log.warning("nats_export_bad_event", agency_id=agency_id, error=repr(exc))
         self.spool.append(lines)
         return len(lines)
+
+    def _sync_spool(self) -> None:
+        try:
+            self.spool.sync()
+        except OSError as exc:  # disk trouble: the lines stay in the page cache, sent when possible
+            log.warning("nats_spool_sync_failed", error=str(exc))
 
     async def _publish(self, js: JetStreamContext, subj: str, payload: bytes, headers: dict[str, str]) -> None:
         await js.publish(subj, payload, timeout=self.ack_timeout, headers=headers)

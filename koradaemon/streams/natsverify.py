@@ -9,14 +9,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from ..audit.record import record_hash
 from ..audit.segments import list_segments, segment_path
 from ..audit.verify import verify_log
-from ..errors import KoraError, TamperError
+from ..errors import AuthError, KoraError, TamperError
+from .natsauth import NatsAuth, NatsRefused, connect
 from .natsnames import check_checkpoint, load_json, stream_name, subject
 
 GENESIS_PREV = "0" * 64
@@ -45,13 +45,12 @@ async def _quiet(exc: Exception) -> None:
     """nats-py prints every connection error with a traceback unless told otherwise."""
 
 
-async def _fetch_all(url: str, host: str, agency: str, kind: str, token: str | None) -> list[bytes]:
-    opts: dict[str, Any] = {"connect_timeout": 5, "allow_reconnect": False, "max_reconnect_attempts": 1,
-                            "error_cb": _quiet}
-    if token:
-        opts["token"] = token
+async def _fetch_all(url: str, host: str, agency: str, kind: str, auth: NatsAuth | None) -> list[bytes]:
     try:
-        nc = await nats.connect(url, **opts)
+        nc = await connect(url, auth, timeout=10, connect_timeout=5, allow_reconnect=False,
+                           max_reconnect_attempts=1, error_cb=_quiet)
+    except NatsRefused as exc:
+        raise AuthError(str(exc), hint="--token-file, --nkey-file or --creds-file") from None
     except (NatsError, OSError, TimeoutError) as exc:
         raise NatsUnavailable(f"cannot reach NATS at {url}: {exc!r}") from None
     try:
@@ -71,9 +70,12 @@ async def _fetch_all(url: str, host: str, agency: str, kind: str, token: str | N
         await nc.close()
 
 
-def fetch(url: str, host: str, agency: str, kind: str, token: str | None = None) -> list[bytes]:
-    """Every message of ``kora.<host>.<agency>.<kind>``, in stream order."""
-    return asyncio.run(_fetch_all(url, host, agency, kind, token))
+def fetch(url: str, host: str, agency: str, kind: str, auth: NatsAuth | str | None = None) -> list[bytes]:
+    """Every message of ``kora.<host>.<agency>.<kind>``, in stream order (``auth``: a token or the
+    credentials to show the server)."""
+    if isinstance(auth, str):
+        auth = NatsAuth(token=auth)
+    return asyncio.run(_fetch_all(url, host, agency, kind, auth))
 
 
 def verify_chain(agency: str, lines: list[bytes]) -> ChainReport:
@@ -101,11 +103,11 @@ def verify_chain(agency: str, lines: list[bytes]) -> ChainReport:
     return ChainReport(agency, True, expected, head_seq=expected - 1, head_hash=prev)
 
 
-def last_checkpoint(url: str, host: str, agency: str, token: str | None = None,
+def last_checkpoint(url: str, host: str, agency: str, auth: NatsAuth | str | None = None,
                     key: str | None = None) -> dict[str, Any]:
     """The stream's newest checkpoint, its signature checked against ``key`` (the public key, hex)
     when given, else against the key of the stream's first checkpoint."""
-    docs = [load_json(raw) for raw in fetch(url, host, agency, "checkpoint", token)]
+    docs = [load_json(raw) for raw in fetch(url, host, agency, "checkpoint", auth)]
     if not docs:
         raise TamperError(f"no checkpoint of agency {agency!r} on the stream", hint="is the export on?")
     try:

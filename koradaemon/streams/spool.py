@@ -1,9 +1,12 @@
 """A durable on-disk queue of event lines: append, read from the acknowledged cursor, acknowledge.
 
-``events.jsonl`` holds lines appended in order (fdatasync per batch); ``events.cursor`` the byte
-offset up to which lines were acknowledged by the stream. After a crash, lines past the cursor are
-sent again (the stream drops the duplicates by message id). Once everything is acknowledged the
-file is emptied.
+``events.jsonl`` holds lines appended in order; ``events.cursor`` the byte offset up to which
+lines were acknowledged by the stream, rewritten in place. Appends and cursor moves are plain
+writes (the page cache survives a crash of the daemon); :meth:`Spool.sync` makes both durable,
+which the exporter calls whenever lines cannot be sent at once (NATS down) and on stop, so the
+fsyncs stay away from the moments the index path writes its own. After a crash, lines past the
+cursor are sent again (the stream drops the duplicates by message id). Once everything is
+acknowledged and the file is large, it is emptied.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..fsutil import atomic_write_bytes
+from ..fsutil import fsync_dir
 
 COMPACT_BYTES = 4 * 1024 * 1024
+CURSOR_WIDTH = 20  # digits; the cursor file is always one line of this width, rewritten in place
 
 
 class Spool:
@@ -22,6 +26,9 @@ class Spool:
         self.path = folder / "events.jsonl"
         self.cursor_path = folder / "events.cursor"
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._cfd = os.open(self.cursor_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fsync_dir(folder)
+        self._dirty = False
         size = os.fstat(self._fd).st_size
         self.cursor = self._load_cursor()
         if self.cursor > size:  # emptied after everything was acknowledged, then a crash
@@ -30,12 +37,13 @@ class Spool:
 
     def _load_cursor(self) -> int:
         try:
-            return int(self.cursor_path.read_text().strip() or 0)
-        except (FileNotFoundError, ValueError):
+            return int(os.pread(self._cfd, 64, 0).strip() or 0)
+        except ValueError:  # torn by a power loss: everything is sent again, deduplicated by id
             return 0
 
     def _store_cursor(self) -> None:
-        atomic_write_bytes(self.cursor_path, f"{self.cursor}\n".encode())
+        os.pwrite(self._cfd, f"{self.cursor:0{CURSOR_WIDTH}d}\n".encode(), 0)
+        self._dirty = True
 
     def append(self, lines: list[bytes]) -> None:
         if not lines:
@@ -44,7 +52,14 @@ class Spool:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view):]
-        os.fdatasync(self._fd)
+        self._dirty = True
+
+    def sync(self) -> None:
+        """Make the appended lines and the cursor durable (fdatasync of both; nothing when clean)."""
+        if self._dirty:
+            os.fdatasync(self._fd)
+            os.fdatasync(self._cfd)
+            self._dirty = False
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size
@@ -71,5 +86,9 @@ class Spool:
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                self.sync()
+            finally:
+                os.close(self._fd)
+                os.close(self._cfd)
+                self._fd = self._cfd = -1

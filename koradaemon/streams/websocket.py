@@ -30,12 +30,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..errors import ConfigError, KoraError
-from ..events import Event, EventBus
+from ..events import Event, EventBus, RawRecord, audit_events
 from .access import Client, Grant, Refused, grant
 
 log = structlog.get_logger(__name__)
 
 MAX_HANDOVER = 100_000  # events waiting for the loop; beyond, new events are dropped (and counted)
+LINGER_S = 0.005  # between the first event of a burst and its fan-out
+DRAIN_SLICE = 256  # handed-over items fanned out before the loop's other work gets a turn
 SLOW_CLOSE_CODE = 1008
 STOP_CLOSE_CODE = 1001
 
@@ -57,6 +59,7 @@ class WsStats:
     refused: int = 0
     slow_dropped: int = 0
     handover_dropped: int = 0
+    bad_records: int = 0
     events_in: int = 0
     messages_out: int = 0
 
@@ -74,7 +77,8 @@ class WebSocketStream:
         self.tls, self.port_file, self.close_timeout = tls, port_file, close_timeout
         self.stats = WsStats()
         self._lock = threading.Lock()
-        self._handover: collections.deque[tuple[str, Event]] = collections.deque()
+        # events, and raw audit batches decoded on this part's own thread
+        self._handover: collections.deque[tuple[str, Event | list[RawRecord]]] = collections.deque()
         self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -95,13 +99,15 @@ class WebSocketStream:
             raise KoraError("the WebSocket stream did not start in time")
         if self._error is not None:
             raise ConfigError(f"websocket: cannot listen on {self.host}:{self.port}: {self._error}")
-        # audit records are decoded for the bus only while a connection that may receive them is open
-        self.bus.add_listener(self._on_event, audit=lambda: self._audit_conns > 0)
+        self.bus.add_listener(self._on_event)
+        # audit batches are handed over only while a connection that may receive them is open
+        self.bus.add_audit_listener(self._on_audit, lambda: self._audit_conns > 0)
         log.info("websocket_listening", host=self.host, port=self.port, tls=self.tls is not None,
                  clients=len(self.clients))
 
     def stop(self, deadline: float) -> None:
         self.bus.remove_listener(self._on_event)
+        self.bus.remove_audit_listener(self._on_audit)
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -116,16 +122,23 @@ class WebSocketStream:
 
     # -- the publisher's side (any thread) -------------------------------------------------
     def _on_event(self, agency_id: str, event: Event) -> None:
+        self._hand_over(agency_id, event)
+
+    def _on_audit(self, agency_id: str, records: list[RawRecord]) -> None:
+        self._hand_over(agency_id, records)
+
+    def _hand_over(self, agency_id: str, item: Event | list[RawRecord]) -> None:
         with self._lock:
             if len(self._handover) >= MAX_HANDOVER:
                 self.stats.handover_dropped += 1
                 return
-            self._handover.append((agency_id, event))
+            self._handover.append((agency_id, item))
             wake, self._wake_pending = not self._wake_pending, True
         loop = self._loop
         if wake and loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (stopping)
-                loop.call_soon_threadsafe(self._drain)
+                # the fan-out runs a moment later, in a batch, after the publisher's own delivery
+                loop.call_soon_threadsafe(loop.call_later, LINGER_S, self._drain)
 
     # -- the loop ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -231,31 +244,48 @@ class WebSocketStream:
                 self.stats.messages_out += 1
 
     def _drain(self) -> None:
+        """Fan out up to DRAIN_SLICE handed-over items, then let the loop send (and answer pings)
+        before the next slice: a burst of thousands never holds the loop for long."""
         with self._lock:
-            items = list(self._handover)
-            self._handover.clear()
-            self._wake_pending = False
-        for agency_id, event in items:
-            self.stats.events_in += 1
-            rendered: dict[bool, str] = {}  # one JSON text per view: file text kept / stripped
-            for conn in list(self._conns):
-                if conn.dropped:
-                    continue
-                view = conn.grant.view(agency_id, event)
-                if view is None:
-                    continue
-                strips = conn.grant.client.strips_text
-                text = rendered.get(strips)
-                if text is None:
-                    text = rendered[strips] = json.dumps(view, ensure_ascii=False, separators=(",", ":"))
+            items = [self._handover.popleft() for _ in range(min(DRAIN_SLICE, len(self._handover)))]
+            more = bool(self._handover)
+            self._wake_pending = more
+        if more and self._loop is not None:
+            self._loop.call_soon(self._drain)
+        for agency_id, item in items:
+            if isinstance(item, list):
                 try:
-                    conn.queue.put_nowait(text)
-                except asyncio.QueueFull:
-                    self.stats.slow_dropped += 1
-                    log.warning("websocket_slow_consumer_dropped", client=conn.grant.client.name,
-                                buffer_events=self.buffer_events)
-                    self._close(conn, SLOW_CLOSE_CODE,
-                                f"slow consumer: more than {self.buffer_events} events behind, dropped")
+                    events = audit_events(agency_id, item)
+                except Exception as exc:  # a record that does not decode: counted, the rest go on
+                    self.stats.bad_records += 1
+                    log.warning("websocket_bad_audit_record", agency_id=agency_id, error=str(exc))
+                    continue
+            else:
+                events = [item]
+            for event in events:
+                self._fan_out(agency_id, event)
+
+    def _fan_out(self, agency_id: str, event: Event) -> None:
+        self.stats.events_in += 1
+        rendered: dict[bool, str] = {}  # one JSON text per view: file text kept / stripped
+        for conn in list(self._conns):
+            if conn.dropped:
+                continue
+            view = conn.grant.view(agency_id, event)
+            if view is None:
+                continue
+            strips = conn.grant.client.strips_text
+            text = rendered.get(strips)
+            if text is None:
+                text = rendered[strips] = json.dumps(view, ensure_ascii=False, separators=(",", ":"))
+            try:
+                conn.queue.put_nowait(text)
+            except asyncio.QueueFull:
+                self.stats.slow_dropped += 1
+                log.warning("websocket_slow_consumer_dropped", client=conn.grant.client.name,
+                            buffer_events=self.buffer_events)
+                self._close(conn, SLOW_CLOSE_CODE,
+                            f"slow consumer: more than {self.buffer_events} events behind, dropped")
 
     def _counted(self) -> None:
         self.stats.clients = len(self._conns)
