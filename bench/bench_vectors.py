@@ -127,7 +127,8 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
         files.append((f"f{n:04d}.txt", body))
         pos += len(body)
         n += 1
-    cfg = parse_config(f"agencies: [{{agency_id: bench, roots: [notes]}}]\nvectors: {{enabled: true, dims: {dims}}}",
+    cfg = parse_config(f"agencies: [{{agency_id: bench, roots: [notes]}}]\nvault: {{enabled: false}}\n"
+                       f"vectors: {{enabled: true, dims: {dims}}}",
                        data_root=root)
     kernel = open_db(root / "kora_kernel.db")
     with kernel:
@@ -143,7 +144,7 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
     conn = svc._load()
     svc.state = "ready"
     assert svc.embedder is not None
-    step = Step(svc.embedder, root, 1536, 256, chunk)
+    step = Step(svc.embedder, root, 1536, 256)
     av = svc.agencies["bench"]
     t0 = time.perf_counter()
     while step.run(av):

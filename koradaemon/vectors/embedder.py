@@ -38,8 +38,8 @@ for _b in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
     WORD_BYTE[_b] = True
 WORD_BYTE[0x80:] = True
 MAX_CACHED_WORDS = 200_000  # about 40 bytes each in numpy arrays
-_P = np.uint64(0x100000001B3)  # odd: invertible modulo 2**64
-_P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+_P = np.uint64(0x100000001B3)
+POOL_TOKENS = 4096  # tokens gathered at a time when pooling one text (bounds the scratch buffer)
 
 F32 = npt.NDArray[np.float32]
 F16 = npt.NDArray[np.float16]
@@ -52,6 +52,9 @@ def _powers(base: np.uint64, n: int) -> U64:
     out[0] = 1
     with np.errstate(over="ignore"):
         return np.cumprod(out, dtype=np.uint64)
+
+
+_POW_IN_WORD = _powers(_P, MAX_WORD_BYTES)
 
 
 def word_spans(buf: bytes) -> tuple[I64, I64]:
@@ -80,8 +83,6 @@ class Embedder:
         for token, i in tokenizer.get_vocab().items():
             if token.startswith(MARKER):
                 self._marker[i] = True
-        self._pow = _powers(_P, 1 << 16)
-        self._inv = _powers(_P_INV, 1 << 16)
         self._reset_cache()
 
     def _reset_cache(self) -> None:
@@ -91,16 +92,26 @@ class Embedder:
         self._count = np.zeros(0, np.int64)
         self._ids = np.zeros(0, np.int32)
 
-    def _hash(self, data: npt.NDArray[np.uint8], starts: I64, ends: I64) -> U64:
-        n = len(data) + 1
-        if n > len(self._pow):
-            size = max(n, 2 * len(self._pow))
-            self._pow, self._inv = _powers(_P, size), _powers(_P_INV, size)
+    @staticmethod
+    def _hash(data: npt.NDArray[np.uint8], starts: I64, ends: I64) -> U64:
+        """A 64-bit polynomial hash of each word (and its length), from a few flat numpy passes.
+
+        The word bytes are gathered into one flat array with each byte's position inside its word
+        (at most MAX_WORD_BYTES, so the table of powers is tiny), and one ``add.reduceat`` sums
+        each word's terms: nothing kept between batches grows with the batch.
+        """
+        lengths = ends - starts
+        if not len(lengths):
+            return np.zeros(0, np.uint64)
+        first = np.cumsum(lengths) - lengths  # each word's start in the flat array of word bytes
+        pos = np.arange(int(first[-1] + lengths[-1]), dtype=np.int64)
+        pos -= np.repeat(first, lengths)  # position of each byte inside its word
         with np.errstate(over="ignore"):
-            prefix = np.zeros(n, np.uint64)
-            np.cumsum((data.astype(np.uint64) + np.uint64(1)) * self._pow[: n - 1], out=prefix[1:])
-            h: U64 = (prefix[ends] - prefix[starts]) * self._inv[starts]
-            h ^= (ends - starts).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            terms = data[np.repeat(starts, lengths) + pos].astype(np.uint64)
+            terms += np.uint64(1)
+            terms *= _POW_IN_WORD[pos]
+            h: U64 = np.add.reduceat(terms, first)
+            h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         return h
 
     def _learn(self, words: list[bytes], hashes: U64) -> None:
@@ -185,9 +196,8 @@ class Embedder:
         remap[rows] = np.arange(len(rows), dtype=np.int32)
         table = self.weights[rows].astype(np.float32)  # only this batch's vocabulary, in float32
         local = remap[tokens]
-        for i, (a, b) in enumerate(zip(tok_start.tolist(), tok_end.tolist(), strict=True)):
-            if b > a:
-                np.sum(table[local[a:b]], axis=0, out=out[i])
+        del used, remap, tokens
+        pool_sums(table, local, tok_start, tok_end, out)
         return normalize(out)
 
     def embed_query(self, text: str) -> F32:
@@ -212,6 +222,31 @@ class Embedder:
     def codes(self, vectors: F32) -> npt.NDArray[np.uint8]:
         """Packed sign bits: ``dims / 8`` bytes each (centring on the vocabulary mean kept fewer true neighbours)."""
         return np.packbits(vectors > 0, axis=-1)
+
+
+def pool_sums(table: F32, local: npt.NDArray[np.int32], tok_start: I64, tok_end: I64, out: F32) -> None:
+    """``out[i]`` = the sum of ``table``'s rows ``local[tok_start[i]:tok_end[i]]``.
+
+    Each text's rows are gathered into one reused scratch buffer (``take`` with ``out=``; its
+    default mode would buffer) and summed there: no temporary per text. With the daemon's
+    fixed mmap threshold every temporary over 128 KiB is fresh pages, and a gather per
+    passage cost more in page faults than the sums themselves.
+    """
+    lengths = tok_end - tok_start
+    if not len(lengths) or int(lengths.max()) == 0:
+        return
+    scratch = np.empty((min(int(lengths.max()), POOL_TOKENS), table.shape[1]), np.float32)
+    part_sum = np.empty(table.shape[1], np.float32)
+    for i in np.flatnonzero(lengths).tolist():
+        a, b = int(tok_start[i]), int(tok_end[i])
+        part = scratch[: min(b - a, POOL_TOKENS)]
+        np.take(table, local[a : a + len(part)], axis=0, out=part, mode="clip")
+        np.sum(part, axis=0, out=out[i])
+        for c in range(a + POOL_TOKENS, b, POOL_TOKENS):  # a text longer than the scratch buffer
+            part = scratch[: min(b - c, POOL_TOKENS)]
+            np.take(table, local[c : c + len(part)], axis=0, out=part, mode="clip")
+            np.sum(part, axis=0, out=part_sum)
+            out[i] += part_sum
 
 
 def normalize(matrix: F32) -> F32:
