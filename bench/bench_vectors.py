@@ -78,17 +78,18 @@ def run_daemon(work: Path, corpus_mb: int, vectors: bool, dims: int) -> tuple[Da
     out: dict[str, Any] = {"bytes": total, "keyword_s": sync.get("seconds"), "keyword_mb_s": sync.get("mb_per_s")}
     if vectors:
         t0 = time.perf_counter()
-        lags = []
+        lags, peak = [], 0.0
         while True:
             v = d.vectors()
             lags.append(v.get("lag_bytes", 0))
+            peak = max(peak, d.rss_mb())
             if v.get("state") == "error":
                 raise SystemExit(f"vectors failed: {v.get('error')}")
             if v.get("state") == "ready" and v.get("lag_chunks") == 0 and v.get("passages"):
                 break
             time.sleep(0.2)
         out.update(catchup_after_keyword_s=round(time.perf_counter() - t0, 2), max_lag_mb=round(max(lags) / 1e6, 2),
-                   vector_status=v)
+                   vector_status=v, peak_rss_mb=round(peak, 1))
     out["rss_mb"] = round(d.rss_mb(), 1)
     return d, out
 
@@ -183,6 +184,7 @@ def main() -> int:
         print("\n".join(problems))
         return 1
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-vectors-"))
+    print(f"load average at the start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     off, off_stats = run_daemon(work, args.distractor_mb, vectors=False, dims=args.dims)
     off.stop()
     on, on_stats = run_daemon(work, args.distractor_mb, vectors=True, dims=args.dims)
@@ -202,7 +204,8 @@ def main() -> int:
           f"{on_stats['catchup_after_keyword_s']} s after keyword idle, max lag seen {on_stats['max_lag_mb']} MB, "
           f"{v['passages']} passages")
     print(f"daemon RSS: vectors off {off_stats['rss_mb']} MB, on {on_stats['rss_mb']} MB, "
-          f"increase {on_stats['rss_mb'] - off_stats['rss_mb']:.1f} MB  (goal <= 60)")
+          f"increase {on_stats['rss_mb'] - off_stats['rss_mb']:.1f} MB  (goal <= 60); "
+          f"highest seen while catching up {on_stats['peak_rss_mb']} MB")
     print("recall@10 (%)   exact-term   paraphrase")
     for mode, row in table.items():
         print(f"  {mode:8s}      {row['exact']:6.1f}       {row['paraphrase']:6.1f}")
