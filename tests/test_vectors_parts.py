@@ -44,10 +44,13 @@ def test_passages_are_about_the_configured_size() -> None:
 
 
 def test_rrf_fuses_by_chunk_and_rewards_agreement() -> None:
-    kw = [{"chunk_id": 1}, {"chunk_id": 2}, {"chunk_id": 3}]
-    vec = [{"chunk_id": 3}, {"chunk_id": 4}, {"chunk_id": 1}]
+    def hit(path: str, seq: int = 0) -> dict[str, object]:
+        return {"root": "notes", "path": path, "seq": seq}
+
+    kw = [hit("a"), hit("b"), hit("c")]
+    vec = [hit("c"), hit("d"), hit("a"), hit("a", 1)]  # another chunk of the same file is another hit
     out = rrf({"keyword": kw, "vector": vec}, 10)
-    assert [h["chunk_id"] for h in out] == [1, 3, 2, 4]
+    assert [(h["path"], h["seq"]) for h in out] == [("a", 0), ("c", 0), ("b", 0), ("d", 0), ("a", 1)]
     assert out[0]["ranks"] == {"keyword": 1, "vector": 3}
     assert out[0]["score"] == round(1 / 61 + 1 / 63, 6)
     assert len(rrf({"keyword": kw, "vector": vec}, 2)) == 2

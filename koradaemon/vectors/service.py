@@ -194,8 +194,8 @@ class VectorService:
             except StaleChunk:
                 continue  # the file changed since: never served wrong
             seen.add(h.chunk_id)
-            hits.append({
-                "chunk_id": h.chunk_id, "root": h.root, "path": h.path, "seq": h.seq,
+            hits.append({  # no chunk id: a sequence shared by all agencies (see index/search.py)
+                "root": h.root, "path": h.path, "seq": h.seq,
                 "offset": h.chunk_offset, "length": h.chunk_length, "sha256": h.chunk_sha256,
                 "snippet": " ".join(text.split())[:SNIPPET_CHARS], "score": round(h.similarity, 6),
                 "passage": {"offset": h.passage_offset, "length": h.passage_length, "sha256": h.passage_sha256},
