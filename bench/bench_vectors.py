@@ -8,7 +8,9 @@ Run: .venv/bin/python bench/bench_vectors.py [--distractor-mb 8] [--passages 100
    status reports them), and the daemon's RSS in both runs (the increase).
 2. recall@10 of keyword, vector and hybrid search over the socket, for the exact-term half and
    the paraphrase half of the queries.
-3. Vector top-10 latency (p50/p99) through the daemon's own search code at ``--passages`` passages.
+3. The embedding function on 4 MB of passages beside wordllama's own ``embed`` (same-run baseline).
+4. Vector top-10 latency (p50/p99) through the daemon's own search code at ``--passages`` passages,
+   after embedding them with the daemon's embedding step (its MB per CPU-second).
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
     """Vector search at ``passages`` passages through VectorService.search (kernel rows written directly)."""
     from koradaemon.config import parse_config
     from koradaemon.index.db import open_db
+    from koradaemon.vectors.heap import batch_mode, rest_mode
     from koradaemon.vectors.service import VectorService
     from koradaemon.vectors.worker import Step
 
@@ -156,8 +159,10 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
     step = Step(svc.embedder, root, 1536, 256)
     av = svc.agencies["bench"]
     t0 = time.perf_counter()
+    batch_mode()  # as the service's loop does while catching up
     while step.run(av):
         pass
+    rest_mode()
     embed_s = time.perf_counter() - t0
     words = text.decode("utf-8", "replace").split()
     times, cpu = [], []
@@ -178,6 +183,34 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
             "embed_mb_cpu_s": round(av.counters["bytes"] / 1e6 / av.counters["cpu_s"], 2),
             "p50_ms": ms(times, 0.5), "p99_ms": ms(times, 0.99),
             "cpu_p50_ms": ms(cpu, 0.5), "cpu_p99_ms": ms(cpu, 0.99)}
+
+
+def embedding_baseline(work: Path, dims: int, mb: int = 4) -> dict[str, float]:
+    """Embedder.embed (first pass: empty word cache) against wordllama's own ``embed`` on the same
+    passages, CPU seconds of this thread: the same-run baseline for the catch-up rate."""
+    from koradaemon.vectors.embedder import Embedder
+    from koradaemon.vectors.model import load_tokenizer, load_via_wordllama, load_weights, prepare_cache_dir
+    from koradaemon.vectors.passages import split_passages
+
+    src = fresh(work / "baseline")
+    stdlib_corpus(src, mb << 20)
+    passages = [p.data for f in sorted(src.rglob("*.py")) for off in range(0, f.stat().st_size, 51_200)
+                for p in split_passages(f.read_bytes()[off : off + 51_200], off, 1536)]
+    nbytes = sum(map(len, passages))
+    files = prepare_cache_dir(work / "model")
+    ours = Embedder(load_tokenizer(files), load_weights(files, dims), files.name)
+    c = time.thread_time()
+    for i in range(0, len(passages), 256):
+        ours.embed(passages[i : i + 256])
+    ours_s = time.thread_time() - c
+    wl = load_via_wordllama(work / "model-wl")
+    texts = [p.decode("utf-8", "replace") for p in passages]
+    c = time.thread_time()
+    for i in range(0, len(texts), 256):
+        wl.embed(texts[i : i + 256], norm=True)  # type: ignore[attr-defined]
+    theirs_s = time.thread_time() - c
+    return {"mb": round(nbytes / 1e6, 1), "ours": round(nbytes / 1e6 / ours_s, 2),
+            "wordllama": round(nbytes / 1e6 / theirs_s, 2)}
 
 
 def main() -> int:
@@ -219,6 +252,10 @@ def main() -> int:
         print(f"  {mode:8s}      {row['exact']:6.1f}       {row['paraphrase']:6.1f}")
     print(f"  hybrid - keyword: exact {table['hybrid']['exact'] - table['keyword']['exact']:+.1f} (goal >= -2), "
           f"paraphrase {table['hybrid']['paraphrase'] - table['keyword']['paraphrase']:+.1f} (goal > 0)")
+    base = embedding_baseline(work, args.dims)
+    print(f"same-run baseline, {base['mb']} MB of stdlib passages, first pass, one thread: Embedder.embed"
+          f" {base['ours']} MB per CPU-s, wordllama's own embed {base['wordllama']} MB per CPU-s"
+          f" ({base['ours'] / base['wordllama']:.1f}x)")
     if args.passages:
         k = knn_latency(work, args.passages, args.dims)
         print(f"vector top-10 at {k['passages']} passages: wall p50 {k['p50_ms']} ms, p99 {k['p99_ms']} ms;"

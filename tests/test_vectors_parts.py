@@ -122,3 +122,26 @@ def test_batch_and_query_paths_agree_on_long_and_non_ascii_words(embedder: Embed
     assert float(embedder.embed([text.encode()])[0] @ embedder.embed_query(text)) == pytest.approx(1.0, abs=1e-5)
     marked = "odd\u2581word and plain words"  # holds the tokenizer's own word marker: the one-call path gives up
     assert float(embedder.embed([marked.encode()])[0] @ embedder.embed_query(marked)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_word_cache_serves_the_same_tokens_as_tokenising_afresh(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Batches that mix known and new words, short and long, through merges into the cache and one
+    # reset of it: every text's vector equals the one from tokenising its words directly (no cache).
+    from koradaemon.vectors import embedder as emb_mod
+
+    files = prepare_cache_dir(tmp_path_factory.mktemp("model-cache"))
+    fresh = Embedder(load_tokenizer(files), load_weights(files, 128), files.name)
+    rng = np.random.default_rng(7)
+    vocab = [("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz_0123456789é"), int(rng.integers(1, 14))))
+              if i % 3 else f"w{i}") for i in range(6000)]
+    limit = emb_mod.MAX_CACHED_WORDS
+    emb_mod.MAX_CACHED_WORDS = 2500  # small, so the batches below fill it and it starts over once
+    try:
+        for batch in range(4):
+            texts = [" ".join(vocab[int(j)] for j in rng.integers(0, 1500 * (batch + 1), 60)) for _ in range(40)]
+            got = fresh.embed([t.encode() for t in texts])
+            want = np.stack([fresh.embed_query(t) for t in texts])
+            assert np.allclose((got * want).sum(axis=1), 1.0, atol=1e-5), batch
+    finally:
+        emb_mod.MAX_CACHED_WORDS = limit
+    assert len(fresh._start) <= 2500

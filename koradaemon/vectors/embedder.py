@@ -87,6 +87,8 @@ class Embedder:
 
     def _reset_cache(self) -> None:
         self._hashes = np.zeros(0, np.uint64)  # sorted
+        self._shift = np.uint64(63)
+        self._bucket = np.zeros(3, np.int32)  # _hashes[_bucket[b]:_bucket[b + 1]] have top bits b
         self._slot = np.zeros(0, np.int64)  # word index of each sorted hash
         self._start = np.zeros(0, np.int64)  # per word index: first token in _ids
         self._count = np.zeros(0, np.int64)
@@ -112,19 +114,31 @@ class Embedder:
             terms *= _POW_IN_WORD[pos]
             h: U64 = np.add.reduceat(terms, first)
             h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            h ^= h >> np.uint64(33)  # murmur3's finaliser: short words' sums never reach the top bits
+            h *= np.uint64(0xFF51AFD7ED558CCD)
+            h ^= h >> np.uint64(33)
+            h *= np.uint64(0xC4CEB9FE1A85EC53)
+            h ^= h >> np.uint64(33)
         return h
 
     def _learn(self, words: list[bytes], hashes: U64) -> None:
-        """Tokenise words never seen before (each as it reads after a space) and remember their ids."""
+        """Tokenise words never seen before (each as it reads after a space) and remember their ids.
+
+        ``hashes`` are the words' hashes, sorted and not yet in the cache.
+        """
         ids, counts = self._tokenize_words([w.decode("utf-8", "replace") for w in words])
         first = len(self._start)
         self._start = np.concatenate((self._start, len(self._ids) + np.cumsum(counts) - counts))
         self._count = np.concatenate((self._count, counts))
         self._ids = np.concatenate((self._ids, ids))
-        hashes_all = np.concatenate((self._hashes, hashes))
-        slots_all = np.concatenate((self._slot, np.arange(first, first + len(words), dtype=np.int64)))
-        order = np.argsort(hashes_all, kind="stable")
-        self._hashes, self._slot = hashes_all[order], slots_all[order]
+        at = np.searchsorted(self._hashes, hashes)  # ``hashes`` is sorted: merged in place, no sort of the cache
+        self._hashes = np.insert(self._hashes, at, hashes)
+        self._slot = np.insert(self._slot, at, np.arange(first, first + len(words), dtype=np.int64))
+        bits = int(len(self._hashes)).bit_length() + 1  # a quarter to a half of a hash a bucket
+        self._shift = np.uint64(64 - bits)
+        self._bucket = np.zeros((1 << bits) + 1, np.int32)
+        np.cumsum(np.bincount((self._hashes >> self._shift).astype(np.intp), minlength=1 << bits),
+                  out=self._bucket[1:])
 
     def _tokenize_words(self, words: list[str]) -> tuple[npt.NDArray[np.int32], I64]:
         """Token ids of each word (as it reads after a space), concatenated, and each word's count.
@@ -143,30 +157,46 @@ class Embedder:
         return np.fromiter((i for x in lists for i in x), np.int32, int(counts.sum())), counts
 
     def _lookup(self, h: U64) -> I64:
-        """Word index of each hash, -1 where unknown."""
+        """Word index of each hash, -1 where unknown.
+
+        The leading bits of a hash name its bucket (a slice of the sorted hashes, mostly empty
+        or one long); each round compares every query still open with the next hash of its bucket.
+        A binary search (``searchsorted``) took a cache miss per level for each of the batch's
+        tens of thousands of words.
+        """
         if not len(self._hashes):
             return np.full(len(h), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self._hashes, h), len(self._hashes) - 1)
-        found = self._hashes[pos] == h
-        return np.where(found, self._slot[pos], -1)
+        top = (h >> self._shift).astype(np.intp)
+        lo, hi = self._bucket[top], self._bucket[top + 1]
+        first = np.minimum(lo, len(self._hashes) - 1)
+        hit = (self._hashes[first] == h) & (lo < hi)
+        out: I64 = np.where(hit, self._slot[first], -1)  # most words: the first of their bucket
+        idx = np.flatnonzero(~hit & (lo + 1 < hi))
+        lo, hi, want = lo[idx] + 1, hi[idx], h[idx]
+        while len(idx):
+            hit = self._hashes[lo] == want
+            out[idx[hit]] = self._slot[lo[hit]]
+            lo += 1
+            more = ~hit & (lo < hi)
+            idx, lo, hi, want = idx[more], lo[more], hi[more], want[more]
+        return out
 
     def _word_tokens(self, buf: bytes) -> tuple[npt.NDArray[np.int32], I64, I64]:
         """Token ids of the words of ``buf`` in order, each word's token count, and the word starts."""
         starts, ends = word_spans(buf)
-        data = np.frombuffer(buf, np.uint8)
-        h = self._hash(data, starts, ends)
-        uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        wid_u = self._lookup(uniq)  # the distinct words only: a few thousand per batch
-        missing = np.flatnonzero(wid_u < 0)
-        if len(missing):
-            if len(self._start) + len(missing) > MAX_CACHED_WORDS:  # full: start over with this batch's words
+        h = self._hash(np.frombuffer(buf, np.uint8), starts, ends)
+        wid = self._lookup(h)
+        miss = np.flatnonzero(wid < 0)  # once the cache is warm, few: only those are sorted
+        if len(miss):
+            new, at = np.unique(h[miss], return_index=True)
+            if len(self._start) + len(new) > MAX_CACHED_WORDS:  # full: start over with this batch's words
                 self._reset_cache()
-                missing = np.arange(len(uniq))
-            at = first[missing]
+                miss = np.arange(len(h))
+                new, at = np.unique(h, return_index=True)
+            at = miss[at]
             words = [buf[s:e] for s, e in zip(starts[at].tolist(), ends[at].tolist(), strict=True)]
-            self._learn(words, uniq[missing])
-            wid_u = self._lookup(uniq)
-        wid = wid_u[inverse]
+            self._learn(words, new)
+            wid[miss] = self._lookup(h[miss])
         counts = self._count[wid]
         tok_ends = np.cumsum(counts)
         total = int(tok_ends[-1]) if len(tok_ends) else 0
@@ -241,11 +271,11 @@ def pool_sums(table: F32, local: npt.NDArray[np.int32], tok_start: I64, tok_end:
         a, b = int(tok_start[i]), int(tok_end[i])
         part = scratch[: min(b - a, POOL_TOKENS)]
         np.take(table, local[a : a + len(part)], axis=0, out=part, mode="clip")
-        np.sum(part, axis=0, out=out[i])
+        np.add.reduce(part, axis=0, out=out[i])
         for c in range(a + POOL_TOKENS, b, POOL_TOKENS):  # a text longer than the scratch buffer
             part = scratch[: min(b - c, POOL_TOKENS)]
             np.take(table, local[c : c + len(part)], axis=0, out=part, mode="clip")
-            np.sum(part, axis=0, out=part_sum)
+            np.add.reduce(part, axis=0, out=part_sum)
             out[i] += part_sum
 
 
