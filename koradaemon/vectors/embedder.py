@@ -134,7 +134,7 @@ class Embedder:
         at = np.searchsorted(self._hashes, hashes)  # ``hashes`` is sorted: merged in place, no sort of the cache
         self._hashes = np.insert(self._hashes, at, hashes)
         self._slot = np.insert(self._slot, at, np.arange(first, first + len(words), dtype=np.int64))
-        bits = int(len(self._hashes)).bit_length() + 1  # a quarter to a half of a hash a bucket
+        bits = len(self._hashes).bit_length() + 1  # a quarter to a half of a hash a bucket
         self._shift = np.uint64(64 - bits)
         self._bucket = np.zeros((1 << bits) + 1, np.int32)
         np.cumsum(np.bincount((self._hashes >> self._shift).astype(np.intp), minlength=1 << bits),
