@@ -14,14 +14,31 @@ from hypothesis import strategies as st
 from koradaemon.vectors.codes import CodeIndex
 from koradaemon.vectors.embedder import Embedder
 from koradaemon.vectors.fusion import rrf
-from koradaemon.vectors.model import load_tokenizer, load_via_wordllama, load_weights, prepare_cache_dir
+from koradaemon.vectors.model import (
+    load_tokenizer,
+    load_via_wordllama,
+    load_weights,
+    prepare_cache_dir,
+    quantize_rows,
+)
 from koradaemon.vectors.passages import split_passages
 
 
 @pytest.fixture(scope="module")
 def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
     files = prepare_cache_dir(tmp_path_factory.mktemp("model"))
-    return Embedder(load_tokenizer(files), load_weights(files, 256), files.name)
+    rows, scales = quantize_rows(load_weights(files, 256))  # as the daemon loads them
+    return Embedder(load_tokenizer(files), rows, files.name, scales)
+
+
+def test_int8_rows_keep_the_float16_vectors(embedder: Embedder, tmp_path: Path) -> None:
+    files = prepare_cache_dir(tmp_path / "model")
+    full = load_weights(files, 256)
+    assert not full.flags.writeable and not full.flags.owndata  # the file's pages, not a copy
+    half = Embedder(embedder.tokenizer, full, files.name)  # float16 as shipped
+    texts = [b"x", b"the car engine needs repair", ("word " * 300).encode(), b"naive cafe Strasse"]
+    assert np.all((half.embed(texts) * embedder.embed(texts)).sum(axis=1) > 0.9999)
+    assert load_weights(files, 128).flags.c_contiguous and load_weights(files, 128).shape == (len(full), 128)
 
 
 @settings(max_examples=60, deadline=None)

@@ -43,6 +43,7 @@ POOL_TOKENS = 4096  # tokens gathered at a time when pooling one text (bounds th
 
 F32 = npt.NDArray[np.float32]
 F16 = npt.NDArray[np.float16]
+I8 = npt.NDArray[np.int8]
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 
@@ -73,15 +74,19 @@ def word_spans(buf: bytes) -> tuple[I64, I64]:
 
 
 class Embedder:
-    def __init__(self, tokenizer: Tokenizer, weights: F16 | F32, name: str) -> None:
+    def __init__(self, tokenizer: Tokenizer, weights: I8 | F16 | F32, name: str, scales: F32 | None = None) -> None:
         self.tokenizer = tokenizer
-        self.weights = weights  # float16 as shipped: half the memory; a batch converts only the rows it uses
+        # int8 rows with a scale each (model.quantize_rows), or float16 as shipped; a batch converts
+        # only the rows it uses to float32
+        self.weights = weights
+        self.scales = scales
         self.dims = int(weights.shape[1])
         self.name = name
         self._lock = threading.Lock()  # the word cache is the batch path's; queries do not touch it
         self._marker = np.zeros(max(len(weights), tokenizer.get_vocab_size()), bool)  # tokens that start a word
-        for token, i in tokenizer.get_vocab().items():
-            if token.startswith(MARKER):
+        for i in range(tokenizer.get_vocab_size()):  # one id at a time: get_vocab()'s dict left 2.6 MB behind
+            token = tokenizer.id_to_token(i)
+            if token is not None and token.startswith(MARKER):
                 self._marker[i] = True
         self._reset_cache()
 
@@ -224,7 +229,7 @@ class Embedder:
         rows = np.flatnonzero(used)
         remap = np.zeros(len(self.weights), np.int32)
         remap[rows] = np.arange(len(rows), dtype=np.int32)
-        table = self.weights[rows].astype(np.float32)  # only this batch's vocabulary, in float32
+        table = self._rows(rows)  # only this batch's vocabulary, in float32
         local = remap[tokens]
         del used, remap, tokens
         pool_sums(table, local, tok_start, tok_end, out)
@@ -238,9 +243,16 @@ class Embedder:
             encs = self.tokenizer.encode_batch_fast(words, add_special_tokens=False)
             ids = np.fromiter((i for e in encs for i in e.ids), np.int64)
             if len(ids):
-                vec = self.weights[ids].astype(np.float32).sum(axis=0)
+                vec = self._rows(ids).sum(axis=0)
         one: F32 = normalize(vec[None, :])[0]
         return one
+
+    def _rows(self, ids: npt.NDArray[np.int64]) -> F32:
+        """The float32 rows of the token ids ``ids``."""
+        rows: F32 = self.weights[ids].astype(np.float32)
+        if self.scales is not None:
+            rows *= self.scales[ids, None]
+        return rows
 
     def quantize(self, vectors: F32) -> npt.NDArray[np.int8]:
         """int8 vectors for storage: each scaled so its largest component is ±127 (cosine ignores scale)."""

@@ -76,14 +76,15 @@ class VectorService:
     def _load(self) -> apsw.Connection:
         from .codes import CodeIndex
         from .embedder import Embedder
-        from .model import load_tokenizer, load_weights, prepare_cache_dir
+        from .model import load_tokenizer, load_weights, prepare_cache_dir, quantize_rows
         from .worker import AgencyVectors
 
         started = time.monotonic()
         rest_mode()  # the tokenizer's JSON parse: its temporaries mapped and unmapped
         vc = self.cfg.vectors
         files = prepare_cache_dir(self.cfg.path(MODEL_DIR))
-        self.embedder = Embedder(load_tokenizer(files), load_weights(files, vc.dims), files.name)
+        rows, scales = quantize_rows(load_weights(files, vc.dims))  # int8: half of float16's memory
+        self.embedder = Embedder(load_tokenizer(files), rows, files.name, scales)
         self.model = f"{files.name}-{vc.dims}-int8"  # a change of model, dims or format rebuilds the tables
         conn = connect(self.vectors_db, self.kernel_db)
         for agency in self.cfg.agencies:
