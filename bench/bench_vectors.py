@@ -1,6 +1,6 @@
 """Hybrid retrieval: recall@10 per mode on a hand-labelled set, and what vectors cost.
 
-Run: .venv/bin/python bench/bench_vectors.py [--distractor-mb 8] [--passages 100000] [--dims 128]
+Run: .venv/bin/python bench/bench_vectors.py [--distractor-mb 8] [--passages 100000] [--dims 256]
 
 1. The same corpus (the labelled topical documents of ``retrieval_set.py`` among the standard
    library's sources as distractors) is indexed by a daemon with vectors off, then by one with
@@ -217,7 +217,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--distractor-mb", type=int, default=8)
     ap.add_argument("--passages", type=int, default=100_000)
-    ap.add_argument("--dims", type=int, default=128, choices=(64, 128, 256))
+    ap.add_argument("--dims", type=int, default=256, choices=(64, 128, 256))
     ap.add_argument("--work", type=Path)
     args = ap.parse_args()
     problems = check_labels()
