@@ -39,6 +39,7 @@ for _b in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
 WORD_BYTE[0x80:] = True
 MAX_CACHED_WORDS = 200_000  # about 40 bytes each in numpy arrays
 _P = np.uint64(0x100000001B3)
+TOKENIZE_WORDS = 200  # new words per tokenizer sequence
 POOL_TOKENS = 4096  # tokens gathered at a time when pooling one text (bounds the scratch buffer)
 
 F32 = npt.NDArray[np.float32]
@@ -148,12 +149,15 @@ class Embedder:
     def _tokenize_words(self, words: list[str]) -> tuple[npt.NDArray[np.int32], I64]:
         """Token ids of each word (as it reads after a space), concatenated, and each word's count.
 
-        One call for all the words, joined by spaces: the tokenizer turns each space into the word
-        marker, and every word's first token (only that one) starts with the marker. A word that
+        One call for all the words, joined by spaces into sequences of TOKENIZE_WORDS words (BPE
+        over a shorter sequence is quicker: 20 % less time than one sequence of thousands): the
+        tokenizer turns each space into the word marker, and every word's first token (only that
+        one) starts with the marker. A word that
         itself holds the marker character breaks that rule; then each word is encoded on its own.
         """
-        ids = np.asarray(self.tokenizer.encode_batch_fast([" ".join(words)], add_special_tokens=False)[0].ids,
-                         np.int32)
+        seqs = [" ".join(words[i : i + TOKENIZE_WORDS]) for i in range(0, len(words), TOKENIZE_WORDS)]
+        encs = self.tokenizer.encode_batch_fast(seqs, add_special_tokens=False)
+        ids = np.concatenate([np.asarray(e.ids, np.int32) for e in encs]) if encs else np.zeros(0, np.int32)
         starts = np.flatnonzero(self._marker[ids])
         if len(starts) == len(words) and (not len(starts) or starts[0] == 0):
             return ids, np.diff(np.append(starts, len(ids))).astype(np.int64)
