@@ -1,6 +1,6 @@
 """Hybrid retrieval: recall@10 per mode on a hand-labelled set, and what vectors cost.
 
-Run: .venv/bin/python bench/bench_vectors.py [--distractor-mb 8] [--passages 100000] [--dims 128]
+Run: .venv/bin/python bench/bench_vectors.py [--distractor-mb 8] [--passages 100000] [--dims 256]
 
 1. The same corpus (the labelled topical documents of ``retrieval_set.py`` among the standard
    library's sources as distractors) is indexed by a daemon with vectors off, then by one with
@@ -8,13 +8,16 @@ Run: .venv/bin/python bench/bench_vectors.py [--distractor-mb 8] [--passages 100
    status reports them), and the daemon's RSS in both runs (the increase).
 2. recall@10 of keyword, vector and hybrid search over the socket, for the exact-term half and
    the paraphrase half of the queries.
-3. Vector top-10 latency (p50/p99) through the daemon's own search code at ``--passages`` passages.
+3. The embedding function on 4 MB of passages beside wordllama's own ``embed`` (same-run baseline).
+4. Vector top-10 latency (p50/p99) through the daemon's own search code at ``--passages`` passages,
+   after embedding them with the daemon's embedding step (its MB per CPU-second).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import tempfile
 import time
@@ -29,7 +32,7 @@ from koradaemon.errors import QueryError
 
 CONFIG = """\
 version: 1
-log: {{level: warning, format: json}}
+log: {{level: info, format: json}}
 index: {{workers: 1}}
 watch: {{queue_max: 200000}}
 vault: {{enabled: false}}
@@ -64,31 +67,39 @@ def build_corpus(dest: Path, distractor_mb: int) -> int:
     return total
 
 
+def initial_sync(d: Daemon, timeout: float = 120.0) -> dict[str, Any]:
+    """The daemon's own initial-sync figures: its ``initial_sync_done`` log line (the operator's view;
+    an agency's status does not carry them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # the main loop notes the initial sync on its next tick
+        for line in (d.root / "daemon.log").read_text(errors="replace").splitlines():
+            if '"initial_sync_done"' in line:
+                return dict(json.loads(line))
+        time.sleep(0.1)
+    raise SystemExit("the daemon logged no initial_sync_done")
+
+
 def run_daemon(work: Path, corpus_mb: int, vectors: bool, dims: int) -> tuple[Daemon, dict[str, Any]]:
     root = fresh(work / ("on" if vectors else "off"))
     total = build_corpus(root / "corpus", corpus_mb)
     d = Daemon(root, vectors, dims)
     d.start()  # returns when the keyword index is idle
-    while True:  # the main loop notes the initial sync on its next tick
-        st = d.status()
-        if st is not None and st["crawl"]["initial_sync"]:
-            break
-        time.sleep(0.1)
-    sync = st["crawl"]["initial_sync"]
+    sync = initial_sync(d)
     out: dict[str, Any] = {"bytes": total, "keyword_s": sync.get("seconds"), "keyword_mb_s": sync.get("mb_per_s")}
     if vectors:
         t0 = time.perf_counter()
-        lags = []
+        lags, peak = [], 0.0
         while True:
             v = d.vectors()
             lags.append(v.get("lag_bytes", 0))
+            peak = max(peak, d.rss_mb())
             if v.get("state") == "error":
                 raise SystemExit(f"vectors failed: {v.get('error')}")
             if v.get("state") == "ready" and v.get("lag_chunks") == 0 and v.get("passages"):
                 break
             time.sleep(0.2)
         out.update(catchup_after_keyword_s=round(time.perf_counter() - t0, 2), max_lag_mb=round(max(lags) / 1e6, 2),
-                   vector_status=v)
+                   vector_status=v, peak_rss_mb=round(peak, 1))
     out["rss_mb"] = round(d.rss_mb(), 1)
     return d, out
 
@@ -111,6 +122,7 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
     """Vector search at ``passages`` passages through VectorService.search (kernel rows written directly)."""
     from koradaemon.config import parse_config
     from koradaemon.index.db import open_db
+    from koradaemon.vectors.heap import batch_mode, rest_mode
     from koradaemon.vectors.service import VectorService
     from koradaemon.vectors.worker import Step
 
@@ -127,7 +139,8 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
         files.append((f"f{n:04d}.txt", body))
         pos += len(body)
         n += 1
-    cfg = parse_config(f"agencies: [{{agency_id: bench, roots: [notes]}}]\nvectors: {{enabled: true, dims: {dims}}}",
+    cfg = parse_config(f"agencies: [{{agency_id: bench, roots: [notes]}}]\nvault: {{enabled: false}}\n"
+                       f"vectors: {{enabled: true, dims: {dims}}}",
                        data_root=root)
     kernel = open_db(root / "kora_kernel.db")
     with kernel:
@@ -143,11 +156,13 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
     conn = svc._load()
     svc.state = "ready"
     assert svc.embedder is not None
-    step = Step(svc.embedder, root, 1536, 256, chunk)
+    step = Step(svc.embedder, root, 1536, 256)
     av = svc.agencies["bench"]
     t0 = time.perf_counter()
+    batch_mode()  # as the service's loop does while catching up
     while step.run(av):
         pass
+    rest_mode()
     embed_s = time.perf_counter() - t0
     words = text.decode("utf-8", "replace").split()
     times, cpu = [], []
@@ -170,11 +185,39 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
             "cpu_p50_ms": ms(cpu, 0.5), "cpu_p99_ms": ms(cpu, 0.99)}
 
 
+def embedding_baseline(work: Path, dims: int, mb: int = 4) -> dict[str, float]:
+    """Embedder.embed (first pass: empty word cache) against wordllama's own ``embed`` on the same
+    passages, CPU seconds of this thread: the same-run baseline for the catch-up rate."""
+    from koradaemon.vectors.embedder import Embedder
+    from koradaemon.vectors.model import load_tokenizer, load_via_wordllama, load_weights, prepare_cache_dir
+    from koradaemon.vectors.passages import split_passages
+
+    src = fresh(work / "baseline")
+    stdlib_corpus(src, mb << 20)
+    passages = [p.data for f in sorted(src.rglob("*.py")) for off in range(0, f.stat().st_size, 51_200)
+                for p in split_passages(f.read_bytes()[off : off + 51_200], off, 1536)]
+    nbytes = sum(map(len, passages))
+    files = prepare_cache_dir(work / "model")
+    ours = Embedder(load_tokenizer(files), load_weights(files, dims), files.name)
+    c = time.thread_time()
+    for i in range(0, len(passages), 256):
+        ours.embed(passages[i : i + 256])
+    ours_s = time.thread_time() - c
+    wl = load_via_wordllama(work / "model-wl")
+    texts = [p.decode("utf-8", "replace") for p in passages]
+    c = time.thread_time()
+    for i in range(0, len(texts), 256):
+        wl.embed(texts[i : i + 256], norm=True)  # type: ignore[attr-defined]
+    theirs_s = time.thread_time() - c
+    return {"mb": round(nbytes / 1e6, 1), "ours": round(nbytes / 1e6 / ours_s, 2),
+            "wordllama": round(nbytes / 1e6 / theirs_s, 2)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--distractor-mb", type=int, default=8)
     ap.add_argument("--passages", type=int, default=100_000)
-    ap.add_argument("--dims", type=int, default=128, choices=(64, 128, 256))
+    ap.add_argument("--dims", type=int, default=256, choices=(64, 128, 256))
     ap.add_argument("--work", type=Path)
     args = ap.parse_args()
     problems = check_labels()
@@ -182,6 +225,7 @@ def main() -> int:
         print("\n".join(problems))
         return 1
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-vectors-"))
+    print(f"load average at the start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     off, off_stats = run_daemon(work, args.distractor_mb, vectors=False, dims=args.dims)
     off.stop()
     on, on_stats = run_daemon(work, args.distractor_mb, vectors=True, dims=args.dims)
@@ -201,12 +245,17 @@ def main() -> int:
           f"{on_stats['catchup_after_keyword_s']} s after keyword idle, max lag seen {on_stats['max_lag_mb']} MB, "
           f"{v['passages']} passages")
     print(f"daemon RSS: vectors off {off_stats['rss_mb']} MB, on {on_stats['rss_mb']} MB, "
-          f"increase {on_stats['rss_mb'] - off_stats['rss_mb']:.1f} MB  (goal <= 60)")
+          f"increase {on_stats['rss_mb'] - off_stats['rss_mb']:.1f} MB  (goal <= 60); "
+          f"highest seen while catching up {on_stats['peak_rss_mb']} MB")
     print("recall@10 (%)   exact-term   paraphrase")
     for mode, row in table.items():
         print(f"  {mode:8s}      {row['exact']:6.1f}       {row['paraphrase']:6.1f}")
     print(f"  hybrid - keyword: exact {table['hybrid']['exact'] - table['keyword']['exact']:+.1f} (goal >= -2), "
           f"paraphrase {table['hybrid']['paraphrase'] - table['keyword']['paraphrase']:+.1f} (goal > 0)")
+    base = embedding_baseline(work, args.dims)
+    print(f"same-run baseline, {base['mb']} MB of stdlib passages, first pass, one thread: Embedder.embed"
+          f" {base['ours']} MB per CPU-s, wordllama's own embed {base['wordllama']} MB per CPU-s"
+          f" ({base['ours'] / base['wordllama']:.1f}x)")
     if args.passages:
         k = knn_latency(work, args.passages, args.dims)
         print(f"vector top-10 at {k['passages']} passages: wall p50 {k['p50_ms']} ms, p99 {k['p99_ms']} ms;"

@@ -124,7 +124,7 @@ class VectorsConfig:
 
     enabled: bool = False
     database: str = rel("kora_vectors.db")
-    dims: int = num(128, 64, 256)  # 64, 128 or 256: the model's leading (Matryoshka) dimensions
+    dims: int = num(256, 64, 256)  # 64, 128 or 256: the model's leading (Matryoshka) dimensions; 256 = all
     passage_bytes: int = num(1536, 256, 16_384)
     batch_passages: int = num(256, 8, 8192)
     poll_s: float = num(0.5, 0.01, 60)

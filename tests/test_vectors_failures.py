@@ -173,7 +173,8 @@ def test_lag_is_reported_and_a_restart_resumes_where_it_stopped(tmp_path: Path, 
         index.add(tables.all_codes())
         return AgencyVectors(tables, index, cfg.agencies[0].roots)
 
-    step = Step(embedder, tmp_path, passage_bytes=1024, batch_passages=8, chunk_bytes=2048)  # 4 chunks a step
+    # a step takes chunks until it has batch_passages x passage_bytes = 20,480 bytes: 4 notes of 6,000
+    step = Step(embedder, tmp_path, passage_bytes=1024, batch_passages=20)
     av = fresh()
     assert step.run(av) and av.status()["lag_chunks"] == 8 and av.status()["lag_bytes"] == left_after_first
     assert step.run(av)

@@ -14,14 +14,31 @@ from hypothesis import strategies as st
 from koradaemon.vectors.codes import CodeIndex
 from koradaemon.vectors.embedder import Embedder
 from koradaemon.vectors.fusion import rrf
-from koradaemon.vectors.model import load_tokenizer, load_via_wordllama, load_weights, prepare_cache_dir
+from koradaemon.vectors.model import (
+    load_tokenizer,
+    load_via_wordllama,
+    load_weights,
+    prepare_cache_dir,
+    quantize_rows,
+)
 from koradaemon.vectors.passages import split_passages
 
 
 @pytest.fixture(scope="module")
 def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
     files = prepare_cache_dir(tmp_path_factory.mktemp("model"))
-    return Embedder(load_tokenizer(files), load_weights(files, 256), files.name)
+    rows, scales = quantize_rows(load_weights(files, 256))  # as the daemon loads them
+    return Embedder(load_tokenizer(files), rows, files.name, scales)
+
+
+def test_int8_rows_keep_the_float16_vectors(embedder: Embedder, tmp_path: Path) -> None:
+    files = prepare_cache_dir(tmp_path / "model")
+    full = load_weights(files, 256)
+    assert not full.flags.writeable and not full.flags.owndata  # the file's pages, not a copy
+    half = Embedder(embedder.tokenizer, full, files.name)  # float16 as shipped
+    texts = [b"x", b"the car engine needs repair", ("word " * 300).encode(), b"naive cafe Strasse"]
+    assert np.all((half.embed(texts) * embedder.embed(texts)).sum(axis=1) > 0.9999)
+    assert load_weights(files, 128).flags.c_contiguous and load_weights(files, 128).shape == (len(full), 128)
 
 
 @settings(max_examples=60, deadline=None)
@@ -44,10 +61,13 @@ def test_passages_are_about_the_configured_size() -> None:
 
 
 def test_rrf_fuses_by_chunk_and_rewards_agreement() -> None:
-    kw = [{"chunk_id": 1}, {"chunk_id": 2}, {"chunk_id": 3}]
-    vec = [{"chunk_id": 3}, {"chunk_id": 4}, {"chunk_id": 1}]
+    def hit(path: str, seq: int = 0) -> dict[str, object]:
+        return {"root": "notes", "path": path, "seq": seq}
+
+    kw = [hit("a"), hit("b"), hit("c")]
+    vec = [hit("c"), hit("d"), hit("a"), hit("a", 1)]  # another chunk of the same file is another hit
     out = rrf({"keyword": kw, "vector": vec}, 10)
-    assert [h["chunk_id"] for h in out] == [1, 3, 2, 4]
+    assert [(h["path"], h["seq"]) for h in out] == [("a", 0), ("c", 0), ("b", 0), ("d", 0), ("a", 1)]
     assert out[0]["ranks"] == {"keyword": 1, "vector": 3}
     assert out[0]["score"] == round(1 / 61 + 1 / 63, 6)
     assert len(rrf({"keyword": kw, "vector": vec}, 2)) == 2
@@ -119,3 +139,26 @@ def test_batch_and_query_paths_agree_on_long_and_non_ascii_words(embedder: Embed
     assert float(embedder.embed([text.encode()])[0] @ embedder.embed_query(text)) == pytest.approx(1.0, abs=1e-5)
     marked = "odd\u2581word and plain words"  # holds the tokenizer's own word marker: the one-call path gives up
     assert float(embedder.embed([marked.encode()])[0] @ embedder.embed_query(marked)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_word_cache_serves_the_same_tokens_as_tokenising_afresh(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Batches that mix known and new words, short and long, through merges into the cache and one
+    # reset of it: every text's vector equals the one from tokenising its words directly (no cache).
+    from koradaemon.vectors import embedder as emb_mod
+
+    files = prepare_cache_dir(tmp_path_factory.mktemp("model-cache"))
+    fresh = Embedder(load_tokenizer(files), load_weights(files, 128), files.name)
+    rng = np.random.default_rng(7)
+    vocab = [("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz_0123456789é"), int(rng.integers(1, 14))))
+              if i % 3 else f"w{i}") for i in range(6000)]
+    limit = emb_mod.MAX_CACHED_WORDS
+    emb_mod.MAX_CACHED_WORDS = 2500  # small, so the batches below fill it and it starts over once
+    try:
+        for batch in range(4):
+            texts = [" ".join(vocab[int(j)] for j in rng.integers(0, 1500 * (batch + 1), 60)) for _ in range(40)]
+            got = fresh.embed([t.encode() for t in texts])
+            want = np.stack([fresh.embed_query(t) for t in texts])
+            assert np.allclose((got * want).sum(axis=1), 1.0, atol=1e-5), batch
+    finally:
+        emb_mod.MAX_CACHED_WORDS = limit
+    assert len(fresh._start) <= 2500

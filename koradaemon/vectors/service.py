@@ -21,6 +21,7 @@ from ..config_model import Config
 from ..errors import KoraError
 from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
 from . import VectorsUnavailable
+from .heap import batch_mode, rest_mode
 from .store import VectorTables, connect
 
 if TYPE_CHECKING:  # numpy and the model's libraries load on the vector thread, not in the daemon's start-up
@@ -75,14 +76,15 @@ class VectorService:
     def _load(self) -> apsw.Connection:
         from .codes import CodeIndex
         from .embedder import Embedder
-        from .model import load_tokenizer, load_weights, prepare_cache_dir
+        from .model import load_tokenizer, load_weights, prepare_cache_dir, quantize_rows
         from .worker import AgencyVectors
 
         started = time.monotonic()
-        fixed_mmap_threshold()
+        rest_mode()  # the tokenizer's JSON parse: its temporaries mapped and unmapped
         vc = self.cfg.vectors
         files = prepare_cache_dir(self.cfg.path(MODEL_DIR))
-        self.embedder = Embedder(load_tokenizer(files), load_weights(files, vc.dims), files.name)
+        rows, scales = quantize_rows(load_weights(files, vc.dims))  # int8: half of float16's memory
+        self.embedder = Embedder(load_tokenizer(files), rows, files.name, scales)
         self.model = f"{files.name}-{vc.dims}-int8"  # a change of model, dims or format rebuilds the tables
         conn = connect(self.vectors_db, self.kernel_db)
         for agency in self.cfg.agencies:
@@ -93,7 +95,7 @@ class VectorService:
             index.add(tables.all_codes())
             self.agencies[agency.agency_id] = AgencyVectors(tables, index, agency.roots)
         self.load_s = round(time.monotonic() - started, 3)
-        release_free_memory()  # the tokenizer's JSON parse leaves freed heap behind
+        rest_mode()  # and what it freed handed back
         return conn
 
     def _run(self) -> None:
@@ -116,7 +118,7 @@ class VectorService:
         from .worker import Step
 
         vc = self.cfg.vectors
-        step = Step(self.embedder, self.cfg.data_root, vc.passage_bytes, vc.batch_passages, self.cfg.index.chunk_bytes)
+        step = Step(self.embedder, self.cfg.data_root, vc.passage_bytes, vc.batch_passages)
         was_busy = False
         try:
             while not self._stop.is_set():
@@ -132,9 +134,11 @@ class VectorService:
                         av.counters["errors"] += 1
                         log.error("vector_step_failed", agency_id=agency_id, error=f"{type(exc).__name__}: {exc}")
                         self._stop.wait(1.0)
+                if busy and not was_busy:
+                    batch_mode()  # keep batch memory between batches while catching up
                 if not busy:
                     if was_busy:
-                        release_free_memory()  # batch temporaries: give the heap back when caught up
+                        rest_mode()  # caught up: give the batch memory back
                     self._stop.wait(vc.poll_s)
                 was_busy = busy
         finally:
@@ -191,8 +195,8 @@ class VectorService:
             except StaleChunk:
                 continue  # the file changed since: never served wrong
             seen.add(h.chunk_id)
-            hits.append({
-                "chunk_id": h.chunk_id, "root": h.root, "path": h.path, "seq": h.seq,
+            hits.append({  # no chunk id: a sequence shared by all agencies (see index/search.py)
+                "root": h.root, "path": h.path, "seq": h.seq,
                 "offset": h.chunk_offset, "length": h.chunk_length, "sha256": h.chunk_sha256,
                 "snippet": " ".join(text.split())[:SNIPPET_CHARS], "score": round(h.similarity, 6),
                 "passage": {"offset": h.passage_offset, "length": h.passage_length, "sha256": h.passage_sha256},
@@ -219,30 +223,6 @@ class VectorService:
             return f"vectors {self.state}" + (f": {self.error}" if self.error else "")
         lag = sum(av.lag_bytes for av in self.agencies.values())
         return f"vectors lag {lag / 1e6:.1f} MB" if lag else "vectors up to date"
-
-
-M_MMAP_THRESHOLD = -3
-
-
-def fixed_mmap_threshold(nbytes: int = 128 * 1024) -> None:
-    """Keep glibc's mmap threshold fixed: the embedding batches' large temporaries are then mapped and
-    unmapped, instead of raising the dynamic threshold and staying behind in a thread's arena."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, nbytes)
-    except (OSError, AttributeError):
-        pass
-
-
-def release_free_memory() -> None:
-    """glibc's malloc_trim: return freed heap pages to the system (elsewhere a no-op)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def start_vectors(cfg: Config, kernel_db: Path, is_locked: Callable[[str], bool],

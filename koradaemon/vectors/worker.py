@@ -51,13 +51,23 @@ class AgencyVectors:
 class Step:
     """The embedding step for all agencies, on one connection."""
 
-    def __init__(self, embedder: Embedder, data_root: Path, passage_bytes: int, batch_passages: int,
-                 chunk_bytes: int) -> None:
+    def __init__(self, embedder: Embedder, data_root: Path, passage_bytes: int, batch_passages: int) -> None:
         self.embedder = embedder
         self.data_root = data_root
         self.passage_bytes = passage_bytes
         self.batch_passages = batch_passages
-        self.group = max(1, batch_passages * passage_bytes // max(1, chunk_bytes))
+        # A batch is about batch_passages full passages of text, however many chunks that takes:
+        # small files make small chunks, and small batches pay the per-batch costs many times over.
+        self.batch_bytes = batch_passages * passage_bytes
+
+    def _take(self, chunks: list[PendingChunk]) -> list[PendingChunk]:
+        """The leading chunks up to about one batch of text (at least one)."""
+        total = 0
+        for i, chunk in enumerate(chunks):
+            total += chunk.length
+            if total >= self.batch_bytes:
+                return chunks[: i + 1]
+        return chunks
 
     def run(self, av: AgencyVectors) -> bool:
         """One batch for one agency; True if it did work (call again soon)."""
@@ -68,7 +78,7 @@ class Step:
             av.counters["swept"] += len(removed)
             av.version, av.cursor = version, 0
             av.lag_chunks, av.lag_bytes = av.tables.lag()
-        chunks = av.tables.pending(av.cursor, self.group)
+        chunks = self._take(av.tables.pending(av.cursor, self.batch_passages))
         if not chunks:
             av.lag_chunks = av.lag_bytes = 0
             return False
@@ -93,8 +103,10 @@ class Step:
             texts.extend(p.data for p in passages)
         codes: list[bytes] = []
         vectors: list[bytes] = []
-        for start in range(0, len(texts), self.batch_passages):
-            vecs = self.embedder.embed(texts[start : start + self.batch_passages])
+        parts = -(-len(texts) // (self.batch_passages + self.batch_passages // 4))  # even parts, none tiny
+        size = -(-len(texts) // max(1, parts))
+        for start in range(0, len(texts), max(1, size)):
+            vecs = self.embedder.embed(texts[start : start + size])
             codes.extend(c.tobytes() for c in self.embedder.codes(vecs))
             vectors.extend(v.tobytes() for v in self.embedder.quantize(vecs))
         k = 0
