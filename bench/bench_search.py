@@ -13,6 +13,7 @@ column runs the daemon's own search code in the bench process (no socket, no dae
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
 import time
@@ -38,12 +39,20 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=200)
     ap.add_argument("--settle", type=float, default=40.0,
                     help="seconds to wait after the crawl (the writer merges FTS segments when idle)")
+    ap.add_argument("--root", type=Path, help="keep the data root here and reuse its corpus and index next time")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kora-search-") as tmp:
-        d = LiveDaemon(Path(tmp), 20)
-        nfiles, nbytes = stdlib_pieces(Path(tmp) / "corpus", args.chunks, args.piece)
+        root = args.root or Path(tmp)
+        made = (root / "corpus" / "p0000").is_dir()
+        d = LiveDaemon(root, 20)
+        if made:
+            nfiles = sum(1 for p in (root / "corpus").rglob("*.txt"))
+            nbytes = sum(p.stat().st_size for p in (root / "corpus").rglob("*.txt"))
+        else:
+            nfiles, nbytes = stdlib_pieces(root / "corpus", args.chunks, args.piece)
         try:
             dt = d.start()
+            print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
             print(f"indexed {nfiles} files ({nbytes / 1e6:.1f} MB, one chunk each) in {dt:.1f} s")
             time.sleep(args.settle)
             ro = apsw.Connection(str(d.root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)

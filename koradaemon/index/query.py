@@ -42,6 +42,10 @@ class Query:
     exts: list[str] = field(default_factory=list)
     not_exts: list[str] = field(default_factory=list)
     raw: bool = False
+    # The quoted units of ``fts`` in FTS5's phrase order, each with True when it is excluded
+    # (``-word``); ``has_or`` when some item has alternatives. Empty for raw queries.
+    units: list[tuple[str, bool]] = field(default_factory=list)
+    has_or: bool = False
 
     @property
     def filtered(self) -> bool:
@@ -104,6 +108,8 @@ def parse(text: str, *, raw: bool = False) -> Query:
     for n in negs:
         expr = f"({expr}) NOT {_and(n.units)}"
     q.fts = expr
+    q.units = [(u, False) for g in groups for i in g for u in i.units] + [(u, True) for n in negs for u in n.units]
+    q.has_or = any(len(g) > 1 for g in groups)
     return q
 
 
