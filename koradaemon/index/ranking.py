@@ -129,6 +129,12 @@ def rank(conn: apsw.Connection, name: str, q: Query, want: int) -> Ranked | None
             return _single(conn, name, q.fts, cap, bounded, want)
         return _exact(conn, name, q, newest, least, cap, want)
     rarest = min(newest, key=lambda w: newest[w][1])
+    if single and len(words) == 1:  # one common word: its window holds only matches
+        p = _Pass(bounded)
+        rows = _scored(conn, f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ?"
+                       " ORDER BY rowid DESC LIMIT ?", (q.fts, bounded), p)
+        n, lo = newest[rarest]
+        return Ranked(_top(rows, want), _estimate(conn, name, n, lo, p.n_rows), False)
     return _windowed(conn, name, q.fts, rarest, newest[rarest][1], cap, bounded, want)
 
 
@@ -162,8 +168,9 @@ def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...], p: _Pas
 
 
 def _top(rows: list[tuple[int, float | None]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
-    scored = [(weight * s, rid) for rid, s in rows if s is not None]
-    return heapq.nsmallest(want, scored, key=lambda x: (-x[0], x[1]))
+    """The best ``want`` (score × weight, rowid): highest score first, then lowest rowid."""
+    best = heapq.nsmallest(want, [(-s, rid) for rid, s in rows if s is not None])
+    return [(weight * -neg, rid) for neg, rid in best]
 
 
 def _single(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int, want: int) -> Ranked:
