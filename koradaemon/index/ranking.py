@@ -53,11 +53,12 @@ class Ranked:
 class _Pass:
     """State of one scoring statement: how many more rows to score, the table's statistics."""
 
-    __slots__ = ("avgdl", "idfs", "left", "n_rows")
+    __slots__ = ("avgdl", "idfs", "last", "left", "n_rows")
 
     def __init__(self, left: int, idfs: list[float | None] | None = None) -> None:
         self.left = left
         self.idfs = idfs
+        self.last = max((i for i, x in enumerate(idfs or []) if x is not None), default=-1)
         self.avgdl = 0.0
         self.n_rows = 0
 
@@ -81,18 +82,28 @@ def _g(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
 
 
 def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
-    """FTS5's bm25() (positive), with the IDF of each phrase given (None: an excluded unit)."""
+    """FTS5's bm25() (positive), with the IDF of each phrase given (None: an excluded unit).
+
+    Every required phrase is in every matching row, and ``inst_count`` counts the instances of
+    all of them: the last required phrase's frequency is what the others leave of it.
+    """
     p: _Pass = _TLS.p
     avgdl = p.stats(api)
     idfs = p.idfs
     assert idfs is not None
     norm = K1 * (1 - B + B * api.column_size(-1) / avgdl)
+    left = api.inst_count
     score = 0.0
+    last = p.last
     for i, idf in enumerate(idfs):
-        if idf is not None:
-            f = sum(map(len, api.phrase_locations(i)))
-            if f:
-                score += idf * (f * (K1 + 1.0) / (f + norm))
+        if idf is None:
+            continue
+        if i == last:
+            f = left
+        else:  # the indexed columns, body and extra (fts.py)
+            f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
+            left -= f
+        score += idf * (f * (K1 + 1.0) / (f + norm))
     return score
 
 
@@ -168,7 +179,7 @@ def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...], p: _Pas
 
 
 def _top(rows: list[tuple[int, float | None]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
-    """The best ``want`` (score × weight, rowid): highest score first, then lowest rowid."""
+    """The best ``want`` (score * weight, rowid): highest score first, then lowest rowid."""
     best = heapq.nsmallest(want, [(-s, rid) for rid, s in rows if s is not None])
     return [(weight * -neg, rid) for neg, rid in best]
 

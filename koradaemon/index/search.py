@@ -40,7 +40,7 @@ __all__ = ["BOUNDED", "CAP", "Hit", "Result", "make_snippet", "run"]
 SPAN_COUNT = 20_000  # rows counted to estimate a bounded query's total
 TIME_LIMIT_S = 1.0
 PROGRESS_STEPS = 2000  # VM instructions between deadline checks
-SLOW_S = 0.02  # a search running longer calls its ``on_slow`` (the daemon lowers the thread's priority)
+SLOW_S = 0.02  # a search using more CPU time calls its ``on_slow`` (the daemon lowers the thread's priority)
 
 _REGISTERED: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
 _TLS = threading.local()  # the row count seen by the ranking function, per thread
@@ -88,21 +88,20 @@ class Result:
 
 def run(conn: apsw.Connection, agency_id: str, q: Query, limit: int = 10, offset: int = 0,
         time_limit: float = TIME_LIMIT_S, on_slow: Callable[[], object] | None = None) -> Result:
-    """One page of hits. ``on_slow`` is called once (in this thread) if the statements are still
-    running after :data:`SLOW_S`."""
+    """One page of hits. ``on_slow`` is called once (in this thread) when the statements have used
+    :data:`SLOW_S` of this thread's CPU time: CPU time, so that waiting for a busy machine's CPU
+    does not make a cheap search look heavy."""
     if not fts.exists(conn, agency_id):
         return Result([], 0, True)
-    start = time.monotonic()
-    deadline = start + time_limit
-    slow = [start + SLOW_S if on_slow else math.inf]
+    deadline = time.monotonic() + time_limit
+    slow = [time.thread_time() + SLOW_S if on_slow else math.inf]
 
     def progress() -> bool:
-        now = time.monotonic()
-        if now > slow[0]:
+        if slow[0] < math.inf and time.thread_time() > slow[0]:
             slow[0] = math.inf
             if on_slow:
                 on_slow()
-        return now > deadline
+        return time.monotonic() > deadline
 
     conn.set_progress_handler(progress, PROGRESS_STEPS)
     try:
