@@ -37,6 +37,10 @@ class Query:
     # compile, so used only for a text the plain patterns find nothing in.
     highlight_accented: list[str] = field(default_factory=list)
     anchor_accented: list[str] = field(default_factory=list)
+    # Lowercase literals that every match of ``highlight`` (``anchor``) starts with: the
+    # snippet finds its first match by plain string search (snippets.first_match).
+    needles: list[str] = field(default_factory=list)
+    anchor_needles: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     not_paths: list[str] = field(default_factory=list)
     exts: list[str] = field(default_factory=list)
@@ -68,7 +72,8 @@ def parse(text: str, *, raw: bool = False) -> Query:
         _check_raw_prefixes(text)
         words = TOKEN.findall(text)[:32]
         return Query(fts=text, highlight=[_word_pattern(t, False, False) for t in words],
-                     highlight_accented=[_word_pattern(t, False, True) for t in words], raw=True)
+                     highlight_accented=[_word_pattern(t, False, True) for t in words],
+                     needles=[_needle(t) for t in words], raw=True)
     q = Query(fts="")
     groups: list[list[_Item]] = []
     negs: list[_Item] = []
@@ -187,16 +192,16 @@ def _units(word: str, prefix: bool, q: Query) -> list[str]:
     rest = word
     for m in SYMWORD.finditer(word):  # C++, C#: an extra token; the bare letter would match everything
         units.append(f'"{sign_word(m.group(1), m.group(2))}"')
-        _mark(q, r"(?<![^\W_])" + re.escape(m.group(0)))
+        _mark(q, r"(?<![^\W_])" + re.escape(m.group(0)), m.group(0))
     rest = SYMWORD.sub(" ", rest)
     for m in CJK_RUN.finditer(rest):
         grams = cjk_grams(m.group())
         units.append(f'"{grams[0]}"*' if len(m.group()) == 1 else '"' + " ".join(grams[:-1]) + '"')
-        _mark(q, re.escape(m.group()))
+        _mark(q, re.escape(m.group()), m.group())
     rest = CJK_RUN.sub(" ", rest)
     for m in EMOJI_CHAR.finditer(rest):
         units.append(f'"{emoji_token(m.group())}"')
-        _mark(q, re.escape(m.group()))
+        _mark(q, re.escape(m.group()), m.group())
     tokens = TOKEN.findall(EMOJI_CHAR.sub(" ", rest))
     if tokens:
         last = len(tokens) - 1
@@ -207,16 +212,24 @@ def _units(word: str, prefix: bool, q: Query) -> list[str]:
         for k, t in enumerate(tokens):
             q.highlight.append(_word_pattern(t, prefix and k == last, False))
             q.highlight_accented.append(_word_pattern(t, prefix and k == last, True))
+            q.needles.append(_needle(t))
         if len(tokens) > 1:
+            q.anchor_needles.append(_needle(tokens[0]))
             for accents, out in ((False, q.anchor), (True, q.anchor_accented)):
                 out.append(r"(?<![^\W_])" + r"[\W_]+".join(_letters(t, accents) for t in tokens)
                            + ("" if prefix else r"(?![^\W_])"))
     return units
 
 
-def _mark(q: Query, source: str) -> None:
+def _mark(q: Query, source: str, literal: str) -> None:
     q.highlight.append(source)
     q.highlight_accented.append(source)
+    q.needles.append(literal.lower())
+
+
+def _needle(token: str) -> str:
+    """What a plain (not accent-aware) match of ``token`` starts with, lowercased."""
+    return token.lower().translate(_FOLD_ORD)
 
 
 def _letters(token: str, accents: bool) -> str:

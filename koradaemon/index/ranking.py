@@ -133,9 +133,9 @@ def rank(conn: apsw.Connection, name: str, q: Query, want: int) -> Ranked | None
         return Ranked([], 0, True)
     if newest[least][0] <= cap:  # a selective word: at most cap matches, all ranked
         if single and len(words) == 1:  # one word: FTS5 ranks it (its IDF pass is short)
-            rows = conn.execute(f"SELECT rowid, bm25({name}) FROM {name} WHERE {name} MATCH ?"
-                                " ORDER BY rank, rowid LIMIT ?", (q.fts, want))
-            return Ranked([(-float(bm), int(rid)) for rid, bm in rows], newest[least][0], True)
+            ranked = conn.execute(f"SELECT rowid, bm25({name}) FROM {name} WHERE {name} MATCH ?"
+                                  " ORDER BY rank, rowid LIMIT ?", (q.fts, want))
+            return Ranked([(-float(bm), int(rid)) for rid, bm in ranked], newest[least][0], True)
         if single:
             return _single(conn, name, q.fts, cap, bounded, want)
         return _exact(conn, name, q, newest, least, cap, want)

@@ -226,13 +226,14 @@ def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
         f" WHERE c.id IN ({marks}) AND c.agency_id = ? AND d.agency_id = ?",
         (*ids, agency_id, agency_id))}
     pattern, anchor = pattern_for(tuple(q.highlight)), pattern_for(tuple(q.anchor))
+    needles, anchor_needles = tuple(q.needles), tuple(q.anchor_needles)
     out = []
     for score, rid in page:
         m = meta.get(rid)
         if m is None:
             continue  # deleted between the passes
         text, line = str(m[7]), int(m[8] or 1)
-        snippet, ranges, at = make_snippet(text, pattern, anchor)
+        snippet, ranges, at = make_snippet(text, pattern, anchor, needles=needles, anchor_needles=anchor_needles)
         if not ranges and not text.isascii():  # 'cafe' in 'café': the accent-aware patterns
             snippet, ranges, at = make_snippet(text, pattern_for(tuple(q.highlight_accented)),
                                                pattern_for(tuple(q.anchor_accented)))
