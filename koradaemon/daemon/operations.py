@@ -106,12 +106,15 @@ class Operations:
         try:
             yield conn
         finally:
+            # Only a connection with no read transaction left open goes back: an idle one that
+            # held a snapshot would keep the WAL from being checkpointed and answer from old data.
+            idle = conn.txn_state() == apsw.SQLITE_TXN_NONE
             with self._idle_lock:
-                keep = len(self._idle) < READ_POOL
+                keep = idle and len(self._idle) < READ_POOL
                 if keep:
                     self._idle.append(conn)
             if not keep:
-                conn.close()
+                conn.close(True)  # with any statement left open
 
     def on_refusal(self, agency_id: str | None, reason: str, op: str | None) -> None:
         log.warning("control_refused", agency_id=agency_id, reason=reason, op=op)
