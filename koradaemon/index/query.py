@@ -41,6 +41,11 @@ class Query:
     # snippet finds its first match by plain string search (snippets.first_match).
     needles: list[str] = field(default_factory=list)
     anchor_needles: list[str] = field(default_factory=list)
+    # The same matches described without regular expressions, for ASCII texts (snippets.Highlighter):
+    # per ``highlight`` entry (lowercase word, prefix, camelCase part allowed), None for a sign
+    # word, CJK or emoji; per ``anchor`` entry (lowercase words, prefix).
+    words: list[tuple[str, bool, bool] | None] = field(default_factory=list)
+    phrases: list[tuple[tuple[str, ...], bool]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     not_paths: list[str] = field(default_factory=list)
     exts: list[str] = field(default_factory=list)
@@ -73,7 +78,7 @@ def parse(text: str, *, raw: bool = False) -> Query:
         words = TOKEN.findall(text)[:32]
         return Query(fts=text, highlight=[_word_pattern(t, False, False) for t in words],
                      highlight_accented=[_word_pattern(t, False, True) for t in words],
-                     needles=[_needle(t) for t in words], raw=True)
+                     needles=[_needle(t) for t in words], words=[_word(t, False) for t in words], raw=True)
     q = Query(fts="")
     groups: list[list[_Item]] = []
     negs: list[_Item] = []
@@ -213,8 +218,10 @@ def _units(word: str, prefix: bool, q: Query) -> list[str]:
             q.highlight.append(_word_pattern(t, prefix and k == last, False))
             q.highlight_accented.append(_word_pattern(t, prefix and k == last, True))
             q.needles.append(_needle(t))
+            q.words.append(_word(t, prefix and k == last))
         if len(tokens) > 1:
             q.anchor_needles.append(_needle(tokens[0]))
+            q.phrases.append((tuple(_needle(t) for t in tokens), prefix))
             for accents, out in ((False, q.anchor), (True, q.anchor_accented)):
                 out.append(r"(?<![^\W_])" + r"[\W_]+".join(_letters(t, accents) for t in tokens)
                            + ("" if prefix else r"(?![^\W_])"))
@@ -225,6 +232,11 @@ def _mark(q: Query, source: str, literal: str) -> None:
     q.highlight.append(source)
     q.highlight_accented.append(source)
     q.needles.append(literal.lower())
+    q.words.append(None)
+
+
+def _word(token: str, prefix: bool) -> tuple[str, bool, bool]:
+    return _needle(token), prefix, token.isascii() and token.isalpha()
 
 
 def _needle(token: str) -> str:

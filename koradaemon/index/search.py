@@ -33,7 +33,7 @@ from ..errors import QueryError, QueryTooExpensive
 from . import fts, ranking
 from .query import Query
 from .ranking import BOUNDED, CAP, K1, B
-from .snippets import make_snippet, pattern_for
+from .snippets import Highlighter, make_snippet
 
 __all__ = ["BOUNDED", "CAP", "Hit", "Result", "make_snippet", "run"]
 
@@ -225,18 +225,14 @@ def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
         f' JOIN documents d ON d.id = c.document_id JOIN "{name[1:-1]}_content" x ON x.id = c.id'
         f" WHERE c.id IN ({marks}) AND c.agency_id = ? AND d.agency_id = ?",
         (*ids, agency_id, agency_id))}
-    pattern, anchor = pattern_for(tuple(q.highlight)), pattern_for(tuple(q.anchor))
-    needles, anchor_needles = tuple(q.needles), tuple(q.anchor_needles)
+    marker = Highlighter(q)
     out = []
     for score, rid in page:
         m = meta.get(rid)
         if m is None:
             continue  # deleted between the passes
         text, line = str(m[7]), int(m[8] or 1)
-        snippet, ranges, at = make_snippet(text, pattern, anchor, needles=needles, anchor_needles=anchor_needles)
-        if not ranges and not text.isascii():  # 'cafe' in 'café': the accent-aware patterns
-            snippet, ranges, at = make_snippet(text, pattern_for(tuple(q.highlight_accented)),
-                                               pattern_for(tuple(q.anchor_accented)))
+        snippet, ranges, at = marker.snippet(text)
         last = len(text) - 1 if text.endswith("\n") else len(text)
         out.append(Hit(int(m[0]), str(m[1]), str(m[2]), int(m[3]), int(m[4]), int(m[5]), str(m[6]),
                        line_start=line, line_end=line + text.count("\n", 0, max(last, 0)),

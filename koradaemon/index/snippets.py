@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import string
+from collections.abc import Callable
 
-from .query import fold_table
+from .query import Query, fold_table
 
 SNIPPET_CHARS = 160
 SNIPPET_BEFORE = 50
@@ -56,24 +58,119 @@ def make_snippet(text: str, pattern: re.Pattern[str] | None, anchor: re.Pattern[
     first = first_match(text, anchor, anchor_needles) if anchor else None  # a phrase, where the query has one
     if first is None and pattern:
         first = first_match(text, pattern, needles)
-    at = first.start() if first else 0
+
+    def ranges(raw: str) -> list[tuple[int, int]]:
+        if not pattern:
+            return []
+        # Accented letters are folded to their base letter (one character each, so positions
+        # hold) inside the window only: 'cafe' marks 'café' without folding the whole chunk.
+        hay = raw if raw.isascii() else raw.translate(_FOLD)
+        return [m.span() for m in pattern.finditer(hay) if m.end() > m.start()]
+
+    return _cut(text, first.start() if first else 0, ranges, width)
+
+
+def _cut(text: str, at: int, ranges: Callable[[str], list[tuple[int, int]]],
+         width: int) -> tuple[str, tuple[tuple[int, int], ...], int]:
     start = max(0, at - SNIPPET_BEFORE)
     if start:
         space = text.find(" ", start, at)
         start = space + 1 if space >= 0 else start
     end = min(len(text), start + width)
-    ranges: list[tuple[int, int]] = []
     lead = "…" if start else ""
     raw = text[start:end]
-    if pattern:
-        # Accented letters are folded to their base letter (one character each, so positions
-        # hold) inside the window only: 'cafe' marks 'café' without folding the whole chunk.
-        hay = raw if raw.isascii() else raw.translate(_FOLD)
-        for m in pattern.finditer(hay):
-            if m.end() > m.start():
-                ranges.append((m.start() + len(lead), m.end() + len(lead)))
+    marks = tuple((a + len(lead), b + len(lead)) for a, b in ranges(raw))
     window = _CONTROL.sub(" ", raw)
-    return lead + window + ("…" if end < len(text) else ""), tuple(ranges), at
+    return lead + window + ("…" if end < len(text) else ""), marks, at
+
+
+_ALNUM = frozenset(string.ascii_letters + string.digits)
+_LOWER = frozenset(string.ascii_lowercase)
+_LOWER_DIGIT = frozenset(string.ascii_lowercase + string.digits)
+
+
+class Highlighter:
+    """A query's snippet matching. For an ASCII text and a query of plain words, the matches of
+    its regular expressions (query.py: whole words, camelCase parts, phrases) are found by
+    string search and character tests, with no regular expression to compile for each query
+    (compiling one costs more than the rest of a selective search); otherwise by the patterns,
+    compiled on first need."""
+
+    def __init__(self, q: Query) -> None:
+        self.q = q
+        specs = [w for w in q.words if w is not None]
+        self.words = specs if len(specs) == len(q.words) and all(w[0].isascii() for w in specs) else None
+        self.plain = self.words is not None and all(all(t.isascii() for t in ws) for ws, _ in q.phrases)
+
+    def snippet(self, text: str) -> tuple[str, tuple[tuple[int, int], ...], int]:
+        q = self.q
+        if self.plain and text.isascii():
+            low = text.lower()
+            at = min((p for p in (_phrase_at(text, low, ws, prefix) for ws, prefix in q.phrases) if p >= 0),
+                     default=-1)
+            if at < 0:
+                at = min((p for p in (_next_word(text, low, w, 0)[0] for w in self.words or []) if p >= 0),
+                         default=0)
+            return _cut(text, at, self._ranges, SNIPPET_CHARS)
+        pattern, anchor = pattern_for(tuple(q.highlight)), pattern_for(tuple(q.anchor))
+        out = make_snippet(text, pattern, anchor, needles=tuple(q.needles), anchor_needles=tuple(q.anchor_needles))
+        if not out[1] and not text.isascii():  # 'cafe' in 'café': the accent-aware patterns
+            out = make_snippet(text, pattern_for(tuple(q.highlight_accented)), pattern_for(tuple(q.anchor_accented)))
+        return out
+
+    def _ranges(self, raw: str) -> list[tuple[int, int]]:
+        """The non-overlapping leftmost matches, the first word in query order winning a tie
+        (the alternation's ``finditer``)."""
+        words = self.words or []
+        low = raw.lower()
+        nexts = [_next_word(raw, low, w, 0) for w in words]
+        out: list[tuple[int, int]] = []
+        while True:
+            found = [x for x in nexts if x[0] >= 0]
+            if not found:
+                return out
+            pos = min(p for p, _ in found)
+            end = next(e for p, e in nexts if p == pos)
+            out.append((pos, end))
+            nexts = [_next_word(raw, low, w, end) if 0 <= x[0] < end else x for w, x in zip(words, nexts, strict=True)]
+
+
+def _next_word(s: str, low: str, word: tuple[str, bool, bool], i: int) -> tuple[int, int]:
+    """(start, end) of the first match of one plain word at or after ``i``, else (-1, -1)."""
+    w, prefix, camel = word
+    n, k = len(s), len(w)
+    i = low.find(w, i)
+    while i >= 0:
+        end = i + k
+        if (i == 0 or s[i - 1] not in _ALNUM) and (prefix or end >= n or s[end] not in _ALNUM):
+            return i, end
+        if (camel and i > 0 and s[i - 1] in _LOWER_DIGIT and s[i] == w[0].upper() and s[i + 1 : end] == w[1:]
+                and (prefix or end >= n or s[end] not in _LOWER)):
+            return i, end
+        i = low.find(w, i + 1)
+    return -1, -1
+
+
+def _phrase_at(s: str, low: str, words: tuple[str, ...], prefix: bool) -> int:
+    """Start of the first match of a phrase: whole words in order, separated by non-alphanumerics."""
+    n, last = len(s), len(words) - 1
+    i = low.find(words[0])
+    while i >= 0:
+        pos, ok = i, i == 0 or s[i - 1] not in _ALNUM
+        for k, w in enumerate(words):
+            if not ok or not low.startswith(w, pos):
+                ok = False
+                break
+            pos += len(w)
+            if k < last:
+                j = pos
+                while j < n and s[j] not in _ALNUM:
+                    j += 1
+                ok, pos = j > pos, j
+        if ok and (prefix or pos >= n or s[pos] not in _ALNUM):
+            return i
+        i = low.find(words[0], i + 1)
+    return -1
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
