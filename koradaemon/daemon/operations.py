@@ -41,8 +41,7 @@ HEAVY_OPS = frozenset({"search", "get_chunk", "snapshot", "snapshots", "restore"
 # Heavy operations that start at nice +10; a keyword search (a few milliseconds) lowers its own
 # thread's priority only once it has run for search.SLOW_S.
 NICE_OPS = HEAVY_OPS - {"search"}
-READ_POOL = 4  # idle read connections kept (each with its page cache)
-READ_CACHE_KIB = 8192
+READ_POOL = 4  # idle read connections kept (each with its page cache, 2 MB at most)
 MAX_OFFSET = 10_000
 _CONTEXT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
@@ -102,7 +101,7 @@ class Operations:
         with self._idle_lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
-            conn = open_db(self.d.db_path, migrate=False, cache_kib=READ_CACHE_KIB)
+            conn = open_db(self.d.db_path, migrate=False)
         try:
             yield conn
         finally:
