@@ -32,8 +32,12 @@ def test_a_connection_is_reused_by_the_next_client_thread(tmp_path: Path) -> Non
         t.start()
         t.join(10)
     assert len(seen) == 3 and seen[0] is seen[1] is seen[2]
-    for conn in ops._idle:
-        conn.close()
+    ops.close()  # at stop: the idle connection is closed (the writer's must be the last one)
+    try:
+        seen[0].execute("SELECT 1")
+        raise AssertionError("the idle connection was closed")
+    except apsw.ConnectionClosedError:
+        pass
 
 
 def test_a_connection_left_in_a_read_transaction_is_closed_not_kept(tmp_path: Path) -> None:
@@ -49,5 +53,4 @@ def test_a_connection_left_in_a_read_transaction_is_closed_not_kept(tmp_path: Pa
         raise AssertionError("the held connection was closed")
     except apsw.ConnectionClosedError:
         pass
-    for conn in ops._idle:
-        conn.close()
+    ops.close()

@@ -121,6 +121,7 @@ class Daemon:
         self.notifier.status("starting watchers")
         self.agencies.start()
         ops = Operations(self)
+        self._on_stop("read connections", lambda d: ops.close())  # runs after the control server's stop
         self.control = ControlServer(
             cfg.socket_path(),
             authenticate=self.agencies.check_token,

@@ -73,6 +73,7 @@ class Operations:
         self.d = ctx
         self._idle: list[apsw.Connection] = []  # read connections, reused by every client thread
         self._idle_lock = threading.Lock()
+        self._closed = False
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -109,11 +110,20 @@ class Operations:
             # held a snapshot would keep the WAL from being checkpointed and answer from old data.
             idle = conn.txn_state() == apsw.SQLITE_TXN_NONE
             with self._idle_lock:
-                keep = idle and len(self._idle) < READ_POOL
+                keep = idle and not self._closed and len(self._idle) < READ_POOL
                 if keep:
                     self._idle.append(conn)
             if not keep:
                 conn.close(True)  # with any statement left open
+
+    def close(self) -> None:
+        """Close the idle read connections (at stop, before the writer's connection: the last
+        connection to close checkpoints the WAL); one still in use is closed when returned."""
+        with self._idle_lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close(True)
 
     def on_refusal(self, agency_id: str | None, reason: str, op: str | None) -> None:
         log.warning("control_refused", agency_id=agency_id, reason=reason, op=op)
