@@ -362,3 +362,24 @@ def test_heavy_operations_are_bounded_per_agency_and_run_niced(tmp_path: Path) -
                                                          {"done": "beta"}]))
     if sys.platform.startswith("linux"):
         assert nice == [10, 10, 10]  # heavy work runs at nice +10 so light requests win the CPU
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_heavy_operations_outside_nice_ops_start_at_the_daemons_priority(tmp_path: Path) -> None:
+    tokens = TokenStore(tmp_path / "tokens")
+    tok = tokens.ensure("alpha")
+    seen: dict[str, int] = {}
+
+    def record(req: Request) -> dict[str, Any]:
+        seen[req.op] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return {}
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    server = ControlServer(tmp_path / "k.sock", authenticate=tokens.check,
+                           handlers={"search": record, "snapshot": record},
+                           heavy_ops=frozenset({"search", "snapshot"}), nice_ops=frozenset({"snapshot"}))
+    with server:
+        for op in ("search", "snapshot"):  # one connection (one thread) each
+            with ControlClient(tmp_path / "k.sock") as c:
+                c.call(op, "alpha", tok)
+    assert seen == {"search": base, "snapshot": max(base, 10)}

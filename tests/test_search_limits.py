@@ -10,6 +10,8 @@ import pytest
 from search_util import new_db, put_texts
 
 from koradaemon.errors import QueryError, QueryTooExpensive
+from koradaemon.index import search
+from koradaemon.index.query import parse
 from koradaemon.index.store import AgencyStore
 
 LIMIT_S = 0.005
@@ -50,3 +52,13 @@ def test_pathological_queries_stop_at_the_time_limit(store: AgencyStore, query: 
     assert time.monotonic() - t0 < LIMIT_S + SLACK_S
     assert [h.path for h in store.search_page("needle17", 10, time_limit=1.0).hits] == ["f17.txt"], \
         "the connection answers the next query"
+
+
+def test_a_search_using_more_cpu_than_slow_s_calls_on_slow_once(store: AgencyStore,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    search.run(store.conn, "alpha", parse("needle17"), on_slow=lambda: calls.append(1))
+    assert calls == [], "a cheap search keeps its priority"
+    monkeypatch.setattr(search, "SLOW_S", 0.0)
+    search.run(store.conn, "alpha", parse("needle1*"), on_slow=lambda: calls.append(1))
+    assert calls == [1]

@@ -77,8 +77,18 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> apsw.Connection:
     return conn
 
 
-@pytest.mark.parametrize("q", ["w200", "w900 w0", '"w0 w1" w150', "w1500 OR w2000", "w300 -w40", "uniqd77 w0"])
+def _phrase_with_a_rare_word(conn: apsw.Connection, i: int) -> str:
+    """The last common word of document i and its unique word, as a phrase (adjacent tokens)."""
+    name = fts.table("alpha")
+    (text,) = conn.execute(f"SELECT body FROM {name} WHERE {name} MATCH ?", (f"uniqd{i}",)).fetchone()
+    return f'"{text.split()[-2]} uniqd{i}"'
+
+
+@pytest.mark.parametrize("q", ["w200", "w900 w0", '"w0 w1" w150', "w1500 OR w2000", "w300 -w40", "uniqd77 w0",
+                               "uniqd1*", "uniqd12*", "uniqd1* w0 -w2", "w0 w0 w700", "PHRASE"])
 def test_selective_queries_return_exactly_the_full_bm25_top_10(big: apsw.Connection, q: str) -> None:
+    if q == "PHRASE":
+        q = _phrase_with_a_rare_word(big, 7)
     page = AgencyStore(big, "alpha").search_page(q, 10)
     ref = full_bm25_top(big, "alpha", q)
     assert page.exact and page.total <= search.CAP
@@ -101,6 +111,49 @@ def test_a_word_in_most_chunks_ranks_a_bounded_set_and_says_so(big: apsw.Connect
     assert {h.chunk_id for h in page.hits} <= newest, "ranked among the newest CAP matches"
     scores = [h.score for h in page.hits]
     assert scores == sorted(scores, reverse=True) and scores[0] == 100.0
+
+
+def test_a_phrase_of_common_words_is_looked_for_among_the_newest_chunks_of_its_rarest_word(
+        big: apsw.Connection) -> None:
+    name = fts.table("alpha")
+    counts = {w: big.execute(f"SELECT count(*) FROM {name} WHERE {name} MATCH ?", (w,)).fetchone()[0]
+              for w in ("w3", "w4")}
+    assert min(counts.values()) > search.CAP, "both words are common"
+    rarest = min(counts, key=counts.__getitem__)
+    window = [r[0] for r in big.execute(f"SELECT rowid FROM {name} WHERE {name} MATCH ? ORDER BY rowid DESC LIMIT ?",
+                                         (rarest, search.CAP + 1))]
+    matches = {r[0] for r in big.execute(f"SELECT rowid FROM {name} WHERE {name} MATCH ?", ('"w3 w4"',))}
+    in_window = {r for r in matches if r >= window[-1]}
+    assert len(in_window) >= 10, "the fixture has enough matches in the window"
+    page = AgencyStore(big, "alpha").search_page('"w3 w4"', 10)
+    assert not page.exact and len(page.hits) == 10
+    assert {h.chunk_id for h in page.hits} <= in_window
+    assert len(matches) // 2 <= page.total <= 2 * len(matches), f"estimate {page.total} for {len(matches)}"
+    scores = [h.score for h in page.hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_a_window_with_too_few_matches_grows_to_older_chunks(tmp_path: Path) -> None:
+    conn = new_db(tmp_path)
+    old = [(f"old{i}.txt", f"alpha beta gamma old{i}\n") for i in range(3)]  # the phrase, only in the oldest
+    new = [(f"new{i}.txt", f"alpha x beta y new{i}\n") for i in range(search.CAP + 500)]
+    put_texts(conn, "alpha", old + new)
+    page = AgencyStore(conn, "alpha").search_page('"alpha beta"', 10)
+    assert sorted(h.path for h in page.hits) == ["old0.txt", "old1.txt", "old2.txt"]
+    assert page.total == 3
+    assert AgencyStore(conn, "alpha").search_page('"alpha beta" old1', 10).exact
+
+
+def test_document_frequencies_kept_between_queries_follow_new_data(tmp_path: Path) -> None:
+    conn = new_db(tmp_path)  # w0 in more than CAP chunks but fewer than half: its IDF counts
+    put_texts(conn, "alpha", [(f"a{i}.txt", "w0 w0 w500\n" if i % 20 == 0 else f"w0 x{i % 50}\n")
+                              for i in range(search.CAP + 100)] + [(f"b{i}.txt", f"y{i}\n") for i in range(2400)])
+    writer = new_db(tmp_path)  # another connection commits: the reader's kept counts are stale
+    store = AgencyStore(conn, "alpha")
+    for _ in range(2):
+        page = store.search_page("w0 w500", 10)
+        assert page.exact and [h.bm25 for h in page.hits] == [s for _, s in full_bm25_top(conn, "alpha", "w0 w500")]
+        put_texts(writer, "alpha", [(f"more{i}.txt", "w0 w1\n") for i in range(300)])
 
 
 def test_offset_pages_through_the_same_ranking(big: apsw.Connection) -> None:

@@ -66,6 +66,7 @@ class ServerContext(Protocol):
     stopping: threading.Event
     timeouts: Timeouts
     heavy_ops: frozenset[str]
+    nice_ops: frozenset[str]  # heavy operations run at nice +10 from their start (others lower it themselves)
     heavy: HeavyGate
 
     def claim(self, conn: Connection, agency_id: str) -> None:
@@ -202,7 +203,7 @@ class Connection:
                 self.server.heavy.enter(req.agency_id, cancelled=self._peer_closed)
             except BusyError as exc:
                 return self._send(error_line(req.id, exc))
-            if not self._niced:
+            if not self._niced and req.op in self.server.nice_ops:
                 self._niced = lower_thread_priority()
         try:
             return self._run_handler(handler, req)

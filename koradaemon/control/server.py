@@ -59,6 +59,7 @@ class ControlServer:
         is_operator: Callable[[Peer | None], bool] = local_operator,
         is_agency: Callable[[str], bool] | None = None,
         heavy_ops: frozenset[str] = frozenset(),
+        nice_ops: frozenset[str] | None = None,
         heavy_per_agency: int = 2,
         heavy_wait_s: float = 30.0,
         refusal_burst: int = 20,
@@ -74,6 +75,9 @@ class ControlServer:
         self.backlog = backlog
         self._is_operator = is_operator
         self.heavy_ops = heavy_ops
+        # Heavy operations that start at nice +10; the rest (searches, mostly a few milliseconds)
+        # lower their own thread's priority once they run long (see connection.lower_thread_priority).
+        self.nice_ops = heavy_ops if nice_ops is None else nice_ops
         self.heavy = HeavyGate(heavy_per_agency, heavy_wait_s)
         self.stopping = threading.Event()
         self._listener: socket.socket | None = None

@@ -8,6 +8,7 @@ the systemd watchdog, so a hung main loop stops the pings and systemd restarts u
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from ..service.watchdog_ping import WatchdogPinger
 from ..streams.build import build_nats, build_websocket
 from ..vault.service import SnapshotService
 from .agencies import Agencies
-from .operations import HEAVY_OPS, Operations
+from .operations import HEAVY_OPS, NICE_OPS, Operations
 from .reload import restart_only_changes
 from .runlock import RunLock
 from .secret_ops import agent_secret_env, open_secrets
@@ -121,6 +122,7 @@ class Daemon:
         self.notifier.status("starting watchers")
         self.agencies.start()
         ops = Operations(self)
+        self._on_stop("read connections", lambda d: ops.close())  # runs after the control server's stop
         self.control = ControlServer(
             cfg.socket_path(),
             authenticate=self.agencies.check_token,
@@ -133,6 +135,7 @@ class Daemon:
             is_operator=self._is_operator,
             is_agency=lambda a: self.agencies.get(a) is not None,
             heavy_ops=HEAVY_OPS,
+            nice_ops=NICE_OPS,
             heavy_per_agency=cfg.control.heavy_per_agency,
             heavy_wait_s=cfg.control.heavy_wait_s,
         )
@@ -149,6 +152,10 @@ class Daemon:
         if self.nats is not None:
             self.nats.start()
             self._on_stop("nats", self.nats.stop)
+        # Everything built so far lives as long as the daemon: out of the collector's way, so a
+        # full collection during a search scans only what came later.
+        gc.collect()
+        gc.freeze()
         self.ready = True
         log.info("daemon_ready", data_root=str(cfg.data_root), agencies=self.agencies.ids())
 

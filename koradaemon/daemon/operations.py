@@ -7,7 +7,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,15 +16,17 @@ import structlog
 
 from ..config_model import Config
 from ..confine import ensure_dirs, resolve_client_path
-from ..control.connection import Handler
+from ..control.connection import Handler, lower_thread_priority
 from ..control.protocol import Request
 from ..control.server import local_operator
 from ..errors import UsageError
 from ..events import ALL_CATEGORIES, DEFAULT_CATEGORIES, EventBus
 from ..fsutil import atomic_write_bytes as atomic_write
+from ..index import search as searching
 from ..index.db import open_db
 from ..index.disksize import index_files
 from ..index.lines import line_range
+from ..index.query import parse
 from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
 from ..index.store import AgencyStore
 from ..vault.secrets import SecretStore
@@ -38,6 +40,10 @@ MAX_LIMIT = 1000
 # Operations whose cost grows with the agency's data: the control server runs a bounded number
 # of them per agency at once (control.heavy_per_agency).
 HEAVY_OPS = frozenset({"search", "get_chunk", "snapshot", "snapshots", "restore", "audit.verify", "files"})
+# Heavy operations that start at nice +10; a keyword search (a few milliseconds) lowers its own
+# thread's priority only once it has run for search.SLOW_S.
+NICE_OPS = HEAVY_OPS - {"search"}
+READ_POOL = 4  # idle read connections kept (each with its page cache, 2 MB at most)
 MAX_OFFSET = 10_000
 _CONTEXT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
@@ -67,7 +73,9 @@ class OpsContext(StatusSources, Protocol):
 class Operations:
     def __init__(self, ctx: OpsContext) -> None:
         self.d = ctx
-        self._local = threading.local()
+        self._idle: list[apsw.Connection] = []  # read connections, reused by every client thread
+        self._idle_lock = threading.Lock()
+        self._closed = False
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -89,12 +97,35 @@ class Operations:
     def _runtime(self, req: Request) -> AgencyRuntime:
         return self.d.agencies.require(req.agency_id)
 
-    def _conn(self) -> apsw.Connection:
-        conn = getattr(self._local, "conn", None)
+    @contextmanager
+    def _reading(self) -> Iterator[apsw.Connection]:
+        """A read connection from the pool (opened when none is idle), returned afterwards: a
+        one-shot client does not pay for opening the database and starts with a warm cache."""
+        with self._idle_lock:
+            conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = open_db(self.d.db_path, migrate=False)
-            self._local.conn = conn
-        return conn
+        try:
+            yield conn
+        finally:
+            # Only a connection with no read transaction left open goes back: an idle one that
+            # held a snapshot would keep the WAL from being checkpointed and answer from old data.
+            idle = conn.txn_state() == apsw.SQLITE_TXN_NONE
+            with self._idle_lock:
+                keep = idle and not self._closed and len(self._idle) < READ_POOL
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close(True)  # with any statement left open
+
+    def close(self) -> None:
+        """Close the idle read connections (at stop, before the writer's connection: the last
+        connection to close checkpoints the WAL); one still in use is closed when returned."""
+        with self._idle_lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close(True)
 
     def on_refusal(self, agency_id: str | None, reason: str, op: str | None) -> None:
         log.warning("control_refused", agency_id=agency_id, reason=reason, op=op)
@@ -126,12 +157,16 @@ class Operations:
         if mode in ("vector", "hybrid") or (not mode and self.d.vectors is not None):
             from ..vectors.search import run_search
 
-            found = dict(run_search(self.d.vectors, AgencyStore(self._conn(), req.agency_id), query, limit, mode))
+            lower_thread_priority()  # embedding the query is always heavy work
+            with self._reading() as conn:
+                found = dict(run_search(self.d.vectors, AgencyStore(conn, req.agency_id), query, limit, mode))
             return {**found, "incomplete": incomplete}
         if not 0 <= offset <= MAX_OFFSET:
             raise UsageError(f"offset must be between 0 and {MAX_OFFSET}")
-        page = AgencyStore(self._conn(), req.agency_id).search_page(
-            query, limit, offset, raw=raw, time_limit=self.d.cfg.index.search_time_limit_ms / 1000)
+        parsed = parse(query, raw=raw)
+        with self._reading() as conn:
+            page = searching.run(conn, req.agency_id, parsed, limit, offset,
+                                 self.d.cfg.index.search_time_limit_ms / 1000, on_slow=lower_thread_priority)
         out: dict[str, Any] = {**page.to_dict(), "incomplete": incomplete}
         if _arg(req.args, "lines", bool, False):  # exact line ranges for memory references (the MCP server)
             for hit in out["hits"]:
@@ -216,13 +251,15 @@ class Operations:
         agency = runtime.agency
         if "path" in req.args:
             root, path = split_root(_arg(req.args, "path", str), agency.roots)
-            return {"root": root, "path": path, "file": file_entry(self._conn(), req.agency_id, root, path)}
+            with self._reading() as conn:
+                return {"root": root, "path": path, "file": file_entry(conn, req.agency_id, root, path)}
         limit = _arg(req.args, "limit", int, 1000)
         offset = _arg(req.args, "offset", int, 0)
         if not 1 <= limit <= 1_000_000 or offset < 0:
             raise UsageError("limit must be 1..1000000 and offset >= 0")
-        return list_files(self._conn(), req.agency_id, skipped=_arg(req.args, "skipped", bool, False),
-                          limit=limit, offset=offset)
+        with self._reading() as conn:
+            return list_files(conn, req.agency_id, skipped=_arg(req.args, "skipped", bool, False),
+                              limit=limit, offset=offset)
 
     def subscribe(self, req: Request) -> Iterator[dict[str, Any] | None]:
         """Live events of the agency; ``None`` on idle lets the server notice a hang-up or a stop."""

@@ -37,11 +37,24 @@ class Query:
     # compile, so used only for a text the plain patterns find nothing in.
     highlight_accented: list[str] = field(default_factory=list)
     anchor_accented: list[str] = field(default_factory=list)
+    # Lowercase literals that every match of ``highlight`` (``anchor``) starts with: the
+    # snippet finds its first match by plain string search (snippets.first_match).
+    needles: list[str] = field(default_factory=list)
+    anchor_needles: list[str] = field(default_factory=list)
+    # The same matches described without regular expressions, for ASCII texts (snippets.Highlighter):
+    # per ``highlight`` entry (lowercase word, prefix, camelCase part allowed), None for a sign
+    # word, CJK or emoji; per ``anchor`` entry (lowercase words, prefix).
+    words: list[tuple[str, bool, bool] | None] = field(default_factory=list)
+    phrases: list[tuple[tuple[str, ...], bool]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     not_paths: list[str] = field(default_factory=list)
     exts: list[str] = field(default_factory=list)
     not_exts: list[str] = field(default_factory=list)
     raw: bool = False
+    # The quoted units of ``fts`` in FTS5's phrase order, each with True when it is excluded
+    # (``-word``); ``has_or`` when some item has alternatives. Empty for raw queries.
+    units: list[tuple[str, bool]] = field(default_factory=list)
+    has_or: bool = False
 
     @property
     def filtered(self) -> bool:
@@ -64,7 +77,8 @@ def parse(text: str, *, raw: bool = False) -> Query:
         _check_raw_prefixes(text)
         words = TOKEN.findall(text)[:32]
         return Query(fts=text, highlight=[_word_pattern(t, False, False) for t in words],
-                     highlight_accented=[_word_pattern(t, False, True) for t in words], raw=True)
+                     highlight_accented=[_word_pattern(t, False, True) for t in words],
+                     needles=[_needle(t) for t in words], words=[_word(t, False) for t in words], raw=True)
     q = Query(fts="")
     groups: list[list[_Item]] = []
     negs: list[_Item] = []
@@ -104,6 +118,8 @@ def parse(text: str, *, raw: bool = False) -> Query:
     for n in negs:
         expr = f"({expr}) NOT {_and(n.units)}"
     q.fts = expr
+    q.units = [(u, False) for g in groups for i in g for u in i.units] + [(u, True) for n in negs for u in n.units]
+    q.has_or = any(len(g) > 1 for g in groups)
     return q
 
 
@@ -181,16 +197,16 @@ def _units(word: str, prefix: bool, q: Query) -> list[str]:
     rest = word
     for m in SYMWORD.finditer(word):  # C++, C#: an extra token; the bare letter would match everything
         units.append(f'"{sign_word(m.group(1), m.group(2))}"')
-        _mark(q, r"(?<![^\W_])" + re.escape(m.group(0)))
+        _mark(q, r"(?<![^\W_])" + re.escape(m.group(0)), m.group(0))
     rest = SYMWORD.sub(" ", rest)
     for m in CJK_RUN.finditer(rest):
         grams = cjk_grams(m.group())
         units.append(f'"{grams[0]}"*' if len(m.group()) == 1 else '"' + " ".join(grams[:-1]) + '"')
-        _mark(q, re.escape(m.group()))
+        _mark(q, re.escape(m.group()), m.group())
     rest = CJK_RUN.sub(" ", rest)
     for m in EMOJI_CHAR.finditer(rest):
         units.append(f'"{emoji_token(m.group())}"')
-        _mark(q, re.escape(m.group()))
+        _mark(q, re.escape(m.group()), m.group())
     tokens = TOKEN.findall(EMOJI_CHAR.sub(" ", rest))
     if tokens:
         last = len(tokens) - 1
@@ -201,16 +217,31 @@ def _units(word: str, prefix: bool, q: Query) -> list[str]:
         for k, t in enumerate(tokens):
             q.highlight.append(_word_pattern(t, prefix and k == last, False))
             q.highlight_accented.append(_word_pattern(t, prefix and k == last, True))
+            q.needles.append(_needle(t))
+            q.words.append(_word(t, prefix and k == last))
         if len(tokens) > 1:
+            q.anchor_needles.append(_needle(tokens[0]))
+            q.phrases.append((tuple(_needle(t) for t in tokens), prefix))
             for accents, out in ((False, q.anchor), (True, q.anchor_accented)):
                 out.append(r"(?<![^\W_])" + r"[\W_]+".join(_letters(t, accents) for t in tokens)
                            + ("" if prefix else r"(?![^\W_])"))
     return units
 
 
-def _mark(q: Query, source: str) -> None:
+def _mark(q: Query, source: str, literal: str) -> None:
     q.highlight.append(source)
     q.highlight_accented.append(source)
+    q.needles.append(literal.lower())
+    q.words.append(None)
+
+
+def _word(token: str, prefix: bool) -> tuple[str, bool, bool]:
+    return _needle(token), prefix, token.isascii() and token.isalpha()
+
+
+def _needle(token: str) -> str:
+    """What a plain (not accent-aware) match of ``token`` starts with, lowercased."""
+    return token.lower().translate(_FOLD_ORD)
 
 
 def _letters(token: str, accents: bool) -> str:

@@ -1,6 +1,8 @@
-"""Running a parsed query on one agency's table: bounded ranking, time limit, snippets.
+"""Running a parsed query on one agency's table: ranking, time limit, snippets.
 
-Two passes over the same matches, never more:
+Plain queries (ANDed words, phrases and prefixes) are ranked by :mod:`.ranking`, with one pass
+of the full-text match in most cases. Queries with OR, ``path:``/``ext:`` filters or raw FTS5
+syntax take the general route below, two passes over the same matches:
 
 1. the probe reads up to ``CAP + 1`` matching rowids, newest first, without scoring;
 2. if the query matched at most ``CAP`` chunks, every match is ranked by FTS5's own BM25
@@ -10,34 +12,35 @@ Two passes over the same matches, never more:
    which is what this bound avoids.
 
 Snippets are cut from a small window around the first highlight in each hit's text, in
-Python, for the returned hits only. Every statement runs under a progress handler that
-interrupts it after the time limit (:class:`~koradaemon.errors.QueryTooExpensive`).
+Python, for the returned hits only (:mod:`.snippets`). Every statement runs under a progress
+handler that interrupts it after the time limit (:class:`~koradaemon.errors.QueryTooExpensive`).
 """
 
 from __future__ import annotations
 
 import heapq
-import re
+import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import apsw
 
 from ..errors import QueryError, QueryTooExpensive
-from . import fts
-from .query import Query, fold_table
+from . import fts, ranking
+from .query import Query
+from .ranking import BOUNDED, CAP, K1, B
+from .snippets import Highlighter, make_snippet
 
-CAP = 2000  # queries with at most this many matching chunks are ranked in full (exact)
-BOUNDED = 1000  # beyond CAP, the newest BOUNDED matches are ranked
+__all__ = ["BOUNDED", "CAP", "Hit", "Result", "make_snippet", "run"]
+
 SPAN_COUNT = 20_000  # rows counted to estimate a bounded query's total
 TIME_LIMIT_S = 1.0
 PROGRESS_STEPS = 2000  # VM instructions between deadline checks
-SNIPPET_CHARS = 160
-SNIPPET_BEFORE = 50
-K1, B = 1.2, 0.75  # FTS5's bm25() constants
+SLOW_S = 0.02  # a search using more CPU time calls its ``on_slow`` (the daemon lowers the thread's priority)
 
 _REGISTERED: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
 _TLS = threading.local()  # the row count seen by the ranking function, per thread
@@ -84,11 +87,23 @@ class Result:
 
 
 def run(conn: apsw.Connection, agency_id: str, q: Query, limit: int = 10, offset: int = 0,
-        time_limit: float = TIME_LIMIT_S) -> Result:
+        time_limit: float = TIME_LIMIT_S, on_slow: Callable[[], object] | None = None) -> Result:
+    """One page of hits. ``on_slow`` is called once (in this thread) when the statements have used
+    :data:`SLOW_S` of this thread's CPU time: CPU time, so that waiting for a busy machine's CPU
+    does not make a cheap search look heavy."""
     if not fts.exists(conn, agency_id):
         return Result([], 0, True)
     deadline = time.monotonic() + time_limit
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+    slow = [time.thread_time() + SLOW_S if on_slow else math.inf]
+
+    def progress() -> bool:
+        if slow[0] < math.inf and time.thread_time() > slow[0]:
+            slow[0] = math.inf
+            if on_slow:
+                on_slow()
+        return time.monotonic() > deadline
+
+    conn.set_progress_handler(progress, PROGRESS_STEPS)
     try:
         return _run(conn, agency_id, q, limit, offset)
     except apsw.InterruptError:
@@ -106,6 +121,10 @@ def run(conn: apsw.Connection, agency_id: str, q: Query, limit: int = 10, offset
 def _run(conn: apsw.Connection, agency_id: str, q: Query, limit: int, offset: int) -> Result:
     name = fts.table(agency_id)
     want = offset + limit
+    plain = ranking.rank(conn, name, q, want)
+    if plain is not None:
+        best = plain.top[0][0] if plain.top and plain.top[0][0] > 0 else 1.0
+        return Result(_hits(conn, name, agency_id, q, plain.top[offset:want], best), plain.total, plain.exact)
     cap = max(CAP, want)
     probe = _probe(conn, name, agency_id, q, cap + 1)
     if not probe:
@@ -206,69 +225,17 @@ def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
         f' JOIN documents d ON d.id = c.document_id JOIN "{name[1:-1]}_content" x ON x.id = c.id'
         f" WHERE c.id IN ({marks}) AND c.agency_id = ? AND d.agency_id = ?",
         (*ids, agency_id, agency_id))}
-    pattern, anchor = _pattern(tuple(q.highlight)), _pattern(tuple(q.anchor))
+    marker = Highlighter(q)
     out = []
     for score, rid in page:
         m = meta.get(rid)
         if m is None:
             continue  # deleted between the passes
         text, line = str(m[7]), int(m[8] or 1)
-        snippet, ranges, at = make_snippet(text, pattern, anchor)
-        if not ranges and not text.isascii():  # 'cafe' in 'café': the accent-aware patterns
-            snippet, ranges, at = make_snippet(text, _pattern(tuple(q.highlight_accented)),
-                                               _pattern(tuple(q.anchor_accented)))
+        snippet, ranges, at = marker.snippet(text)
         last = len(text) - 1 if text.endswith("\n") else len(text)
         out.append(Hit(int(m[0]), str(m[1]), str(m[2]), int(m[3]), int(m[4]), int(m[5]), str(m[6]),
                        line_start=line, line_end=line + text.count("\n", 0, max(last, 0)),
                        match_line=line + text.count("\n", 0, at), snippet=snippet, highlights=ranges,
                        score=round(100.0 * score / best, 1), bm25=-score))
     return out
-
-
-_PATTERNS: dict[tuple[str, ...], re.Pattern[str] | None] = {}
-
-
-def _pattern(sources: tuple[str, ...]) -> re.Pattern[str] | None:
-    if sources not in _PATTERNS:
-        if len(_PATTERNS) > 256:
-            _PATTERNS.clear()
-        try:
-            _PATTERNS[sources] = re.compile("|".join(sources), re.I) if sources else None
-        except re.error:
-            _PATTERNS[sources] = None
-    return _PATTERNS[sources]
-
-
-def make_snippet(text: str, pattern: re.Pattern[str] | None, anchor: re.Pattern[str] | None = None,
-                 width: int = SNIPPET_CHARS) -> tuple[str, tuple[tuple[int, int], ...], int]:
-    """(snippet, highlight ranges [start, end) in the snippet, position of the first match in ``text``).
-
-    The window starts a little before the first phrase match (else the first highlight), at a
-    word boundary when one is near, and spans ``width`` characters; control characters are
-    shown as spaces (same length).
-    """
-    first = anchor.search(text) if anchor else None  # a phrase, where the query has one
-    if first is None and pattern:
-        first = pattern.search(text)
-    at = first.start() if first else 0
-    start = max(0, at - SNIPPET_BEFORE)
-    if start:
-        space = text.find(" ", start, at)
-        start = space + 1 if space >= 0 else start
-    end = min(len(text), start + width)
-    ranges: list[tuple[int, int]] = []
-    lead = "…" if start else ""
-    raw = text[start:end]
-    if pattern:
-        # Accented letters are folded to their base letter (one character each, so positions
-        # hold) inside the window only: 'cafe' marks 'café' without folding the whole chunk.
-        hay = raw if raw.isascii() else raw.translate(_FOLD)
-        for m in pattern.finditer(hay):
-            if m.end() > m.start():
-                ranges.append((m.start() + len(lead), m.end() + len(lead)))
-    window = _CONTROL.sub(" ", raw)
-    return lead + window + ("…" if end < len(text) else ""), tuple(ranges), at
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_FOLD = {ord(k): v for k, v in fold_table().items()}
