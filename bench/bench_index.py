@@ -20,6 +20,7 @@ import apsw
 import psutil
 from corpus import fresh, generated_corpus, stdlib_corpus
 
+from koradaemon.index import fts
 from koradaemon.index.chunking import iter_spans
 from koradaemon.index.db import open_db
 from koradaemon.index.pipeline import Indexer
@@ -74,18 +75,21 @@ def run_daemon_path(corpus: Path, files: list[str], db: Path, workers: int) -> f
 
 
 def run_baseline(corpus: Path, files: list[str], db: Path) -> float:
-    """Plain ceiling: read, chunk and insert every chunk in ONE transaction, one thread, no bookkeeping."""
+    """Plain ceiling: read, chunk and insert every chunk into an agency's FTS5 table in ONE transaction,
+    one thread, no bookkeeping (no metadata rows, no hashes, no derived tokens, no audit records)."""
     open_db(db).close()
     conn = apsw.Connection(str(db))
     conn.pragma("journal_mode", "wal")
     conn.pragma("synchronous", "normal")
+    with conn:
+        name = fts.ensure(conn, "bench")  # the same table an agency gets, created before the clock starts
+    sql = f"INSERT INTO {name}(body, line, extra) VALUES (?, 1, '')"
     t0 = time.perf_counter()
     with conn:
         for rel in files:
             data = (corpus / rel).read_bytes()
             for s in iter_spans(data, len(data)):
-                conn.execute("INSERT INTO chunks_fts(body, agency_id) VALUES (?, ?)",
-                             (data[s.offset:s.end].decode(), "bench"))
+                conn.execute(sql, (data[s.offset:s.end].decode(),))
     dt = time.perf_counter() - t0
     conn.close()
     return dt
