@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .chunking import ChunkParams
 from .store import ChunkRow
 
 FsPath = str | Path  # a plain string on the hot path: joining pathlib paths cost more than reading a small file
@@ -27,6 +28,24 @@ class IndexJob:
     skipped: str | None = None
     nbytes: int = 0
     fresh: bool = False  # the indexer saw no row for this path (the writer inserts without a lookup)
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class ReadJob:
+    """Read, hash and chunk the file ``root_path/path`` in the writer thread, inside its transaction.
+
+    For small files: the hand-off of a prepared job and the document lookup on a second
+    connection cost more than the reading itself, and two threads trading the GIL per file
+    make both wait (see docs/performance.md).
+    """
+
+    agency_id: str
+    root: str
+    path: str
+    root_path: str
+    params: ChunkParams
+    bulk: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
@@ -68,4 +87,22 @@ class CallJob:
     bulk: bool = False
 
 
-Job = IndexJob | TouchJob | DeleteJob | MoveJob | CallJob
+Job = IndexJob | ReadJob | TouchJob | DeleteJob | MoveJob | CallJob
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a committed job did: its audit record (in the outbox, same transaction) and ``on_committed``."""
+
+    agency_id: str
+    type: str  # index | skip | delete | move | touch
+    data: dict[str, object]
+    started: float
+
+
+class SkipFile(Exception):
+    """Raised while streaming chunks when a file turns out unusable (e.g. invalid UTF-8)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

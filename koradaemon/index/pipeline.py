@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections import Counter
@@ -14,7 +15,7 @@ import apsw
 import structlog
 
 from .db import open_db
-from .jobs import DeleteJob, MoveJob
+from .jobs import DeleteJob, MoveJob, ReadJob
 from .prepare import ChunkParams, prepare_index, skip_job
 from .store import AgencyStore
 from .writer import Writer
@@ -22,6 +23,9 @@ from .writer import Writer
 log = structlog.get_logger(__name__)
 
 DEEP_WORK = 8  # changes waiting behind this one: treat it as bulk work
+# Files up to this size are read, hashed and chunked by the writer thread itself (ReadJob); larger
+# ones here, in parallel with the writer's inserts, and handed over as prepared jobs.
+INLINE_BYTES = 16 << 10
 
 
 class ChangeQueue(Protocol):
@@ -164,8 +168,18 @@ class Indexer:
         if root_path is None:
             log.warning("indexer_unknown_root", agency_id=agency_id, root=root)
             return
+        top = str(root_path)
+        abs_path = os.path.join(top, path)
+        try:
+            st = os.stat(abs_path, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            st = None  # prepare_index below says what to do (delete, skip)
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size <= INLINE_BYTES:
+            # A small file is read by the writer itself, inside its transaction (see ReadJob).
+            self.writer.submit(ReadJob(agency_id, root, path, top, self.params, bulk))
+            return
         known = AgencyStore(conn, agency_id).document(root, path)
-        job = prepare_index(agency_id, root, path, os.path.join(root_path, path), known, self.params, bulk)
+        job = prepare_index(agency_id, root, path, abs_path, known, self.params, bulk, root_path=top)
         if job is not None:
             self.writer.submit(job)
         else:

@@ -12,17 +12,20 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
 import structlog
 
 from . import outbox
+from .apply import JobApplier, ReadLater, skip_of
 from .db import fine_busy_handler, immediate, open_db
-from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
+from .jobqueue import JobQueue
+from .jobs import Applied, CallJob, IndexJob, Job, SkipFile
 from .names import shown_name
 from .store import AgencyStore, discard_deferred, flush_deferred, optimize_fts
+
+__all__ = ["SWITCH_INTERVAL", "Applied", "SkipFile", "Writer", "WriterStopped"]
 
 log = structlog.get_logger(__name__)
 
@@ -40,30 +43,12 @@ CHECKPOINT_BUSY_MS = 50
 IDLE_TICK_S = 1.0  # after this long without work: checkpoint the WAL (TRUNCATE) if bulk work ran
 
 
-@dataclass(frozen=True)
-class Applied:
-    """What a committed job did: its audit record (in the outbox, same transaction) and ``on_committed``."""
-
-    agency_id: str
-    type: str  # index | skip | delete | move | touch
-    data: dict[str, object]
-    started: float
-
-
 class _Retry(Exception):
     """A job failed inside a batch: roll the batch back and replay it job by job."""
 
 
 class WriterStopped(RuntimeError):
     """The writer thread is gone: nothing more can be committed until a restart."""
-
-
-class SkipFile(Exception):
-    """Raised while streaming chunks when a file turns out unusable (e.g. invalid UTF-8)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Writer:
@@ -84,7 +69,7 @@ class Writer:
         self.batch_files = batch_files
         self.batch_bytes = batch_bytes
         self.optimize_idle_s = optimize_idle_s
-        self._q: queue.Queue[Job | None] = queue.Queue(maxsize=queue_max)
+        self._q: JobQueue[Job | None] = JobQueue(queue_max)
         self._thread = threading.Thread(target=self._run, name="kora-writer", daemon=True)
         self._pending: Job | None = None
         self._stop_seen = False
@@ -93,6 +78,7 @@ class Writer:
         self._held = 0
         self._bytes_cv = threading.Condition()
         self.counters: Counter[str] = Counter()
+        self._applier = JobApplier(self.counters, is_ignored)
         self.last_commit: float | None = None
         self._dirty_since_optimize = False
         self._bulk_dirty = False
@@ -250,20 +236,21 @@ class Writer:
 
     def _bulk_transaction(self, conn: apsw.Connection, batch: list[Job]) -> list[Applied]:
         applied: list[Applied] = []
-        size = getattr(batch[0], "nbytes", 0)
+        first = batch[0]
+        size = getattr(first, "nbytes", 0)
         deadline = time.monotonic() + BULK_MAX_TXN_S  # others (the audit anchor) wait for our lock
         discard_deferred(conn)
         try:
             with immediate(conn):
-                _keep(applied, self._apply_one(conn, batch[0]))
-                while (len(batch) < self.batch_files and size < self.batch_bytes
+                more = self._apply_one(conn, batch, applied)
+                while (more and len(batch) < self.batch_files and size < self.batch_bytes
                        and time.monotonic() < deadline):
-                    job = self._take_for_batch(batch[0].bulk)  # type: ignore[union-attr]
+                    job = self._take_for_batch(first.bulk)
                     if job is None:
                         break
                     batch.append(job)
                     size += getattr(job, "nbytes", 0)
-                    _keep(applied, self._apply_one(conn, job))
+                    more = self._apply_one(conn, batch, applied)
                 _to_outbox(conn, applied)
         except (_Retry, apsw.Error):
             discard_deferred(conn)
@@ -305,12 +292,21 @@ class Writer:
             except Exception:
                 log.exception("on_committed_failed")
 
-    def _apply_one(self, conn: apsw.Connection, job: Job) -> Applied | None:
-        """Inside a batch: any failure aborts the batch so it can be replayed job by job."""
+    def _apply_one(self, conn: apsw.Connection, batch: list[Job], applied: list[Applied]) -> bool:
+        """The batch's last job, inside the batch: any failure aborts the batch so it can be replayed
+        job by job. False: the batch ends here (a file read here turned out too big to join it: it
+        is set aside, in place of its read job, for a transaction of its own after this one)."""
+        job = batch[-1]
         try:
-            return self._dispatch(AgencyStore(conn, job.agency_id), job)  # type: ignore[union-attr]
+            _keep(applied, self._applier.apply(AgencyStore(conn, job.agency_id), job,  # type: ignore[union-attr]
+                                               in_batch=True))
+        except ReadLater as later:
+            batch.pop()  # it is done (and counted) as the job set aside
+            self._pending = later.job
+            return False
         except Exception as exc:
             raise _Retry() from exc
+        return True
 
     def _apply_alone(self, conn: apsw.Connection, job: Job) -> list[Applied]:
         """One job in its own transaction with its audit record; a failure costs only this job."""
@@ -320,7 +316,7 @@ class Writer:
                 try:
                     discard_deferred(conn)
                     with immediate(conn):
-                        result = self._dispatch(store, job)
+                        result = self._applier.apply(store, job)
                         done = [result] if result is not None else []
                         _to_outbox(conn, done)
                     return done
@@ -340,69 +336,19 @@ class Writer:
 
     def _skip_alone(self, conn: apsw.Connection, store: AgencyStore, job: Job, reason: str) -> list[Applied]:
         """Remember a file that could not be indexed (with its reason and audit record); other jobs: nothing."""
-        if not isinstance(job, IndexJob):
-            return []
         try:
+            target = skip_of(job, reason)
+            if target is None:
+                return []
             discard_deferred(conn)
             with immediate(conn):
-                done = [self._record_skip(store, job, reason)]
+                done = [self._applier.record_skip(store, target, reason)]
                 _to_outbox(conn, done)
             return done
         except Exception as exc:
             self.counters["job_errors"] += 1
             log.error("writer_skip_failed", path=_job_path(job), reason=reason, error=f"{type(exc).__name__}: {exc}")
             return []
-
-    def _dispatch(self, store: AgencyStore, job: Job) -> Applied | None:
-        if isinstance(job, IndexJob):
-            return self._index(store, job)
-        if isinstance(job, TouchJob):
-            store.touch_document(job.root, job.path, job.size, job.mtime_ns)
-            return None
-        if isinstance(job, DeleteJob):
-            n = store.delete_tree(job.root, job.path) if job.tree else int(store.delete_document(job.root, job.path))
-            if not n:
-                return None
-            self.counters["deleted"] += n
-            data = {"root": job.root, "path": shown_name(job.path), "files": n}
-            return Applied(job.agency_id, "delete", data, time.monotonic())
-        if isinstance(job, MoveJob):
-            if job.tree:
-                n = store.move_tree(job.root, job.src, job.dst)
-            else:
-                n = int(store.move_document(job.root, job.src, job.dst))
-            if not n:
-                return None
-            self.counters["moved"] += n
-            data = {"root": job.root, "src": shown_name(job.src), "dst": shown_name(job.dst), "files": n}
-            return Applied(job.agency_id, "move", data, time.monotonic())
-        return None  # pragma: no cover
-
-    def _index(self, store: AgencyStore, job: IndexJob) -> Applied | None:
-        # No re-stat here: a file that changed after it was read has a newer event on its way,
-        # and that one brings the index up to date.
-        shown = shown_name(job.path)
-        if self.is_ignored is not None and self.is_ignored(job.agency_id, job.root, job.path):
-            self.counters["ignored_late"] += 1  # the ignore rules changed after the event was queued
-            n = int(store.delete_document(job.root, job.path))
-            return Applied(job.agency_id, "delete", {"root": job.root, "path": shown, "files": n},
-                           job.started) if n else None
-        if job.skipped:
-            return self._record_skip(store, job, job.skipped)
-        n = store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, job.chunks, fresh=job.fresh,
-                               defer=True)
-        self.counters["indexed"] += 1
-        self.counters["chunks"] += n
-        self.counters["bytes"] += job.size
-        data = {"root": job.root, "path": shown, "sha256": job.sha256, "size": job.size, "chunks": n}
-        return Applied(job.agency_id, "index", data, job.started)
-
-    def _record_skip(self, store: AgencyStore, job: IndexJob, reason: str) -> Applied:
-        """A file that cannot be indexed is remembered with its reason (no chunks) and counted."""
-        store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, (), reason)
-        self.counters[f"skipped_{reason}"] += 1
-        data: dict[str, object] = {"root": job.root, "path": shown_name(job.path), "reason": reason}
-        return Applied(job.agency_id, "skip", data, job.started)
 
     def _idle(self, conn: apsw.Connection, idle_s: float) -> None:
         """Quiet moments: truncate the WAL after bulk work, merge FTS segments after a longer rest."""
