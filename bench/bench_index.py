@@ -44,6 +44,9 @@ class ListQueue:
         except queue.Empty:
             return None
 
+    def depth(self) -> int:
+        return self.q.qsize()
+
     def task_done(self) -> None:
         self.pending -= 1
         if self.pending <= 0:

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -35,6 +36,11 @@ class JobQueue(Generic[T]):
 
     def put(self, item: T, timeout: float | None = None) -> None:
         """Add ``item``; wait while the queue is full (``queue.Full`` after ``timeout`` seconds)."""
+        self.put_many((item,), timeout)
+
+    def put_many(self, items: Sequence[T], timeout: float | None = None) -> None:
+        """Add ``items`` in order, all at once, when the queue is not full (it may then hold up to
+        ``len(items) - 1`` more than ``maxsize``)."""
         with self._lock:
             if len(self._items) >= self.maxsize:
                 deadline = None if timeout is None else time.monotonic() + timeout
@@ -47,7 +53,7 @@ class JobQueue(Generic[T]):
                         self._not_full.wait(remaining)
                 finally:
                     self._producers_waiting -= 1
-            self._items.append(item)
+            self._items.extend(items)
             self._not_empty.notify()
 
     def get(self, timeout: float | None = None) -> T:
