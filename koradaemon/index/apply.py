@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import apsw
+
 from .jobs import Applied, DeleteJob, IndexJob, Job, MoveJob, ReadJob, TouchJob
 from .names import shown_name
 from .prepare import prepare_index, skip_job
@@ -32,6 +34,14 @@ class JobApplier:
     def __init__(self, counters: Counter[str], is_ignored: Callable[[str, str, str], bool] | None) -> None:
         self.counters = counters
         self.is_ignored = is_ignored
+        self._stores: dict[str, AgencyStore] = {}
+
+    def store(self, conn: apsw.Connection, agency_id: str) -> AgencyStore:
+        """The agency's store on ``conn`` (one per agency and connection: no id check per job)."""
+        store = self._stores.get(agency_id)
+        if store is None or store.conn is not conn:
+            store = self._stores[agency_id] = AgencyStore(conn, agency_id)
+        return store
 
     def apply(self, store: AgencyStore, job: Job, *, in_batch: bool = False) -> Applied | None:
         if isinstance(job, ReadJob):
@@ -61,7 +71,7 @@ class JobApplier:
         return None  # pragma: no cover
 
     def _read(self, store: AgencyStore, job: ReadJob, in_batch: bool) -> Applied | None:
-        known = store.document(job.root, job.path)
+        known = None if job.unindexed else store.document(job.root, job.path)
         prepared = prepare_index(job.agency_id, job.root, job.path, os.path.join(job.root_path, job.path), known,
                                  job.params, job.bulk, root_path=job.root_path)
         if prepared is None:

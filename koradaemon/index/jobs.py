@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .chunking import ChunkParams
 from .store import ChunkRow
@@ -46,6 +47,7 @@ class ReadJob:
     root_path: str
     params: ChunkParams
     bulk: bool = False
+    unindexed: bool = False  # the crawl saw no row for this path: no lookup before the INSERT
     started: float = field(default_factory=time.monotonic)
 
 
@@ -90,8 +92,7 @@ class CallJob:
 Job = IndexJob | ReadJob | TouchJob | DeleteJob | MoveJob | CallJob
 
 
-@dataclass(frozen=True)
-class Applied:
+class Applied(NamedTuple):
     """What a committed job did: its audit record (in the outbox, same transaction) and ``on_committed``."""
 
     agency_id: str

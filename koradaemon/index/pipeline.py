@@ -176,7 +176,7 @@ class Indexer:
         bulk = bool(getattr(change, "bulk", False)) or self._depth() >= DEEP_WORK
         self.counters[kind.lower()] += 1
         if kind == "INDEX":
-            self._index(conn, agency_id, root, change.path, bulk)
+            self._index(conn, agency_id, root, change.path, bulk, bool(getattr(change, "unindexed", False)))
         elif kind in ("DELETE", "DELETE_TREE"):
             tree = kind == "DELETE_TREE" or bool(getattr(change, "is_directory", False))
             self._submit(DeleteJob(agency_id, root, change.path, tree=tree, bulk=bulk))
@@ -189,7 +189,8 @@ class Indexer:
         else:
             log.warning("indexer_unknown_change", kind=kind)
 
-    def _index(self, conn: apsw.Connection, agency_id: str, root: str, path: str, bulk: bool) -> None:
+    def _index(self, conn: apsw.Connection, agency_id: str, root: str, path: str, bulk: bool,
+               unindexed: bool = False) -> None:
         root_path = self.root_paths.get((agency_id, root))
         if root_path is None:
             log.warning("indexer_unknown_root", agency_id=agency_id, root=root)
@@ -202,7 +203,7 @@ class Indexer:
             st = None  # prepare_index below says what to do (delete, skip)
         if st is not None and stat.S_ISREG(st.st_mode) and st.st_size <= INLINE_BYTES:
             # A small file is read by the writer itself, inside its transaction (see ReadJob).
-            self._submit(ReadJob(agency_id, root, path, top, self.params, bulk))
+            self._submit(ReadJob(agency_id, root, path, top, self.params, bulk, unindexed))
             return
         known = AgencyStore(conn, agency_id).document(root, path)
         job = prepare_index(agency_id, root, path, abs_path, known, self.params, bulk, root_path=top)

@@ -303,7 +303,7 @@ class Writer:
         is set aside, in place of its read job, for a transaction of its own after this one)."""
         job = batch[-1]
         try:
-            _keep(applied, self._applier.apply(AgencyStore(conn, job.agency_id), job,  # type: ignore[union-attr]
+            _keep(applied, self._applier.apply(self._applier.store(conn, job.agency_id), job,  # type: ignore[union-attr]
                                                in_batch=True))
         except ReadLater as later:
             batch.pop()  # it is done (and counted) as the job set aside
@@ -315,7 +315,7 @@ class Writer:
 
     def _apply_alone(self, conn: apsw.Connection, job: Job) -> list[Applied]:
         """One job in its own transaction with its audit record; a failure costs only this job."""
-        store = AgencyStore(conn, job.agency_id)  # type: ignore[union-attr]
+        store = self._applier.store(conn, job.agency_id)  # type: ignore[union-attr]
         try:
             for attempt in range(3):
                 try:

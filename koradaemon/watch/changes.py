@@ -33,7 +33,9 @@ class FileChange:
 
     ``root`` is the root exactly as configured (relative to the data root); ``path`` and
     ``dest_path`` are POSIX paths relative to that root. ``bulk`` marks changes from a crawl
-    (the indexer may batch them in one transaction).
+    (the indexer may batch them in one transaction). ``unindexed``: the crawl found no row for
+    the path in the index (a new file: the writer inserts it without looking it up first; a row
+    that appeared meanwhile is replaced all the same).
     """
 
     kind: ChangeKind
@@ -42,6 +44,7 @@ class FileChange:
     path: str
     dest_path: str | None = None
     bulk: bool = False
+    unindexed: bool = False
 
     @classmethod
     def rescan(cls, agency_id: str, root: str) -> FileChange:
