@@ -10,8 +10,9 @@ import pytest
 
 from koradaemon.index.chunking import ChunkParams
 from koradaemon.index.db import open_db
-from koradaemon.index.jobs import Applied, ReadJob
+from koradaemon.index.jobs import Applied, IndexJob, ReadJob
 from koradaemon.index.prepare import EAGER_LIMIT
+from koradaemon.index.store import AgencyStore
 from koradaemon.index.writer import Writer
 
 ROOT = "notes"
@@ -98,3 +99,28 @@ def test_unchanged_and_vanished_files(env: tuple[Path, Writer, list[Applied]]) -
     assert [(a.type, a.data["path"]) for a in applied] == [
         ("index", "keep.md"), ("index", "gone.md"), ("delete", "gone.md")]
     assert writer.counters["unchanged"] == 1
+
+
+def test_rewrites_in_one_batch_leave_no_old_text(env: tuple[Path, Writer, list[Applied]]) -> None:
+    tmp, writer, applied = env
+    names = [f"r{i}.txt" for i in range(40)]
+    for name in names:
+        (tmp / ROOT / name).write_text(f"oldword {name}\n")
+    writer.submit_many([read_job(tmp, n, unindexed=True) for n in names])
+    writer.flush()
+    for name in names:
+        (tmp / ROOT / name).write_text(f"newword {name} more text\n")
+    twice = IndexJob("a", ROOT, "r0.txt", str(tmp / ROOT / "r0.txt"), 5, 0, "1" * 64,
+                     [(0, 5, "1" * 64, "interim", 1, "")], bulk=True)
+    writer.submit_many([twice] + [read_job(tmp, n) for n in names])  # r0 is replaced twice in one batch
+    writer.flush()
+    conn = open_db(tmp / "k.db")
+    try:
+        store = AgencyStore(conn, "a")
+        assert store.search("oldword") == [] and store.search("interim") == []
+        assert sorted(h.path for h in store.search("newword", limit=100)) == sorted(names)
+        (fts_rows,) = conn.execute('SELECT count(*) FROM "fts_a"').fetchone()
+        assert fts_rows == store.stats()["chunks"] == len(names)
+    finally:
+        conn.close()
+    assert len([a for a in applied if a.type == "index"]) == 2 * len(names) + 1

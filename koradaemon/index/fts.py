@@ -87,6 +87,12 @@ def insert(conn: apsw.Connection, agency_id: str, rows: Iterable[tuple[int, str,
     conn.executemany(f"INSERT INTO {name}(rowid, body, line, extra) VALUES (?, ?, ?, ?)", rows)
 
 
+def delete_rows(conn: apsw.Connection, agency_id: str, rowids: Iterable[tuple[int]]) -> None:
+    """Delete chunks' rows by rowid (one executemany)."""
+    if exists(conn, agency_id):
+        conn.executemany(f"DELETE FROM {table(agency_id)} WHERE rowid = ?", rowids)
+
+
 def delete_document(conn: apsw.Connection, agency_id: str, doc_id: int) -> None:
     if not exists(conn, agency_id):
         return
