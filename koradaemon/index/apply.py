@@ -16,10 +16,11 @@ from collections.abc import Callable
 
 import apsw
 
+from . import outbox
 from .jobs import Applied, DeleteJob, IndexJob, Job, MoveJob, ReadJob, TouchJob
 from .names import shown_name
 from .prepare import prepare_index, skip_job
-from .store import AgencyStore
+from .store import AgencyStore, flush_deferred
 
 
 class ReadLater(Exception):
@@ -121,3 +122,33 @@ def skip_of(job: Job, reason: str) -> IndexJob | None:
         except ValueError:  # a name the system refuses (NUL): nothing on disk to record
             return None
     return None
+
+
+def job_path(job: Job) -> str:
+    path = getattr(job, "path", None) or getattr(job, "src", "")
+    return shown_name(str(path))
+
+
+def to_outbox(conn: apsw.Connection, applied: list[Applied]) -> None:
+    """The end of every transaction body: held-back chunk rows, then the audit records of what
+    this transaction changed, committed with it."""
+    flush_deferred(conn)
+    if applied:
+        outbox.put(conn, ((a.agency_id, a.type, a.data) for a in applied))
+
+
+def held_bytes(job: Job | None) -> int:
+    """Bytes of chunk text a queued job holds in memory (streamed jobs hold none)."""
+    if isinstance(job, IndexJob) and isinstance(job.chunks, list):
+        return job.nbytes
+    return 0
+
+
+def keep(applied: list[Applied], result: Applied | None) -> None:
+    if result is not None:
+        applied.append(result)
+
+
+def streamed(job: Job) -> bool:
+    """A big file whose chunks are read while inserting: it gets a transaction of its own."""
+    return isinstance(job, IndexJob) and not isinstance(job.chunks, list | tuple)

@@ -17,13 +17,11 @@ from pathlib import Path
 import apsw
 import structlog
 
-from . import outbox
-from .apply import JobApplier, ReadLater, skip_of
+from .apply import JobApplier, ReadLater, held_bytes, job_path, keep, skip_of, streamed, to_outbox
 from .db import fine_busy_handler, immediate, open_db
 from .jobqueue import JobQueue
-from .jobs import Applied, CallJob, IndexJob, Job, SkipFile
-from .names import shown_name
-from .store import AgencyStore, discard_deferred, flush_deferred, optimize_fts
+from .jobs import Applied, CallJob, Job, SkipFile
+from .store import AgencyStore, discard_deferred, optimize_fts
 
 __all__ = ["SWITCH_INTERVAL", "Applied", "SkipFile", "Writer", "WriterStopped"]
 
@@ -97,7 +95,7 @@ class Writer:
 
     def submit_many(self, jobs: list[Job]) -> None:
         """Queue jobs in this order with one hand-off (one lock, one wake-up of the writer)."""
-        held = sum(_held_bytes(job) for job in jobs)
+        held = sum(held_bytes(job) for job in jobs)
         if held:
             with self._bytes_cv:
                 while self._held and self._held + held > QUEUE_TEXT_BYTES:
@@ -119,7 +117,7 @@ class Writer:
             raise WriterStopped("the writer thread is not running")
 
     def _release(self, job: Job | None) -> None:
-        held = _held_bytes(job) if job is not None else 0
+        held = held_bytes(job) if job is not None else 0
         if held:
             with self._bytes_cv:
                 self._held -= held
@@ -200,7 +198,7 @@ class Writer:
             conn.close()
 
     def _batchable(self, job: Job) -> bool:
-        if isinstance(job, CallJob) or _streamed(job):
+        if isinstance(job, CallJob) or streamed(job):
             return False
         return job.bulk or self._q.qsize() >= DEEP_QUEUE
 
@@ -256,7 +254,7 @@ class Writer:
                     batch.append(job)
                     size += getattr(job, "nbytes", 0)
                     more = self._apply_one(conn, batch, applied)
-                _to_outbox(conn, applied)
+                to_outbox(conn, applied)
         except (_Retry, apsw.Error):
             discard_deferred(conn)
             self.counters["batch_replays"] += 1
@@ -280,7 +278,7 @@ class Writer:
         if job is None:
             self._stop_seen = True
             return None
-        if isinstance(job, CallJob) or _streamed(job) or not (job.bulk or self._q.qsize() >= DEEP_QUEUE - 1):
+        if isinstance(job, CallJob) or streamed(job) or not (job.bulk or self._q.qsize() >= DEEP_QUEUE - 1):
             self._pending = job
             return None
         return job
@@ -303,7 +301,7 @@ class Writer:
         is set aside, in place of its read job, for a transaction of its own after this one)."""
         job = batch[-1]
         try:
-            _keep(applied, self._applier.apply(self._applier.store(conn, job.agency_id), job,  # type: ignore[union-attr]
+            keep(applied, self._applier.apply(self._applier.store(conn, job.agency_id), job,  # type: ignore[union-attr]
                                                in_batch=True))
         except ReadLater as later:
             batch.pop()  # it is done (and counted) as the job set aside
@@ -323,7 +321,7 @@ class Writer:
                     with immediate(conn):
                         result = self._applier.apply(store, job)
                         done = [result] if result is not None else []
-                        _to_outbox(conn, done)
+                        to_outbox(conn, done)
                     return done
                 except apsw.BusyError:
                     if attempt == 2:
@@ -334,7 +332,7 @@ class Writer:
             return self._skip_alone(conn, store, job, skip.reason)
         except Exception as exc:
             self.counters["job_errors"] += 1
-            log.warning("writer_job_failed", job=type(job).__name__, path=_job_path(job),
+            log.warning("writer_job_failed", job=type(job).__name__, path=job_path(job),
                         error=f"{type(exc).__name__}: {exc}")
             return self._skip_alone(conn, store, job, f"error:{type(exc).__name__}")
         return []
@@ -348,11 +346,11 @@ class Writer:
             discard_deferred(conn)
             with immediate(conn):
                 done = [self._applier.record_skip(store, target, reason)]
-                _to_outbox(conn, done)
+                to_outbox(conn, done)
             return done
         except Exception as exc:
             self.counters["job_errors"] += 1
-            log.error("writer_skip_failed", path=_job_path(job), reason=reason, error=f"{type(exc).__name__}: {exc}")
+            log.error("writer_skip_failed", path=job_path(job), reason=reason, error=f"{type(exc).__name__}: {exc}")
             return []
 
     def _idle(self, conn: apsw.Connection, idle_s: float) -> None:
@@ -390,33 +388,3 @@ class Writer:
             optimize_fts(conn)
         self._checkpoint(conn)
         log.info("fts_optimized", seconds=round(time.monotonic() - t0, 3))
-
-
-def _job_path(job: Job) -> str:
-    path = getattr(job, "path", None) or getattr(job, "src", "")
-    return shown_name(str(path))
-
-
-def _to_outbox(conn: apsw.Connection, applied: list[Applied]) -> None:
-    """The end of every transaction body: held-back chunk rows, then the audit records of what
-    this transaction changed, committed with it."""
-    flush_deferred(conn)
-    if applied:
-        outbox.put(conn, ((a.agency_id, a.type, a.data) for a in applied))
-
-
-def _held_bytes(job: Job | None) -> int:
-    """Bytes of chunk text a queued job holds in memory (streamed jobs hold none)."""
-    if isinstance(job, IndexJob) and isinstance(job.chunks, list):
-        return job.nbytes
-    return 0
-
-
-def _keep(applied: list[Applied], result: Applied | None) -> None:
-    if result is not None:
-        applied.append(result)
-
-
-def _streamed(job: Job) -> bool:
-    """A big file whose chunks are read while inserting: it gets a transaction of its own."""
-    return isinstance(job, IndexJob) and not isinstance(job.chunks, list | tuple)
