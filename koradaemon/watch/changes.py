@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -44,7 +44,7 @@ class FileChange:
     path: str
     dest_path: str | None = None
     bulk: bool = False
-    unindexed: bool = False
+    unindexed: bool = field(default=False, compare=False)
 
     @classmethod
     def rescan(cls, agency_id: str, root: str) -> FileChange:

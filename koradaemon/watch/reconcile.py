@@ -38,7 +38,7 @@ def reconcile(
         seen_as = known.get(entry.path)
         if seen_as != (entry.size, entry.mtime_ns):
             changed += 1
-            yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True, seen_as is None)
+            yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True, unindexed=seen_as is None)
     if "" in st.failed_dirs:
         log.error("reconcile_root_unreadable", agency_id=agency_id, root=root)
         return
