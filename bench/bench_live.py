@@ -142,7 +142,6 @@ def bench_burst(d: LiveDaemon, base: Path, files: int, size: int) -> dict[str, f
     return out
 
 
-KINDS = ("common word", "mid-frequency word", "two words", "phrase", "prefix*", "rare token")
 
 
 def bench_search(d: LiveDaemon, queries: int) -> tuple[list[float], list[float]]:

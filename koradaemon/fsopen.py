@@ -90,7 +90,7 @@ def open_subdir(dir_fd: int, name: str) -> int:
     raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), name) from None
 
 
-def open_root(root: Path) -> int:
+def open_root(root: str | Path) -> int:
     """The root folder itself (configured and checked at load time) as a directory descriptor."""
     return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
@@ -185,7 +185,7 @@ def _open_walk(root_fd: int, parts: tuple[str, ...]) -> int:
         os.close(dir_fd)
 
 
-def open_regular(root: Path, rel: str | PurePosixPath) -> int:
+def open_regular(root: str | Path, rel: str | PurePosixPath) -> int:
     """A descriptor of the regular file ``root/rel``, no component below ``root`` being a symlink.
 
     Raises ``FileNotFoundError``/``NotADirectoryError`` when it is not there,
@@ -200,7 +200,7 @@ def open_regular(root: Path, rel: str | PurePosixPath) -> int:
         os.close(root_fd)
 
 
-def open_regular_file(root: Path, rel: str | PurePosixPath) -> BinaryIO:
+def open_regular_file(root: str | Path, rel: str | PurePosixPath) -> BinaryIO:
     """:func:`open_regular` as a binary file object."""
     return os.fdopen(open_regular(root, rel), "rb")
 

@@ -124,3 +124,11 @@ def test_touched_file_with_same_content_is_offered_for_hashing(tmp_path: Path) -
 def test_missing_root_deletes_nothing(tmp_path: Path) -> None:
     rules = IgnoreRules.for_root(tmp_path / "nope")
     assert list(reconcile("a1", "r", tmp_path / "nope", rules, {"a.md": (1, 1)})) == []
+
+
+def test_new_files_are_marked_unindexed_changed_ones_are_not(tmp_path: Path) -> None:
+    (tmp_path / "new.md").write_text("new\n")
+    (tmp_path / "old.md").write_text("changed since it was indexed\n")
+    known = {"old.md": (1, 1)}
+    marks = {c.path: c.unindexed for c in reconcile("a1", "r", tmp_path, IgnoreRules.for_root(tmp_path), known)}
+    assert marks == {"new.md": True, "old.md": False}

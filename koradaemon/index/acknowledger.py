@@ -26,7 +26,7 @@ from ..ioerrors import held_write_reason
 from ..streams.schema import make_event
 from . import outbox
 from .db import open_db
-from .writer import Applied
+from .jobs import Applied
 
 log = structlog.get_logger(__name__)
 

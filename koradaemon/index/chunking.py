@@ -26,6 +26,13 @@ class Buffer(Protocol):
     def find(self, sub: bytes, start: int = ..., end: int = ...) -> int: ...
 
 
+@dataclass(frozen=True)
+class ChunkParams:
+    chunk_bytes: int = CHUNK_BYTES
+    overlap_percent: int = OVERLAP_PERCENT
+    max_file_bytes: int = 256 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
     offset: int

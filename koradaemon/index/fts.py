@@ -87,6 +87,12 @@ def insert(conn: apsw.Connection, agency_id: str, rows: Iterable[tuple[int, str,
     conn.executemany(f"INSERT INTO {name}(rowid, body, line, extra) VALUES (?, ?, ?, ?)", rows)
 
 
+def delete_rows(conn: apsw.Connection, agency_id: str, rowids: Iterable[tuple[int]]) -> None:
+    """Delete chunks' rows by rowid (one executemany)."""
+    if exists(conn, agency_id):
+        conn.executemany(f"DELETE FROM {table(agency_id)} WHERE rowid = ?", rowids)
+
+
 def delete_document(conn: apsw.Connection, agency_id: str, doc_id: int) -> None:
     if not exists(conn, agency_id):
         return
@@ -135,17 +141,46 @@ def camel_parts(ident: str) -> list[str]:
 _WORDS = str.maketrans({chr(c): (chr(c) if chr(c).isalnum() or chr(c) in "+#" else " ") for c in range(128)})
 _SIGNED = re.compile(r"([A-Za-z0-9]+)([+#]+)")
 _WIDE = re.compile("[\u1100-\U0010ffff]")
+# Character classes of ASCII text: 'a' lower, 'A' upper, '0' digit, '+' for '+' and '#', ' ' else.
+_CLASSES = str.maketrans({chr(c): ("a" if chr(c).islower() else "A" if chr(c).isupper() else "0"
+                                   if chr(c).isdigit() else "+" if chr(c) in "+#" else " ") for c in range(128)})
+_LOOK_AT_MOST = 16  # capitals or digits looked at one by one; more: let the word loop decide
+
+
+def _derivable(ascii_text: str) -> bool:
+    """Whether a word of the text can give :func:`derive` a token: a capital after a letter or digit
+    (camelCase, HTTPServer), one letter then digits as a whole word (x11), or a '+'/'#'.
+
+    False for prose and lower-case words, found by a translate and a few ``find`` calls at C speed
+    (a regex with these alternatives costs more than the word loop it saves).
+    """
+    classes = "  " + ascii_text.translate(_CLASSES)
+    if "+" in classes:
+        return True
+    for mark in "A0":
+        at, looked = classes.find(mark), 0
+        while at >= 0:
+            before = classes[at - 1]
+            if (mark == "A" and before in "aA0") or (mark == "0" and before in "aA" and classes[at - 2] == " "):
+                return True
+            looked += 1
+            if looked > _LOOK_AT_MOST:
+                return True
+            at = classes.find(mark, at + 1)
+    return False
 
 
 def derive(text: str) -> str:
     """Tokens the unicode61 tokenizer cannot see: camelCase parts, C++/C# words, CJK bigrams, emoji.
 
-    Each distinct word of the chunk is looked at once (a set of the words, split at C speed);
-    the CJK and emoji regexes run only on text that has characters beyond U+1100.
+    Each distinct word of the chunk is looked at once (a set of the words, split at C speed), and
+    only when the text has a word that can give a token (:func:`_derivable`); the CJK and emoji
+    regexes run only on text that has characters beyond U+1100.
     """
     ascii_view = text if text.isascii() else text.encode("ascii", "replace").decode("ascii")
     out: list[str] = []
-    for word in set(ascii_view.translate(_WORDS).split()):
+    words = set(ascii_view.translate(_WORDS).split()) if _derivable(ascii_view) else ()
+    for word in words:
         if "+" in word or "#" in word:
             m = _SIGNED.fullmatch(word)
             if m:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections import Counter
@@ -14,7 +15,7 @@ import apsw
 import structlog
 
 from .db import open_db
-from .jobs import DeleteJob, IndexJob, MoveJob
+from .jobs import DeleteJob, IndexJob, Job, MoveJob, ReadJob
 from .prepare import ChunkParams, prepare_index, skip_job
 from .store import AgencyStore
 from .writer import Writer
@@ -22,6 +23,10 @@ from .writer import Writer
 log = structlog.get_logger(__name__)
 
 DEEP_WORK = 8  # changes waiting behind this one: treat it as bulk work
+# Files up to this size are read, hashed and chunked by the writer thread itself (ReadJob); larger
+# ones here, in parallel with the writer's inserts, and handed over as prepared jobs.
+INLINE_BYTES = 16 << 10
+HANDOFF_JOBS = 32  # read jobs handed to the writer at once while more work is queued
 
 
 class ChangeQueue(Protocol):
@@ -67,6 +72,11 @@ class Indexer:
             threading.Thread(target=self._run, name=f"kora-indexer-{i}", daemon=True) for i in range(workers)
         ]
         self.counters: Counter[str] = Counter()
+        # With one worker, read jobs wait here while more work is queued and go to the writer
+        # together (order kept: every other job goes after them). With more workers each job is
+        # handed over before its change is marked done, which keeps changes to one path in order.
+        self._held: list[Job] = []
+        self._batching = workers == 1
 
     def start(self) -> None:
         for t in self._threads:
@@ -108,9 +118,29 @@ class Indexer:
                     log.exception("indexer_change_failed", change=repr(change))
                     self._skip(change, f"error:{type(exc).__name__}")
                 finally:
+                    self._hand_over(force=False)
                     self.work.task_done()
         finally:
+            self._hand_over(force=True)
             conn.close()
+
+    def _submit(self, job: Job) -> None:
+        """Every job goes to the writer through here, after the read jobs held back."""
+        if self._batching and isinstance(job, ReadJob):
+            self._held.append(job)
+            return
+        self._hand_over(force=True)
+        self.writer.submit(job)
+
+    def _hand_over(self, *, force: bool) -> None:
+        """Submit the held read jobs when enough are held or nothing more is queued."""
+        if self._held and (force or len(self._held) >= HANDOFF_JOBS or self._depth() == 0):
+            jobs, self._held = self._held, []
+            try:
+                self.writer.submit_many(jobs)
+            except Exception:
+                self.counters["errors"] += len(jobs)
+                log.exception("indexer_handoff_failed", jobs=len(jobs))
 
     def _depth(self) -> int:
         depth = getattr(self.work, "depth", None)
@@ -127,7 +157,7 @@ class Indexer:
             job = skip_job(change.agency_id, change.root, change.path, os.path.join(root_path, change.path),
                            bool(getattr(change, "bulk", False)), reason)
             if job is not None:
-                self.writer.submit(job)
+                self._submit(job)
         except Exception:
             log.exception("indexer_skip_failed", change=repr(change))
 
@@ -149,13 +179,13 @@ class Indexer:
             self._index(conn, agency_id, root, change.path, bulk, change)
         elif kind in ("DELETE", "DELETE_TREE"):
             tree = kind == "DELETE_TREE" or bool(getattr(change, "is_directory", False))
-            self.writer.submit(DeleteJob(agency_id, root, change.path, tree=tree, bulk=bulk))
+            self._submit(DeleteJob(agency_id, root, change.path, tree=tree, bulk=bulk))
         elif kind in ("MOVE", "MOVE_TREE"):
             tree = kind == "MOVE_TREE" or bool(getattr(change, "is_directory", False))
             if not tree and AgencyStore(conn, agency_id).document(root, change.path) is None:
                 self._index(conn, agency_id, root, change.dest_path, bulk, change)  # source was never indexed
                 return
-            self.writer.submit(MoveJob(agency_id, root, change.path, change.dest_path, tree=tree, bulk=bulk))
+            self._submit(MoveJob(agency_id, root, change.path, change.dest_path, tree=tree, bulk=bulk))
         else:
             log.warning("indexer_unknown_change", kind=kind)
 
@@ -165,11 +195,24 @@ class Indexer:
         if root_path is None:
             log.warning("indexer_unknown_root", agency_id=agency_id, root=root)
             return
+        unindexed = bool(getattr(change, "unindexed", False))
+        queued = float(getattr(change, "queued", 0.0)) or time.monotonic()
+        crawl = bool(getattr(change, "bulk", False))
+        top = str(root_path)
+        abs_path = os.path.join(top, path)
+        try:
+            st = os.stat(abs_path, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            st = None  # prepare_index below says what to do (delete, skip)
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size <= INLINE_BYTES:
+            # A small file is read by the writer itself, inside its transaction (see ReadJob).
+            self._submit(ReadJob(agency_id, root, path, top, self.params, bulk, unindexed, queued, crawl))
+            return
         known = AgencyStore(conn, agency_id).document(root, path)
-        job = prepare_index(agency_id, root, path, os.path.join(root_path, path), known, self.params, bulk)
+        job = prepare_index(agency_id, root, path, abs_path, known, self.params, bulk, root_path=top)
         if job is not None:
-            if change is not None and isinstance(job, IndexJob):  # latency: from queueing, crawl and live apart
-                job.started, job.crawl = getattr(change, "queued", job.started), bool(getattr(change, "bulk", False))
-            self.writer.submit(job)
+            if isinstance(job, IndexJob):  # latency: from queueing, crawl and live apart
+                job.started, job.crawl = queued, crawl
+            self._submit(job)
         else:
             self.counters["unchanged"] += 1

@@ -13,27 +13,20 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..fsopen import NotRegularFile, open_regular_file
-from .chunking import CHUNK_BYTES, OVERLAP_PERCENT, Span, iter_spans, looks_binary
+from ..fsopen import NotRegularFile, open_regular, open_regular_file
+from .chunking import ChunkParams, Span, iter_spans, looks_binary
 from .encoding import count_lines, decode, iter_spans_utf16, utf16_codec
 from .fts import derive
-from .jobs import DeleteJob, FsPath, IndexJob, Job, TouchJob
+from .jobs import DeleteJob, FsPath, IndexJob, Job, SkipFile, TouchJob
 from .store import ChunkRow, DocRow
-from .writer import SkipFile
+
+__all__ = ["EAGER_LIMIT", "ChunkParams", "prepare_index", "skip_job"]
 
 EAGER_LIMIT = 4 << 20  # files up to this size are chunked in the worker
 READ_LIMIT = 256 << 10  # files up to this size are read(); larger ones are mapped
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
-
-
-@dataclass(frozen=True)
-class ChunkParams:
-    chunk_bytes: int = CHUNK_BYTES
-    overlap_percent: int = OVERLAP_PERCENT
-    max_file_bytes: int = 256 << 20
 
 
 def _chunk_rows(buf: bytes | mmap.mmap, size: int, params: ChunkParams) -> Iterator[ChunkRow]:
@@ -85,28 +78,34 @@ def _lazy_rows(path: FsPath, rel: str, size: int, mtime_ns: int, params: ChunkPa
 
 
 def prepare_index(
-    agency_id: str, root: str, rel: str, abs_path: FsPath, known: DocRow | None, params: ChunkParams, bulk: bool
+    agency_id: str, root: str, rel: str, abs_path: FsPath, known: DocRow | None, params: ChunkParams, bulk: bool,
+    *, root_path: FsPath | None = None,
 ) -> Job | None:
-    """Build the job that brings the index in line with the file at ``abs_path`` (None: nothing to do)."""
-    job = _prepare(agency_id, root, rel, abs_path, known, params, bulk)
+    """Build the job that brings the index in line with the file at ``abs_path`` (None: nothing to do).
+
+    ``root_path``: the watched root (``abs_path`` is ``root_path/rel``), when the caller has it.
+    """
+    top = root_path if root_path is not None else _root_of(abs_path, rel)
+    job = _prepare(agency_id, root, rel, abs_path, top, known, params, bulk)
     if isinstance(job, IndexJob):
         job.fresh = known is None
     return job
 
 
 def _prepare(
-    agency_id: str, root: str, rel: str, abs_path: FsPath, known: DocRow | None, params: ChunkParams, bulk: bool
+    agency_id: str, root: str, rel: str, abs_path: FsPath, root_path: FsPath, known: DocRow | None,
+    params: ChunkParams, bulk: bool,
 ) -> Job | None:
     try:  # never through a symlink, never a FIFO/socket/device (see fsopen)
-        fh = open_regular_file(_root_of(abs_path, rel), rel)
+        fd = open_regular(root_path, rel)
     except (FileNotFoundError, NotADirectoryError):
         return DeleteJob(agency_id, root, rel, bulk=bulk) if known else None
     except NotRegularFile as exc:
         return _skip_job(agency_id, root, rel, abs_path, known, bulk, exc.reason)
     except (PermissionError, IsADirectoryError, OSError) as exc:
         return _skip_job(agency_id, root, rel, abs_path, known, bulk, f"unreadable:{type(exc).__name__}")
-    with fh:
-        st = os.fstat(fh.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
         base = (agency_id, root, rel, abs_path, st.st_size, st.st_mtime_ns)
@@ -115,12 +114,25 @@ def _prepare(
         if st.st_size == 0:
             return _maybe_same(known, base, EMPTY_SHA, bulk) or IndexJob(*base, EMPTY_SHA, (), bulk=bulk)
         if st.st_size <= READ_LIMIT:  # small files: one read() is cheaper than mapping them
-            data = fh.read(st.st_size + 1)
-            if len(data) != st.st_size:
+            data = _read_exactly(fd, st.st_size)
+            if data is None:
                 return None  # it is being written: the close event that follows brings it back
             return _from_buffer(base, data, known, params, bulk)
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
             return _from_buffer(base, mm, known, params, bulk)
+    finally:
+        os.close(fd)
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """The file's ``size`` bytes (one ``read`` as a rule), or None when it is longer or shorter now."""
+    data = os.read(fd, size + 1)
+    while 0 < len(data) < size:  # a short read (some file systems): go on to the end
+        more = os.read(fd, size + 1 - len(data))
+        if not more:
+            break
+        data += more
+    return data if len(data) == size else None
 
 
 def _from_buffer(
@@ -128,7 +140,8 @@ def _from_buffer(
     params: ChunkParams, bulk: bool,
 ) -> Job | None:
     size, mtime_ns, abs_path = base[4], base[5], base[3]
-    if not utf16_codec(buf[:2]) and looks_binary(buf[:8192]):
+    codec = utf16_codec(buf[:2])
+    if not codec and looks_binary(buf[:8192]):
         return IndexJob(*base, sha256="", chunks=(), bulk=bulk, skipped="binary")
     digest = hashlib.sha256(buf).hexdigest()
     same = _maybe_same(known, base, digest, bulk)
@@ -136,6 +149,11 @@ def _from_buffer(
         return same if same is not _UNCHANGED else None
     if size > EAGER_LIMIT:
         return IndexJob(*base, digest, LazyRows(abs_path, base[2], size, mtime_ns, params), bulk=bulk, nbytes=size)
+    if not codec and size <= params.chunk_bytes and isinstance(buf, bytes):
+        # One chunk, the whole file: its hash is the file's, it starts on line 1 (what _chunk_rows
+        # gives, without cutting spans and counting lines).
+        text = decode(buf, None, True)
+        return IndexJob(*base, digest, [(0, size, digest, text, 1, derive(text))], bulk=bulk, nbytes=size)
     try:
         eager = list(_chunk_rows(buf, size, params))
     except SkipFile as skip:

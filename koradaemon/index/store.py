@@ -27,26 +27,46 @@ ChunkRow = tuple[int, int, str, str, int, str]
 
 # Next chunk id per writing connection: saves a max(id) query per document.
 _NEXT_CHUNK_ID: weakref.WeakKeyDictionary[apsw.Connection, int] = weakref.WeakKeyDictionary()
-# Chunk rows of new documents not inserted yet (put_document(defer=True)), per writing connection:
-# one executemany for many small files instead of two per file.
-_DEFERRED: weakref.WeakKeyDictionary[
-    apsw.Connection, tuple[dict[str, list[tuple[int, str, int, str]]], list[tuple[object, ...]]]] = (
-    weakref.WeakKeyDictionary())
 DEFER_ROWS = 1024
 META_INSERT = ("INSERT INTO chunks(id, agency_id, document_id, seq, byte_offset, byte_length, sha256)"
                " VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+class _Deferred:
+    """Full-text work held back by ``put_document(defer=True)`` on one writing connection.
+
+    Many small files cost one executemany each for the full-text deletes, inserts and chunk
+    rows, instead of several statements per file; and no full-text statement runs between two
+    documents' statements, whose statement journals would make FTS5 flush its pending terms into
+    a segment of its own per file (which made a burst of rewritten files 4x slower than new ones).
+    """
+
+    __slots__ = ("deletes", "docs", "inserts", "meta")
+
+    def __init__(self) -> None:
+        self.inserts: dict[str, list[tuple[int, str, int, str]]] = {}
+        self.deletes: dict[str, list[tuple[int]]] = {}
+        self.meta: list[tuple[object, ...]] = []
+        self.docs: set[int] = set()  # documents whose chunk rows are among ``meta``
+
+
+_DEFERRED: weakref.WeakKeyDictionary[apsw.Connection, _Deferred] = weakref.WeakKeyDictionary()
 
 
 UNCHANGED = -1  # put_document: the row already holds this very version; nothing was written
 
 
 def flush_deferred(conn: apsw.Connection) -> None:
-    """Insert the chunk rows ``put_document(defer=True)`` held back; call before COMMIT."""
-    rows = _DEFERRED.pop(conn, None)
-    if rows is not None and rows[1]:
-        for agency_id, fts_rows in rows[0].items():
-            fts.insert(conn, agency_id, fts_rows)
-        conn.executemany(META_INSERT, rows[1])
+    """Run the full-text deletes and inserts ``put_document(defer=True)`` held back; call before COMMIT."""
+    held = _DEFERRED.pop(conn, None)
+    if held is None:
+        return
+    for agency_id, ids in held.deletes.items():
+        fts.delete_rows(conn, agency_id, ids)
+    for agency_id, fts_rows in held.inserts.items():
+        fts.insert(conn, agency_id, fts_rows)
+    if held.meta:
+        conn.executemany(META_INSERT, held.meta)
 
 
 def discard_deferred(conn: apsw.Connection) -> None:
@@ -162,9 +182,17 @@ class AgencyStore:
     # -- writes (writer thread only, inside its transaction) ------------------
     # Paths come in as os.fsdecode gives them (a byte that is not UTF-8 is a lone surrogate)
     # and are stored in their shown form (see names.shown_name): any name the kernel accepts.
-    def _drop_chunks(self, doc_id: int) -> None:
-        flush_deferred(self.conn)
-        fts.delete_document(self.conn, self.agency_id, doc_id)
+    def _drop_chunks(self, doc_id: int, defer: bool) -> None:
+        held = _DEFERRED.get(self.conn)
+        if not defer or (held is not None and doc_id in held.docs):
+            flush_deferred(self.conn)  # its rows must be in the tables to be found and dropped
+            fts.delete_document(self.conn, self.agency_id, doc_id)
+        else:
+            old = self.conn.execute("SELECT id FROM chunks WHERE document_id = ? AND agency_id = ?",
+                                    (doc_id, self.agency_id)).fetchall()
+            if old:
+                held = _DEFERRED.setdefault(self.conn, _Deferred())
+                held.deletes.setdefault(self.agency_id, []).extend((int(str(r[0])),) for r in old)
         self.conn.execute("DELETE FROM chunks WHERE document_id = ? AND agency_id = ?", (doc_id, self.agency_id))
 
     def put_document(
@@ -176,8 +204,8 @@ class AgencyStore:
 
         ``fresh``: the caller saw no row for this path, so a plain INSERT is tried first (no lookup,
         nothing to drop); otherwise one upsert gives the row's id and its old chunks are dropped.
-        ``defer``: a new document's chunk rows (given as a list) may wait for :func:`flush_deferred`,
-        which the caller must run before it commits.
+        ``defer``: the full-text work of chunks given as a list (the old rows' deletes, the new
+        rows) may wait for :func:`flush_deferred`, which the caller must run before it commits.
         """
         shown = shown_name(path)
         values = (self.agency_id, root, shown, size, mtime_ns, sha256, skipped, _now())
@@ -204,16 +232,19 @@ class AgencyStore:
             if row is None:
                 return UNCHANGED
             doc_id = int(row[0])
-            self._drop_chunks(doc_id)
+            self._drop_chunks(doc_id, defer and isinstance(chunks, list | tuple))
         first_id = _NEXT_CHUNK_ID.get(self.conn)
         if first_id is None:
             (first_id,) = self._one("SELECT coalesce(max(id), 0) + 1 FROM chunks", ())
-        if defer and fresh and isinstance(chunks, list | tuple):
-            by_agency, meta_buf = _DEFERRED.setdefault(self.conn, ({}, []))
-            fts_buf = by_agency.setdefault(self.agency_id, [])
+        if defer and isinstance(chunks, list | tuple):
+            held = _DEFERRED.setdefault(self.conn, _Deferred())
+            fts_buf = held.inserts.setdefault(self.agency_id, [])
+            meta_buf = held.meta
             for seq, (offset, length, digest, text, line, extra) in enumerate(chunks):
                 fts_buf.append((first_id + seq, text, line, extra))
                 meta_buf.append((first_id + seq, self.agency_id, doc_id, seq, offset, length, digest))
+            if chunks:
+                held.docs.add(doc_id)
             _NEXT_CHUNK_ID[self.conn] = first_id + len(chunks)
             if len(meta_buf) >= DEFER_ROWS:
                 flush_deferred(self.conn)

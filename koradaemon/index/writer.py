@@ -16,19 +16,20 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
 import structlog
 
-from . import outbox
+from .apply import JobApplier, ReadLater, held_bytes, job_path, keep, listed, skip_of, streamed, to_outbox
 from .db import BUSY_TIMEOUT_MS, fine_busy_handler, immediate, open_db
 from .held import Dropped, WriteHolder
-from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
+from .jobqueue import JobQueue
+from .jobs import Applied, CallJob, Job, SkipFile
 from .latency import LatencyWindow
-from .names import shown_name
-from .store import UNCHANGED, AgencyStore, discard_deferred, flush_deferred, optimize_fts
+from .store import AgencyStore, discard_deferred, optimize_fts
+
+__all__ = ["SWITCH_INTERVAL", "Applied", "SkipFile", "Writer", "WriterStopped"]
 
 log = structlog.get_logger(__name__)
 
@@ -46,31 +47,12 @@ CHECKPOINT_BUSY_MS = 50
 IDLE_TICK_S = 1.0  # after this long without work: checkpoint the WAL (TRUNCATE) if bulk work ran
 
 
-@dataclass(frozen=True)
-class Applied:
-    """What a committed job did: its audit record (in the outbox, same transaction) and ``on_committed``."""
-
-    agency_id: str
-    type: str  # index | skip | delete | move | touch
-    data: dict[str, object]
-    started: float
-    crawl: bool = False
-
-
 class _Retry(Exception):
     """A job failed inside a batch: roll the batch back and replay it job by job."""
 
 
 class WriterStopped(RuntimeError):
     """The writer thread is gone: nothing more can be committed until a restart."""
-
-
-class SkipFile(Exception):
-    """Raised while streaming chunks when a file turns out unusable (e.g. invalid UTF-8)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Writer:
@@ -93,7 +75,7 @@ class Writer:
         self.batch_bytes = batch_bytes
         self.optimize_idle_s = optimize_idle_s
         self.busy_timeout_ms = busy_timeout_ms
-        self._q: queue.Queue[Job | None] = queue.Queue(maxsize=queue_max)
+        self._q: JobQueue[Job | None] = JobQueue(queue_max)
         self._thread = threading.Thread(target=self._run, name="kora-writer", daemon=True)
         self._pending: Job | None = None
         self._stop_seen = False
@@ -102,6 +84,7 @@ class Writer:
         self._held = 0
         self._bytes_cv = threading.Condition()
         self.counters: Counter[str] = Counter()
+        self._applier = JobApplier(self.counters, is_ignored)
         self.latency = LatencyWindow()  # queued → committed per agency, crawl and live apart (status)
         self.submitted = 0  # jobs ever submitted / finished: status's barrier for "all of it committed"
         self.finished = 0
@@ -121,18 +104,23 @@ class Writer:
         Besides the job count, the text held by queued jobs is bounded (``QUEUE_TEXT_BYTES``),
         so memory stays flat when many big files arrive at once.
         """
-        held = _held_bytes(job)
-        with self._bytes_cv:
-            while self._held and self._held + held > QUEUE_TEXT_BYTES:
-                self._bytes_cv.wait(1.0)
-                self._check_running()
-            self._held += held
+        self.submit_many([job])
+
+    def submit_many(self, jobs: list[Job]) -> None:
+        """Queue jobs in this order with one hand-off (one lock, one wake-up of the writer)."""
+        held = sum(held_bytes(job) for job in jobs)
+        if held:
+            with self._bytes_cv:
+                while self._held and self._held + held > QUEUE_TEXT_BYTES:
+                    self._bytes_cv.wait(1.0)
+                    self._check_running()
+                self._held += held
         with self._count_lock:
-            self._outstanding += 1
-            self.submitted += 1
+            self._outstanding += len(jobs)
+            self.submitted += len(jobs)
         while True:
             try:
-                self._q.put(job, timeout=1.0)
+                self._q.put_many(jobs, timeout=1.0)
                 return
             except queue.Full:
                 self._check_running()
@@ -143,7 +131,7 @@ class Writer:
             raise WriterStopped("the writer thread is not running")
 
     def _release(self, job: Job | None) -> None:
-        held = _held_bytes(job) if job is not None else 0
+        held = held_bytes(job) if job is not None else 0
         if held:
             with self._bytes_cv:
                 self._held -= held
@@ -235,7 +223,7 @@ class Writer:
             conn.close()
 
     def _batchable(self, job: Job) -> bool:
-        if isinstance(job, CallJob) or _streamed(job):
+        if isinstance(job, CallJob) or streamed(job):
             return False
         return job.bulk or self._q.qsize() >= DEEP_QUEUE
 
@@ -277,21 +265,22 @@ class Writer:
 
     def _bulk_transaction(self, conn: apsw.Connection, batch: list[Job]) -> list[Applied]:
         applied: list[Applied] = []
-        size = getattr(batch[0], "nbytes", 0)
+        first = batch[0]
+        size = getattr(first, "nbytes", 0)
         deadline = time.monotonic() + BULK_MAX_TXN_S  # others (the audit anchor) wait for our lock
         discard_deferred(conn)
         try:
             with immediate(conn):
-                _keep(applied, self._apply_one(conn, batch[0]))
-                while (len(batch) < self.batch_files and size < self.batch_bytes
+                more = self._apply_one(conn, batch, applied)
+                while (more and len(batch) < self.batch_files and size < self.batch_bytes
                        and time.monotonic() < deadline):
-                    job = self._take_for_batch(batch[0].bulk)  # type: ignore[union-attr]
+                    job = self._take_for_batch(first.bulk)
                     if job is None:
                         break
                     batch.append(job)
                     size += getattr(job, "nbytes", 0)
-                    _keep(applied, self._apply_one(conn, job))
-                _to_outbox(conn, applied)
+                    more = self._apply_one(conn, batch, applied)
+                to_outbox(conn, applied)
         except (_Retry, apsw.Error):
             discard_deferred(conn)
             self.counters["batch_replays"] += 1
@@ -315,7 +304,7 @@ class Writer:
         if job is None:
             self._stop_seen = True
             return None
-        if isinstance(job, CallJob) or _streamed(job) or not (job.bulk or self._q.qsize() >= DEEP_QUEUE - 1):
+        if isinstance(job, CallJob) or streamed(job) or not (job.bulk or self._q.qsize() >= DEEP_QUEUE - 1):
             self._pending = job
             return None
         return job
@@ -335,23 +324,32 @@ class Writer:
             except Exception:
                 log.exception("on_committed_failed")
 
-    def _apply_one(self, conn: apsw.Connection, job: Job) -> Applied | None:
-        """Inside a batch: any failure aborts the batch so it can be replayed job by job."""
+    def _apply_one(self, conn: apsw.Connection, batch: list[Job], applied: list[Applied]) -> bool:
+        """The batch's last job, inside the batch: any failure aborts the batch so it can be replayed
+        job by job. False: the batch ends here (a file read here turned out too big to join it: it
+        is set aside, in place of its read job, for a transaction of its own after this one)."""
+        job = batch[-1]
         try:
-            return self._dispatch(AgencyStore(conn, job.agency_id), job)  # type: ignore[union-attr]
+            keep(applied, self._applier.apply(self._applier.store(conn, job.agency_id), job,  # type: ignore[union-attr]
+                                               in_batch=True))
+        except ReadLater as later:
+            batch.pop()  # it is done (and counted) as the job set aside
+            self._pending = later.job
+            return False
         except Exception as exc:
             raise _Retry() from exc
+        return True
 
     def _apply_alone(self, conn: apsw.Connection, job: Job) -> list[Applied]:
         """One job in its own transaction with its audit record; a failure costs only this job."""
-        store = AgencyStore(conn, job.agency_id)  # type: ignore[union-attr]
+        store = self._applier.store(conn, job.agency_id)  # type: ignore[union-attr]
         try:
-            return self._transaction(conn, job, lambda: _listed(self._dispatch(store, job)))
+            return self._transaction(conn, job, lambda: listed(self._applier.apply(store, job)))
         except SkipFile as skip:
             return self._skip_alone(conn, store, job, skip.reason)
         except Exception as exc:
             self.counters["job_errors"] += 1
-            log.warning("writer_job_failed", job=type(job).__name__, path=_job_path(job),
+            log.warning("writer_job_failed", job=type(job).__name__, path=job_path(job),
                         error=f"{type(exc).__name__}: {exc}")
             return self._skip_alone(conn, store, job, f"error:{type(exc).__name__}")
 
@@ -360,78 +358,25 @@ class Writer:
         (see held.py); a write dropped at stop is ``[]``."""
         def with_outbox() -> list[Applied]:
             done = body()
-            _to_outbox(conn, done)
+            to_outbox(conn, done)
             return done
 
         try:
-            return self._holder.run(conn, _job_path(job), with_outbox)
+            return self._holder.run(conn, job_path(job), with_outbox)
         except Dropped:
             return []
 
     def _skip_alone(self, conn: apsw.Connection, store: AgencyStore, job: Job, reason: str) -> list[Applied]:
         """Remember a file that could not be indexed (with its reason and audit record); other jobs: nothing."""
-        if not isinstance(job, IndexJob):
-            return []
         try:
-            return self._transaction(conn, job, lambda: [self._record_skip(store, job, reason)])
+            target = skip_of(job, reason)
+            if target is None:
+                return []
+            return self._transaction(conn, job, lambda: [self._applier.record_skip(store, target, reason)])
         except Exception as exc:
             self.counters["job_errors"] += 1
-            log.error("writer_skip_failed", path=_job_path(job), reason=reason, error=f"{type(exc).__name__}: {exc}")
+            log.error("writer_skip_failed", path=job_path(job), reason=reason, error=f"{type(exc).__name__}: {exc}")
             return []
-
-    def _dispatch(self, store: AgencyStore, job: Job) -> Applied | None:
-        if isinstance(job, IndexJob):
-            return self._index(store, job)
-        if isinstance(job, TouchJob):
-            store.touch_document(job.root, job.path, job.size, job.mtime_ns)
-            return None
-        if isinstance(job, DeleteJob):
-            n = store.delete_tree(job.root, job.path) if job.tree else int(store.delete_document(job.root, job.path))
-            if not n:
-                return None
-            self.counters["deleted"] += n
-            data = {"root": job.root, "path": shown_name(job.path), "files": n}
-            return Applied(job.agency_id, "delete", data, time.monotonic())
-        if isinstance(job, MoveJob):
-            if job.tree:
-                n = store.move_tree(job.root, job.src, job.dst)
-            else:
-                n = int(store.move_document(job.root, job.src, job.dst))
-            if not n:
-                return None
-            self.counters["moved"] += n
-            data = {"root": job.root, "src": shown_name(job.src), "dst": shown_name(job.dst), "files": n}
-            return Applied(job.agency_id, "move", data, time.monotonic())
-        return None  # pragma: no cover
-
-    def _index(self, store: AgencyStore, job: IndexJob) -> Applied | None:
-        # No re-stat here: a file that changed after it was read has a newer event on its way,
-        # and that one brings the index up to date.
-        shown = shown_name(job.path)
-        if self.is_ignored is not None and self.is_ignored(job.agency_id, job.root, job.path):
-            self.counters["ignored_late"] += 1  # the ignore rules changed after the event was queued
-            n = int(store.delete_document(job.root, job.path))
-            return Applied(job.agency_id, "delete", {"root": job.root, "path": shown, "files": n},
-                           job.started, job.crawl) if n else None
-        if job.skipped:
-            return self._record_skip(store, job, job.skipped)
-        n = store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, job.chunks, fresh=job.fresh,
-                               defer=True)
-        if n == UNCHANGED:
-            self.counters["unchanged_late"] += 1  # an earlier job for the same write committed it first
-            return None
-        self.counters["indexed"] += 1
-        self.counters["chunks"] += n
-        self.counters["bytes"] += job.size
-        data = {"root": job.root, "path": shown, "sha256": job.sha256, "size": job.size, "chunks": n}
-        return Applied(job.agency_id, "index", data, job.started, job.crawl)
-
-    def _record_skip(self, store: AgencyStore, job: IndexJob, reason: str) -> Applied:
-        """A file that cannot be indexed is remembered with its reason (no chunks) and counted."""
-        store.put_document(job.root, job.path, job.size, job.mtime_ns, job.sha256, (), reason)
-        self.counters[f"skipped_{reason}"] += 1
-        data: dict[str, object] = {"root": job.root, "path": shown_name(job.path), "reason": reason}
-        return Applied(job.agency_id, "skip", data, job.started, job.crawl)
 
     def _idle(self, conn: apsw.Connection, idle_s: float) -> None:
         """Quiet moments: truncate the WAL after bulk work, merge FTS segments after a longer rest."""
@@ -472,37 +417,3 @@ class Writer:
         self.counters["optimizations"] += 1
         self._checkpoint(conn)
         log.info("fts_optimized", seconds=round(time.monotonic() - t0, 3))
-
-
-def _job_path(job: Job) -> str:
-    path = getattr(job, "path", None) or getattr(job, "src", "")
-    return shown_name(str(path))
-
-
-def _to_outbox(conn: apsw.Connection, applied: list[Applied]) -> None:
-    """The end of every transaction body: held-back chunk rows, then the audit records of what
-    this transaction changed, committed with it."""
-    flush_deferred(conn)
-    if applied:
-        outbox.put(conn, ((a.agency_id, a.type, a.data) for a in applied))
-
-
-def _held_bytes(job: Job | None) -> int:
-    """Bytes of chunk text a queued job holds in memory (streamed jobs hold none)."""
-    if isinstance(job, IndexJob) and isinstance(job.chunks, list):
-        return job.nbytes
-    return 0
-
-
-def _listed(result: Applied | None) -> list[Applied]:
-    return [result] if result is not None else []
-
-
-def _keep(applied: list[Applied], result: Applied | None) -> None:
-    if result is not None:
-        applied.append(result)
-
-
-def _streamed(job: Job) -> bool:
-    """A big file whose chunks are read while inserting: it gets a transaction of its own."""
-    return isinstance(job, IndexJob) and not isinstance(job.chunks, list | tuple)

@@ -37,6 +37,8 @@ class FileChange:
     (the indexer may batch them in one transaction). ``size`` is the file's size as the crawl saw it
     (0 for watcher events) and ``queued`` the monotonic time the change was made, i.e. queued: what
     ``status`` reports sync progress and per-phase latency from. Neither takes part in equality.
+    ``unindexed``: the crawl found no row for the path in the index (a new file: the writer inserts it
+    without looking it up first; a row that appeared meanwhile is replaced all the same).
     """
 
     kind: ChangeKind
@@ -47,6 +49,7 @@ class FileChange:
     bulk: bool = False
     size: int = field(default=0, compare=False)
     queued: float = field(default_factory=time.monotonic, compare=False)
+    unindexed: bool = field(default=False, compare=False)
 
     @classmethod
     def rescan(cls, agency_id: str, root: str) -> FileChange:

@@ -35,9 +35,11 @@ def reconcile(
     changed = 0
     for entry in crawl(root_path, rules, st):
         seen.add(entry.path)
-        if known.get(entry.path) != (entry.size, entry.mtime_ns):
+        seen_as = known.get(entry.path)
+        if seen_as != (entry.size, entry.mtime_ns):
             changed += 1
-            yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True, entry.size)
+            yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True, entry.size,
+                             unindexed=seen_as is None)
     if "" in st.failed_dirs:
         log.error("reconcile_root_unreadable", agency_id=agency_id, root=root)
         return
