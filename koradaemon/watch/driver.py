@@ -131,11 +131,10 @@ class WatchDriver:
             raise
         return observer, mode
 
-    def _skip_dir(self, path: bytes) -> bool:
+    def _skip_dir(self, rel: str) -> bool:
         """An ignored directory below the root: not watched, not walked (called on watchdog's threads)."""
         try:
-            rel = self.mapper._rel(path)
-            return rel is not None and self.rules.is_ignored(rel, True)
+            return self.rules.is_ignored(rel, True)
         except Exception:  # when in doubt, watch it (the mapper still applies the rules to its events)
             log.exception("watch_skip_check_failed", agency_id=self.agency_id, root=self.root)
             return False

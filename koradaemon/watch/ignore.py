@@ -29,6 +29,7 @@ MAX_IGNORE_FILE_BYTES = 1 << 20  # the rest of a larger ignore file is not read
 BUILTIN_GLOBS = (
     ".git/", "*.swp", "*.swo", "*.swx", "*~", ".#*", "4913", "*.tmp", ".goutputstream-*", "*.kate-swp",
 )
+_IGNORE_NAMES = frozenset(IGNORE_FILES)
 _CACHE_MAX = 50_000
 
 
@@ -132,7 +133,7 @@ class IgnoreRules:
         if self.root_path is not None:
             # parents first: their rules decide which subdirectories are visited
             for rel, entries in walk(self.root_path, self, on_error=_scan_failed):
-                if not any(e.name in IGNORE_FILES for e in entries):
+                if _IGNORE_NAMES.isdisjoint([e.name for e in entries]):
                     continue
                 found = self._read_files(self.root_path, rel)
                 if found:
