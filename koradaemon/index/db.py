@@ -26,6 +26,8 @@ def open_db(path: Path, *, readonly: bool = False, migrate: bool = True, cache_k
         conn = apsw.Connection(str(path), flags=flags)
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         if not readonly:
+            if int(conn.pragma("page_count")) == 0:  # a new file: only now can auto_vacuum be chosen
+                conn.pragma("auto_vacuum", "incremental")
             conn.pragma("journal_mode", "wal")
         conn.pragma("synchronous", "normal")
         conn.pragma("foreign_keys", True)
@@ -75,6 +77,26 @@ def immediate(conn: apsw.Connection) -> Iterator[None]:
         fts.forget(conn)  # a rolled-back CREATE of an agency's table
         raise
     conn.execute("COMMIT")
+
+
+FREE_PAGES_KEPT = 256  # up to 1 MB of free pages stays for the next inserts
+
+
+def give_back_free_pages(conn: apsw.Connection) -> int:
+    """Shrink the file by its free pages beyond :data:`FREE_PAGES_KEPT` (outside a transaction).
+
+    Bulk work leaves free pages behind (the audit outbox grows while the acknowledger catches
+    up, then empties; rewritten documents free their old rows). A database created with
+    ``auto_vacuum = incremental`` (every new one) gives them back here; an older database keeps
+    them for its next inserts (only a VACUUM would convert it). Returns the pages given back.
+    """
+    if int(conn.pragma("auto_vacuum")) != 2:
+        return 0
+    excess = int(conn.pragma("freelist_count")) - FREE_PAGES_KEPT
+    if excess <= 0:
+        return 0
+    conn.execute(f"PRAGMA incremental_vacuum({excess})").fetchall()
+    return excess
 
 
 def user_version(conn: apsw.Connection) -> int:

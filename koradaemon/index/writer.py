@@ -19,7 +19,7 @@ import apsw
 import structlog
 
 from . import outbox
-from .db import fine_busy_handler, immediate, open_db
+from .db import fine_busy_handler, give_back_free_pages, immediate, open_db
 from .jobs import CallJob, DeleteJob, IndexJob, Job, MoveJob, TouchJob
 from .names import shown_name
 from .store import AgencyStore, discard_deferred, flush_deferred, optimize_fts
@@ -420,6 +420,7 @@ class Writer:
         """Copy the WAL into the database and truncate it (readers in the way: it stays for next time)."""
         fine_busy_handler(conn, CHECKPOINT_BUSY_MS)  # a long search must not hold the writer up
         try:
+            give_back_free_pages(conn)
             row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except apsw.Error as exc:
             log.warning("wal_checkpoint_failed", error=str(exc))

@@ -9,7 +9,7 @@ listed are not deleted: an unreadable or unmounted folder never empties the inde
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -26,16 +26,19 @@ def reconcile(
     root: str,
     root_path: Path,
     rules: IgnoreRules,
-    known: Mapping[str, tuple[int, int]],
+    known: dict[str, tuple[int, int]],
     stats: CrawlStats | None = None,
 ) -> Iterator[FileChange]:
-    """Yield INDEX/DELETE changes (``bulk=True``) for root ``root`` of ``agency_id``."""
+    """Yield INDEX/DELETE changes (``bulk=True``) for root ``root`` of ``agency_id``.
+
+    ``known`` is consumed: each path found on disk is taken out of it, so what is left at the end
+    is what is gone, and memory shrinks as the crawl goes instead of growing by a set of every
+    path seen.
+    """
     st = stats if stats is not None else CrawlStats()
-    seen: set[str] = set()
     changed = 0
     for entry in crawl(root_path, rules, st):
-        seen.add(entry.path)
-        if known.get(entry.path) != (entry.size, entry.mtime_ns):
+        if known.pop(entry.path, None) != (entry.size, entry.mtime_ns):
             changed += 1
             yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True)
     if "" in st.failed_dirs:
@@ -43,7 +46,7 @@ def reconcile(
         return
     gone = 0
     for path in known:
-        if path not in seen and not _under_failed(path, st.failed_dirs):
+        if not _under_failed(path, st.failed_dirs):
             gone += 1
             yield FileChange(ChangeKind.DELETE, agency_id, root, path, None, True)
     log.info("reconcile_done", agency_id=agency_id, root=root, files=st.files, index=changed, delete=gone,
