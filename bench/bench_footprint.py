@@ -28,8 +28,9 @@ from daemon_proc import LiveDaemon
 from koradaemon.index.chunking import iter_spans
 
 
-def peak_rss(base: Path) -> tuple[float, float]:
-    """Start the daemon on ``base/corpus``; its peak RSS (MB) and the start-up time (s)."""
+def peak_rss(base: Path) -> tuple[float, float, float]:
+    """Start the daemon on ``base/corpus``: its peak RSS (MB), the start-up time (s) and SQLite's
+    own peak memory (MB, page caches and FTS5's pending terms included)."""
     d = LiveDaemon(base)
     peak = [0.0]
     stop = threading.Event()
@@ -46,11 +47,12 @@ def peak_rss(base: Path) -> tuple[float, float]:
     try:
         dt = d.start()
         time.sleep(2.0)  # the writer checkpoints (and gives back free pages) after a second without work
+        sqlite_peak = float(((d.status() or {}).get("memory") or {}).get("sqlite_peak_mb", 0.0))
     finally:
         stop.set()
         sampler.join()
         d.stop()
-    return peak[0], dt
+    return peak[0], dt, sqlite_peak
 
 
 def db_breakdown(db: Path) -> tuple[int, list[tuple[str, int]], int]:
@@ -93,11 +95,12 @@ def main() -> None:
             nfiles, nbytes = stdlib_corpus(fresh(big / "corpus"))
         else:
             nfiles, nbytes = generated_corpus(fresh(big / "corpus"), args.files, args.size)
-        base_rss, _ = peak_rss(small)
-        rss, dt = peak_rss(big)
+        base_rss, _, base_sqlite = peak_rss(small)
+        rss, dt, sqlite_peak = peak_rss(big)
         print(f"corpus: {nfiles} files, {nbytes / 1e6:.1f} MB; start-up crawl {dt:.1f} s ({nfiles / dt:.0f} files/s)")
         print(f"daemon peak RSS: {rss:.1f} MB; same daemon on 10 files: {base_rss:.1f} MB;"
-              f" growth {rss - base_rss:.1f} MB ({(rss - base_rss) * 1e6 / nfiles:.0f} bytes per file)")
+              f" growth {rss - base_rss:.1f} MB ({(rss - base_rss) * 1e6 / nfiles:.0f} bytes per file);"
+              f" SQLite's own peak {sqlite_peak:.1f} MB (10 files: {base_sqlite:.1f} MB)")
         if args.no_db:
             return
         size, tables, free = db_breakdown(big / "kora_kernel.db")

@@ -168,21 +168,21 @@ class PruningWatchGroup(InotifyWatchGroup):
         if path not in by_path:  # a parent's creation may have added it already (mkdir -p a/b)
             self._add_callback(path)  # the root's failure must reach the caller, as in watchdog
         mask, callback, id_ = self.event_mask, self._callback, self._id
+        root_text = os.fsdecode(root)  # listed as text: scandir of a str path is the faster one
         stack = [(path, rel)]
         while stack:
             top, top_rel = stack.pop()
             try:
-                with os.scandir(top) as it:
+                with os.scandir(f"{root_text}/{top_rel}" if top_rel else root_text) as it:
                     subdirs = [e.name for e in it if e.is_dir(follow_symlinks=False)]
             except OSError:
                 continue  # gone or unreadable meanwhile: its own events (or a rescan) cover it
             fresh: list[bytes] = []
             for name in subdirs:
-                text = name.decode(_FS_ENCODING, "surrogateescape")
-                sub_rel = f"{top_rel}/{text}" if top_rel else text
+                sub_rel = f"{top_rel}/{name}" if top_rel else name
                 if skip(sub_rel):
                     continue
-                sub = top + b"/" + name
+                sub = top + b"/" + name.encode(_FS_ENCODING, "surrogateescape")
                 stack.append((sub, sub_rel))
                 if sub not in by_path:
                     fresh.append(sub)
