@@ -11,13 +11,13 @@ from conftest import run_as_user
 from koradaemon.watch.changes import ChangeKind
 from koradaemon.watch.crawl import CrawlStats, crawl
 from koradaemon.watch.ignore import IgnoreRules
-from koradaemon.watch.reconcile import reconcile
+from koradaemon.watch.reconcile import reconcile, stamp
 
 
-def index_of(root: Path, rules: IgnoreRules) -> dict[str, tuple[int, int]]:
+def index_of(root: Path, rules: IgnoreRules) -> dict[str, int]:
     """What an index that is up to date would know, computed independently of the crawl under test
     (os.walk + os.stat, regular files only, the rules' verdict per path)."""
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, int] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir
@@ -34,7 +34,7 @@ def index_of(root: Path, rules: IgnoreRules) -> dict[str, tuple[int, int]]:
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                out[rel] = (st.st_size, st.st_mtime_ns)
+                out[rel] = stamp(st.st_size, st.st_mtime_ns)
     return out
 
 
@@ -123,4 +123,4 @@ def test_touched_file_with_same_content_is_offered_for_hashing(tmp_path: Path) -
 
 def test_missing_root_deletes_nothing(tmp_path: Path) -> None:
     rules = IgnoreRules.for_root(tmp_path / "nope")
-    assert list(reconcile("a1", "r", tmp_path / "nope", rules, {"a.md": (1, 1)})) == []
+    assert list(reconcile("a1", "r", tmp_path / "nope", rules, {"a.md": stamp(1, 1)})) == []

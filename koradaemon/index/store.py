@@ -16,6 +16,7 @@ from typing import Any
 import apsw
 
 from ..paths import check_agency_id
+from ..watch.reconcile import stamp
 from . import fts
 from . import search as searching
 from .names import fs_name, shown_name
@@ -101,6 +102,13 @@ class AgencyStore:
             "SELECT path, size, mtime_ns FROM documents WHERE agency_id = ? AND root = ?", (self.agency_id, root)
         )
         return {fs_name(path): (size, mtime) for path, size, mtime in rows}
+
+    def known_stamps(self, root: str) -> dict[str, int]:
+        """:meth:`known_files` with each (size, mtime_ns) packed into one int (``reconcile.stamp``)."""
+        rows = self.conn.execute(
+            "SELECT path, size, mtime_ns FROM documents WHERE agency_id = ? AND root = ?", (self.agency_id, root)
+        )
+        return {fs_name(path): stamp(size, mtime) for path, size, mtime in rows}
 
     def paths_under(self, root: str, prefix: str) -> list[str]:
         """Indexed paths below the directory ``prefix`` (both in ``os.fsdecode`` form)."""

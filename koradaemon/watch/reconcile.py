@@ -21,24 +21,30 @@ from .ignore import IgnoreRules
 log = structlog.get_logger(__name__)
 
 
+def stamp(size: int, mtime_ns: int) -> int:
+    """(size, mtime_ns) as one int, exactly (a size is below 2**64): about a third of the memory of
+    the pair, which counts when a root's whole index is held during its crawl."""
+    return (mtime_ns << 64) | size
+
+
 def reconcile(
     agency_id: str,
     root: str,
     root_path: Path,
     rules: IgnoreRules,
-    known: dict[str, tuple[int, int]],
+    known: dict[str, int],
     stats: CrawlStats | None = None,
 ) -> Iterator[FileChange]:
     """Yield INDEX/DELETE changes (``bulk=True``) for root ``root`` of ``agency_id``.
 
-    ``known`` is consumed: each path found on disk is taken out of it, so what is left at the end
-    is what is gone, and memory shrinks as the crawl goes instead of growing by a set of every
-    path seen.
+    ``known`` maps the indexed paths to their :func:`stamp` and is consumed: each path found on
+    disk is taken out of it, so what is left at the end is what is gone, and memory shrinks as
+    the crawl goes instead of growing by a set of every path seen.
     """
     st = stats if stats is not None else CrawlStats()
     changed = 0
     for entry in crawl(root_path, rules, st):
-        if known.pop(entry.path, None) != (entry.size, entry.mtime_ns):
+        if known.pop(entry.path, None) != stamp(entry.size, entry.mtime_ns):
             changed += 1
             yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True)
     if "" in st.failed_dirs:
