@@ -46,7 +46,8 @@ def make_tree(root: Path, dirs: int) -> None:
 def time_driver(root: Path, want: int) -> float:
     t0 = time.perf_counter()
     driver = WatchDriver(agency_id="bench", root="r", root_path=root,
-                         rules=IgnoreRules.for_root(root, ("node_modules/",)), queue=WorkQueue(), debounce_s=0)
+                         rules=IgnoreRules.for_root(root, ("node_modules/",), scan=False),  # as the daemon does
+                         queue=WorkQueue(), debounce_s=0)
     driver.start()
     try:
         while (driver.inotify.watch_count() if driver.inotify else 0) < want:

@@ -74,3 +74,36 @@ def test_directory_with_a_non_utf8_name_is_watched_and_reports_its_files(tmp_pat
         queue.task_done()
     finally:
         driver.stop()
+
+
+def test_watch_set_up_reads_the_ignore_files_on_its_way(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for d in ("a/gen/x", "a/keep", "b/gen"):
+        (root / d).mkdir(parents=True)
+    (root / "a" / ".gitignore").write_text("gen/\n")  # only below a/
+    (root / ".koraignore").write_text("*.log\n")
+    rules = IgnoreRules.for_root(root, scan=False)
+    assert not rules.scanned and not rules.is_ignored("a/gen", True)
+    driver = WatchDriver(agency_id="a1", root="r", root_path=root, rules=rules, queue=WorkQueue(), debounce_s=0.02)
+    driver.start()
+    try:
+        assert rules.scanned
+        assert rules.is_ignored("a/gen", True) and rules.is_ignored("a/gen/x/f.md") and rules.is_ignored("c.log")
+        assert not rules.is_ignored("b/gen", True)
+        assert watched_dirs(driver, root) == {"", "a", "a/keep", "b", "b/gen"}
+    finally:
+        driver.stop()
+
+
+def test_polling_mode_reads_the_ignore_files_itself(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / ".gitignore").write_text("*.tmp2\n")
+    rules = IgnoreRules.for_root(root, scan=False)
+    driver = WatchDriver(agency_id="a1", root="r", root_path=root, rules=rules, queue=WorkQueue(), debounce_s=0.02,
+                         force_polling=True)
+    driver.start()
+    try:
+        assert driver.mode == "polling" and rules.scanned and rules.is_ignored("a/x.tmp2")
+    finally:
+        driver.stop()

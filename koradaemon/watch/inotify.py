@@ -56,9 +56,11 @@ class ReportingInotifyFD(InotifyFD):
         on_watch_error: Callable[[OSError], None],
         max_watches: int | None = None,
         skip_dir: Callable[[str], bool] | None = None,
+        on_listed: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         super().__init__()
         self.skip_dir = skip_dir  # relative path (POSIX, from the watched root) → not watched, not walked
+        self.on_listed = on_listed  # (relative dir, its entry names), for each directory the set-up lists
         self.on_overflow = on_overflow
         self.on_watch_error = on_watch_error
         self.max_watches = max_watches
@@ -169,14 +171,19 @@ class PruningWatchGroup(InotifyWatchGroup):
             self._add_callback(path)  # the root's failure must reach the caller, as in watchdog
         mask, callback, id_ = self.event_mask, self._callback, self._id
         root_text = os.fsdecode(root)  # listed as text: scandir of a str path is the faster one
+        listed = fd.on_listed if path == root else None
         stack = [(path, rel)]
         while stack:
             top, top_rel = stack.pop()
             try:
                 with os.scandir(f"{root_text}/{top_rel}" if top_rel else root_text) as it:
-                    subdirs = [e.name for e in it if e.is_dir(follow_symlinks=False)]
-            except OSError:
+                    entries = list(it)
+            except OSError as exc:
+                log.warning("watch_dir_unlisted", dir=top_rel or ".", error=exc.strerror)
                 continue  # gone or unreadable meanwhile: its own events (or a rescan) cover it
+            if listed is not None:  # before its subdirectories are chosen: its ignore files count
+                listed(top_rel, [e.name for e in entries])
+            subdirs = [e.name for e in entries if _is_dir(e)]
             fresh: list[bytes] = []
             for name in subdirs:
                 sub_rel = f"{top_rel}/{name}" if top_rel else name
@@ -189,6 +196,13 @@ class PruningWatchGroup(InotifyWatchGroup):
             for sub, wd in fd.add_watches(fresh, mask, callback, id_) if fresh else ():
                 by_path[sub] = wd
                 by_wd[wd] = sub
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 class PruningInotifyEmitter(InotifyEmitter):
