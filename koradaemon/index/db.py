@@ -79,11 +79,12 @@ def immediate(conn: apsw.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-FREE_PAGES_KEPT = 256  # up to 1 MB of free pages stays for the next inserts
+FREE_PAGES_KEPT = 256  # up to 1 MB (and 2 % of the file) of free pages stays for the next inserts
 
 
 def give_back_free_pages(conn: apsw.Connection) -> int:
-    """Shrink the file by its free pages beyond :data:`FREE_PAGES_KEPT` (outside a transaction).
+    """Shrink the file by its free pages beyond :data:`FREE_PAGES_KEPT` or 2 % of the file, whichever
+    is fewer (outside a transaction).
 
     Bulk work leaves free pages behind (the audit outbox grows while the acknowledger catches
     up, then empties; rewritten documents free their old rows). A database created with
@@ -92,7 +93,7 @@ def give_back_free_pages(conn: apsw.Connection) -> int:
     """
     if int(conn.pragma("auto_vacuum")) != 2:
         return 0
-    excess = int(conn.pragma("freelist_count")) - FREE_PAGES_KEPT
+    excess = int(conn.pragma("freelist_count")) - min(FREE_PAGES_KEPT, int(conn.pragma("page_count")) // 50)
     if excess <= 0:
         return 0
     conn.execute(f"PRAGMA incremental_vacuum({excess})").fetchall()
