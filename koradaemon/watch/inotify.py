@@ -178,9 +178,10 @@ class PruningWatchGroup(InotifyWatchGroup):
             try:
                 with os.scandir(f"{root_text}/{top_rel}" if top_rel else root_text) as it:
                     entries = list(it)
-            except OSError as exc:
-                log.warning("watch_dir_unlisted", dir=top_rel or ".", error=exc.strerror)
-                continue  # gone or unreadable meanwhile: its own events (or a rescan) cover it
+            except OSError as exc:  # gone or unreadable meanwhile: its own events (or a rescan) cover it
+                if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                    log.warning("watch_dir_unlisted", dir=top_rel or ".", error=exc.strerror)
+                continue
             if listed is not None:  # before its subdirectories are chosen: its ignore files count
                 listed(top_rel, [e.name for e in entries])
             subdirs = [e.name for e in entries if _is_dir(e)]
