@@ -11,13 +11,14 @@ from conftest import run_as_user
 from koradaemon.watch.changes import ChangeKind
 from koradaemon.watch.crawl import CrawlStats, crawl
 from koradaemon.watch.ignore import IgnoreRules
-from koradaemon.watch.reconcile import reconcile, stamp
+from koradaemon.watch.known import KnownFiles
+from koradaemon.watch.reconcile import reconcile
 
 
-def index_of(root: Path, rules: IgnoreRules) -> dict[str, int]:
+def index_of(root: Path, rules: IgnoreRules) -> dict[str, tuple[int, int]]:
     """What an index that is up to date would know, computed independently of the crawl under test
     (os.walk + os.stat, regular files only, the rules' verdict per path)."""
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, int]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir
@@ -34,7 +35,7 @@ def index_of(root: Path, rules: IgnoreRules) -> dict[str, int]:
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                out[rel] = stamp(st.st_size, st.st_mtime_ns)
+                out[rel] = (st.st_size, st.st_mtime_ns)
     return out
 
 
@@ -123,4 +124,14 @@ def test_touched_file_with_same_content_is_offered_for_hashing(tmp_path: Path) -
 
 def test_missing_root_deletes_nothing(tmp_path: Path) -> None:
     rules = IgnoreRules.for_root(tmp_path / "nope")
-    assert list(reconcile("a1", "r", tmp_path / "nope", rules, {"a.md": stamp(1, 1)})) == []
+    assert list(reconcile("a1", "r", tmp_path / "nope", rules, {"a.md": (1, 1)})) == []
+
+
+def test_known_files_found_by_path_whatever_order_they_come_in() -> None:
+    rows = [("b/x", 3, 30), ("a", 1, 10), ("caf\udce9", 4, 40), ("b", 2, 20), ("café", 5, 50)]
+    known = KnownFiles(iter(rows))
+    assert len(known) == 5
+    assert known.take("b") == (2, 20) and known.take("caf\udce9") == (4, 40) and known.take("café") == (5, 50)
+    assert known.take("nope") is None and known.take("b/") is None
+    assert list(known.not_taken()) == ["a", "b/x"]
+    assert KnownFiles.of({}).take("a") is None and list(KnownFiles.of({}).not_taken()) == []

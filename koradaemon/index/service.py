@@ -146,7 +146,7 @@ class IndexPipeline:
             self.writer.flush()  # what the index holds, including jobs already on their way
             conn = open_db(self.db_path, migrate=False)
             try:
-                known = AgencyStore(conn, agency_id).known_stamps(root)
+                known = AgencyStore(conn, agency_id).known_index(root)
             finally:
                 conn.close()
             return reconcile(agency_id, root, entry.path, entry.rules, known)

@@ -16,7 +16,7 @@ from typing import Any
 import apsw
 
 from ..paths import check_agency_id
-from ..watch.reconcile import stamp
+from ..watch.known import KnownFiles
 from . import fts
 from . import search as searching
 from .names import fs_name, shown_name
@@ -103,12 +103,13 @@ class AgencyStore:
         )
         return {fs_name(path): (size, mtime) for path, size, mtime in rows}
 
-    def known_stamps(self, root: str) -> dict[str, int]:
-        """:meth:`known_files` with each (size, mtime_ns) packed into one int (``reconcile.stamp``)."""
+    def known_index(self, root: str) -> KnownFiles:
+        """:meth:`known_files` in the compact form a reconcile crawl holds (sorted by path)."""
         rows = self.conn.execute(
-            "SELECT path, size, mtime_ns FROM documents WHERE agency_id = ? AND root = ?", (self.agency_id, root)
+            "SELECT path, size, mtime_ns FROM documents WHERE agency_id = ? AND root = ? ORDER BY path",
+            (self.agency_id, root),
         )
-        return {fs_name(path): stamp(size, mtime) for path, size, mtime in rows}
+        return KnownFiles((fs_name(path), size, mtime) for path, size, mtime in rows)
 
     def paths_under(self, root: str, prefix: str) -> list[str]:
         """Indexed paths below the directory ``prefix`` (both in ``os.fsdecode`` form)."""

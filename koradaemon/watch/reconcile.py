@@ -17,14 +17,9 @@ import structlog
 from .changes import ChangeKind, FileChange
 from .crawl import CrawlStats, crawl
 from .ignore import IgnoreRules
+from .known import KnownFiles
 
 log = structlog.get_logger(__name__)
-
-
-def stamp(size: int, mtime_ns: int) -> int:
-    """(size, mtime_ns) as one int, exactly (a size is below 2**64): about a third of the memory of
-    the pair, which counts when a root's whole index is held during its crawl."""
-    return (mtime_ns << 64) | size
 
 
 def reconcile(
@@ -32,26 +27,28 @@ def reconcile(
     root: str,
     root_path: Path,
     rules: IgnoreRules,
-    known: dict[str, int],
+    known: KnownFiles | dict[str, tuple[int, int]],
     stats: CrawlStats | None = None,
 ) -> Iterator[FileChange]:
     """Yield INDEX/DELETE changes (``bulk=True``) for root ``root`` of ``agency_id``.
 
-    ``known`` maps the indexed paths to their :func:`stamp` and is consumed: each path found on
-    disk is taken out of it, so what is left at the end is what is gone, and memory shrinks as
-    the crawl goes instead of growing by a set of every path seen.
+    ``known``: the root's indexed files with their (size, mtime_ns); a dict is turned into a
+    :class:`KnownFiles` first. Nothing is collected per file seen: what the crawl did not find
+    is what is gone.
     """
+    if isinstance(known, dict):
+        known = KnownFiles.of(known)
     st = stats if stats is not None else CrawlStats()
     changed = 0
     for entry in crawl(root_path, rules, st):
-        if known.pop(entry.path, None) != stamp(entry.size, entry.mtime_ns):
+        if known.take(entry.path) != (entry.size, entry.mtime_ns):
             changed += 1
             yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True)
     if "" in st.failed_dirs:
         log.error("reconcile_root_unreadable", agency_id=agency_id, root=root)
         return
     gone = 0
-    for path in known:
+    for path in known.not_taken():
         if not _under_failed(path, st.failed_dirs):
             gone += 1
             yield FileChange(ChangeKind.DELETE, agency_id, root, path, None, True)
