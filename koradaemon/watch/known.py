@@ -1,7 +1,7 @@
 """The indexed files of one root, held compactly while a reconcile crawl compares the disk with them.
 
 A restart over a large root holds every indexed path during its crawl. A dict of path → (size,
-mtime_ns) costs about 190 bytes a file (key, tuple, two ints, table slot); here the paths sit in
+mtime_ns) costs about 185 bytes a file (key, tuple, two ints, table slot); here the paths sit in
 one sorted list (8 bytes a slot besides the string), sizes and mtimes in two ``array('q')`` and
 "seen" in a ``bytearray``: about 90 bytes a file, found by binary search.
 """
