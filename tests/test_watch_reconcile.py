@@ -11,6 +11,7 @@ from conftest import run_as_user
 from koradaemon.watch.changes import ChangeKind
 from koradaemon.watch.crawl import CrawlStats, crawl
 from koradaemon.watch.ignore import IgnoreRules
+from koradaemon.watch.known import KnownFiles
 from koradaemon.watch.reconcile import reconcile
 
 
@@ -132,3 +133,13 @@ def test_new_files_are_marked_unindexed_changed_ones_are_not(tmp_path: Path) -> 
     known = {"old.md": (1, 1)}
     marks = {c.path: c.unindexed for c in reconcile("a1", "r", tmp_path, IgnoreRules.for_root(tmp_path), known)}
     assert marks == {"new.md": True, "old.md": False}
+
+
+def test_known_files_found_by_path_whatever_order_they_come_in() -> None:
+    rows = [("b/x", 3, 30), ("a", 1, 10), ("caf\udce9", 4, 40), ("b", 2, 20), ("café", 5, 50)]
+    known = KnownFiles(iter(rows))
+    assert len(known) == 5
+    assert known.take("b") == (2, 20) and known.take("caf\udce9") == (4, 40) and known.take("café") == (5, 50)
+    assert known.take("nope") is None and known.take("b/") is None
+    assert list(known.not_taken()) == ["a", "b/x"]
+    assert KnownFiles.of({}).take("a") is None and list(KnownFiles.of({}).not_taken()) == []

@@ -169,7 +169,7 @@ class AgencyRuntime:
     # -- internals ----------------------------------------------------------------------------
     def _rules(self, root: str) -> IgnoreRules:
         globs = tuple(self.agency.ignore) + daemon_ignores(self.cfg)
-        return IgnoreRules.for_root(self.cfg.path(root), globs)
+        return IgnoreRules.for_root(self.cfg.path(root), globs, scan=False)  # the watch set-up reads the ignore files
 
     def _attach_roots(self) -> None:
         for root in self.agency.roots:

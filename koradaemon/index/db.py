@@ -26,6 +26,8 @@ def open_db(path: Path, *, readonly: bool = False, migrate: bool = True, cache_k
         conn = apsw.Connection(str(path), flags=flags)
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         if not readonly:
+            if int(conn.pragma("page_count")) == 0:  # a new file: only now can auto_vacuum be chosen
+                conn.pragma("auto_vacuum", "incremental")
             conn.pragma("journal_mode", "wal")
         conn.pragma("synchronous", "normal")
         conn.pragma("foreign_keys", True)
@@ -81,6 +83,27 @@ def immediate(conn: apsw.Connection) -> Iterator[None]:
                 log.warning("rollback_failed", error=str(exc))
         fts.forget(conn)  # a rolled-back CREATE of an agency's table
         raise
+
+
+FREE_PAGES_KEPT = 256  # up to 1 MB (and 2 % of the file) of free pages stays for the next inserts
+
+
+def give_back_free_pages(conn: apsw.Connection) -> int:
+    """Shrink the file by its free pages beyond :data:`FREE_PAGES_KEPT` or 2 % of the file, whichever
+    is fewer (outside a transaction).
+
+    Bulk work leaves free pages behind (the audit outbox grows while the acknowledger catches
+    up, then empties; rewritten documents free their old rows). A database created with
+    ``auto_vacuum = incremental`` (every new one) gives them back here; an older database keeps
+    them for its next inserts (only a VACUUM would convert it). Returns the pages given back.
+    """
+    if int(conn.pragma("auto_vacuum")) != 2:
+        return 0
+    excess = int(conn.pragma("freelist_count")) - min(FREE_PAGES_KEPT, int(conn.pragma("page_count")) // 50)
+    if excess <= 0:
+        return 0
+    conn.execute(f"PRAGMA incremental_vacuum({excess})").fetchall()
+    return excess
 
 
 def user_version(conn: apsw.Connection) -> int:

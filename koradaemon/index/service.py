@@ -160,7 +160,7 @@ class IndexPipeline:
             self._wait_for_writer()  # what the index holds, including jobs already on their way
             conn = open_db(self.db_path, migrate=False)
             try:
-                known = AgencyStore(conn, agency_id).known_files(root)
+                known = AgencyStore(conn, agency_id).known_index(root)
             finally:
                 conn.close()
             return reconcile(agency_id, root, entry.path, entry.rules, known)

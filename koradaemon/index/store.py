@@ -16,6 +16,7 @@ from typing import Any
 import apsw
 
 from ..paths import check_agency_id
+from ..watch.known import KnownFiles
 from . import fts
 from . import search as searching
 from .names import fs_name, shown_name
@@ -134,6 +135,15 @@ class AgencyStore:
             (*sorted(TRANSIENT_SKIPS), self.agency_id, root),
         )
         return {fs_name(path): (size, mtime) for path, size, mtime in rows}
+
+    def known_index(self, root: str) -> KnownFiles:
+        """:meth:`known_files` in the compact form a reconcile crawl holds (sorted by path)."""
+        rows = self.conn.execute(
+            "SELECT path, size, CASE WHEN skipped IN (" + ", ".join("?" * len(TRANSIENT_SKIPS)) + ")"
+            " THEN -1 ELSE mtime_ns END FROM documents WHERE agency_id = ? AND root = ? ORDER BY path",
+            (*sorted(TRANSIENT_SKIPS), self.agency_id, root),
+        )
+        return KnownFiles((fs_name(path), size, mtime) for path, size, mtime in rows)
 
     def paths_under(self, root: str, prefix: str) -> list[str]:
         """Indexed paths below the directory ``prefix`` (both in ``os.fsdecode`` form)."""

@@ -22,7 +22,7 @@ import apsw
 import structlog
 
 from .apply import JobApplier, ReadLater, held_bytes, job_path, keep, listed, skip_of, streamed, to_outbox
-from .db import BUSY_TIMEOUT_MS, fine_busy_handler, immediate, open_db
+from .db import BUSY_TIMEOUT_MS, fine_busy_handler, give_back_free_pages, immediate, open_db
 from .held import Dropped, WriteHolder
 from .jobqueue import JobQueue
 from .jobs import Applied, CallJob, Job, SkipFile
@@ -394,6 +394,7 @@ class Writer:
         """Copy the WAL into the database and truncate it (readers in the way: it stays for next time)."""
         fine_busy_handler(conn, CHECKPOINT_BUSY_MS)  # a long search must not hold the writer up
         try:
+            give_back_free_pages(conn)
             row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except apsw.Error as exc:
             log.warning("wal_checkpoint_failed", error=str(exc))

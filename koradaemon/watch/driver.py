@@ -83,6 +83,7 @@ class WatchDriver:
         self.degraded_reason: str | None = None
         self._observer: BaseObserver | None = None
         self._inotify: Any = None
+        self._learner: IgnoreRules | None = None  # the rules being read during the inotify set-up
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -106,6 +107,8 @@ class WatchDriver:
                 self._observer, self.mode = self._start_native()
             except OSError as exc:
                 self._want_polling = f"watch failed: {exc.strerror or exc}"
+        if not self.rules.scanned:  # the inotify set-up did not read the ignore files on its way
+            self.rules.reload()
         self._ctl.start()
         if self._want_polling:
             self._switch_to_polling()
@@ -115,27 +118,38 @@ class WatchDriver:
         if sys.platform.startswith("linux"):
             from .inotify import ReportingInotifyFD, ReportingInotifyObserver
 
+            # The watch set-up lists every kept directory, parents first: it reads the ignore files
+            # on its way (one walk of the tree, not two); the rules take them over once it is done.
+            self._learner = self.rules.learner()
             fd = ReportingInotifyFD(on_overflow=self._on_overflow, on_watch_error=self._on_watch_error,
-                                    max_watches=self.max_watches, skip_dir=self._skip_dir)
-            observer: BaseObserver = ReportingInotifyObserver(fd, timeout=0.5)
-            self._inotify, mode = fd, "inotify"
-        else:
-            from watchdog.observers import Observer
+                                    max_watches=self.max_watches, skip_dir=self._skip_dir,
+                                    on_listed=self._learner.learn)
+            try:
+                observer: BaseObserver = ReportingInotifyObserver(fd, timeout=0.5)
+                self._start_observer(observer)  # adds every watch before it returns
+            finally:
+                fd.on_listed, learner, self._learner = None, self._learner, None
+            self.rules.adopt(learner)
+            self._inotify = fd
+            return observer, "inotify"
+        from watchdog.observers import Observer
 
-            observer, mode = Observer(timeout=0.5), "native"
+        observer = Observer(timeout=0.5)
+        self._start_observer(observer)
+        return observer, "native"
+
+    def _start_observer(self, observer: BaseObserver) -> None:
         try:
             observer.schedule(self.mapper, str(self.root_path), recursive=True, event_filter=WATCHED_EVENTS)
             observer.start()
         except BaseException:
             _halt(observer)
             raise
-        return observer, mode
 
-    def _skip_dir(self, path: bytes) -> bool:
+    def _skip_dir(self, rel: str) -> bool:
         """An ignored directory below the root: not watched, not walked (called on watchdog's threads)."""
         try:
-            rel = self.mapper._rel(path)
-            return rel is not None and self.rules.is_ignored(rel, True)
+            return (self._learner or self.rules).is_ignored(rel, True)
         except Exception:  # when in doubt, watch it (the mapper still applies the rules to its events)
             log.exception("watch_skip_check_failed", agency_id=self.agency_id, root=self.root)
             return False

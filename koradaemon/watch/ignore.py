@@ -29,6 +29,7 @@ MAX_IGNORE_FILE_BYTES = 1 << 20  # the rest of a larger ignore file is not read
 BUILTIN_GLOBS = (
     ".git/", "*.swp", "*.swo", "*.swx", "*~", ".#*", "4913", "*.tmp", ".goutputstream-*", "*.kate-swp",
 )
+_IGNORE_NAMES = frozenset(IGNORE_FILES)
 _CACHE_MAX = 50_000
 
 
@@ -108,7 +109,8 @@ def _scan_failed(rel: str, exc: OSError) -> None:
 class IgnoreRules:
     """Decides whether a path (POSIX, relative to the root) is ignored. Thread-safe to read."""
 
-    def __init__(self, root_path: Path | None, globs: tuple[str, ...] = (), *, builtin: bool = True) -> None:
+    def __init__(self, root_path: Path | None, globs: tuple[str, ...] = (), *, builtin: bool = True,
+                 scan: bool = True) -> None:
         self.root_path = root_path
         self.globs = tuple(globs)
         self.builtin = builtin
@@ -116,29 +118,54 @@ class IgnoreRules:
         self._cache: dict[str, bool] = {}
         self._any: re.Pattern[str] | None = None
         self._bases: tuple[str, ...] = ()
-        self.reload()
+        self._head = [r for g in (BUILTIN_GLOBS if builtin else ()) if (r := parse_line(g, "", "builtin"))]
+        self._tail = [r for g in self.globs if (r := parse_line(g, "", "config"))]
+        self._loaded: list[Rule] = []
+        self.scanned = False  # True once the ignore files below the root have been read
+        if scan:
+            self.reload()
+        else:
+            self._set(self._head, self._loaded, self._tail)
 
     @classmethod
-    def for_root(cls, root_path: Path, globs: tuple[str, ...] | list[str] = ()) -> IgnoreRules:
-        """Rules for ``root_path``: built-ins + its ignore files (root and subdirectories) + ``globs``."""
-        return cls(root_path, tuple(globs))
+    def for_root(cls, root_path: Path, globs: tuple[str, ...] | list[str] = (), *, scan: bool = True) -> IgnoreRules:
+        """Rules for ``root_path``: built-ins + its ignore files (root and subdirectories) + ``globs``.
+
+        ``scan=False`` leaves the ignore files unread: the watch set-up lists every kept directory
+        anyway and reads them on the way (:meth:`learner`), saving a walk of the tree.
+        """
+        return cls(root_path, tuple(globs), scan=scan)
 
     def reload(self) -> None:
         """Re-read the ignore files (call after one of them changed)."""
-        head = [r for g in (BUILTIN_GLOBS if self.builtin else ()) if (r := parse_line(g, "", "builtin"))]
-        tail = [r for g in self.globs if (r := parse_line(g, "", "config"))]
-        loaded: list[Rule] = []
-        self._set(head, loaded, tail)
+        learner = self.learner()
         if self.root_path is not None:
             # parents first: their rules decide which subdirectories are visited
-            for rel, entries in walk(self.root_path, self, on_error=_scan_failed):
-                if not any(e.name in IGNORE_FILES for e in entries):
-                    continue
-                found = self._read_files(self.root_path, rel)
-                if found:
-                    loaded.extend(found)
-                    self._set(head, loaded, tail)
+            for rel, entries in walk(self.root_path, learner, on_error=_scan_failed):
+                learner.learn(rel, [e.name for e in entries])
+        self.adopt(learner)
         log.debug("ignore_rules_loaded", root=str(self.root_path), rules=len(self._rules))
+
+    def learner(self) -> IgnoreRules:
+        """Fresh rules of the same root with no ignore file read yet: give it every kept directory's
+        listing, parents first (:meth:`learn`; it decides which subdirectories are kept), then
+        :meth:`adopt` it. Until then these rules stay as they were."""
+        return IgnoreRules(self.root_path, self.globs, builtin=self.builtin, scan=False)
+
+    def learn(self, rel: str, names: list[str]) -> None:
+        """Read the ignore files among ``names``, the entries of directory ``rel``."""
+        if self.root_path is None or _IGNORE_NAMES.isdisjoint(names):
+            return
+        found = self._read_files(self.root_path, rel)
+        if found:
+            self._loaded.extend(found)
+            self._set(self._head, self._loaded, self._tail)
+
+    def adopt(self, learner: IgnoreRules) -> None:
+        """Take the rules a :meth:`learner` read (one swap: readers see the old or the new set)."""
+        self._loaded = learner._loaded
+        self._rules, self._any, self._bases, self._cache = learner._rules, learner._any, learner._bases, learner._cache
+        self.scanned = True
 
     def _set(self, head: list[Rule], loaded: list[Rule], tail: list[Rule]) -> None:
         self._rules, self._cache = tuple(head + loaded + tail), {}

@@ -14,19 +14,32 @@ valve for huge trees and the seam through which tests reach the ENOSPC path.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import functools
 import os
+import sys
 from collections.abc import Callable, Iterator
 
 import structlog
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyEvent, InotifyFD, Mask, Watch, inotify_rm_watch
+from watchdog.observers.inotify_c import (
+    CallbackId,
+    InotifyEvent,
+    InotifyFD,
+    Mask,
+    Watch,
+    WatchCallback,
+    WatchDescriptor,
+    inotify_add_watch,
+    inotify_rm_watch,
+)
 
 log = structlog.get_logger(__name__)
 
 LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)
+_FS_ENCODING = sys.getfilesystemencoding()
 
 
 class ReportingInotifyFD(InotifyFD):
@@ -42,10 +55,12 @@ class ReportingInotifyFD(InotifyFD):
         on_overflow: Callable[[], None],
         on_watch_error: Callable[[OSError], None],
         max_watches: int | None = None,
-        skip_dir: Callable[[bytes], bool] | None = None,
+        skip_dir: Callable[[str], bool] | None = None,
+        on_listed: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         super().__init__()
-        self.skip_dir = skip_dir
+        self.skip_dir = skip_dir  # relative path (POSIX, from the watched root) → not watched, not walked
+        self.on_listed = on_listed  # (relative dir, its entry names), for each directory the set-up lists
         self.on_overflow = on_overflow
         self.on_watch_error = on_watch_error
         self.max_watches = max_watches
@@ -69,9 +84,42 @@ class ReportingInotifyFD(InotifyFD):
             return watch
         except OSError as exc:
             if exc.errno in LIMIT_ERRNOS:
-                self.watch_errors += 1
-                self._call(functools.partial(self.on_watch_error, exc))
+                self._limit_reached(exc)
             raise
+
+    def add_watches(self, paths: list[bytes], mask: Mask, callback: WatchCallback,
+                    id_: CallbackId) -> list[tuple[bytes, WatchDescriptor]]:
+        """Watch many directories under one hold of the lock: ``(path, wd)`` for each one watched.
+
+        A directory gone or unreadable meanwhile is left out (its parent's events or a rescan
+        cover it). At a watch limit (``ENOSPC``/``EMFILE``, or ``max_watches``) the hook is
+        called and the rest are left out: the driver switches the root to polling.
+        """
+        done: list[tuple[bytes, WatchDescriptor]] = []
+        with self._lock:
+            fd, table, limit = self._inotify_fd, self._watch_for_wd, self.max_watches
+            for path in paths:
+                wd = inotify_add_watch(fd, path, mask)
+                if wd == -1:
+                    err = ctypes.get_errno()
+                    if err in LIMIT_ERRNOS:
+                        self._limit_reached(OSError(err, os.strerror(err)))
+                        break
+                    continue
+                watch = table.get(wd)
+                if watch is None:
+                    if limit is not None and len(table) >= limit:
+                        inotify_rm_watch(fd, wd)
+                        self._limit_reached(OSError(errno.ENOSPC, "inotify watch limit reached"))
+                        break
+                    watch = table[wd] = Watch(wd, mask, path)
+                watch.callbacks[id_] = callback
+                done.append((path, wd))
+        return done
+
+    def _limit_reached(self, exc: OSError) -> None:
+        self.watch_errors += 1
+        self._call(functools.partial(self.on_watch_error, exc))
 
     @contextlib.contextmanager
     def hold_reader(self) -> Iterator[None]:
@@ -95,33 +143,67 @@ class ReportingInotifyFD(InotifyFD):
 class PruningWatchGroup(InotifyWatchGroup):
     """watchdog's recursive watch group that never watches (nor walks into) an ignored directory.
 
-    Directories are listed with ``os.scandir`` (the entry type comes with the listing: no
-    ``stat``/``islink`` per directory, unlike watchdog's ``os.walk`` loop).
+    One walk adds the watches: each directory is watched before it is listed (so a subdirectory
+    created meanwhile still reports itself), listed with ``os.scandir`` (the entry type comes with
+    the listing: no ``stat`` per directory), and its kept subdirectories are watched in one batch
+    under one lock hold (:meth:`ReportingInotifyFD.add_watches`), not through watchdog's per-watch
+    call chain. Ignore decisions are made on the relative path, from the rules' cache.
     """
 
     def _add_all_callbacks(self, path: bytes) -> None:
-        skip = getattr(self._inotify_fd, "skip_dir", None)
-        if skip is None or not self.is_recursive or self.follow_symlink:
+        fd = self._inotify_fd
+        skip = getattr(fd, "skip_dir", None)
+        if skip is None or not isinstance(fd, ReportingInotifyFD) or not self.is_recursive or self.follow_symlink:
             super()._add_all_callbacks(path)
             return
-        if path != self.path and skip(path):
+        root = self.path
+        if path == root:
+            rel = ""
+        elif path.startswith(root + b"/"):
+            rel = os.fsdecode(path[len(root) + 1 :])
+            if skip(rel):
+                return
+        else:  # not below the root (cannot happen): watchdog's own way
+            super()._add_all_callbacks(path)
             return
-        known: dict[bytes, int] = getattr(self, "_active_callbacks_by_path", {})
-        if path not in known:  # a parent's creation may have added it already (mkdir -p a/b)
-            self._add_callback(path)
-        stack = [path]
+        by_path, by_wd = self._active_callbacks_by_path, self._active_callbacks_by_watch
+        if path not in by_path:  # a parent's creation may have added it already (mkdir -p a/b)
+            self._add_callback(path)  # the root's failure must reach the caller, as in watchdog
+        mask, callback, id_ = self.event_mask, self._callback, self._id
+        root_text = os.fsdecode(root)  # listed as text: scandir of a str path is the faster one
+        listed = fd.on_listed if path == root else None
+        stack = [(path, rel)]
         while stack:
-            top = stack.pop()
+            top, top_rel = stack.pop()
             try:
-                with os.scandir(top) as it:
-                    subdirs = [e.path for e in it if e.is_dir(follow_symlinks=False)]
-            except OSError:
-                continue  # gone or unreadable meanwhile: its own events (or a rescan) cover it
-            for sub in subdirs:
-                if not skip(sub):
-                    if sub not in known:
-                        self._add_callback(sub)
-                    stack.append(sub)
+                with os.scandir(f"{root_text}/{top_rel}" if top_rel else root_text) as it:
+                    entries = list(it)
+            except OSError as exc:  # gone or unreadable meanwhile: its own events (or a rescan) cover it
+                if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                    log.warning("watch_dir_unlisted", dir=top_rel or ".", error=exc.strerror)
+                continue
+            if listed is not None:  # before its subdirectories are chosen: its ignore files count
+                listed(top_rel, [e.name for e in entries])
+            subdirs = [e.name for e in entries if _is_dir(e)]
+            fresh: list[bytes] = []
+            for name in subdirs:
+                sub_rel = f"{top_rel}/{name}" if top_rel else name
+                if skip(sub_rel):
+                    continue
+                sub = top + b"/" + name.encode(_FS_ENCODING, "surrogateescape")
+                stack.append((sub, sub_rel))
+                if sub not in by_path:
+                    fresh.append(sub)
+            for sub, wd in fd.add_watches(fresh, mask, callback, id_) if fresh else ():
+                by_path[sub] = wd
+                by_wd[wd] = sub
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 class PruningInotifyEmitter(InotifyEmitter):

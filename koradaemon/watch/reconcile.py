@@ -9,7 +9,7 @@ listed are not deleted: an unreadable or unmounted folder never empties the inde
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -17,6 +17,7 @@ import structlog
 from .changes import ChangeKind, FileChange
 from .crawl import CrawlStats, crawl
 from .ignore import IgnoreRules
+from .known import KnownFiles
 
 log = structlog.get_logger(__name__)
 
@@ -26,16 +27,21 @@ def reconcile(
     root: str,
     root_path: Path,
     rules: IgnoreRules,
-    known: Mapping[str, tuple[int, int]],
+    known: KnownFiles | dict[str, tuple[int, int]],
     stats: CrawlStats | None = None,
 ) -> Iterator[FileChange]:
-    """Yield INDEX/DELETE changes (``bulk=True``) for root ``root`` of ``agency_id``."""
+    """Yield INDEX/DELETE changes (``bulk=True``) for root ``root`` of ``agency_id``.
+
+    ``known``: the root's indexed files with their (size, mtime_ns); a dict is turned into a
+    :class:`KnownFiles` first. Nothing is collected per file seen: what the crawl did not find
+    is what is gone.
+    """
+    if isinstance(known, dict):
+        known = KnownFiles.of(known)
     st = stats if stats is not None else CrawlStats()
-    seen: set[str] = set()
     changed = 0
     for entry in crawl(root_path, rules, st):
-        seen.add(entry.path)
-        seen_as = known.get(entry.path)
+        seen_as = known.take(entry.path)
         if seen_as != (entry.size, entry.mtime_ns):
             changed += 1
             yield FileChange(ChangeKind.INDEX, agency_id, root, entry.path, None, True, entry.size,
@@ -44,8 +50,8 @@ def reconcile(
         log.error("reconcile_root_unreadable", agency_id=agency_id, root=root)
         return
     gone = 0
-    for path in known:
-        if path not in seen and not _under_failed(path, st.failed_dirs):
+    for path in known.not_taken():
+        if not _under_failed(path, st.failed_dirs):
             gone += 1
             yield FileChange(ChangeKind.DELETE, agency_id, root, path, None, True)
     log.info("reconcile_done", agency_id=agency_id, root=root, files=st.files, index=changed, delete=gone,

@@ -24,26 +24,28 @@ ErrorFn = Callable[[str, OSError], None]
 def walk(root_path: Path | str, rules: DirFilter | None = None, *, on_error: ErrorFn | None = None,
          stopping: Callable[[], bool] | None = None) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
     """Yield ``(rel_dir, entries)`` for the root ("") and every folder below it that is not ignored."""
+    root = os.fspath(root_path)
+    ignored = rules.is_ignored if rules is not None else None
     stack = [""]
     while stack:
         if stopping is not None and stopping():
             return
         rel = stack.pop()
         try:
-            with os.scandir(os.path.join(root_path, rel) if rel else root_path) as it:
+            with os.scandir(f"{root}/{rel}" if rel else root) as it:
                 entries = list(it)
         except OSError as exc:
             if on_error is not None:
                 on_error(rel, exc)
             continue
         yield rel, entries
+        prefix = f"{rel}/" if rel else ""
         for entry in entries:
             try:
-                is_dir = entry.is_dir(follow_symlinks=False)
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
             except OSError:
                 continue
-            if not is_dir:
-                continue
-            child = f"{rel}/{entry.name}" if rel else entry.name
-            if rules is None or not rules.is_ignored(child, True):
+            child = prefix + entry.name
+            if ignored is None or not ignored(child, True):
                 stack.append(child)

@@ -1,0 +1,120 @@
+"""The daemon's footprint at scale: peak RSS over the start-up crawl, and the database's size.
+
+Run: .venv/bin/python bench/bench_footprint.py [--files 100000] [--size 1000] [--corpus generated|stdlib]
+
+Starts a real daemon on ``--files`` files, samples its RSS every 50 ms from launch until the
+crawl is done and the writer has checkpointed, stops it, starts it again on the same data (a
+restart: the reconcile crawl holds the root's index while it compares), then measures the
+database: bytes per table and index (``dbstat``), free pages, and the ratio to the text indexed.
+
+Same-run baselines: RSS of the same daemon started on a 10-file root (what does not grow with
+the files), and the size of a plain FTS5 table (``unicode61``, text stored, positions kept)
+holding the same chunks with nothing else (what any full-text index of this text costs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import apsw
+import psutil
+from corpus import fresh, generated_corpus, stdlib_corpus
+from daemon_proc import LiveDaemon
+
+from koradaemon.index.chunking import iter_spans
+
+
+def peak_rss(base: Path) -> tuple[float, float, float]:
+    """Start the daemon on ``base/corpus``: its peak RSS (MB), the start-up time (s) and SQLite's
+    own peak memory (MB, page caches and FTS5's pending terms included)."""
+    d = LiveDaemon(base)
+    peak = [0.0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while d.proc is None and not stop.is_set():
+            time.sleep(0.005)
+        while not stop.wait(0.05):
+            with contextlib.suppress(psutil.Error, AssertionError):
+                peak[0] = max(peak[0], d.rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        dt = d.start()
+        time.sleep(2.0)  # the writer checkpoints (and gives back free pages) after a second without work
+        sqlite_peak = float(((d.status() or {}).get("memory") or {}).get("sqlite_peak_mb", 0.0))
+    finally:
+        stop.set()
+        sampler.join()
+        d.stop()
+    return peak[0], dt, sqlite_peak
+
+
+def db_breakdown(db: Path) -> tuple[int, list[tuple[str, int]], int]:
+    conn = apsw.Connection(str(db))
+    try:
+        conn.pragma("wal_checkpoint", "TRUNCATE")
+        rows = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall()
+        free = int(conn.pragma("freelist_count")) * int(conn.pragma("page_size"))
+    finally:
+        conn.close()
+    return db.stat().st_size, [(str(n), int(s)) for n, s in rows], free
+
+
+def plain_fts(corpus: Path, db: Path) -> int:
+    conn = apsw.Connection(str(db))
+    conn.execute("CREATE VIRTUAL TABLE t USING fts5(body, tokenize = 'unicode61 remove_diacritics 2')")
+    with conn:
+        for p in sorted(corpus.rglob("*")):
+            if p.is_file():
+                data = p.read_bytes()
+                spans = iter_spans(data, len(data))
+                conn.executemany("INSERT INTO t(body) VALUES (?)",
+                                 ((data[s.offset : s.end].decode("utf-8", "replace"),) for s in spans))
+    conn.execute("VACUUM")
+    conn.close()
+    return db.stat().st_size
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--corpus", choices=("generated", "stdlib"), default="generated")
+    ap.add_argument("--no-db", action="store_true", help="skip the database breakdown and its baseline")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kora-footprint-") as tmp:
+        small, big = Path(tmp) / "small", Path(tmp) / "big"
+        generated_corpus(fresh(small / "corpus"), 10, args.size)
+        if args.corpus == "stdlib":
+            nfiles, nbytes = stdlib_corpus(fresh(big / "corpus"))
+        else:
+            nfiles, nbytes = generated_corpus(fresh(big / "corpus"), args.files, args.size)
+        base_rss, _, base_sqlite = peak_rss(small)
+        rss, dt, sqlite_peak = peak_rss(big)
+        print(f"corpus: {nfiles} files, {nbytes / 1e6:.1f} MB; start-up crawl {dt:.1f} s ({nfiles / dt:.0f} files/s)")
+        again, dt2, _ = peak_rss(big)
+        print(f"daemon peak RSS: {rss:.1f} MB; same daemon on 10 files: {base_rss:.1f} MB;"
+              f" growth {rss - base_rss:.1f} MB ({(rss - base_rss) * 1e6 / nfiles:.0f} bytes per file);"
+              f" SQLite's own peak {sqlite_peak:.1f} MB (10 files: {base_sqlite:.1f} MB)")
+        print(f"restart over the indexed tree (every file compared with the index): peak RSS {again:.1f} MB,"
+              f" ready in {dt2:.1f} s")
+        if args.no_db:
+            return
+        size, tables, free = db_breakdown(big / "kora_kernel.db")
+        plain = plain_fts(big / "corpus", Path(tmp) / "plain.db")
+        print(f"database: {size / 1e6:.2f} MB, {size / nbytes:.2f}x the text indexed (free pages {free / 1e6:.2f} MB);"
+              f" plain FTS5 table of the same chunks: {plain / 1e6:.2f} MB, {plain / nbytes:.2f}x")
+        for name, n in tables:
+            if n >= size // 200:
+                print(f"  {name:32s} {n / 1e6:8.2f} MB  {n / nbytes:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
