@@ -51,9 +51,10 @@ I64 = npt.NDArray[np.int64]
 
 def word_spans(buf: bytes) -> tuple[I64, I64]:
     """(starts, ends) of the words in ``buf``; a run longer than MAX_WORD_BYTES is cut into pieces."""
-    is_word = WORD_BYTE[np.frombuffer(buf, np.uint8)].view(np.int8)
-    edges = np.diff(is_word, prepend=np.int8(0), append=np.int8(0))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    is_word = np.zeros(len(buf) + 2, bool)  # a non-word byte either side: edges come in pairs
+    np.take(WORD_BYTE, np.frombuffer(buf, np.uint8), out=is_word[1:-1])
+    edges = np.flatnonzero(is_word[1:] != is_word[:-1])  # each word's start, then its end
+    starts, ends = edges[0::2], edges[1::2]
     pieces = (ends - starts + MAX_WORD_BYTES - 1) // MAX_WORD_BYTES
     if len(pieces) and pieces.max() > 1:  # rare: long identifiers, encoded data
         first = np.cumsum(pieces) - pieces
