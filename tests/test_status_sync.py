@@ -88,8 +88,8 @@ def test_status_follows_a_held_back_sync_to_its_totals(running: Daemon) -> None:
     sync = st["crawl"]["sync"]
     assert (sync["kind"], sync["state"], sync["walk_done"]) == ("initial", "done", True)
     assert (sync["found"], sync["done"], sync["bytes_found"], sync["bytes_done"]) == (30, 30, first, first)
-    assert st["crawl"]["initial_sync"]["files"] == 30 and st["crawl"]["initial_sync"]["bytes"] == first
-    assert st["agencies"]["alpha"]["files"] == 30
+    assert (st["crawl"]["initial_sync"]["files"], st["crawl"]["initial_sync"]["bytes"]) == (30, first), st["crawl"]
+    assert st["agencies"]["alpha"]["files"] == 30, ("indexed files when the sync said complete", st)
 
     # a rescan (the unlock's reconcile) of 400 files written while locked, held back at the writer
     runtime = daemon.agencies.require("alpha")
