@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +17,10 @@ from koradaemon.index.store import AgencyStore
 
 VOCAB = [f"w{i}" for i in range(3000)]
 
+# derive is a pure function of the text: a test that indexes the same texts twice (e.g. into two
+# databases) computes each once
+_derive = functools.lru_cache(maxsize=4096)(derive)
+
 
 def put_texts(conn: apsw.Connection, agency: str, texts: Iterable[tuple[str, str]], root: str = "r") -> int:
     """Index (path, text) pairs as one-chunk documents in one transaction; returns the count."""
@@ -24,7 +30,7 @@ def put_texts(conn: apsw.Connection, agency: str, texts: Iterable[tuple[str, str
         for path, text in texts:
             raw = text.encode()
             digest = hashlib.sha256(raw).hexdigest()
-            store.put_document(root, path, len(raw), 0, digest, [(0, len(raw), digest, text, 1, derive(text))])
+            store.put_document(root, path, len(raw), 0, digest, [(0, len(raw), digest, text, 1, _derive(text))])
             n += 1
     return n
 
@@ -32,10 +38,11 @@ def put_texts(conn: apsw.Connection, agency: str, texts: Iterable[tuple[str, str
 def zipf_texts(n: int, seed: int, words: int = 60, prefix: str = "d") -> list[tuple[str, str]]:
     """Documents of Zipf-distributed words w0 (most common) .. w2999, plus a unique word each."""
     rnd = random.Random(seed)
-    weights = [1.0 / (i + 1) for i in range(len(VOCAB))]
+    # the cumulative weights once (choices(weights=...) sums them again on every call; same draws)
+    cum = list(itertools.accumulate(1.0 / (i + 1) for i in range(len(VOCAB))))
     out = []
     for i in range(n):
-        body = " ".join(rnd.choices(VOCAB, weights=weights, k=words))
+        body = " ".join(rnd.choices(VOCAB, cum_weights=cum, k=words))
         out.append((f"{prefix}{i}.txt", f"{body}\nuniq{prefix}{i}\n"))
     return out
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import operator
+import string
 from typing import Any
 
 import pytest
@@ -11,7 +13,9 @@ from hypothesis import strategies as st
 
 from koradaemon.audit.canonical import MAX_INT, MAX_LINE_BYTES, CanonicalError, canonical_bytes, parse_canonical
 
-keys = st.from_regex(r"[a-z][a-z0-9_]{0,63}", fullmatch=True)
+# the key rule [a-z][a-z0-9_]{0,63}, drawn without the regex engine (the same set, cheaper to generate)
+keys = st.builds(operator.add, st.sampled_from(string.ascii_lowercase),
+                 st.text(string.ascii_lowercase + string.digits + "_", max_size=63))
 text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
 scalars = st.none() | st.booleans() | st.integers(-MAX_INT, MAX_INT) | text
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
@@ -23,7 +27,7 @@ def reference(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(objects)
 def test_round_trip_matches_the_reference_encoder(obj: dict[str, Any]) -> None:
     raw = canonical_bytes(obj)
@@ -31,7 +35,7 @@ def test_round_trip_matches_the_reference_encoder(obj: dict[str, Any]) -> None:
     assert parse_canonical(raw) == obj
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(objects.filter(bool))
 def test_spacing_and_key_order_variants_are_refused(obj: dict[str, Any]) -> None:
     spaced = json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()
@@ -108,9 +112,9 @@ def test_bools_and_null_are_allowed_and_distinct_from_ints() -> None:
     assert canonical_bytes({"a": True, "b": None, "c": 1}) == b'{"a":true,"b":null,"c":1}'
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(objects, keys, st.text(min_size=1, max_size=12), st.integers(0, MAX_INT),
-       st.from_regex(r"[0-9a-f]{64}", fullmatch=True))
+       st.text("0123456789abcdef", min_size=64, max_size=64))
 def test_fast_line_encoder_equals_the_plain_rule(data: dict[str, Any], rtype: str, agency: str, seq: int,
                                                  prev: str) -> None:
     from koradaemon.audit.fastline import fast_fields, line_head

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +24,17 @@ def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload, no-any-return]
 
 
+def _dependencies() -> list[str]:
+    """The [project] dependencies, read from pyproject.toml here (not by the package)."""
+    return list(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv holding the wheel built from this checkout (deps from the package index or pip's cache)."""
+    """A fresh venv outside the repo holding the wheel built from this checkout (deps from the package
+    index or pip's cache). The venv gets no pip of its own (the test's pip installs into it with
+    ``--python``) and no byte-compiling at install; the wheel is built while the dependencies install
+    (two processes: the two cores of CI); the wheel's install then resolves its own requirements."""
     base = tmp_path_factory.mktemp("wheel")
     src = base / "src"
     src.mkdir()
@@ -34,15 +43,24 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(base / "dist"), str(src)])
-    if built.returncode != 0:
-        pytest.skip(f"cannot build the wheel here (no setuptools from the index?): {built.stderr[-300:]}")
-    wheel = next((base / "dist").glob("koradaemon-*.whl"))
     venv = base / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)]).check_returncode()
-    got = _run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)])
-    if got.returncode != 0:
-        pytest.skip(f"cannot install the wheel's dependencies (no package index?): {got.stderr[-300:]}")
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)]).check_returncode()
+    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", "--no-compile",
+           "--disable-pip-version-check"]
+    build = subprocess.Popen([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(base / "dist"),
+                              str(src)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdin=subprocess.DEVNULL)
+    try:
+        deps = _run([*pip, *_dependencies()])
+    finally:
+        build_err = build.communicate(timeout=600)[1]
+    if build.returncode != 0:
+        pytest.skip(f"cannot build the wheel here (no setuptools from the index?): {build_err[-300:]}")
+    if deps.returncode != 0:
+        pytest.skip(f"cannot install the wheel's dependencies (no package index?): {deps.stderr[-300:]}")
+    wheel = next((base / "dist").glob("koradaemon-*.whl"))
+    got = _run([*pip, str(wheel)])
+    assert got.returncode == 0, got.stderr[-2000:]
     return venv
 
 

@@ -47,9 +47,10 @@ def test_another_agency_changes_neither_scores_nor_query_cost(tmp_path: Path) ->
     put_texts(alone, "alpha", zipf_texts(60, seed=1, prefix="a"))
     beside = db(tmp_path, "beside")  # the same alpha, then a large beta with the same words
     put_texts(beside, "alpha", zipf_texts(60, seed=1, prefix="a"))
-    put_texts(beside, "beta", zipf_texts(3000, seed=2, words=120, prefix="b"))
+    beta = zipf_texts(3000, seed=2, words=120, prefix="b")
+    put_texts(beside, "beta", beta)
     before = db(tmp_path, "before")  # beta first: alpha's chunk ids differ, its scores must not
-    put_texts(before, "beta", zipf_texts(3000, seed=2, words=120, prefix="b"))
+    put_texts(before, "beta", beta)
     put_texts(before, "alpha", zipf_texts(60, seed=1, prefix="a"))
     assert AgencyStore(beside, "beta").search("w0"), "beta holds the same words"
     a, b, c = alpha_view(alone), alpha_view(beside), alpha_view(before)

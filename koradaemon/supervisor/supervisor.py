@@ -7,13 +7,10 @@ threads (stop, restart, pause) is a flag under one condition variable that wakes
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -21,34 +18,20 @@ import structlog
 from ..errors import KoraError, SupervisorError
 from .backoff import RestartPolicy
 from .child import AgentProcess
-from .env import agent_env
+from .launch import Launcher
 from .modes import AgentModes
 from .pidfile import reap_stale
 from .probes import Prober
 from .reinject import EX_CONFIG, Reinjector, RestoreFn
+from .restart import Outcome, plan_restart
+from .runbook import STATES, RunBook
 
 log = structlog.get_logger(__name__)
 
 AuditFn = Callable[[str, str, dict[str, object]], None]
 PIDFILE_NAME = "agent.pid"
-STATES = ("starting", "ready", "unhealthy", "backoff", "degraded", "paused", "stopped")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one run of the child ended. ``kind``: exited, hung, startup_timeout, spawn_failed, stop,
-    pause or restart_requested."""
-
-    kind: str
-    returncode: int | None
-    was_ready: bool
-
 
 __all__ = ["EX_CONFIG", "STATES", "AuditFn", "RestoreFn", "Supervisor"]
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Supervisor:
@@ -109,33 +92,25 @@ class Supervisor:
         )
         self._audit_fn = audit
         self.good_after_s = good_after_s  # ready this long (no crash since): the state is known-good
-        self._good_at_stop = False
         self.modes = AgentModes()
         self.reinjector = Reinjector(
             restore_state=restore_state, early_crash_limit=early_crash_limit, audit=self._audit
         )
-        self._extra_env = dict(extra_env or {})
-        self._before_start = before_start  # prepares the agent's folders; returns env (token, HOME, ...)
+        self.launcher = Launcher(
+            command=self.command, workdir=self.workdir, state_dir=self.state_dir, pidfile=self.pidfile,
+            ring_lines=ring_lines, extra_env=dict(extra_env or {}), before_start=before_start,
+            secret_env=secret_env, run_as=run_as,
+        )
         self._on_control_ready = on_control_ready
-        self._run_as = run_as  # (uid, gid) to drop to, None: the daemon's own
-        self._secret_env = secret_env  # decrypted at each spawn, straight into the child's environment
         self._ring_lines = ring_lines
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._child: AgentProcess | None = None
-        self._state = "stopped"
+        self._book = RunBook()  # state, counters, readiness, last exit: all under self._cv
         self._stop_req = False
         self._restart_req = False
         self._pause_depth = 0
         self._stop_drain_s = drain_s
-        self._starts = 0
-        self._restarts = 0
-        self._probe_failures = 0
-        self._ready_since: float | None = None
-        self._next_start_at: float | None = None
-        self._last_exit: dict[str, object] | None = None
-        self._last_tail: list[str] = []
-        self._error: str | None = None
 
     # ----------------------------------------------------------------- public API
     def start(self) -> None:
@@ -146,7 +121,7 @@ class Supervisor:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self._cv:
-            self._state = "starting"
+            self._book.state = "starting"
         self._thread = threading.Thread(target=self._run, name=f"supervisor-{self.agency_id}", daemon=True)
         self._thread.start()
 
@@ -205,45 +180,15 @@ class Supervisor:
         """A JSON-ready snapshot of the supervisor's state for ``koradaemon status``."""
         now = time.monotonic()
         with self._cv:
-            child = self._child
-            tail = child.tail(20) if child is not None else self._last_tail[-20:]
-            return {
-                "agency_id": self.agency_id,
-                "state": self._state,
-                "pid": child.pid if child is not None else None,
-                "starts": self._starts,
-                "restarts": self._restarts,
-                "degraded": self.policy.degraded,
-                "probe_failures": self._probe_failures,
-                "uptime_s": round(now - child.started_at, 3) if child is not None else None,
-                "ready_for_s": round(now - self._ready_since, 3) if self._ready_since is not None else None,
-                "next_start_in_s": (
-                    round(max(0.0, self._next_start_at - now), 3) if self._next_start_at is not None else None
-                ),
-                "last_exit": dict(self._last_exit) if self._last_exit else None,
-                "last_restore": dict(restore) if (restore := self.reinjector.last_restore) else None,
-                "degraded_modes": self.modes.current() if child is not None else [],
-                "tracked_processes": len(child.descendants) if child is not None else 0,
-                "error": self._error,
-                "output_tail": tail,
-            }
+            return self._book.status(agency_id=self.agency_id, child=self._child, degraded=self.policy.degraded,
+                                     last_restore=self.reinjector.last_restore, modes=self.modes, now=now)
 
     def health(self) -> dict[str, object]:
-        """The agent's health for a snapshot's manifest: ``good`` when its state is known to work.
-
-        Good: ready for at least ``good_after_s`` with no crash since, not degraded; or stopped by a
-        planned stop after such a period (the shutdown snapshot), with no start since.
-        """
+        """The agent's health for a snapshot's manifest: ``good`` when its state is known to work
+        (see :meth:`RunBook.health`)."""
         now = time.monotonic()
         with self._cv:
-            ready_for = now - self._ready_since if self._ready_since is not None else None
-            if self._state == "ready" and ready_for is not None:
-                good = ready_for >= self.good_after_s and not self.policy.degraded
-            else:
-                good = self._state in ("stopped", "paused") and self._good_at_stop
-            return {"good": bool(good), "state": self._state,
-                    "ready_for_ms": int(ready_for * 1000) if ready_for is not None else None,
-                    "degraded": self.policy.degraded}
+            return self._book.health(good_after_s=self.good_after_s, degraded=self.policy.degraded, now=now)
 
     def _clear_degraded(self, why: str) -> None:
         with self._cv:
@@ -256,7 +201,7 @@ class Supervisor:
     # ----------------------------------------------------------------- main loop
     def _pause_settled(self) -> bool:
         thread = self._thread
-        return self._state in ("paused", "stopped") or thread is None or not thread.is_alive()
+        return self._book.state in ("paused", "stopped") or thread is None or not thread.is_alive()
 
     def _run(self) -> None:
         delay, reason = 0.0, "initial"
@@ -273,15 +218,15 @@ class Supervisor:
                 delay, reason = self._after_exit(outcome)
         except Exception as exc:  # keep the daemon alive; report in status
             log.exception("supervisor_failed")
-            self._error = f"{type(exc).__name__}: {exc}"
+            self._book.error = f"{type(exc).__name__}: {exc}"
             child = self._child
             if child is not None:
                 child.stop(0.0)
         finally:
             with self._cv:
-                self._state = "stopped"
+                self._book.state = "stopped"
                 self._child = None
-                self._next_start_at = None
+                self._book.next_start_at = None
                 self._cv.notify_all()
 
     def _poke(self) -> None:
@@ -291,70 +236,41 @@ class Supervisor:
     def _wait_until_start(self, delay: float) -> str | None:
         """Wait ``delay`` seconds (or while paused); returns why the wait ended, None when asked to stop."""
         with self._cv:
-            self._next_start_at = time.monotonic() + delay
+            self._book.next_start_at = time.monotonic() + delay
             while True:
                 if self._stop_req:
                     return None
                 if self._pause_depth > 0:
-                    self._state = "paused"
+                    self._book.state = "paused"
                     self._cv.notify_all()
                     self._cv.wait_for(lambda: self._pause_depth == 0 or self._stop_req)
-                    self._next_start_at = time.monotonic()
+                    self._book.next_start_at = time.monotonic()
                     continue
                 if self._restart_req:
                     self._restart_req = False
                     self.policy.reset()
                     why = "requested"
                     break
-                if self._next_start_at <= time.monotonic():
+                if self._book.next_start_at <= time.monotonic():
                     why = "timer"
                     break
-                self._cv.wait(self._next_start_at - time.monotonic())
-            self._next_start_at = None
-            self._state = "starting"
+                self._cv.wait(self._book.next_start_at - time.monotonic())
+            self._book.next_start_at = None
+            self._book.state = "starting"
             return why
 
     def _run_once(self, reason: str) -> Outcome:
-        extra = dict(self._extra_env)
         try:
-            if self._before_start is not None:
-                extra.update(self._before_start())
-        except (OSError, KoraError) as exc:
-            log.error("agent_prepare_failed", error=str(exc))
-            self._error = f"preparing the agent's folders failed: {exc}"
-            return Outcome("spawn_failed", None, False)
-        try:
-            extra.update(self._secret_env() if self._secret_env is not None else {})
-        except KoraError as exc:  # the message names the secret, never a value
-            log.error("agent_secrets_unavailable", error=str(exc))
-            self._error = str(exc)
-            return Outcome("spawn_failed", None, False)
-        env = agent_env(os.environ, state_dir=self.state_dir, extra=extra)
-        child = AgentProcess(
-            command=self.command,
-            workdir=self.workdir,
-            env=env,
-            pidfile=self.pidfile,
-            ring_lines=self._ring_lines,
-            on_exit=self._poke,
-            on_line=self.modes.on_output,
-            user=self._run_as[0] if self._run_as else None,
-            group=self._run_as[1] if self._run_as else None,
-        )
-        try:
-            child.start()
+            child = self.launcher.launch(on_exit=self._poke, on_line=self.modes.on_output)
         except SupervisorError as exc:
-            log.error("agent_spawn_failed", error=str(exc))
-            self._error = str(exc)
+            self._book.error = str(exc)
             return Outcome("spawn_failed", None, False)
         with self._cv:
             self._child = child
             self.modes.reset()
-            self._good_at_stop = False
-            self._starts += 1
-            self._probe_failures = 0
-            self._ready_since = None
-        self._audit("agent_start", {"pid": child.pid, "start": self._starts, "reason": reason})
+            self._book.on_start()
+            starts = self._book.starts
+        self._audit("agent_start", {"pid": child.pid, "start": starts, "reason": reason})
         return self._watch(child)
 
     def _watch(self, child: AgentProcess) -> Outcome:
@@ -396,21 +312,15 @@ class Supervisor:
         with self._cv:
             if ready is not None:
                 self.modes.on_ready_detail(ready.detail)
-            self._probe_failures = 0 if live.ok else self._probe_failures + 1
-            failures = self._probe_failures
-            if is_ready:
-                if not was_ready:
-                    log.info("agent_ready", pid=self._child.pid if self._child else None)
-                    self.reinjector.on_ready()
-                was_ready = True
-                self._ready_since = self._ready_since if self._ready_since is not None else now
-                self._state = "ready"
-            else:
-                self._ready_since = None
-                self._state = "unhealthy" if was_ready else "starting"
-        if is_ready and self._ready_since is not None and self.policy.on_healthy(self._ready_since, now):
-            log.info("agent_backoff_reset", healthy_s=round(now - self._ready_since, 3))
-        if is_ready and self._ready_since is not None and now - self._ready_since >= self.good_after_s:
+            if is_ready and not was_ready:
+                log.info("agent_ready", pid=self._child.pid if self._child else None)
+                self.reinjector.on_ready()
+            failures = self._book.on_probe(live_ok=live.ok, is_ready=is_ready, was_ready=was_ready, now=now)
+            was_ready = was_ready or is_ready
+            since = self._book.ready_since
+        if is_ready and since is not None and self.policy.on_healthy(since, now):
+            log.info("agent_backoff_reset", healthy_s=round(now - since, 3))
+        if is_ready and since is not None and now - since >= self.good_after_s:
             self._clear_degraded("healthy")
         if not was_ready:
             return ("startup_timeout" if now > startup_deadline else None), was_ready
@@ -422,17 +332,15 @@ class Supervisor:
 
     def _finish(self, child: AgentProcess, kind: str, was_ready: bool) -> Outcome:
         with self._cv:
-            since = self._ready_since
-            self._good_at_stop = (kind == "stop" and since is not None and not self.policy.degraded
+            since = self._book.ready_since
+            self._book.good_at_stop = (kind == "stop" and since is not None and not self.policy.degraded
                                   and time.monotonic() - since >= self.good_after_s)
         returncode = child.stop(self._stop_drain_s if kind == "stop" else self.drain_s)
         info = child.exit_info(reason=kind, was_ready=was_ready)
         tail = child.tail(self._ring_lines)
         with self._cv:
             self._child = None
-            self._ready_since = None
-            self._last_tail = tail
-            self._last_exit = {**info, "at": _utc_now()}
+            self._book.on_exit(info, tail)
         self._audit("agent_exit", info)
         if kind in ("exited", "hung", "startup_timeout"):
             log.warning("agent_crash", **info, output_tail=tail[-50:])
@@ -447,38 +355,33 @@ class Supervisor:
             if outcome.kind == "restart_requested":
                 self._audit("agent_restart", {"reason": "requested", "delay_ms": 0, "level": 0})
                 with self._cv:
-                    self._restarts += 1
+                    self._book.restarts += 1
                     self.policy.reset()
             return 0.0, "resume" if outcome.kind == "pause" else "requested"
-        level, force_degraded = self.reinjector.on_failure(
-            returncode=outcome.returncode, was_ready=outcome.was_ready, spawned=outcome.kind != "spawn_failed"
-        )
-        was_degraded = self.policy.degraded
-        decision = self.policy.on_failure(time.monotonic(), force_degraded=force_degraded)
-        delay = decision.delay_s
-        if level == 1 and not decision.degraded:
-            delay = self.backoff_initial_s
-        if decision.degraded and not was_degraded:
-            log.error("agent_degraded", failures=decision.failures_in_window, retry_s=delay)
+        plan = plan_restart(outcome, policy=self.policy, reinjector=self.reinjector,
+                            backoff_initial_s=self.backoff_initial_s)
+        delay = plan.delay_s
+        if plan.newly_degraded:
+            log.error("agent_degraded", failures=plan.failures_in_window, retry_s=delay)
             self._audit(
                 "agent_degraded",
-                {"failures": decision.failures_in_window, "retry_ms": int(delay * 1000), "reason": outcome.kind},
+                {"failures": plan.failures_in_window, "retry_ms": int(delay * 1000), "reason": outcome.kind},
             )
         with self._cv:
-            self._restarts += 1
-            self._state = "degraded" if decision.degraded else "backoff"
-            self._next_start_at = time.monotonic() + delay
+            self._book.restarts += 1
+            self._book.state = "degraded" if plan.degraded else "backoff"
+            self._book.next_start_at = time.monotonic() + delay
         data: dict[str, object] = {
             "reason": outcome.kind,
             "returncode": outcome.returncode,
             "delay_ms": int(delay * 1000),
-            "level": level,
-            "attempt": self.policy.attempt,
+            "level": plan.level,
+            "attempt": plan.attempt,
         }
         self._audit("agent_restart", data)
         # "level" is the logger's own field: the re-injection level goes out as reinject_level
         log.info("agent_restart_scheduled", **{("reinject_level" if k == "level" else k): v for k, v in data.items()})
-        return delay, "restore" if level == 1 else outcome.kind
+        return delay, plan.reason
 
     def _audit(self, record_type: str, data: dict[str, object]) -> None:
         if self._audit_fn is None:
