@@ -62,7 +62,7 @@ class _Bounds(yaml.composer.Composer, yaml.constructor.SafeConstructor):
             self.kora_path.append("")  # a mapping key, or the document: reported as its parent
         try:
             self._check(event)
-            node: yaml.Node | None = super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+            node: yaml.Node | None = super().compose_node(parent, index)  # type: ignore[no-untyped-call, unused-ignore]
             if node is None:  # pragma: no cover - the parser always yields a node event here
                 raise self.fail(event, "a value is missing")
             return node
@@ -101,7 +101,7 @@ class _PyLoader(_Bounds, yaml.SafeLoader):
         # before tens of thousands of brackets cost quadratic time (the composer's cap comes too late).
         if self.flow_level >= MAX_DEPTH:
             raise ConfigError(f"{self.where()}: line {self.line + 1}: nested deeper than {MAX_DEPTH} levels")
-        super().fetch_flow_collection_start(TokenClass)  # type: ignore[no-untyped-call]
+        super().fetch_flow_collection_start(TokenClass)  # type: ignore[no-untyped-call, unused-ignore]
 
 
 _CParser: Any = getattr(getattr(yaml, "cyaml", None), "CParser", None) if yaml.__with_libyaml__ else None
@@ -112,9 +112,9 @@ if _CParser is not None:
 
         def __init__(self, text: str) -> None:
             _CParser.__init__(self, text)
-            yaml.composer.Composer.__init__(self)  # type: ignore[no-untyped-call]
-            yaml.constructor.SafeConstructor.__init__(self)  # type: ignore[no-untyped-call]
-            yaml.resolver.Resolver.__init__(self)  # type: ignore[no-untyped-call]
+            yaml.composer.Composer.__init__(self)  # type: ignore[no-untyped-call, unused-ignore]
+            yaml.constructor.SafeConstructor.__init__(self)  # type: ignore[no-untyped-call, unused-ignore]
+            yaml.resolver.Resolver.__init__(self)  # type: ignore[no-untyped-call, unused-ignore]
             self._bounds_init()
 
 
@@ -224,6 +224,6 @@ def _scalar(node: yaml.Node, loader: _Bounds, key: str) -> Any:
     if node.tag in (_INT_TAG, _FLOAT_TAG) and len(str(node.value)) > MAX_NUMBER_CHARS:
         raise ConfigError(f"{key}: line {line}: the number is too large")
     try:
-        return loader.construct_object(node)  # type: ignore[no-untyped-call]
+        return loader.construct_object(node)  # type: ignore[no-untyped-call, unused-ignore]
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
         raise ConfigError(f"{key}: line {line}: cannot read the value: {str(exc).splitlines()[0][:200]}") from None

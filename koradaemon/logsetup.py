@@ -56,7 +56,7 @@ def configure_logging(
                                    on_change=_reporter(out, file))
         out = _Tee(out, log_file, skip_file=not use_json)
         if not use_json:
-            shared.append(_JsonToFile(out))  # type: ignore[arg-type]
+            shared.append(_JsonToFile(out))  # type: ignore[arg-type, unused-ignore]
     global _open_file
     previous, _open_file = _open_file, (log_file if file is not None else None)
     structlog.configure(

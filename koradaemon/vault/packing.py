@@ -139,7 +139,7 @@ def _add_file(tar: tarfile.TarFile, dir_fd: int, name: str, info: tarfile.TarInf
         info.size = st.st_size
         info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
         reader = _Exactly(fh, info.size)
-        tar.addfile(info, reader)  # type: ignore[arg-type]
+        tar.addfile(info, reader)  # type: ignore[arg-type, unused-ignore]
     if reader.changed:
         log.warning("snapshot_file_changed", name=info.name)
     counts["files"] += 1
