@@ -37,7 +37,7 @@ def configure_logging(
     past ``rotate_mb`` and its rotated files deleted after ``keep_days`` (see logfile.py).
     """
     use_json = fmt == "json" or (fmt == "auto" and under_service_manager())
-    out: Any = stream or sys.stderr
+    out: Any = _Console(stream or sys.stderr)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -99,6 +99,36 @@ def _reporter(stream: TextIO, file: Path) -> Callable[[str | None, str | None, i
         stream.flush()
 
     return report
+
+
+class _Console:
+    """The console stream (stderr: the journal, a pipe, or a file a user redirected it to), whose
+    write errors never reach the code that logs: a full disk under a redirected stderr, or a pipe
+    whose reader went away, must not stop a thread in the middle of its work. Lines that cannot
+    be written are counted (``lost``) and the log file, when there is one, still gets them."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lost = 0
+
+    def write(self, text: str) -> int:
+        try:
+            self.stream.write(text)
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            self.lost += 1
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.lost += 1
+
+    def isatty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (OSError, ValueError):
+            return False
 
 
 class _Tee:
