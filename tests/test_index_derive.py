@@ -45,3 +45,15 @@ def test_lower_case_prose_and_digits_inside_words_give_nothing() -> None:
 def test_same_tokens_as_looking_at_every_word(text: str) -> None:
     got = sorted(t for t in derive(text).split() if t.isascii() and not t.startswith("sym"))
     assert got == reference_ascii_tokens(text)
+
+
+def test_remembered_words_give_the_same_tokens_as_the_first_look() -> None:
+    from koradaemon.index import fts
+
+    text = "parseHTTPResponse and C++ with x11 and plain words; parseHTTPResponse again, C# too\n"
+    first = sorted(fts.derive(text).split())
+    assert {"parse", "http", "response"} <= set(first)
+    again = sorted(fts.derive(text).split())  # every word now remembered (as plain or with its tokens)
+    assert again == first
+    assert fts._GIVES.get("parseHTTPResponse") == ("parse", "http", "response")
+    assert "plain" in fts._PLAIN

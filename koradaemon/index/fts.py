@@ -170,6 +170,26 @@ def _derivable(ascii_text: str) -> bool:
     return False
 
 
+# Words already looked at by derive(), per process: those that give no token, and those that do with
+# their tokens. Bounded (short words: a few MB at most); past the bound new words are not remembered.
+_PLAIN: set[str] = set()
+_GIVES: dict[str, tuple[str, ...]] = {}
+_REMEMBER = 60_000
+
+
+def _word_tokens(word: str) -> tuple[str, ...]:
+    """What one word of ASCII letters, digits and '+'/'#' gives: a signed word (c++ → cplusplus-like),
+    or its camelCase parts when there are several; () for most words."""
+    if "+" in word or "#" in word:
+        m = _SIGNED.fullmatch(word)
+        return (sign_word(m.group(1), m.group(2)),) if m else ()
+    if not word[1:].islower() and not word.isupper() and not word.isdigit():
+        parts = camel_parts(word)
+        if len(parts) > 1:
+            return tuple(parts)
+    return ()
+
+
 def derive(text: str) -> str:
     """Tokens the unicode61 tokenizer cannot see: camelCase parts, C++/C# words, CJK bigrams, emoji.
 
@@ -179,16 +199,19 @@ def derive(text: str) -> str:
     """
     ascii_view = text if text.isascii() else text.encode("ascii", "replace").decode("ascii")
     out: list[str] = []
-    words = set(ascii_view.translate(_WORDS).split()) if _derivable(ascii_view) else ()
+    # Words seen before that gave nothing are dropped by one set difference at C speed; the
+    # others are looked up, and only words never seen are looked at one by one.
+    words = set(ascii_view.translate(_WORDS).split()) - _PLAIN if _derivable(ascii_view) else ()
     for word in words:
-        if "+" in word or "#" in word:
-            m = _SIGNED.fullmatch(word)
-            if m:
-                out.append(sign_word(m.group(1), m.group(2)))
-        elif not word[1:].islower() and not word.isupper() and not word.isdigit():
-            parts = camel_parts(word)
-            if len(parts) > 1:
-                out.extend(parts)
+        got = _GIVES.get(word)
+        if got is None:
+            got = _word_tokens(word)
+            if len(_PLAIN) + len(_GIVES) < _REMEMBER:
+                if got:
+                    _GIVES[word] = got
+                else:
+                    _PLAIN.add(word)
+        out.extend(got)
     if ascii_view is not text and _WIDE.search(text):
         for m in CJK_RUN.finditer(text):
             out.extend(cjk_grams(m.group()))
