@@ -22,6 +22,7 @@ import apsw
 import structlog
 
 from .apply import JobApplier, ReadLater, held_bytes, job_path, keep, listed, skip_of, streamed, to_outbox
+from .checkpointer import Checkpointer
 from .db import BUSY_TIMEOUT_MS, fine_busy_handler, give_back_free_pages, immediate, open_db
 from .held import Dropped, WriteHolder
 from .jobqueue import JobQueue
@@ -93,9 +94,11 @@ class Writer:
         self._optimize_not_before = 0.0
         self._bulk_dirty = False
         self._holder = WriteHolder(self.counters)
+        self.checkpointer = Checkpointer(db_path)  # WAL checkpoints off this thread (checkpointer.py)
 
     # -- public -----------------------------------------------------------------
     def start(self) -> None:
+        self.checkpointer.start()
         self._thread.start()
 
     def submit(self, job: Job) -> None:
@@ -169,6 +172,7 @@ class Writer:
     def stop(self, timeout: float = 10.0) -> None:
         self._holder.stopping.set()
         if not self._thread.is_alive():
+            self.checkpointer.stop(timeout)
             return
         try:
             self._q.put(None, timeout=timeout)
@@ -177,6 +181,7 @@ class Writer:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("writer_stop_timeout", timeout=timeout)
+        self.checkpointer.stop(timeout)
 
     # -- thread -----------------------------------------------------------------
     def _next(self, timeout: float | None) -> Job | None:
@@ -196,6 +201,7 @@ class Writer:
             log.error("writer_cannot_start", error=str(exc))
             return
         fine_busy_handler(conn, self.busy_timeout_ms)
+        self.checkpointer.hook(conn)
         idle_since = time.monotonic()
         try:
             while True:
