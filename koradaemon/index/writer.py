@@ -225,6 +225,7 @@ class Writer:
             log.exception("writer_crashed")
             raise
         finally:
+            self.checkpointer.stop()  # its checkpoint would keep this last one from truncating the WAL
             self._checkpoint(conn)
             conn.close()
 
