@@ -116,6 +116,18 @@ def optimize(conn: apsw.Connection) -> None:
         conn.execute(f"INSERT INTO {name}({name}, rank) VALUES ('merge', 500)")
 
 
+def merge_step(conn: apsw.Connection, pages: int) -> bool:
+    """One short step of merging (about ``pages`` pages per table, only levels holding 'usermerge'
+    segments or more); False when no table had anything to merge."""
+    worked = False
+    for agency_id in agencies(conn):
+        name = table(agency_id)
+        before = conn.total_changes()
+        conn.execute(f"INSERT INTO {name}({name}, rank) VALUES ('merge', ?)", (pages,))
+        worked = worked or conn.total_changes() - before >= 2  # FTS5: 2 or more changes = work done
+    return worked
+
+
 # -- derived tokens ------------------------------------------------------------------
 def sign_word(word: str, signs: str) -> str:
     return word.lower() + "".join(SIGN_NAMES[c] for c in signs)

@@ -22,7 +22,9 @@ import apsw
 import structlog
 
 from .apply import JobApplier, ReadLater, held_bytes, job_path, keep, listed, skip_of, streamed, to_outbox
+from .checkpointer import Checkpointer
 from .db import BUSY_TIMEOUT_MS, fine_busy_handler, give_back_free_pages, immediate, open_db
+from .fts import merge_step
 from .held import Dropped, WriteHolder
 from .jobqueue import JobQueue
 from .jobs import Applied, CallJob, Job, SkipFile
@@ -45,6 +47,13 @@ QUEUE_TEXT_BYTES = 16 << 20
 DEEP_QUEUE = 4
 CHECKPOINT_BUSY_MS = 50
 IDLE_TICK_S = 1.0  # after this long without work: checkpoint the WAL (TRUNCATE) if bulk work ran
+# After bulk work, quiet moments merge the segments it left in short steps, so FTS5's own merging
+# (automerge) does not land a big merge of crawl segments inside a live change's commit (issue 12:
+# 250-400 pages, 20-100 ms, in ~2 % of live commits). The merging done is bounded by what the
+# bulk work wrote (TIDY_PER_PAGE pages per page of text or file), so a small burst onto a big index
+# never rewrites all of it.
+TIDY_PAGES = -64  # one step; negative: levels holding fewer than 'usermerge' segments are merged too
+TIDY_PER_PAGE = 2
 
 
 class _Retry(Exception):
@@ -92,10 +101,14 @@ class Writer:
         self._dirty_since_optimize = False
         self._optimize_not_before = 0.0
         self._bulk_dirty = False
+        self._untidy = False
+        self._tidy_budget = 0  # pages of merging the bulk work since the last tidy-up earned
         self._holder = WriteHolder(self.counters)
+        self.checkpointer = Checkpointer(db_path)  # WAL checkpoints off this thread (checkpointer.py)
 
     # -- public -----------------------------------------------------------------
     def start(self) -> None:
+        self.checkpointer.start()
         self._thread.start()
 
     def submit(self, job: Job) -> None:
@@ -169,6 +182,7 @@ class Writer:
     def stop(self, timeout: float = 10.0) -> None:
         self._holder.stopping.set()
         if not self._thread.is_alive():
+            self.checkpointer.stop(timeout)
             return
         try:
             self._q.put(None, timeout=timeout)
@@ -177,6 +191,7 @@ class Writer:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("writer_stop_timeout", timeout=timeout)
+        self.checkpointer.stop(timeout)
 
     # -- thread -----------------------------------------------------------------
     def _next(self, timeout: float | None) -> Job | None:
@@ -196,6 +211,7 @@ class Writer:
             log.error("writer_cannot_start", error=str(exc))
             return
         fine_busy_handler(conn, self.busy_timeout_ms)
+        self.checkpointer.hook(conn)
         idle_since = time.monotonic()
         try:
             while True:
@@ -219,6 +235,7 @@ class Writer:
             log.exception("writer_crashed")
             raise
         finally:
+            self.checkpointer.stop()  # its checkpoint would keep this last one from truncating the WAL
             self._checkpoint(conn)
             conn.close()
 
@@ -286,7 +303,8 @@ class Writer:
             self.counters["batch_replays"] += 1
             applied = [a for job in batch for a in self._apply_alone(conn, job)]
         else:
-            self._bulk_dirty = True
+            self._bulk_dirty = self._untidy = True
+            self._tidy_budget += TIDY_PER_PAGE * (size // 4096 + len(batch))  # small files: a page each
         return applied
 
     def _take_for_batch(self, lingering: bool) -> Job | None:
@@ -381,6 +399,8 @@ class Writer:
     def _idle(self, conn: apsw.Connection, idle_s: float) -> None:
         """Quiet moments: truncate the WAL after bulk work, merge FTS segments after a longer rest."""
         try:
+            if self._untidy:
+                self._tidy(conn)
             if self._bulk_dirty:
                 self._bulk_dirty = False
                 self._checkpoint(conn)
@@ -404,6 +424,17 @@ class Writer:
         self.counters["checkpoints"] += 1
         if row is not None and row[0]:
             self._bulk_dirty = True  # a reader held it back: try again at the next quiet moment
+
+    def _tidy(self, conn: apsw.Connection) -> None:
+        """Merge what bulk work left, one short step (transaction) at a time, while nothing waits."""
+        while self._q.qsize() == 0 and self._pending is None and not self._holder.stopping.is_set():
+            with immediate(conn):
+                more = merge_step(conn, TIDY_PAGES)
+            self.counters["tidy_steps"] += 1
+            self._tidy_budget -= -TIDY_PAGES
+            if not more or self._tidy_budget <= 0:
+                self._untidy, self._tidy_budget = False, 0
+                return
 
     def _idle_optimize(self, conn: apsw.Connection) -> None:
         """Merge the FTS segments written since the last merge (a failure is tried again one
