@@ -120,6 +120,7 @@ def recall(d: Daemon) -> dict[str, dict[str, float]]:
 
 def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
     """Vector search at ``passages`` passages through VectorService.search (kernel rows written directly)."""
+    from koradaemon import gcsettings
     from koradaemon.config import parse_config
     from koradaemon.index.db import open_db
     from koradaemon.vectors.heap import batch_mode, rest_mode
@@ -165,6 +166,7 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
     rest_mode()
     embed_s = time.perf_counter() - t0
     words = text.decode("utf-8", "replace").split()
+    gcsettings.settle()  # the collector as the daemon sets it once ready
     times, cpu = [], []
     for q in range(300):
         query = " ".join(words[(q * 7919) % (len(words) - 5) :][:4])

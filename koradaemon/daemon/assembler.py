@@ -8,7 +8,6 @@ the systemd watchdog, so a hung main loop stops the pings and systemd restarts u
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from .. import gcsettings
 from ..audit.lockdown import LockdownRegistry
 from ..audit.manager import AuditManager
 from ..config import load_config
@@ -154,12 +154,7 @@ class Daemon:
             self._on_stop("nats", self.nats.stop)
         # Everything built so far lives as long as the daemon: out of the collector's way, so a
         # full collection during a search scans only what came later.
-        gc.collect()
-        gc.freeze()
-        # The index pipeline allocates per file at a high rate: young collections every 700
-        # allocations promote its short-lived objects and make the full collections that stall a
-        # search (tens of ms) frequent. Larger generations cost a few MB, never a pause per search.
-        gc.set_threshold(50_000, 20, 100)
+        gcsettings.settle()
         self.ready = True
         log.info("daemon_ready", data_root=str(cfg.data_root), agencies=self.agencies.ids())
 
