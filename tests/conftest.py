@@ -265,3 +265,22 @@ def run_as_user(uid: int, gid: int, fn: Callable[[], str]) -> str:
     if not out.startswith("ok:"):
         pytest.fail(f"the child running as uid {uid} failed: {out}")
     return out[3:]
+
+
+# -- a started index writer on a fresh database, for the index tests ------------------------------
+@pytest.fixture
+def writer_env(tmp_path: _Path) -> Iterator[tuple[_Path, _Any, list[_Any]]]:
+    """(tmp_path, a started Writer on tmp_path/k.db, the list of what it committed); the root folder
+    ``notes`` exists. The writer is stopped afterwards and must then be gone."""
+    from koradaemon.index.db import open_db
+    from koradaemon.index.writer import Writer
+
+    db = tmp_path / "k.db"
+    open_db(db).close()
+    applied: list[_Any] = []
+    writer = Writer(db, on_committed=applied.extend)
+    writer.start()
+    (tmp_path / "notes").mkdir()
+    yield tmp_path, writer, applied
+    writer.stop()
+    assert writer.alive() is False

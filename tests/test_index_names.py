@@ -6,7 +6,6 @@ In the store with a real writer thread, and in a running daemon with real inotif
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -45,16 +44,8 @@ def test_shown_names_are_unambiguous() -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[Path, Writer, list[Applied]]]:
-    db = tmp_path / "k.db"
-    open_db(db).close()
-    applied: list[Applied] = []
-    writer = Writer(db, on_committed=applied.extend)
-    writer.start()
-    (tmp_path / ROOT).mkdir()
-    yield tmp_path, writer, applied
-    writer.stop()
-    assert writer.alive() is False
+def env(writer_env: tuple[Path, Writer, list[Applied]]) -> tuple[Path, Writer, list[Applied]]:
+    return writer_env  # conftest: a started writer on tmp_path/k.db, the root folder "notes"
 
 
 def index(tmp: Path, writer: Writer, raw: bytes) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,8 @@ ROOT = "notes"
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[Path, Writer, list[Applied]]]:
-    db = tmp_path / "k.db"
-    open_db(db).close()
-    applied: list[Applied] = []
-    writer = Writer(db, on_committed=applied.extend)
-    writer.start()
-    (tmp_path / ROOT).mkdir()
-    yield tmp_path, writer, applied
-    writer.stop()
+def env(writer_env: tuple[Path, Writer, list[Applied]]) -> tuple[Path, Writer, list[Applied]]:
+    return writer_env  # conftest: a started writer on tmp_path/k.db, the root folder "notes"
 
 
 def read_job(tmp: Path, rel: str, *, unindexed: bool = False) -> ReadJob:

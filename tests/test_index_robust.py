@@ -20,15 +20,8 @@ ROOT = "notes"
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[Path, Writer, list[Applied]]]:
-    db = tmp_path / "k.db"
-    open_db(db).close()
-    applied: list[Applied] = []
-    writer = Writer(db, on_committed=applied.extend)
-    writer.start()
-    (tmp_path / ROOT).mkdir()
-    yield tmp_path, writer, applied
-    writer.stop()
+def env(writer_env: tuple[Path, Writer, list[Applied]]) -> tuple[Path, Writer, list[Applied]]:
+    return writer_env  # conftest: a started writer on tmp_path/k.db, the root folder "notes"
 
 
 def good_job(tmp: Path, name: str, text: str, bulk: bool = False) -> IndexJob:
