@@ -67,7 +67,8 @@ def test_real_inotify_overflow_queues_rescan_and_is_counted(tmp_path: Path, limi
         wait_change(queue, ChangeKind.RESCAN, "", timeout=20)
         assert driver.stats()["overflows"] >= 1
         if limit == 1:  # an overflow storm: polling from now on, reported
-            wait_for(lambda: driver.stats()["mode"] == "polling", 5, what="polling")
+            # the mode switches first, then the report is made (another thread): wait for both
+            wait_for(lambda: driver.stats()["mode"] == "polling" and degraded, 5, what="polling, reported")
             assert degraded and degraded[0][0] == "r" and "overflow" in degraded[0][1]
         else:  # watchdog rebuilt its watches: live events still arrive
             assert driver.stats()["mode"] == "inotify" and not degraded
