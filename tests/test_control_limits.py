@@ -6,7 +6,6 @@ All over real Unix sockets against a real :class:`ControlServer`.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import wait_for
+from test_control_server import RawConn
 
 from koradaemon.control.client import ControlClient
 from koradaemon.control.connection import Timeouts
@@ -57,41 +57,14 @@ class Server:
         with ControlClient(self.path, timeout=timeout) as client:
             return client.call(op, agency, self.token[agency])
 
-    def raw(self) -> Raw:
-        return Raw(self.path)
+    def raw(self) -> RawConn:
+        return RawConn(self.path, wait_for_backlog=True)
 
-    def authenticated(self, agency: str = "alpha") -> Raw:
+    def authenticated(self, agency: str = "alpha") -> RawConn:
         conn = self.raw()
         reply = conn.request({"id": 0, "op": "status", "agency_id": agency, "token": self.token[agency]})
         assert reply["ok"] is True, reply
         return conn
-
-
-class Raw:
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(os.fspath(path))  # blocking: waits for room in the backlog
-        self.sock.settimeout(10)
-        self.buf = b""
-
-    def line(self) -> dict[str, Any] | None:
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        out: dict[str, Any] = json.loads(line)
-        return out
-
-    def request(self, obj: Any) -> dict[str, Any]:
-        self.sock.sendall(json.dumps(obj).encode() + b"\n")
-        reply = self.line()
-        assert reply is not None
-        return reply
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -110,7 +83,7 @@ def make(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         s.server.stop()
 
 
-def _close_all(conns: list[Raw]) -> None:
+def _close_all(conns: list[RawConn]) -> None:
     for c in conns:
         c.close()
 

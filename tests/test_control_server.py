@@ -63,10 +63,19 @@ class Harness:
 
 
 class RawConn:
-    def __init__(self, path: Path) -> None:
+    """A client speaking the JSON-lines protocol by hand (frames the real client would never send).
+
+    ``wait_for_backlog``: connect blocking (waits for room in a full accept backlog, as the CLI
+    does), and only then use the 10 s timeout for reads."""
+
+    def __init__(self, path: Path, *, wait_for_backlog: bool = False) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(os.fspath(path))
+        if wait_for_backlog:
+            self.sock.connect(os.fspath(path))
+            self.sock.settimeout(10)
+        else:
+            self.sock.settimeout(10)
+            self.sock.connect(os.fspath(path))
         self.buf = b""
 
     def send(self, data: bytes) -> None:
