@@ -97,13 +97,10 @@ def test_real_gateway_is_supervised_restarted_and_stopped(tmp_path: Path) -> Non
     assert audit.of("agent_exit")[-1]["returncode"] == 0  # SIGTERM: the gateway drained and exited cleanly
 
 
-@pytest.mark.timeout(600)
-def test_daemon_brings_a_fresh_gateway_to_ready_with_its_memory_as_an_mcp_server(tmp_path: Path) -> None:
-    """No --allow-unconfigured: the daemon seeds the config and registers `koradaemon mcp` in it."""
-    assert OPENCLAW is not None
-    port = free_port()
+def gateway_daemon(tmp_path: Path, port: int) -> DaemonProc:
+    """A daemon (not started) that supervises a real `openclaw gateway` for agency alpha on ``port``."""
     command = json.dumps([str(OPENCLAW), "gateway", "run", "--bind", "loopback"])
-    d = DaemonProc(tmp_path, extra=f"""agent:
+    return DaemonProc(tmp_path, extra=f"""agent:
   enabled: true
   agency_id: alpha
   command: {command}
@@ -115,6 +112,14 @@ def test_daemon_brings_a_fresh_gateway_to_ready_with_its_memory_as_an_mcp_server
   startup_timeout_s: 240
   drain_s: 15
 """)
+
+
+@pytest.mark.timeout(600)
+def test_daemon_brings_a_fresh_gateway_to_ready_with_its_memory_as_an_mcp_server(tmp_path: Path) -> None:
+    """No --allow-unconfigured: the daemon seeds the config and registers `koradaemon mcp` in it."""
+    assert OPENCLAW is not None
+    port = free_port()
+    d = gateway_daemon(tmp_path, port)
     (tmp_path / "alpha" / "notes" / "memo.md").write_text("the kora zebracorn memo\n")
     state = tmp_path / "alpha" / "state"
     d.start()
@@ -182,19 +187,7 @@ def test_an_agent_turn_calls_the_memory_search_tool(tmp_path: Path) -> None:
 
     assert OPENCLAW is not None
     port = free_port()
-    command = json.dumps([str(OPENCLAW), "gateway", "run", "--bind", "loopback"])
-    d = DaemonProc(tmp_path, extra=f"""agent:
-  enabled: true
-  agency_id: alpha
-  command: {command}
-  workdir: agent
-  state_dir: alpha/state
-  health_url: http://127.0.0.1:{port}
-  probe_interval_s: 0.5
-  probe_timeout_s: 3
-  startup_timeout_s: 240
-  drain_s: 15
-""")
+    d = gateway_daemon(tmp_path, port)
     (tmp_path / "alpha" / "notes" / "memo.md").write_text("the kora zebracorn lives in the east wing\\n")
     state = tmp_path / "alpha" / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KORA_")}
