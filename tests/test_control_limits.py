@@ -212,6 +212,32 @@ def test_slow_sender_hits_the_read_timeout(make: Callable[..., Server]) -> None:
         conn.close()
 
 
+def test_a_client_still_sending_gets_its_timeout_reply_not_a_reset(make: Callable[..., Server]) -> None:
+    """The server closes a connection whose client keeps sending half a line: the bytes that
+    arrive around the close are read and dropped (a lingering close), so the error line already
+    sent reaches the client instead of being lost to a connection reset."""
+    s = make(timeouts=Timeouts(auth=60, idle=60, read=0.3))
+    import select
+
+    for _ in range(5):  # the race is per attempt: several attempts make a reset very likely without it
+        conn = s.authenticated()
+        try:
+            conn.send(b'{"id": 3, "op": "status", "agency_id": "alpha", "pad": "')
+            deadline = time.monotonic() + 10
+            while not select.select([conn.sock], [], [], 0)[0]:  # keep typing until the server answers
+                assert time.monotonic() < deadline, "no timeout reply within 10 s"
+                with contextlib.suppress(OSError):
+                    conn.sock.send(b"x" * 64)
+                time.sleep(0.0005)
+            with contextlib.suppress(OSError):  # one more burst right after the reply, as a typist would
+                conn.sock.send(b"x" * 4096)
+            reply = conn.line()
+            assert reply is not None and reply["error"]["code"] == "timeout", reply
+            assert conn.line() is None
+        finally:
+            conn.close()
+
+
 def test_idle_connection_is_closed_and_client_reconnects(make: Callable[..., Server]) -> None:
     s = make(timeouts=Timeouts(auth=60, idle=0.3, read=60))
     with ControlClient(s.path, timeout=5) as client:

@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 HEAVY_NICE = 10
 SEND_TIMEOUT_S = 10.0  # a client that stops reading cannot pin a connection thread for longer
+LINGER_S = 0.25  # after the last reply: how long bytes the client still sends are read and dropped
 
 _AUTH_TIMEOUT = AuthError("no authenticated request in time", hint="send a request with a valid token")
 
@@ -139,7 +140,24 @@ class Connection:
         except OSError as exc:
             log.debug("control_connection_error", error=str(exc))
         finally:
-            self.close()
+            self._linger_close()
+
+    def _linger_close(self) -> None:
+        """End the connection so that its last line arrives: say end-of-stream first, then read
+        (and drop) what the client still sends until it hangs up too or :data:`LINGER_S` passes.
+
+        Closing a socket with unread bytes in it resets the connection, and a reset can take
+        the reply already sent with it (a client still typing when its timeout error went out).
+        """
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + LINGER_S
+        with contextlib.suppress(OSError, ValueError):
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                if not self.sock.recv(65536):
+                    break
+        self.close()
 
     def _set_timeouts(self, auth_deadline: float) -> bool:
         """Apply the limits for the next read; False when the pre-auth time is up."""
