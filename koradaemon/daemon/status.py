@@ -82,7 +82,11 @@ def _progress(src: StatusSources, agency_id: str) -> dict[str, Any]:
 
 def agency_status(src: StatusSources, agency_id: str) -> dict[str, Any]:
     runtime = src.agencies.require(agency_id)
-    return {**_db_stats(src, agency_id), **runtime.status(), **_progress(src, agency_id),
+    # The sync verdict first, the counts after: a reply that says "complete" then counts every
+    # file that verdict covers (the other order could pair a finished sync with the counts of a
+    # commit before its last one).
+    progress = _progress(src, agency_id)
+    return {**_db_stats(src, agency_id), **runtime.status(), **progress,
             "audit": src.audit.heads().get(agency_id),
             "control": {"connections": src.control.slots.agency_count(agency_id),
                         "subscribers": src.events.subscriber_count(agency_id)},
