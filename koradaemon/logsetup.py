@@ -17,6 +17,7 @@ import structlog
 from .logfile import RotatingLogFile
 
 _open_file: RotatingLogFile | None = None
+_console: _Console | None = None
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -37,7 +38,9 @@ def configure_logging(
     past ``rotate_mb`` and its rotated files deleted after ``keep_days`` (see logfile.py).
     """
     use_json = fmt == "json" or (fmt == "auto" and under_service_manager())
-    out: Any = _Console(stream or sys.stderr)
+    global _console
+    _console = _Console(stream or sys.stderr)
+    out: Any = _console
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -73,6 +76,12 @@ def log_file_stalled() -> str | None:
     """Why the daemon's log file cannot be written ("disk full: ..."), or None."""
     f = _open_file
     return f.stalled if f is not None else None
+
+
+def console_lines_lost() -> int:
+    """Log lines the console stream (stderr) refused since logging was configured (see :class:`_Console`)."""
+    c = _console
+    return c.lost if c is not None else 0
 
 
 def retry_log_file() -> None:

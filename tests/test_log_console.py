@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 from diskutil import fill_up, small_tmpfs
 
-from koradaemon.logsetup import configure_logging
+from koradaemon.logsetup import configure_logging, console_lines_lost
 
 
 def _restore() -> None:
@@ -53,7 +53,9 @@ def test_a_console_pipe_whose_reader_is_gone_raises_nothing(tmp_path: Path) -> N
     console = os.fdopen(write_end, "w", buffering=1)
     try:
         configure_logging(level="info", fmt="console", file=tmp_path / "k.log", stream=console)
+        assert console_lines_lost() == 0
         _log_lines(5)  # EPIPE at every write (Python ignores SIGPIPE)
+        assert console_lines_lost() >= 5, "status counts the lines the console refused"
     finally:
         _restore()
         with contextlib.suppress(BrokenPipeError):

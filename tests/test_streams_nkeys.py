@@ -194,6 +194,7 @@ def test_daemon_reads_the_nkey_seed_from_the_vault_and_the_verifier_takes_a_seed
         (d.root / "alpha" / "notes" / "k.md").write_text("nkey auth\n")
         good = NatsAuth(key=user)
         wait_for(lambda: len(fetch(server.url, "t1", "alpha", "audit", good)) >= 2, 60, 0.1, "records exported")
+        assert json.loads(d.cli("status", "--json").stdout)["streams"] == {"nats": "connected"}
         (tmp_path / "user.nk").write_text(user.seed + "\n")
         (tmp_path / "other.nk").write_text(KeyPair.generate().seed + "\n")
         ok = d.cli("audit", "verify", "--from-nats", server.url, "--host", "t1", "--agency", "alpha",
@@ -228,3 +229,28 @@ def test_config_takes_one_credential_and_a_bad_seed_in_the_vault_is_a_config_err
         _nats_auth(NatsConfig(enabled=True, nkey_seed_secret="alpha/broken"), store)
     assert "SUNOTASEED" not in str(err.value)
     assert sys.modules.get("nkeys") is None  # nothing here imported the nkeys package
+
+
+def test_status_says_when_the_nats_server_refuses_the_daemons_credentials(
+        tmp_path: Path, nkey_server: tuple[NatsServer, KeyPair]) -> None:
+    from conftest import DaemonProc
+
+    server, _user = nkey_server
+    d = DaemonProc(tmp_path / "root", extra=f"""nats:
+  enabled: true
+  url: {server.url}
+  host_id: t1
+  nkey_seed_secret: alpha/nats-nkey
+""")
+    wrong = KeyPair.generate()  # a valid seed the server does not know
+    set_cmd = [*d.cli_cmd(), "secret", "set", "--agency", "alpha", "nats-nkey"]
+    assert subprocess.run(set_cmd, input=wrong.seed.encode() + b"\n", env=d.env, timeout=120).returncode == 0
+    d.start()
+    try:
+        wait_for(lambda: json.loads(d.cli("status", "--json").stdout)["streams"].get("nats") == "refused",
+                 30, 0.1, "status shows the refusal")
+        human = d.cli("status")
+        assert "nats: the server refused the credentials" in human.stdout, human.stdout
+        assert wrong.seed.encode() not in d.log.read_bytes()
+    finally:
+        assert d.stop() == 0

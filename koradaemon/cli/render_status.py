@@ -104,4 +104,13 @@ def render_status(st: dict[str, Any], *, online: bool) -> str:
         lines.append(f"lockdowns: {', '.join(st['lockdowns'])}")
     for part, why in sorted((st.get("stalled") or {}).items()):  # held and retried by itself; not tampering
         lines.append(f"stalled {part}: {why} (retrying; nothing is lost)")
+    streams = st.get("streams") or {}
+    if streams.get("nats") == "refused":
+        lines.append("nats: the server refused the credentials; audit records wait in the spool"
+                     " (fix nats.nkey_seed_secret / nats.creds_secret; see the log)")
+    elif streams.get("nats") == "down":
+        lines.append("nats: server unreachable; retrying, records wait in the spool")
+    lost = (st.get("log") or {}).get("console_lines_lost")
+    if lost:
+        lines.append(f"log: {lost} lines could not be written to the console stream (the log file has them)")
     return "\n".join(lines)

@@ -200,6 +200,16 @@ class Daemon:
                 out[name] = part.alive()
         return out
 
+    def streams_status(self) -> dict[str, str]:
+        """The outside streams that are on, each with its state (no addresses, no counts)."""
+        out: dict[str, str] = {}
+        websocket, nats = getattr(self, "websocket", None), getattr(self, "nats", None)  # set as they start
+        if websocket is not None:
+            out["websocket"] = "running" if websocket.alive() else "stopped"
+        if nats is not None:
+            out["nats"] = nats.state()
+        return out
+
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> int:
         self.flags.install()  # usually already in place (runner installs them first thing)

@@ -15,7 +15,7 @@ from ..index.db import open_db
 from ..index.disksize import index_size
 from ..index.service import IndexPipeline
 from ..index.store import AgencyStore
-from ..logsetup import log_file_stalled
+from ..logsetup import console_lines_lost, log_file_stalled
 from ..vault.service import SnapshotService
 from .agencies import Agencies
 
@@ -37,6 +37,8 @@ class StatusSources(Protocol):
     control: ControlServer
     events: EventBus
     vectors: VectorService | None
+
+    def streams_status(self) -> dict[str, str]: ...
 
     def threads_alive(self) -> dict[str, bool]: ...
 
@@ -122,6 +124,8 @@ def full_status(src: StatusSources, agency_id: str, index_files: Mapping[str, Pa
         "agent": mine.pop("agent") or {"state": "disabled"},
         "vault": src.vault.vault_status(),
         "stalled": stalled_parts(src, agency_id),
+        "streams": src.streams_status(),
+        "log": {"console_lines_lost": console_lines_lost()},
     }
 
 
@@ -151,4 +155,6 @@ def status_line(src: StatusSources) -> str:
             parts.append(f"agent {runtime.agent.status().get('state')}")
     if src.vectors is not None:
         parts.append(src.vectors.line())
+    parts += [f"{name} {state}" for name, state in src.streams_status().items()
+              if state not in ("connected", "running")]
     return "; ".join(parts)

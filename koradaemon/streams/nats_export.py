@@ -113,6 +113,16 @@ class NatsExporter:
                 return  # the thread still uses the spool; the process is ending anyway
         self.spool.close()
 
+    def state(self) -> str:
+        """``connected``; ``refused`` (the server refused the credentials: records wait in the
+        spool until they are fixed); ``down`` (unreachable or broken: retrying); ``connecting``."""
+        st = self.stats
+        if st.connected:
+            return "connected"
+        if st.refused:
+            return "refused"
+        return "down" if st.last_error else "connecting"
+
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
