@@ -147,6 +147,48 @@ def bench_burst(d: LiveDaemon, base: Path, files: int, size: int) -> dict[str, f
 
 
 
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "init.defaultBranch=one",
+                    *args], cwd=repo, check=True, stdout=subprocess.DEVNULL)
+
+
+def make_repo(repo: Path, staging: Path, files: int, size: int) -> dict[str, str]:
+    """A git repository (inside the watched root, made before the daemon starts) with ``files`` files on
+    branch ``one`` (checked out) and new content for every one of them on branch ``two``; returns the
+    sha256 each file must have in the index once ``two`` is checked out."""
+    generated_corpus(repo, files, size, seed=31)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one")
+    git(repo, "checkout", "-qb", "two")
+    generated_corpus(staging, files, size, seed=32)
+    want: dict[str, str] = {}
+    for p in sorted((staging).rglob("*.txt")):
+        rel = p.relative_to(staging)
+        data = p.read_bytes()
+        (repo / rel).write_bytes(data)
+        want[f"repo/{rel}"] = hashlib.sha256(data).hexdigest()
+    git(repo, "commit", "-qam", "two")
+    git(repo, "checkout", "-q", "one")
+    return want
+
+
+def bench_checkout(d: LiveDaemon, repo: Path, want: dict[str, str]) -> float:
+    """Seconds from ``git checkout two`` until the index holds branch two's version of every file."""
+    ro = apsw.Connection(str(d.root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    sql = "SELECT path, sha256 FROM documents WHERE agency_id='bench' AND path >= 'repo/' AND path < 'repo0'"
+    try:
+        t0 = time.perf_counter()
+        git(repo, "checkout", "-q", "two")
+        while dict(ro.execute(sql).fetchall()) != want:
+            if time.perf_counter() - t0 > 900:
+                raise SystemExit("checkout did not converge")
+            time.sleep(0.02)
+        return time.perf_counter() - t0
+    finally:
+        ro.close()
+
+
 def bench_search(d: LiveDaemon, queries: int) -> tuple[list[float], list[float]]:
     # Words taken from the index itself by document frequency (bench/corpus.py query_classes),
     # interleaved class by class in the order of KINDS.
@@ -181,6 +223,8 @@ def main() -> None:
     ap.add_argument("--debounce-ms", type=int, default=20)
     ap.add_argument("--burst", type=int, default=0, help="files per burst (0: no burst test)")
     ap.add_argument("--corpus", choices=("generated", "stdlib"), default="generated")
+    ap.add_argument("--checkout", type=int, default=0,
+                    help="files a real `git checkout` changes while the daemon runs (0: no checkout test)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kora-live-") as tmp:
         d = LiveDaemon(Path(tmp), args.debounce_ms)
@@ -188,6 +232,11 @@ def main() -> None:
             nfiles, nbytes = stdlib_corpus(Path(tmp) / "corpus")
         else:
             nfiles, nbytes = generated_corpus(Path(tmp) / "corpus", args.files, args.size)
+        repo_want: dict[str, str] = {}
+        if args.checkout:
+            repo_want = make_repo(Path(tmp) / "corpus" / "repo", Path(tmp) / "repo-two", args.checkout, args.size)
+            nfiles += args.checkout
+            nbytes += sum(p.stat().st_size for p in (Path(tmp) / "corpus" / "repo").rglob("*.txt"))
         peak = [0.0]
         stop = threading.Event()
         try:
@@ -229,6 +278,12 @@ def main() -> None:
                 for kind, secs in bench_burst(d, Path(tmp), args.burst, args.size).items():
                     print(f"burst of {args.burst} files {kind}: {secs:.2f} s, {args.burst / secs:.0f} files/s,"
                           f" {args.burst / secs / rate:.2f} of the start-up crawl's {rate:.0f} files/s")
+            if args.checkout:
+                rate = sync["files"] / sync["seconds"] if sync.get("seconds") else nfiles / dt
+                secs = bench_checkout(d, Path(tmp) / "corpus" / "repo", repo_want)
+                print(f"git checkout of a branch changing {args.checkout} files: {secs:.2f} s,"
+                      f" {args.checkout / secs:.0f} files/s, {args.checkout / secs / rate:.2f} of the start-up"
+                      f" crawl's {rate:.0f} files/s")
             sock, direct = bench_search(d, args.queries)
             print(f"search top-10 via socket: p50 {pct(sock, 0.5):.2f} ms, p99 {pct(sock, 0.99):.2f} ms;"
                   f" in-process floor p50 {pct(direct, 0.5):.2f} ms, p99 {pct(direct, 0.99):.2f} ms;"
