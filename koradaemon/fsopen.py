@@ -117,7 +117,10 @@ def split_relative(rel: str) -> tuple[str, ...]:
     """
     if not rel or "\x00" in rel or rel.startswith("/"):
         raise PathError(f"path: {rel!r} is not a relative path")
-    parts = tuple(p for p in rel.split("/") if p not in ("", "."))
+    split = rel.split("/")
+    if "" not in split and "." not in split and ".." not in split:  # the usual path: nothing to drop
+        return tuple(split)
+    parts = tuple(p for p in split if p not in ("", "."))
     if not parts or ".." in parts:
         raise PathError(f"path: {rel!r} is empty or contains '..'")
     return parts
@@ -145,10 +148,16 @@ def _load_openat2() -> Callable[[int, bytes, int], int] | None:
         return None
     syscall = libc.syscall
     syscall.restype = ctypes.c_long
+    # Declared argument types: ctypes converts plain ints and bytes itself (no wrapper objects per call).
+    syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+    hows: dict[int, tuple[_OpenHow, int]] = {}  # one open_how per flags value, kept alive here
 
     def openat2(dir_fd: int, name: bytes, flags: int) -> int:
-        how = _OpenHow(flags, 0, _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS | _RESOLVE_BENEATH)
-        fd = int(syscall(_SYS_OPENAT2, ctypes.c_int(dir_fd), name, ctypes.byref(how), ctypes.c_size_t(24)))
+        known = hows.get(flags)
+        if known is None:
+            how = _OpenHow(flags, 0, _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS | _RESOLVE_BENEATH)
+            known = hows[flags] = (how, ctypes.addressof(how))
+        fd = int(syscall(_SYS_OPENAT2, dir_fd, name, known[1], ctypes.sizeof(_OpenHow)))
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), name.decode(errors="surrogateescape"))

@@ -274,3 +274,17 @@ def test_a_fifo_as_vault_passphrase_file_is_refused_without_blocking(tmp_path: P
     t.join(10)
     assert not t.is_alive(), "load_passphrase blocked on a FIFO"
     assert result and "not a regular file" in str(result[0])
+
+
+def test_split_relative_drops_empty_and_dot_parts_and_refuses_escapes() -> None:
+    from koradaemon.errors import PathError
+    from koradaemon.fsopen import split_relative
+
+    assert split_relative("a/b/c.md") == ("a", "b", "c.md")
+    assert split_relative("a//b/./c.md") == ("a", "b", "c.md")
+    assert split_relative("./a/") == ("a",)
+    assert split_relative("a\\b") == ("a\\b",)  # a backslash is part of a name
+    assert split_relative("...") == ("...",)
+    for bad in ("", "/etc/passwd", "a/../b", "..", "a/\x00", ".", "./", "//"):
+        with pytest.raises(PathError):
+            split_relative(bad)
