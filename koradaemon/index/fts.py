@@ -72,15 +72,23 @@ def ensure(conn: apsw.Connection, agency_id: str) -> str:
     """Create the agency's table if needed (inside the caller's transaction); returns its name."""
     name = table(agency_id)
     if not exists(conn, agency_id):
-        conn.execute(create_sql(name))
+        create(conn, name)
         _KNOWN.setdefault(conn, set()).add(agency_id)
     return name
 
 
-def create_sql(name: str) -> str:
-    """The CREATE statement of a per-agency table named ``name`` (quoted)."""
-    return (f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING fts5(body, extra, tokenize = '{TOKENIZER}',"
-            " content = '', contentless_delete = 1)")
+# A segment becomes due for merging once this share (%) of its rows is deleted. FTS5's default, 10,
+# re-merges a big segment again and again while a burst rewrites its files (a branch switch): each
+# merge rewrites the segment for a tenth of it deleted. Deleted rows are dropped by every merge
+# anyway (automerge of a level, the writer's merging in quiet moments).
+DELETE_MERGE_PERCENT = 50
+
+
+def create(conn: apsw.Connection, name: str) -> None:
+    """Create a per-agency table named ``name`` (quoted): contentless, rows deletable by rowid."""
+    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING fts5(body, extra, tokenize = '{TOKENIZER}',"
+                 " content = '', contentless_delete = 1)")
+    conn.execute(f"INSERT INTO {name}({name}, rank) VALUES ('deletemerge', ?)", (DELETE_MERGE_PERCENT,))
 
 
 def forget(conn: apsw.Connection) -> None:

@@ -66,7 +66,7 @@ def _contentless_fts(conn: apsw.Connection) -> None:
         content = f'"{_MOVING}_content"'
         conn.execute(f"UPDATE chunks SET line = x.c2 FROM {content} x"
                      " WHERE x.id = chunks.id AND chunks.agency_id = ? AND x.c2 IS NOT NULL", (agency_id,))
-        conn.execute(fts.create_sql(name))
+        fts.create(conn, name)
         conn.execute(f"INSERT INTO {name}(rowid, body, extra) SELECT id, c0, c1 FROM {content} ORDER BY id")
         conn.execute(f"DROP TABLE {moving}")
     fts.forget(conn)
