@@ -33,6 +33,7 @@ import psutil
 from corpus import WORDS, generated_corpus, query_classes, stdlib_corpus
 from daemon_proc import LiveDaemon
 
+from koradaemon.index.retrieval import FileTexts
 from koradaemon.index.store import AgencyStore
 
 
@@ -193,7 +194,7 @@ def bench_search(d: LiveDaemon, queries: int) -> tuple[list[float], list[float]]
     # Words taken from the index itself by document frequency (bench/corpus.py query_classes),
     # interleaved class by class in the order of KINDS.
     ro = apsw.Connection(str(d.root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)
-    classes = query_classes(ro, "fts_bench", random.Random(5), max(1, queries // len(KINDS)))
+    classes = query_classes(ro, "fts_bench", random.Random(5), max(1, queries // len(KINDS)), d.root)
     ro.close()
     per_kind = [classes[k] for k in KINDS]
     qs = [per_kind[i % len(KINDS)][i // len(KINDS)] for i in range(len(KINDS) * len(per_kind[0]))]
@@ -205,7 +206,7 @@ def bench_search(d: LiveDaemon, queries: int) -> tuple[list[float], list[float]]
             c.call("search", "bench", token, query=q, limit=10)
             via_socket.append(time.perf_counter() - t0)
     conn = apsw.Connection(str(d.root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)
-    store = AgencyStore(conn, "bench")
+    store = AgencyStore(conn, "bench", FileTexts(d.root, ("corpus",)))
     direct = []
     for q in qs:
         t0 = time.perf_counter()

@@ -27,6 +27,7 @@ from corpus import query_classes, stdlib_pieces
 from daemon_proc import LiveDaemon
 
 from koradaemon.index.query import parse
+from koradaemon.index.retrieval import FileTexts
 from koradaemon.index.store import AgencyStore
 
 
@@ -67,8 +68,8 @@ def main() -> None:
             print(f"indexed {nfiles} files ({nbytes / 1e6:.1f} MB, one chunk each) in {dt:.1f} s")
             time.sleep(args.settle)
             ro = apsw.Connection(str(d.root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)
-            store = AgencyStore(ro, "bench")
-            classes = query_classes(ro, "fts_bench", random.Random(5), args.per_class)
+            store = AgencyStore(ro, "bench", FileTexts(d.root, ("corpus",)))
+            classes = query_classes(ro, "fts_bench", random.Random(5), args.per_class, d.root)
             token = d.token()
             daemon = psutil.Process(d.proc.pid) if d.proc else None
             print(f"{'class':14s} {'socket p50':>10s} {'p99':>8s} {'daemon CPU/q':>12s} | {'raw FTS5 p50':>12s}"

@@ -108,12 +108,14 @@ def stdlib_pieces(dest: Path, pieces: int, piece_bytes: int = 1000) -> tuple[int
     return made, total
 
 
-def query_classes(conn: object, table: str, rnd: random.Random, per_class: int) -> dict[str, list[str]]:
+def query_classes(conn: object, table: str, rnd: random.Random, per_class: int,
+                  data_root: Path) -> dict[str, list[str]]:
     """Typed queries per class, with words picked from the index by document frequency (fts5vocab).
 
     rare: in 2-20 chunks; mid: in 0.3-3 % of chunks; common: in more than half of them;
     prefix: the first 4 letters of a mid word; phrase: two adjacent common words;
-    and: a common word and a mid word.
+    and: a common word and a mid word. Phrases come from 500 random chunks, read from their files
+    below ``data_root`` (the full-text tables keep no text).
     """
     import re
 
@@ -130,10 +132,17 @@ def query_classes(conn: object, table: str, rnd: random.Random, per_class: int) 
         common = sorted(df, key=df.__getitem__)[-10:]
     pairs: dict[tuple[str, str], int] = {}
     common_set = set(t for t, d in df.items() if d > 0.1 * n) or set(common)
-    rows = conn.execute(f'SELECT body FROM "{table}" WHERE rowid IN'
+    rows = conn.execute("SELECT d.root, d.path, c.byte_offset, c.byte_length FROM chunks c"
+                        " JOIN documents d ON d.id = c.document_id WHERE c.id IN"
                         f' (SELECT rowid FROM "{table}" ORDER BY random() LIMIT 500)').fetchall()
-    for (body,) in rows:
-        toks = re.findall(r"[a-z]+", str(body).lower())
+    for root, path, offset, length in rows:
+        try:
+            with open(data_root / root / path, "rb") as fh:
+                fh.seek(offset)
+                body = fh.read(length).decode("utf-8", "replace")
+        except OSError:
+            continue
+        toks = re.findall(r"[a-z]+", body.lower())
         for a, b in itertools.pairwise(toks):
             if a in common_set and b in common_set and a != b:
                 pairs[(a, b)] = pairs.get((a, b), 0) + 1

@@ -13,6 +13,7 @@ import apsw
 
 from koradaemon.index.db import immediate, open_db
 from koradaemon.index.fts import derive
+from koradaemon.index.retrieval import FileTexts
 from koradaemon.index.store import AgencyStore
 
 VOCAB = [f"w{i}" for i in range(3000)]
@@ -22,13 +23,27 @@ VOCAB = [f"w{i}" for i in range(3000)]
 _derive = functools.lru_cache(maxsize=4096)(derive)
 
 
+def data_root(conn: apsw.Connection) -> Path:
+    """Where :func:`put_texts` writes the files: the database's folder."""
+    return Path(conn.filename).parent
+
+
+def store_of(conn: apsw.Connection, agency: str, roots: tuple[str, ...] = ("r",)) -> AgencyStore:
+    """The agency's store, reading hit texts from the files :func:`put_texts` wrote."""
+    return AgencyStore(conn, agency, FileTexts(data_root(conn), roots))
+
+
 def put_texts(conn: apsw.Connection, agency: str, texts: Iterable[tuple[str, str]], root: str = "r") -> int:
-    """Index (path, text) pairs as one-chunk documents in one transaction; returns the count."""
+    """Write (path, text) pairs as files below the database's folder and index each as a one-chunk
+    document, all in one transaction; returns the count."""
     store = AgencyStore(conn, agency)
+    folder = data_root(conn) / root
     n = 0
     with immediate(conn):
         for path, text in texts:
             raw = text.encode()
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_bytes(raw)
             digest = hashlib.sha256(raw).hexdigest()
             store.put_document(root, path, len(raw), 0, digest, [(0, len(raw), digest, text, 1, _derive(text))])
             n += 1

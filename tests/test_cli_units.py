@@ -110,6 +110,10 @@ def test_search_rendering_groups_by_file_with_lines_and_markers() -> None:
     assert lines[6] == "r/c.md" and "score 1.00e-06" in lines[8]
     coloured = render_search({"hits": hits[:1]}, offset=0, color=True)
     assert "\x1b[1;31mfennel\x1b[0m" in coloured and "«fennel»" not in coloured
+    stale = {"root": "r", "path": "d.md", "offset": 0, "length": 4, "snippet": "", "highlights": [],
+             "line_start": 7, "line_end": 7, "match_line": 7, "stale": True}
+    assert "L7  (stale: the file changed since it was indexed)" in render_search({"hits": [stale]}, offset=0,
+                                                                              color=False)
 
 
 def test_migrations_from_several_processes_at_once(tmp_path: Path) -> None:

@@ -45,13 +45,18 @@ def skipped_reasons(d: DaemonProc, agency: str = "alpha") -> dict[str, int]:
 
 
 def all_indexed_text(d: DaemonProc) -> str:
-    """Every value of every full-text table, all agencies (read straight from the database)."""
+    """Every term of every full-text table, all agencies (read straight from the database: the
+    tables keep no text, their fts5vocab tables list what was indexed)."""
     conn = apsw.Connection(os.fspath(d.root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         tables = [str(r[0]) for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE '%USING fts5%'")]
         assert tables, "no full-text tables found"
-        return "\n".join(str(v) for t in tables for row in conn.execute(f'SELECT * FROM "{t}"') for v in row)
+        terms = []
+        for i, t in enumerate(tables):
+            conn.execute(f"CREATE VIRTUAL TABLE temp.vocab{i} USING fts5vocab(main, '{t}', 'row')")
+            terms += [str(r[0]) for r in conn.execute(f"SELECT term FROM temp.vocab{i}")]
+        return "\n".join(terms)
     finally:
         conn.close()
 

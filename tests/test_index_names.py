@@ -18,7 +18,7 @@ from koradaemon.index.db import open_db
 from koradaemon.index.jobs import DeleteJob, MoveJob
 from koradaemon.index.names import fs_name, shown_name
 from koradaemon.index.prepare import ChunkParams, prepare_index
-from koradaemon.index.retrieval import ChunkRef, read_chunk_text
+from koradaemon.index.retrieval import ChunkRef, FileTexts, read_chunk_text
 from koradaemon.index.store import AgencyStore
 from koradaemon.index.writer import Applied, Writer
 
@@ -73,7 +73,7 @@ def test_store_indexes_renames_and_deletes_non_utf8_names(env: tuple[Path, Write
     index(tmp, writer, BAD)
     assert writer.alive(), "the writer survives a non-UTF-8 name"
     conn = open_db(tmp / "k.db")
-    hits = AgencyStore(conn, "a").search("rutabaga")
+    hits = AgencyStore(conn, "a", FileTexts(tmp, (ROOT,))).search("rutabaga")
     assert [h.path for h in hits] == [SHOWN]
     assert applied[-1].type == "index" and applied[-1].data["path"] == SHOWN
     ref = ChunkRef(ROOT, hits[0].path, hits[0].byte_offset, hits[0].byte_length, hits[0].sha256)
@@ -90,12 +90,12 @@ def test_store_indexes_renames_and_deletes_non_utf8_names(env: tuple[Path, Write
     writer.submit(MoveJob("a", ROOT, "dir\udcfe", "moved\udc80", tree=True))
     writer.flush()
     assert paths(tmp) == ["moved\\x80/x\\xc3.md"]
-    hit = AgencyStore(conn, "a").search("rutabaga")[0]
+    hit = AgencyStore(conn, "a", FileTexts(tmp, (ROOT,))).search("rutabaga")[0]
     ref = ChunkRef(ROOT, hit.path, hit.byte_offset, hit.byte_length, hit.sha256)
     assert read_chunk_text(tmp, (ROOT,), ref).startswith("rutabaga")
     writer.submit(DeleteJob("a", ROOT, "moved\udc80", tree=True))
     writer.flush()
-    assert paths(tmp) == [] and AgencyStore(conn, "a").search("rutabaga") == []
+    assert paths(tmp) == [] and AgencyStore(conn, "a", FileTexts(tmp, (ROOT,))).search("rutabaga") == []
     assert [a.data.get("path", a.data.get("src")) for a in applied] == [SHOWN, SHOWN, "dir\\xfe", "moved\\x80"]
     conn.close()
 

@@ -11,6 +11,7 @@ from koradaemon.index.chunking import ChunkParams
 from koradaemon.index.db import open_db
 from koradaemon.index.jobs import Applied, IndexJob, ReadJob
 from koradaemon.index.prepare import EAGER_LIMIT
+from koradaemon.index.retrieval import FileTexts
 from koradaemon.index.store import AgencyStore
 from koradaemon.index.writer import Writer
 
@@ -108,11 +109,12 @@ def test_rewrites_in_one_batch_leave_no_old_text(env: tuple[Path, Writer, list[A
     writer.flush()
     conn = open_db(tmp / "k.db")
     try:
-        store = AgencyStore(conn, "a")
+        store = AgencyStore(conn, "a", FileTexts(tmp, (ROOT,)))
         assert store.search("oldword") == [] and store.search("interim") == []
         assert sorted(h.path for h in store.search("newword", limit=100)) == sorted(names)
         (fts_rows,) = conn.execute('SELECT count(*) FROM "fts_a"').fetchone()
         assert fts_rows == store.stats()["chunks"] == len(names)
+        conn.execute("""INSERT INTO "fts_a"("fts_a") VALUES ('integrity-check')""")
     finally:
         conn.close()
     assert len([a for a in applied if a.type == "index"]) == 2 * len(names) + 1

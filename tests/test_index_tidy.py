@@ -9,6 +9,7 @@ from koradaemon.index import fts
 from koradaemon.index.db import immediate, open_db
 from koradaemon.index.fts import merge_step
 from koradaemon.index.prepare import ChunkParams, prepare_index
+from koradaemon.index.retrieval import FileTexts
 from koradaemon.index.store import AgencyStore
 from koradaemon.index.writer import Writer
 
@@ -46,7 +47,7 @@ def test_segments_left_by_bulk_work_are_merged_when_quiet(tmp_path: Path) -> Non
     try:
         with immediate(conn):
             assert not merge_step(conn, -64), "one segment left: nothing to merge"
-        hits = AgencyStore(conn, "a").search("word3x4", 10)
+        hits = AgencyStore(conn, "a", FileTexts(tmp_path, (ROOT,))).search("word3x4", 10)
         assert [h.path for h in hits] == ["f3-4.txt"]
     finally:
         conn.close()
@@ -60,13 +61,14 @@ def test_merge_step_says_whether_there_was_anything_to_merge(tmp_path: Path) -> 
             name = fts.ensure(conn, "a")
         for i in range(6):  # one segment per transaction
             with immediate(conn):
-                conn.execute(f"INSERT INTO {name}(body, extra, line) VALUES (?, '', 1)", (f"word{i} common",))
+                conn.execute(f"INSERT INTO {name}(rowid, body, extra) VALUES (?, ?, '')", (i + 1, f"word{i} common"))
         with immediate(conn):
             assert merge_step(conn, -64)
         while True:
             with immediate(conn):
                 if not merge_step(conn, -64):
                     break
-        assert [r[0] for r in conn.execute(f"SELECT body FROM {name} WHERE {name} MATCH 'word4'")] == ["word4 common"]
+        assert [r[0] for r in conn.execute(f"SELECT rowid FROM {name} WHERE {name} MATCH 'word4'")] == [5]
+        conn.execute(f"INSERT INTO {name}({name}) VALUES ('integrity-check')")
     finally:
         conn.close()

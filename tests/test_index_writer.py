@@ -12,7 +12,7 @@ from koradaemon.errors import QueryError
 from koradaemon.index.db import integrity_ok, open_db
 from koradaemon.index.jobs import DeleteJob, MoveJob
 from koradaemon.index.prepare import ChunkParams, prepare_index
-from koradaemon.index.retrieval import ChunkRef, StaleChunk, open_chunk
+from koradaemon.index.retrieval import ChunkRef, FileTexts, StaleChunk, open_chunk
 from koradaemon.index.store import AgencyStore
 from koradaemon.index.writer import Applied, Writer
 
@@ -42,7 +42,7 @@ def index(tmp: Path, writer: Writer, rel: str, agency: str = "a", params: ChunkP
 
 
 def store(tmp: Path, agency: str = "a") -> AgencyStore:
-    return AgencyStore(open_db(tmp / "k.db"), agency)
+    return AgencyStore(open_db(tmp / "k.db"), agency, FileTexts(tmp, (ROOT,)))
 
 
 def test_index_search_and_reference_round_trip(env: tuple[Path, Writer, list[Applied]]) -> None:

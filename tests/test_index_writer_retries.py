@@ -16,6 +16,7 @@ from diskutil import small_tmpfs
 from koradaemon.index.db import open_db
 from koradaemon.index.jobs import IndexJob
 from koradaemon.index.prepare import EAGER_LIMIT, ChunkParams, LazyRows, prepare_index
+from koradaemon.index.retrieval import FileTexts
 from koradaemon.index.store import AgencyStore
 from koradaemon.index.writer import Applied, Writer
 from koradaemon.watch.changes import ChangeKind
@@ -123,7 +124,7 @@ def test_the_idle_writer_merges_the_fts_segments_of_single_file_commits(folder: 
     assert isinstance(before, int) and isinstance(after, int) and after < before, (before, after)
     conn = open_db(db)
     try:
-        hits = AgencyStore(conn, "a").search("turnips", limit=50)
+        hits = AgencyStore(conn, "a", FileTexts(folder, (ROOT,))).search("turnips", limit=50)
     finally:
         conn.close()
     assert len(hits) == 30, "merging lost nothing"
@@ -145,7 +146,9 @@ def test_a_full_database_holds_a_streamed_file_and_indexes_all_of_it_when_space_
     src = tmp_path / ROOT
     src.mkdir()
     with open(src / "big.txt", "w") as fh:
-        fh.write("alpha needle first line\n" + "filler words here\n" * (EAGER_LIMIT // 18 + 10) + "omega needle\n")
+        # numbered lines: the index (not the text: the tables keep none) needs more than the 2 MB left
+        fh.write("alpha needle first line\n" + "".join(f"filler words {i}\n" for i in range(EAGER_LIMIT // 18 + 10))
+                 + "omega needle\n")
     with small_tmpfs(tmp_path / "disk", "12m") as disk:
         db = disk / "k.db"
         open_db(db).close()
@@ -169,7 +172,7 @@ def test_a_full_database_holds_a_streamed_file_and_indexes_all_of_it_when_space_
         assert seqs == list(range(expected)), "every chunk, from the first"
         conn = open_db(db)
         try:
-            store = AgencyStore(conn, "a")
+            store = AgencyStore(conn, "a", FileTexts(tmp_path, (ROOT,)))
             assert [h.path for h in store.search("alpha needle")] == ["big.txt"]
             assert [h.path for h in store.search("omega needle")] == ["big.txt"]
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

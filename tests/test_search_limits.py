@@ -7,7 +7,7 @@ import string
 import time
 
 import pytest
-from search_util import new_db, put_texts
+from search_util import new_db, put_texts, store_of
 
 from koradaemon.errors import QueryError, QueryTooExpensive
 from koradaemon.index import search
@@ -25,7 +25,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> AgencyStore:
     conn = new_db(tmp_path_factory.mktemp("lim"))
     texts = [(f"f{i}.txt", " ".join(rnd.choices(words, k=300)) + f" needle{i}") for i in range(3000)]
     put_texts(conn, "alpha", texts)
-    return AgencyStore(conn, "alpha")
+    return store_of(conn, "alpha")
 
 
 @pytest.mark.parametrize("raw", [False, True])
@@ -57,8 +57,9 @@ def test_pathological_queries_stop_at_the_time_limit(store: AgencyStore, query: 
 def test_a_search_using_more_cpu_than_slow_s_calls_on_slow_once(store: AgencyStore,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    search.run(store.conn, "alpha", parse("needle17"), on_slow=lambda: calls.append(1))
+    assert store.texts is not None
+    search.run(store.conn, "alpha", parse("needle17"), on_slow=lambda: calls.append(1), texts=store.texts)
     assert calls == [], "a cheap search keeps its priority"
     monkeypatch.setattr(search, "SLOW_S", 0.0)
-    search.run(store.conn, "alpha", parse("needle1*"), on_slow=lambda: calls.append(1))
+    search.run(store.conn, "alpha", parse("needle1*"), on_slow=lambda: calls.append(1), texts=store.texts)
     assert calls == [1]

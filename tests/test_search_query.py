@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from search_util import new_db, put_texts
+from search_util import new_db, put_texts, store_of
 
 from koradaemon.errors import QueryError, QueryTooExpensive
 from koradaemon.index.query import parse
@@ -25,7 +25,7 @@ TEXTS = [
 def store(tmp_path_factory: pytest.TempPathFactory) -> AgencyStore:
     conn = new_db(tmp_path_factory.mktemp("q"))
     put_texts(conn, "alpha", TEXTS)
-    return AgencyStore(conn, "alpha")
+    return store_of(conn, "alpha")
 
 
 @pytest.mark.parametrize(
@@ -110,4 +110,4 @@ def test_no_query_string_produces_an_sqlite_message(store: AgencyStore, text: st
 
 def test_filters_need_no_database_for_parsing(tmp_path: Path) -> None:
     conn = new_db(tmp_path)
-    assert AgencyStore(conn, "nobody").search("anything") == [], "an agency without a table has no hits"
+    assert store_of(conn, "nobody").search("anything") == [], "an agency without a table has no hits"

@@ -6,17 +6,16 @@ from pathlib import Path
 
 import apsw
 import pytest
-from search_util import new_db, put_texts, zipf_texts
+from search_util import data_root, new_db, put_texts, store_of, zipf_texts
 
 from koradaemon.index import fts, search
 from koradaemon.index.query import parse
-from koradaemon.index.store import AgencyStore
 
 QUERIES = ["w0", "w5 w40", '"w1 w2"', "w12*", "w7 OR w300", "w3 -w4", "uniqa3"]
 
 
 def alpha_view(conn: apsw.Connection) -> dict[str, list[tuple[str, float, int]]]:
-    store = AgencyStore(conn, "alpha")
+    store = store_of(conn, "alpha")
     out = {}
     for q in QUERIES:
         steps = [0]
@@ -52,7 +51,7 @@ def test_another_agency_changes_neither_scores_nor_query_cost(tmp_path: Path) ->
     before = db(tmp_path, "before")  # beta first: alpha's chunk ids differ, its scores must not
     put_texts(before, "beta", beta)
     put_texts(before, "alpha", zipf_texts(60, seed=1, prefix="a"))
-    assert AgencyStore(beside, "beta").search("w0"), "beta holds the same words"
+    assert store_of(beside, "beta").search("w0"), "beta holds the same words"
     a, b, c = alpha_view(alone), alpha_view(beside), alpha_view(before)
     for q in QUERIES:
         assert a[q], f"{q!r} finds alpha documents"
@@ -80,8 +79,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> apsw.Connection:
 
 def _phrase_with_a_rare_word(conn: apsw.Connection, i: int) -> str:
     """The last common word of document i and its unique word, as a phrase (adjacent tokens)."""
-    name = fts.table("alpha")
-    (text,) = conn.execute(f"SELECT body FROM {name} WHERE {name} MATCH ?", (f"uniqd{i}",)).fetchone()
+    text = (data_root(conn) / "r" / f"d{i}.txt").read_text()
     return f'"{text.split()[-2]} uniqd{i}"'
 
 
@@ -90,7 +88,7 @@ def _phrase_with_a_rare_word(conn: apsw.Connection, i: int) -> str:
 def test_selective_queries_return_exactly_the_full_bm25_top_10(big: apsw.Connection, q: str) -> None:
     if q == "PHRASE":
         q = _phrase_with_a_rare_word(big, 7)
-    page = AgencyStore(big, "alpha").search_page(q, 10)
+    page = store_of(big, "alpha").search_page(q, 10)
     ref = full_bm25_top(big, "alpha", q)
     assert page.exact and page.total <= search.CAP
     assert len(ref) == len(page.hits) > 0
@@ -103,7 +101,7 @@ def test_selective_queries_return_exactly_the_full_bm25_top_10(big: apsw.Connect
 def test_a_word_in_most_chunks_ranks_a_bounded_set_and_says_so(big: apsw.Connection) -> None:
     (n,) = big.execute(f"SELECT count(*) FROM {fts.table('alpha')} WHERE {fts.table('alpha')} MATCH 'w0'").fetchone()
     assert n > search.CAP
-    page = AgencyStore(big, "alpha").search_page("w0", 10)
+    page = store_of(big, "alpha").search_page("w0", 10)
     assert not page.exact and page.to_dict()["total_exact"] is False
     assert 0.5 * n <= page.total <= 1.5 * n, f"estimate {page.total} for {n}"
     newest = {r[0] for r in big.execute(
@@ -126,7 +124,7 @@ def test_a_phrase_of_common_words_is_looked_for_among_the_newest_chunks_of_its_r
     matches = {r[0] for r in big.execute(f"SELECT rowid FROM {name} WHERE {name} MATCH ?", ('"w3 w4"',))}
     in_window = {r for r in matches if r >= window[-1]}
     assert len(in_window) >= 10, "the fixture has enough matches in the window"
-    page = AgencyStore(big, "alpha").search_page('"w3 w4"', 10)
+    page = store_of(big, "alpha").search_page('"w3 w4"', 10)
     assert not page.exact and len(page.hits) == 10
     assert {h.chunk_id for h in page.hits} <= in_window
     assert len(matches) // 2 <= page.total <= 2 * len(matches), f"estimate {page.total} for {len(matches)}"
@@ -139,10 +137,10 @@ def test_a_window_with_too_few_matches_grows_to_older_chunks(tmp_path: Path) -> 
     old = [(f"old{i}.txt", f"alpha beta gamma old{i}\n") for i in range(3)]  # the phrase, only in the oldest
     new = [(f"new{i}.txt", f"alpha x beta y new{i}\n") for i in range(search.CAP + 500)]
     put_texts(conn, "alpha", old + new)
-    page = AgencyStore(conn, "alpha").search_page('"alpha beta"', 10)
+    page = store_of(conn, "alpha").search_page('"alpha beta"', 10)
     assert sorted(h.path for h in page.hits) == ["old0.txt", "old1.txt", "old2.txt"]
     assert page.total == 3
-    assert AgencyStore(conn, "alpha").search_page('"alpha beta" old1', 10).exact
+    assert store_of(conn, "alpha").search_page('"alpha beta" old1', 10).exact
 
 
 def test_document_frequencies_kept_between_queries_follow_new_data(tmp_path: Path) -> None:
@@ -150,7 +148,7 @@ def test_document_frequencies_kept_between_queries_follow_new_data(tmp_path: Pat
     put_texts(conn, "alpha", [(f"a{i}.txt", "w0 w0 w500\n" if i % 20 == 0 else f"w0 x{i % 50}\n")
                               for i in range(search.CAP + 100)] + [(f"b{i}.txt", f"y{i}\n") for i in range(2400)])
     writer = new_db(tmp_path)  # another connection commits: the reader's kept counts are stale
-    store = AgencyStore(conn, "alpha")
+    store = store_of(conn, "alpha")
     for _ in range(2):
         page = store.search_page("w0 w500", 10)
         assert page.exact and [h.bm25 for h in page.hits] == [s for _, s in full_bm25_top(conn, "alpha", "w0 w500")]
@@ -158,7 +156,7 @@ def test_document_frequencies_kept_between_queries_follow_new_data(tmp_path: Pat
 
 
 def test_offset_pages_through_the_same_ranking(big: apsw.Connection) -> None:
-    store = AgencyStore(big, "alpha")
+    store = store_of(big, "alpha")
     whole = [h.chunk_id for h in store.search_page("w200", 30).hits]
     paged = [h.chunk_id for o in (0, 10, 20) for h in store.search_page("w200", 10, o).hits]
     assert paged == whole and len(whole) == 30
@@ -171,5 +169,5 @@ def test_agency_names_never_meet_another_agencys_shadow_tables(tmp_path: Path) -
         put_texts(conn, agency, [(f"{agency}.txt", f"shared word{i}\n")])
     assert sorted(fts.agencies(conn)) == sorted(names)
     for agency in names:
-        assert [h.path for h in AgencyStore(conn, agency).search("shared")] == [f"{agency}.txt"]
-        assert AgencyStore(conn, agency).search_page("shared").total == 1
+        assert [h.path for h in store_of(conn, agency).search("shared")] == [f"{agency}.txt"]
+        assert store_of(conn, agency).search_page("shared").total == 1

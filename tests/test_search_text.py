@@ -10,7 +10,7 @@ import pytest
 
 from koradaemon.index.db import open_db
 from koradaemon.index.prepare import ChunkParams, prepare_index
-from koradaemon.index.retrieval import ChunkRef, read_chunk_text
+from koradaemon.index.retrieval import ChunkRef, FileTexts, read_chunk_text
 from koradaemon.index.store import AgencyStore
 from koradaemon.index.writer import Writer
 
@@ -33,7 +33,7 @@ def index(tmp: Path, writer: Writer, rel: str, data: bytes, params: ChunkParams 
     assert job is not None
     writer.submit(job)
     writer.flush()
-    return AgencyStore(open_db(tmp / "k.db"), "a")
+    return AgencyStore(open_db(tmp / "k.db"), "a", FileTexts(tmp, (ROOT,)))
 
 
 def check_refs(tmp: Path, store: AgencyStore, query: str, data: bytes) -> list[str]:

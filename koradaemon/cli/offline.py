@@ -112,16 +112,17 @@ def search(cfg: Config, agency: str, query: str, limit: int, offset: int = 0, ft
         from ..vectors import VectorsUnavailable
 
         raise VectorsUnavailable(f"--mode {mode} needs the running daemon", hint="start it, or use --mode keyword")
+    from ..index.retrieval import FileTexts
     from ..index.store import AgencyStore
+
+    a = cfg.agency(agency)
+    assert a is not None
 
     def run(conn: apsw.Connection) -> dict[str, Any]:
         _check_unlocked(conn, agency)
-        store = AgencyStore(conn, agency)
-        if hasattr(store, "search_page"):  # the store pages and counts itself
-            return dict(store.search_page(query, limit, offset, raw=fts,
-                                          time_limit=cfg.index.search_time_limit_ms / 1000).to_dict())
-        hits = store.search(query, limit + offset)
-        return {"hits": [h.to_dict() for h in hits][offset:]}
+        store = AgencyStore(conn, agency, FileTexts(cfg.data_root, a.roots))
+        return dict(store.search_page(query, limit, offset, raw=fts,
+                                      time_limit=cfg.index.search_time_limit_ms / 1000).to_dict())
 
     return dict(_with_db(cfg, run))
 

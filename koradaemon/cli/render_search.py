@@ -72,6 +72,8 @@ def _score(h: dict[str, Any]) -> str:
 
 
 def _snippet(h: dict[str, Any], color: bool) -> str:
+    if h.get("stale") is True:  # the file changed since indexing: no text to show
+        return "(stale: the file changed since it was indexed)"
     raw = str(h.get("snippet", ""))
     ranges = h.get("highlights")
     if isinstance(ranges, list) and ranges:

@@ -27,7 +27,7 @@ from ..index.db import open_db
 from ..index.disksize import index_files
 from ..index.lines import line_range
 from ..index.query import parse
-from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
+from ..index.retrieval import ChunkRef, FileTexts, StaleChunk, read_chunk_text
 from ..index.store import AgencyStore
 from ..vault.secrets import SecretStore
 from .runtime import AgencyRuntime
@@ -154,19 +154,22 @@ class Operations:
         if mode not in ("", "keyword", "vector", "hybrid"):
             raise UsageError("mode must be keyword, vector or hybrid")
         incomplete = self.d.pipeline.sync.incomplete(req.agency_id)  # a sync still running: may miss files
+        texts = FileTexts(self.d.data_root, self._runtime(req).agency.roots)
         if mode in ("vector", "hybrid") or (not mode and self.d.vectors is not None):
             from ..vectors.search import run_search
 
             lower_thread_priority()  # embedding the query is always heavy work
             with self._reading() as conn:
-                found = dict(run_search(self.d.vectors, AgencyStore(conn, req.agency_id), query, limit, mode))
+                found = dict(run_search(self.d.vectors, AgencyStore(conn, req.agency_id, texts), query, limit,
+                                             mode))
             return {**found, "incomplete": incomplete}
         if not 0 <= offset <= MAX_OFFSET:
             raise UsageError(f"offset must be between 0 and {MAX_OFFSET}")
         parsed = parse(query, raw=raw)
         with self._reading() as conn:
             page = searching.run(conn, req.agency_id, parsed, limit, offset,
-                                 self.d.cfg.index.search_time_limit_ms / 1000, on_slow=lower_thread_priority)
+                                 self.d.cfg.index.search_time_limit_ms / 1000, on_slow=lower_thread_priority,
+                                 texts=texts)
         out: dict[str, Any] = {**page.to_dict(), "incomplete": incomplete}
         if _arg(req.args, "lines", bool, False):  # exact line ranges for memory references (the MCP server)
             for hit in out["hits"]:

@@ -6,8 +6,11 @@ average length) and query cost of one agency therefore never depend on another's
 An agency removed from the configuration keeps its table (like its document rows) until
 the operator purges it, so re-adding it needs no reindex.
 
-Columns: ``body`` (the chunk's text, unicode61 tokens), ``extra`` (derived tokens, see
-:func:`derive`) and ``line`` (UNINDEXED: the 1-based line number where the chunk starts).
+Columns: ``body`` (the chunk's text, unicode61 tokens) and ``extra`` (derived tokens, see
+:func:`derive`). The tables are contentless (``content=''``): they hold the index only, never the
+text, which is read back from the file when needed (a search's snippets, ``get_chunk``; see
+:mod:`.retrieval`). ``contentless_delete=1`` lets a rewritten or removed file's rows be deleted by
+rowid without their old text. The line a chunk starts on is in ``chunks.line``.
 """
 
 from __future__ import annotations
@@ -69,10 +72,23 @@ def ensure(conn: apsw.Connection, agency_id: str) -> str:
     """Create the agency's table if needed (inside the caller's transaction); returns its name."""
     name = table(agency_id)
     if not exists(conn, agency_id):
-        conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING fts5(body, extra, line UNINDEXED,"
-                     f" tokenize = '{TOKENIZER}')")
+        create(conn, name)
         _KNOWN.setdefault(conn, set()).add(agency_id)
     return name
+
+
+# A segment becomes due for merging once this share (%) of its rows is deleted. FTS5's default, 10,
+# re-merges a big segment again and again while a burst rewrites its files (a branch switch): each
+# merge rewrites the segment for a tenth of it deleted. Deleted rows are dropped by every merge
+# anyway (automerge of a level, the writer's merging in quiet moments).
+DELETE_MERGE_PERCENT = 50
+
+
+def create(conn: apsw.Connection, name: str) -> None:
+    """Create a per-agency table named ``name`` (quoted): contentless, rows deletable by rowid."""
+    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING fts5(body, extra, tokenize = '{TOKENIZER}',"
+                 " content = '', contentless_delete = 1)")
+    conn.execute(f"INSERT INTO {name}({name}, rank) VALUES ('deletemerge', ?)", (DELETE_MERGE_PERCENT,))
 
 
 def forget(conn: apsw.Connection) -> None:
@@ -80,15 +96,15 @@ def forget(conn: apsw.Connection) -> None:
     _KNOWN.pop(conn, None)
 
 
-def insert(conn: apsw.Connection, agency_id: str, rows: Iterable[tuple[int, str, int, str]]) -> None:
-    """Insert ``(rowid, text, start_line, derived tokens)`` rows (tokens from :func:`derive`,
-    computed by the chunking worker so the writer thread does not pay for them)."""
+def insert(conn: apsw.Connection, agency_id: str, rows: Iterable[tuple[int, str, str]]) -> None:
+    """Insert ``(rowid, text, derived tokens)`` rows (tokens from :func:`derive`, computed by the
+    chunking worker so the writer thread does not pay for them). The text is indexed, not kept."""
     name = ensure(conn, agency_id)
-    conn.executemany(f"INSERT INTO {name}(rowid, body, line, extra) VALUES (?, ?, ?, ?)", rows)
+    conn.executemany(f"INSERT INTO {name}(rowid, body, extra) VALUES (?, ?, ?)", rows)
 
 
 def delete_rows(conn: apsw.Connection, agency_id: str, rowids: Iterable[tuple[int]]) -> None:
-    """Delete chunks' rows by rowid (one executemany)."""
+    """Delete chunks' rows by rowid (one executemany; contentless_delete: no old text needed)."""
     if exists(conn, agency_id):
         conn.executemany(f"DELETE FROM {table(agency_id)} WHERE rowid = ?", rowids)
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import DataError
 from ..fsopen import NotRegularFile, open_regular_file
@@ -88,3 +89,21 @@ def read_chunk_text(data_root: Path, roots: tuple[str, ...], ref: ChunkRef) -> s
     with open_chunk(data_root, roots, ref) as view:
         whole = view.obj if isinstance(view.obj, mmap.mmap) else b""
         return decode(bytes(view), utf16_codec(whole[:2]), ref.offset == 0)
+
+
+class ChunkText(Protocol):
+    """Reads a chunk's text back from its file: raises :class:`StaleChunk` when the file changed
+    (or vanished) since indexing, :class:`~koradaemon.errors.DataError` when it may not be served."""
+
+    def __call__(self, ref: ChunkRef, /) -> str: ...
+
+
+@dataclass(frozen=True)
+class FileTexts:
+    """The :class:`ChunkText` of one agency: its roots below ``data_root``."""
+
+    data_root: Path
+    roots: tuple[str, ...]
+
+    def __call__(self, ref: ChunkRef, /) -> str:
+        return read_chunk_text(self.data_root, self.roots, ref)

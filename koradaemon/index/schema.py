@@ -17,7 +17,8 @@ def _per_agency_fts(conn: apsw.Connection) -> None:
     """2: one FTS5 table per agency (``fts_<agency>``); the shared ``chunks_fts`` rows move there.
 
     Each moved chunk gets its derived tokens and the line it starts on (counted from the
-    previous chunk of its document, whose text and byte offset are known).
+    previous chunk of its document, whose text and byte offset are known). The tables get the
+    shape of version 2 (with their text and ``line``); migration 4 makes them contentless.
     """
     agencies = [r[0] for r in conn.execute("SELECT DISTINCT agency_id FROM chunks_fts")]
     for agency_id in agencies:
@@ -26,7 +27,10 @@ def _per_agency_fts(conn: apsw.Connection) -> None:
             " WHERE c.agency_id = ? AND f.agency_id = ? ORDER BY c.document_id, c.seq",
             (agency_id, agency_id),
         ).fetchall()  # type: ignore[assignment]
-        fts.insert(conn, agency_id, _with_lines(rows))
+        name = fts.table(agency_id)
+        conn.execute(f"CREATE VIRTUAL TABLE {name} USING fts5(body, extra, line UNINDEXED,"
+                     f" tokenize = '{fts.TOKENIZER}')")
+        conn.executemany(f"INSERT INTO {name}(rowid, body, line, extra) VALUES (?, ?, ?, ?)", _with_lines(rows))
     conn.execute("DROP TABLE chunks_fts")
 
 
@@ -41,6 +45,31 @@ def _with_lines(rows: list[tuple[int, int, int, str]]) -> list[tuple[int, str, i
         prev_off, prev_text = offset, text
         out.append((chunk_id, text, line, fts.derive(text)))
     return out
+
+
+_MOVING = "kora_fts_moving"  # no agency's table name (those start with 'fts_')
+
+
+def _contentless_fts(conn: apsw.Connection) -> None:
+    """4: the per-agency tables keep no text (``content=''``, ``contentless_delete=1``).
+
+    The text is read from the file when it is needed (see :mod:`.retrieval`); the line a chunk
+    starts on moves to ``chunks.line``. Each old table is renamed aside, its rows (text and
+    derived tokens, from its ``_content`` table) are indexed again into the new table, and the
+    old one is dropped, all in SQLite, without holding the rows in memory.
+    """
+    conn.execute("ALTER TABLE chunks ADD COLUMN line INTEGER NOT NULL DEFAULT 1")
+    moving = f'"{_MOVING}"'
+    for agency_id in fts.agencies(conn):
+        name = fts.table(agency_id)
+        conn.execute(f"ALTER TABLE {name} RENAME TO {moving}")
+        content = f'"{_MOVING}_content"'
+        conn.execute(f"UPDATE chunks SET line = x.c2 FROM {content} x"
+                     " WHERE x.id = chunks.id AND chunks.agency_id = ? AND x.c2 IS NOT NULL", (agency_id,))
+        fts.create(conn, name)
+        conn.execute(f"INSERT INTO {name}(rowid, body, extra) SELECT id, c0, c1 FROM {content} ORDER BY id")
+        conn.execute(f"DROP TABLE {moving}")
+    fts.forget(conn)
 
 
 Migration = str | Callable[[apsw.Connection], None]
@@ -103,6 +132,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         data TEXT NOT NULL
     ) STRICT;
     """,
+    # 4: contentless full-text tables; the start line in chunks.line
+    _contentless_fts,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,12 +12,16 @@ syntax take the general route below, two passes over the same matches:
    which is what this bound avoids.
 
 Snippets are cut from a small window around the first highlight in each hit's text, in
-Python, for the returned hits only (:mod:`.snippets`). Every statement runs under a progress
+Python, for the returned hits only (:mod:`.snippets`). The full-text tables keep no text: each
+returned hit's chunk is read from its file (one open per hit, sha256 checked, see
+:mod:`.retrieval`); a hit whose file changed or vanished since indexing is kept, marked
+``stale``, with no snippet. Every statement runs under a progress
 handler that interrupts it after the time limit (:class:`~koradaemon.errors.QueryTooExpensive`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import threading
@@ -29,10 +33,11 @@ from typing import Any
 
 import apsw
 
-from ..errors import QueryError, QueryTooExpensive
+from ..errors import DataError, QueryError, QueryTooExpensive
 from . import fts, ranking
 from .query import Query
 from .ranking import BOUNDED, CAP, K1, B
+from .retrieval import ChunkRef, ChunkText
 from .snippets import Highlighter, make_snippet
 
 __all__ = ["BOUNDED", "CAP", "Hit", "Result", "make_snippet", "run"]
@@ -62,6 +67,7 @@ class Hit:
     highlights: tuple[tuple[int, int], ...]
     score: float
     bm25: float
+    stale: bool = False  # the file changed or vanished since indexing: no text, no snippet
 
     def to_dict(self) -> dict[str, object]:
         # No chunk_id: chunk ids come from one sequence shared by all agencies, so their
@@ -71,7 +77,7 @@ class Hit:
             "offset": self.byte_offset, "length": self.byte_length, "sha256": self.sha256,
             "line_start": self.line_start, "line_end": self.line_end, "match_line": self.match_line,
             "snippet": self.snippet, "highlights": [list(r) for r in self.highlights],
-            "score": self.score, "bm25": self.bm25,
+            "score": self.score, "bm25": self.bm25, "stale": self.stale,
         }
 
 
@@ -87,10 +93,11 @@ class Result:
 
 
 def run(conn: apsw.Connection, agency_id: str, q: Query, limit: int = 10, offset: int = 0,
-        time_limit: float = TIME_LIMIT_S, on_slow: Callable[[], object] | None = None) -> Result:
-    """One page of hits. ``on_slow`` is called once (in this thread) when the statements have used
-    :data:`SLOW_S` of this thread's CPU time: CPU time, so that waiting for a busy machine's CPU
-    does not make a cheap search look heavy."""
+        time_limit: float = TIME_LIMIT_S, on_slow: Callable[[], object] | None = None, *,
+        texts: ChunkText) -> Result:
+    """One page of hits, their text read by ``texts`` (from the files). ``on_slow`` is called once
+    (in this thread) when the statements have used :data:`SLOW_S` of this thread's CPU time: CPU
+    time, so that waiting for a busy machine's CPU does not make a cheap search look heavy."""
     if not fts.exists(conn, agency_id):
         return Result([], 0, True)
     deadline = time.monotonic() + time_limit
@@ -105,7 +112,7 @@ def run(conn: apsw.Connection, agency_id: str, q: Query, limit: int = 10, offset
 
     conn.set_progress_handler(progress, PROGRESS_STEPS)
     try:
-        return _run(conn, agency_id, q, limit, offset)
+        found = _run(conn, agency_id, q, limit, offset)
     except apsw.InterruptError:
         raise QueryTooExpensive(
             f"query too expensive: stopped after {time_limit:g} s",
@@ -116,6 +123,7 @@ def run(conn: apsw.Connection, agency_id: str, q: Query, limit: int = 10, offset
         raise QueryError("the query could not be run", hint="report this query as a bug") from None
     finally:
         conn.set_progress_handler(None)
+    return Result(_with_text(found.hits, q, texts), found.total, found.exact)
 
 
 def _run(conn: apsw.Connection, agency_id: str, q: Query, limit: int, offset: int) -> Result:
@@ -214,28 +222,46 @@ def _bounded(conn: apsw.Connection, name: str, q: Query, lo: int, hi: int) -> tu
 
 def _hits(conn: apsw.Connection, name: str, agency_id: str, q: Query,
           page: list[tuple[float, int]], best: float) -> list[Hit]:
+    """The page's hits from the index alone (reference, start line, score); :func:`_with_text`
+    adds what needs the text."""
     if not page:
         return []
     ids = [rid for _, rid in page]
     marks = ",".join("?" * len(ids))
-    # One statement for every hit: its reference and, from the FTS5 content table (columns
-    # c0 = body, c2 = line), its text. Fewer round trips also mean fewer GIL hand-overs.
     meta = {r[0]: r for r in conn.execute(
-        "SELECT c.id, d.root, d.path, c.seq, c.byte_offset, c.byte_length, c.sha256, x.c0, x.c2 FROM chunks c"
-        f' JOIN documents d ON d.id = c.document_id JOIN "{name[1:-1]}_content" x ON x.id = c.id'
+        "SELECT c.id, d.root, d.path, c.seq, c.byte_offset, c.byte_length, c.sha256, c.line FROM chunks c"
+        " JOIN documents d ON d.id = c.document_id"
         f" WHERE c.id IN ({marks}) AND c.agency_id = ? AND d.agency_id = ?",
         (*ids, agency_id, agency_id))}
-    marker = Highlighter(q)
     out = []
     for score, rid in page:
         m = meta.get(rid)
         if m is None:
             continue  # deleted between the passes
-        text, line = str(m[7]), int(m[8] or 1)
-        snippet, ranges, at = marker.snippet(text)
-        last = len(text) - 1 if text.endswith("\n") else len(text)
+        line = int(m[7])
         out.append(Hit(int(m[0]), str(m[1]), str(m[2]), int(m[3]), int(m[4]), int(m[5]), str(m[6]),
-                       line_start=line, line_end=line + text.count("\n", 0, max(last, 0)),
-                       match_line=line + text.count("\n", 0, at), snippet=snippet, highlights=ranges,
+                       line_start=line, line_end=line, match_line=line, snippet="", highlights=(),
                        score=round(100.0 * score / best, 1), bm25=-score))
+    return out
+
+
+def _with_text(hits: list[Hit], q: Query, texts: ChunkText) -> list[Hit]:
+    """Each hit's snippet, highlights and line range, from its chunk read back from the file (one
+    open per hit). A file changed or gone since indexing (or no longer servable) gives a stale hit:
+    kept, with its start line from the index, and never text that does not match its sha256."""
+    marker = Highlighter(q) if hits else None
+    out = []
+    for hit in hits:
+        try:
+            text = texts(ChunkRef(hit.root, hit.path, hit.byte_offset, hit.byte_length, hit.sha256))
+        except (DataError, OSError, ValueError):
+            out.append(dataclasses.replace(hit, stale=True))
+            continue
+        assert marker is not None
+        snippet, ranges, at = marker.snippet(text)
+        line = hit.line_start
+        last = len(text) - 1 if text.endswith("\n") else len(text)
+        out.append(dataclasses.replace(hit, line_end=line + text.count("\n", 0, max(last, 0)),
+                                       match_line=line + text.count("\n", 0, at), snippet=snippet,
+                                       highlights=ranges))
     return out

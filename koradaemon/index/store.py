@@ -21,6 +21,7 @@ from . import fts
 from . import search as searching
 from .names import fs_name, shown_name
 from .query import parse
+from .retrieval import ChunkText
 from .search import Hit
 
 # byte_offset, byte_length, sha256, text, start line (1-based), derived tokens (fts.derive)
@@ -29,8 +30,8 @@ ChunkRow = tuple[int, int, str, str, int, str]
 # Next chunk id per writing connection: saves a max(id) query per document.
 _NEXT_CHUNK_ID: weakref.WeakKeyDictionary[apsw.Connection, int] = weakref.WeakKeyDictionary()
 DEFER_ROWS = 1024
-META_INSERT = ("INSERT INTO chunks(id, agency_id, document_id, seq, byte_offset, byte_length, sha256)"
-               " VALUES (?, ?, ?, ?, ?, ?, ?)")
+META_INSERT = ("INSERT INTO chunks(id, agency_id, document_id, seq, byte_offset, byte_length, sha256, line)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class _Deferred:
@@ -45,7 +46,7 @@ class _Deferred:
     __slots__ = ("deletes", "docs", "inserts", "meta")
 
     def __init__(self) -> None:
-        self.inserts: dict[str, list[tuple[int, str, int, str]]] = {}
+        self.inserts: dict[str, list[tuple[int, str, str]]] = {}
         self.deletes: dict[str, list[tuple[int]]] = {}
         self.meta: list[tuple[object, ...]] = []
         self.docs: set[int] = set()  # documents whose chunk rows are among ``meta``
@@ -102,11 +103,16 @@ def _now() -> str:
 
 
 class AgencyStore:
-    """Queries and changes for one agency on one connection (reads may use any thread's connection)."""
+    """Queries and changes for one agency on one connection (reads may use any thread's connection).
 
-    def __init__(self, conn: apsw.Connection, agency_id: str) -> None:
+    ``texts`` reads chunks back from their files (:class:`~.retrieval.FileTexts`): searching
+    needs it, since the full-text tables keep no text.
+    """
+
+    def __init__(self, conn: apsw.Connection, agency_id: str, texts: ChunkText | None = None) -> None:
         self.conn = conn
         self.agency_id = check_agency_id(agency_id)
+        self.texts = texts
 
     # -- reads ---------------------------------------------------------------
     def _one(self, sql: str, params: tuple[object, ...]) -> tuple[Any, ...]:
@@ -187,7 +193,10 @@ class AgencyStore:
 
     def search_page(self, query: str, limit: int = 10, offset: int = 0, *, raw: bool = False,
                     time_limit: float = searching.TIME_LIMIT_S) -> searching.Result:
-        return searching.run(self.conn, self.agency_id, parse(query, raw=raw), limit, offset, time_limit)
+        if self.texts is None:
+            raise TypeError("AgencyStore.search needs the agency's text reader (texts=FileTexts(...))")
+        return searching.run(self.conn, self.agency_id, parse(query, raw=raw), limit, offset, time_limit,
+                             texts=self.texts)
 
     # -- writes (writer thread only, inside its transaction) ------------------
     # Paths come in as os.fsdecode gives them (a byte that is not UTF-8 is a lone surrogate)
@@ -251,8 +260,8 @@ class AgencyStore:
             fts_buf = held.inserts.setdefault(self.agency_id, [])
             meta_buf = held.meta
             for seq, (offset, length, digest, text, line, extra) in enumerate(chunks):
-                fts_buf.append((first_id + seq, text, line, extra))
-                meta_buf.append((first_id + seq, self.agency_id, doc_id, seq, offset, length, digest))
+                fts_buf.append((first_id + seq, text, extra))
+                meta_buf.append((first_id + seq, self.agency_id, doc_id, seq, offset, length, digest, line))
             if chunks:
                 held.docs.add(doc_id)
             _NEXT_CHUNK_ID[self.conn] = first_id + len(chunks)
@@ -262,10 +271,10 @@ class AgencyStore:
         flush_deferred(self.conn)
         meta: list[tuple[object, ...]] = []
 
-        def fts_rows() -> Iterable[tuple[int, str, int, str]]:
+        def fts_rows() -> Iterable[tuple[int, str, str]]:
             for seq, (offset, length, digest, text, line, extra) in enumerate(chunks):
-                meta.append((first_id + seq, self.agency_id, doc_id, seq, offset, length, digest))
-                yield first_id + seq, text, line, extra
+                meta.append((first_id + seq, self.agency_id, doc_id, seq, offset, length, digest, line))
+                yield first_id + seq, text, extra
 
         # Two executemany calls per document (streamed for big files) instead of two executes per chunk.
         fts.insert(self.conn, self.agency_id, fts_rows())

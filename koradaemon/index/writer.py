@@ -23,13 +23,13 @@ import structlog
 
 from .apply import JobApplier, ReadLater, held_bytes, job_path, keep, listed, skip_of, streamed, to_outbox
 from .checkpointer import Checkpointer
-from .db import BUSY_TIMEOUT_MS, fine_busy_handler, give_back_free_pages, immediate, open_db
-from .fts import merge_step
+from .db import BUSY_TIMEOUT_MS, fine_busy_handler, immediate, open_db
 from .held import Dropped, WriteHolder
 from .jobqueue import JobQueue
 from .jobs import Applied, CallJob, Job, SkipFile
 from .latency import LatencyWindow
-from .store import AgencyStore, discard_deferred, optimize_fts
+from .quiet import QuietWork
+from .store import AgencyStore, discard_deferred
 
 __all__ = ["SWITCH_INTERVAL", "Applied", "SkipFile", "Writer", "WriterStopped"]
 
@@ -45,15 +45,7 @@ QUEUE_TEXT_BYTES = 16 << 20
 # Live changes queued at least this deep are batched like bulk work: a burst converges at
 # close to the bulk rate, while a single change still commits alone and at once.
 DEEP_QUEUE = 4
-CHECKPOINT_BUSY_MS = 50
 IDLE_TICK_S = 1.0  # after this long without work: checkpoint the WAL (TRUNCATE) if bulk work ran
-# After bulk work, quiet moments merge the segments it left in short steps, so FTS5's own merging
-# (automerge) does not land a big merge of crawl segments inside a live change's commit (issue 12:
-# 250-400 pages, 20-100 ms, in ~2 % of live commits). The merging done is bounded by what the
-# bulk work wrote (TIDY_PER_PAGE pages per page of text or file), so a small burst onto a big index
-# never rewrites all of it.
-TIDY_PAGES = -64  # one step; negative: levels holding fewer than 'usermerge' segments are merged too
-TIDY_PER_PAGE = 2
 
 
 class _Retry(Exception):
@@ -98,12 +90,8 @@ class Writer:
         self.submitted = 0  # jobs ever submitted / finished: status's barrier for "all of it committed"
         self.finished = 0
         self.last_commit: float | None = None
-        self._dirty_since_optimize = False
-        self._optimize_not_before = 0.0
-        self._bulk_dirty = False
-        self._untidy = False
-        self._tidy_budget = 0  # pages of merging the bulk work since the last tidy-up earned
         self._holder = WriteHolder(self.counters)
+        self._quiet = QuietWork(self.counters, optimize_idle_s, busy_timeout_ms, self._work_waits)
         self.checkpointer = Checkpointer(db_path)  # WAL checkpoints off this thread (checkpointer.py)
 
     # -- public -----------------------------------------------------------------
@@ -218,7 +206,7 @@ class Writer:
                 try:
                     job = self._next(IDLE_TICK_S)
                 except queue.Empty:
-                    self._idle(conn, time.monotonic() - idle_since)
+                    self._quiet.run(conn, time.monotonic() - idle_since)
                     continue
                 if job is None:
                     break
@@ -236,8 +224,12 @@ class Writer:
             raise
         finally:
             self.checkpointer.stop()  # its checkpoint would keep this last one from truncating the WAL
-            self._checkpoint(conn)
+            self._quiet.checkpoint(conn)
             conn.close()
+
+    def _work_waits(self) -> bool:
+        """A job is queued or set aside, or the daemon is stopping: idle work gives way."""
+        return self._q.qsize() > 0 or self._pending is not None or self._holder.stopping.is_set()
 
     def _batchable(self, job: Job) -> bool:
         if isinstance(job, CallJob) or streamed(job):
@@ -303,8 +295,7 @@ class Writer:
             self.counters["batch_replays"] += 1
             applied = [a for job in batch for a in self._apply_alone(conn, job)]
         else:
-            self._bulk_dirty = self._untidy = True
-            self._tidy_budget += TIDY_PER_PAGE * (size // 4096 + len(batch))  # small files: a page each
+            self._quiet.bulk_committed(size // 4096 + len(batch))  # small files: a page each
         return applied
 
     def _take_for_batch(self, lingering: bool) -> Job | None:
@@ -335,7 +326,7 @@ class Writer:
         for a in applied:
             if a.type in ("index", "skip"):
                 self.latency.add(a.agency_id, a.crawl, now - a.started)
-        self._dirty_since_optimize = self._bulk_dirty = True
+        self._quiet.committed()
         if self.on_committed is not None:
             try:
                 self.on_committed(applied)
@@ -395,57 +386,3 @@ class Writer:
             self.counters["job_errors"] += 1
             log.error("writer_skip_failed", path=job_path(job), reason=reason, error=f"{type(exc).__name__}: {exc}")
             return []
-
-    def _idle(self, conn: apsw.Connection, idle_s: float) -> None:
-        """Quiet moments: truncate the WAL after bulk work, merge FTS segments after a longer rest."""
-        try:
-            if self._untidy:
-                self._tidy(conn)
-            if self._bulk_dirty:
-                self._bulk_dirty = False
-                self._checkpoint(conn)
-            if idle_s >= self.optimize_idle_s:
-                self._idle_optimize(conn)
-        except Exception:
-            self.counters["idle_errors"] += 1
-            log.exception("writer_idle_work_failed")
-
-    def _checkpoint(self, conn: apsw.Connection) -> None:
-        """Copy the WAL into the database and truncate it (readers in the way: it stays for next time)."""
-        fine_busy_handler(conn, CHECKPOINT_BUSY_MS)  # a long search must not hold the writer up
-        try:
-            give_back_free_pages(conn)
-            row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except apsw.Error as exc:
-            log.warning("wal_checkpoint_failed", error=str(exc))
-            return
-        finally:
-            fine_busy_handler(conn, self.busy_timeout_ms)
-        self.counters["checkpoints"] += 1
-        if row is not None and row[0]:
-            self._bulk_dirty = True  # a reader held it back: try again at the next quiet moment
-
-    def _tidy(self, conn: apsw.Connection) -> None:
-        """Merge what bulk work left, one short step (transaction) at a time, while nothing waits."""
-        while self._q.qsize() == 0 and self._pending is None and not self._holder.stopping.is_set():
-            with immediate(conn):
-                more = merge_step(conn, TIDY_PAGES)
-            self.counters["tidy_steps"] += 1
-            self._tidy_budget -= -TIDY_PAGES
-            if not more or self._tidy_budget <= 0:
-                self._untidy, self._tidy_budget = False, 0
-                return
-
-    def _idle_optimize(self, conn: apsw.Connection) -> None:
-        """Merge the FTS segments written since the last merge (a failure is tried again one
-        ``optimize_idle_s`` later, not at every idle tick)."""
-        t0 = time.monotonic()
-        if not self._dirty_since_optimize or t0 < self._optimize_not_before:
-            return
-        self._optimize_not_before = t0 + self.optimize_idle_s
-        with immediate(conn):
-            optimize_fts(conn)
-        self._dirty_since_optimize = False
-        self.counters["optimizations"] += 1
-        self._checkpoint(conn)
-        log.info("fts_optimized", seconds=round(time.monotonic() - t0, 3))
