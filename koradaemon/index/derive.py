@@ -1,0 +1,174 @@
+"""Derived tokens: what the unicode61 tokenizer cannot see (camelCase parts, C++/C#, CJK, emoji).
+
+The FTS column ``extra`` (see :mod:`.fts`) holds, per chunk, the tokens :func:`derive` gives:
+
+* each distinct ASCII word (a run of letters, digits, '+' and '#') that is camelCase
+  (``getUserName`` → get user name, ``HTTPServer`` → http server), one letter then digits
+  (``x11`` → x 11), or letters/digits followed by signs (``C++`` → cplusplus, ``C#`` → csharp);
+* bigrams of CJK runs (plus the run's last character) and one ``sym<hex>`` token per emoji.
+
+Speed (this runs over every byte indexed): the words that can give a token are found by
+arithmetic on the chunk's bytes at C speed (:func:`_marks`); only those words are looked at one
+by one, or, when a chunk has many of them, the set of all its words (split at C speed).
+"""
+
+from __future__ import annotations
+
+import re
+
+CJK = (
+    "\u1100-\u11ff\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31a0-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+)
+EMOJI = "\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u297f\u2b00-\u2bff\u3030\u303d\u3297\u3299\U0001f000-\U0001faff"
+CJK_RUN = re.compile(f"[{CJK}]+")
+EMOJI_CHAR = re.compile(f"[{EMOJI}]")
+CAMEL_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# A word ending in '+' or '#' signs that no word character follows: C++, C#, F#, g++.
+SYMWORD = re.compile(r"(?<![^\W_])([^\W_]+)([+#]+)(?![^\W_+#])")
+SIGN_NAMES = {"+": "plus", "#": "sharp"}
+
+
+def sign_word(word: str, signs: str) -> str:
+    return word.lower() + "".join(SIGN_NAMES[c] for c in signs)
+
+
+def cjk_grams(run: str) -> list[str]:
+    """Bigrams of a CJK run, plus its last character alone (so a one-character query finds it)."""
+    if len(run) == 1:
+        return [run]
+    return [run[i : i + 2] for i in range(len(run) - 1)] + [run[-1]]
+
+
+def emoji_token(ch: str) -> str:
+    return f"sym{ord(ch):x}"
+
+
+def camel_parts(ident: str) -> list[str]:
+    return [p.lower() for p in CAMEL_PART.findall(ident)]
+
+
+_SIGNED = re.compile(r"([A-Za-z0-9]+)([+#]+)")
+_WIDE = re.compile("[\u1100-\U0010ffff]")
+
+
+def word_tokens(word: str) -> tuple[str, ...]:
+    """What one word of ASCII letters, digits and '+'/'#' gives: a signed word (c++ → cplusplus),
+    or its camelCase parts when there are several; () for most words. The rule itself."""
+    if "+" in word or "#" in word:
+        m = _SIGNED.fullmatch(word)
+        return (sign_word(m.group(1), m.group(2)),) if m else ()
+    if not word[1:].islower() and not word.isupper() and not word.isdigit():
+        parts = camel_parts(word)
+        if len(parts) > 1:
+            return tuple(parts)
+    return ()
+
+
+# -- finding the words that can give a token, at C speed ------------------------------------
+# Each byte of a chunk becomes one flag byte (bytes.translate), the flag bytes one big integer
+# (little-endian: byte i at bits 8i..8i+7), and shifts and ANDs of that integer mark, in one
+# pass over all bytes at once, every byte where a token-giving word shows (bit 0 of the byte).
+_LD, _UP, _AN, _SG, _LO, _DI, _NW, _DS = (1 << k for k in range(8))
+
+
+def _flags(c: int) -> int:
+    ch = chr(c)
+    if c >= 128 or not (ch.isalnum() or ch in "+#"):  # non-ASCII bytes separate words ('?' before)
+        return _NW | _DS
+    if ch in "+#":
+        return _SG
+    if ch.islower():
+        return _LD | _AN | _LO
+    if ch.isupper():
+        return _UP | _AN
+    return _LD | _AN | _DI | _DS
+
+
+# bit 0 lower-or-digit, 1 upper, 2 letter-or-digit, 3 sign, 4 lower, 5 digit, 6 no word character,
+# 7 digit or no word character.
+_FLAGS = bytes(_flags(c) for c in range(256))
+_SEPARATOR = _NW | _DS  # the flag byte of every character outside words
+_WORD_VIEW = bytes(c if _FLAGS[c] != _SEPARATOR else 0x20 for c in range(256))
+_ONES_BYTES = 1 << 20
+_ONES = int.from_bytes(b"\x01" * _ONES_BYTES, "little")  # bit 0 of every byte (AND keeps the shorter)
+
+
+def _marks(c: int) -> int:
+    """Bit 0 of byte i set where a word that may give a token shows (a superset, never missing one):
+
+    * lower/digit then upper (``tU``, ``2U``: camelCase, ``a1B``);
+    * upper, upper, lower/digit (``HTTPs``, ``AB1c``);
+    * letter/digit then '+'/'#' (``C++``, ``C#``);
+    * a whole word of one lower-case letter then digits (``x11``): no word character before,
+      a digit after, then a digit or no word character.
+
+    Every word giving a token has one of these (see :func:`word_tokens`); the word itself decides.
+    """
+    c9 = c >> 9  # byte i+1's bit 1 at byte i's bit 0 (and its bit 3 at bit 2)
+    camel = c9 & (c | ((c >> 1) & (c >> 16)))
+    signed = (c >> 2) & (c >> 11)
+    digits = (c >> 4) & (c >> 13) & (c << 2) & (c >> 23)
+    return (camel | signed | digits) & _ONES
+
+
+# Words already looked at, per process: those that give no token and those that do with their
+# tokens. Bounded (short words: a few MB at most); past the bound new words are not remembered.
+_PLAIN: set[bytes] = set()
+_GIVES: dict[bytes, tuple[str, ...]] = {}
+_REMEMBER = 60_000
+_MARKS_PER_SET = 48  # more marked bytes than 1 in this many: the set of all words is cheaper
+
+
+def _tokens_of(words: set[bytes] | dict[bytes, None], out: list[str]) -> None:
+    for word in words:
+        got = _GIVES.get(word)
+        if got is None:
+            got = word_tokens(word.decode("ascii"))
+            if len(_PLAIN) + len(_GIVES) < _REMEMBER:
+                if got:
+                    _GIVES[word] = got
+                else:
+                    _PLAIN.add(word)
+        out.extend(got)
+
+
+def _ascii_tokens(raw: bytes, out: list[str]) -> None:
+    # One separator before and two after: the x11 mark looks one byte back and two ahead.
+    padded = b" " + raw + b"  "
+    flags = padded.translate(_FLAGS)
+    n = len(padded)
+    if n > _ONES_BYTES:  # longer than any chunk; the rule is the same
+        _tokens_of(set(padded.translate(_WORD_VIEW).split()) - _PLAIN, out)
+        return
+    marks = _marks(int.from_bytes(flags, "little"))
+    if not marks:
+        return
+    if marks.bit_count() * _MARKS_PER_SET > n:
+        # Many marks (a test file full of assertEqual): every distinct word, at C speed, once.
+        _tokens_of(set(padded.translate(_WORD_VIEW).split()) - _PLAIN, out)
+        return
+    words: dict[bytes, None] = {}
+    at = marks.to_bytes(n, "little")
+    find, rfind, next_mark = flags.find, flags.rfind, at.find
+    pos = next_mark(1)
+    while pos >= 0:
+        end = find(_SEPARATOR, pos)
+        words[padded[rfind(_SEPARATOR, 0, pos) + 1 : end]] = None
+        pos = next_mark(1, end)
+    _tokens_of(words, out)
+
+
+def derive(text: str) -> str:
+    """Tokens the unicode61 tokenizer cannot see: camelCase parts, C++/C# words, CJK bigrams, emoji.
+
+    Each distinct token-giving word of the chunk gives its tokens once (see :func:`word_tokens`);
+    the CJK and emoji regexes run only on text that has characters beyond U+1100.
+    """
+    out: list[str] = []
+    _ascii_tokens(text.encode("utf-8", "surrogatepass"), out)
+    if not text.isascii() and _WIDE.search(text):
+        for m in CJK_RUN.finditer(text):
+            out.extend(cjk_grams(m.group()))
+        out.extend(emoji_token(m.group()) for m in EMOJI_CHAR.finditer(text))
+    return " ".join(out)
