@@ -90,6 +90,9 @@ def _flags(c: int) -> int:
 _FLAGS = bytes(_flags(c) for c in range(256))
 _SEPARATOR = _NW | _DS  # the flag byte of every character outside words
 _WORD_VIEW = bytes(c if _FLAGS[c] != _SEPARATOR else 0x20 for c in range(256))
+_LOWER_OR_SEPARATOR = bytes(c for c in range(256) if _FLAGS[c] in (_SEPARATOR, _LD | _AN | _LO))
+_DIGIT_BYTES = b"0123456789"
+_LOOK_AT_MOST = 16
 _ONES_BYTES = 1 << 20
 _ONES = int.from_bytes(b"\x01" * _ONES_BYTES, "little")  # bit 0 of every byte (AND keeps the shorter)
 
@@ -133,7 +136,27 @@ def _tokens_of(words: set[bytes] | dict[bytes, None], out: list[str]) -> None:
         out.extend(got)
 
 
+def _nothing_to_mark(raw: bytes) -> bool:
+    """Quick answer for prose (most small files): True when no word can give a token because the
+    text has no capital and no sign, and no word that is one lower-case letter then digits."""
+    if not raw.islower() or b"+" in raw or b"#" in raw:  # islower: no ASCII capital (and some letter)
+        return not raw.translate(None, _LOWER_OR_SEPARATOR)  # True: no letter, digit or sign at all
+    looked = 0  # a word like x11 needs a digit after a lower-case letter that starts a word
+    for digit in _DIGIT_BYTES:
+        at = raw.find(digit)
+        while at >= 0:
+            if at and 97 <= raw[at - 1] <= 122 and (at < 2 or _FLAGS[raw[at - 2]] == _SEPARATOR):
+                return False
+            looked += 1
+            if looked > _LOOK_AT_MOST:
+                return False  # many digits: let the marks decide
+            at = raw.find(digit, at + 1)
+    return True
+
+
 def _ascii_tokens(raw: bytes, out: list[str]) -> None:
+    if _nothing_to_mark(raw):
+        return
     # One separator before and two after: the x11 mark looks one byte back and two ahead.
     padded = b" " + raw + b"  "
     flags = padded.translate(_FLAGS)
