@@ -42,15 +42,15 @@ def ascii_part(text: str) -> list[str]:
 
 
 def assert_both_ways_like_reference(text: str) -> None:
-    """Marked words looked at one by one, and the set of all words: each gives the reference's tokens."""
+    """Marked words looked at mark by mark, and all at once: each way gives the reference's tokens."""
     expected = reference_ascii_tokens(text)
-    saved = derive_mod._MARKS_PER_SET
+    saved = derive_mod._MARKS_PER_FILL
     try:
-        for per_set in (0, 1 << 40):  # 0: never the set of all words; 2**40: always it (when marked)
-            derive_mod._MARKS_PER_SET = per_set
+        for per_set in (0, 1 << 40):  # 0: one look per mark; 2**40: all marked words at once
+            derive_mod._MARKS_PER_FILL = per_set
             assert ascii_part(text) == expected, per_set
     finally:
-        derive_mod._MARKS_PER_SET = saved
+        derive_mod._MARKS_PER_FILL = saved
 
 
 def test_known_words() -> None:
@@ -70,7 +70,7 @@ def test_words_at_the_very_start_and_end_and_beside_non_ascii() -> None:
     assert sorted(derive("AB1c A1b a1B").split()) == sorted(["ab", "1", "c", "a", "1", "b"])
 
 
-def test_a_chunk_full_of_camel_case_takes_the_set_path_with_the_same_tokens() -> None:
+def test_a_chunk_full_of_camel_case_takes_all_marked_words_at_once_with_the_same_tokens() -> None:
     text = "self.assertEqual(a, b)\n" * 400 + "x11 C++ unusualName\n"
     assert ascii_part(text) == reference_ascii_tokens(text)
     assert sorted(derive(text).split()) == sorted(["assert", "equal", "x", "11", "cplusplus", "unusual", "name"])

@@ -8,8 +8,8 @@ The FTS column ``extra`` (see :mod:`.fts`) holds, per chunk, the tokens :func:`d
 * bigrams of CJK runs (plus the run's last character) and one ``sym<hex>`` token per emoji.
 
 Speed (this runs over every byte indexed): the words that can give a token are found by
-arithmetic on the chunk's bytes at C speed (:func:`_marks`); only those words are looked at one
-by one, or, when a chunk has many of them, the set of all its words (split at C speed).
+arithmetic on the chunk's bytes at C speed (:func:`_marks`); only those words are looked at, one
+mark at a time, or, when a chunk has many marks, all marked words at once (:func:`_marked_words`).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def word_tokens(word: str) -> tuple[str, ...]:
 
 # -- finding the words that can give a token, at C speed ------------------------------------
 # Each byte of a chunk becomes one flag byte (bytes.translate), the flag bytes one big integer
-# (little-endian: byte i at bits 8i..8i+7), and shifts and ANDs of that integer mark, in one
+# (big-endian), and shifts and ANDs of that integer mark, in one
 # pass over all bytes at once, every byte where a token-giving word shows (bit 0 of the byte).
 _LD, _UP, _AN, _SG, _LO, _DI, _NW, _DS = (1 << k for k in range(8))
 
@@ -90,7 +90,6 @@ def _flags(c: int) -> int:
 _FLAGS = bytes(_flags(c) for c in range(256))
 _SEPARATOR = _NW | _DS  # the flag byte of every character outside words
 _WORD_VIEW = bytes(c if _FLAGS[c] != _SEPARATOR else 0x20 for c in range(256))
-_LOWER_OR_SEPARATOR = bytes(c for c in range(256) if _FLAGS[c] in (_SEPARATOR, _LD | _AN | _LO))
 _DIGIT_BYTES = b"0123456789"
 _LOOK_AT_MOST = 16
 _ONES_BYTES = 1 << 20
@@ -106,13 +105,32 @@ def _marks(c: int) -> int:
     * a whole word of one lower-case letter then digits (``x11``): no word character before,
       a digit after, then a digit or no word character.
 
-    Every word giving a token has one of these (see :func:`word_tokens`); the word itself decides.
+    ``c``: the flag bytes, big-endian (byte i+1 is 8 bits below byte i: ``c << (8 - k)`` puts the
+    next byte's bit k at bit 0). Every word giving a token has one of these marks (see
+    :func:`word_tokens`); the word itself decides.
     """
-    c9 = c >> 9  # byte i+1's bit 1 at byte i's bit 0 (and its bit 3 at bit 2)
-    camel = c9 & (c | ((c >> 1) & (c >> 16)))
-    signed = (c >> 2) & (c >> 11)
-    digits = (c >> 4) & (c >> 13) & (c << 2) & (c >> 23)
+    c7 = c << 7  # the next byte's bit 1 (upper) at bit 0
+    camel = c7 & (c | ((c >> 1) & (c << 16)))
+    signed = (c >> 2) & (c << 5)
+    digits = (c >> 4) & (c << 3) & (c >> 14) & (c << 9)
     return (camel | signed | digits) & _ONES
+
+
+def _marked_words(padded: bytes, c: int, marks: int) -> set[bytes]:
+    """The words holding a mark, every occurrence at once (for chunks with many marks).
+
+    In big-endian order an addition carries towards the start of the text: adding the marks to
+    the word bytes (0xFF each) carries from each mark through its word and leaves 1 in the byte
+    just before it. Those bytes, set to 0xFF in the text (never a UTF-8 byte), start each marked
+    word for one regex ``findall``.
+    """
+    n = len(padded)
+    ones = _ONES >> (8 * (_ONES_BYTES - n))
+    words = (ones ^ ((c >> 6) & ones)) * 255  # 0xFF for each byte of a word, 0 elsewhere
+    carried = (words + marks) ^ words  # 0xFF/0xFE from each marked word's start to its last mark, 1 before
+    before = (carried ^ (carried >> 1)) & carried & ones  # bytes holding exactly 1: just before a word
+    text = int.from_bytes(padded, "big") | (before * 255)
+    return set(_MARKED_WORD.findall(text.to_bytes(n, "big")))
 
 
 # Words already looked at, per process: those that give no token and those that do with their
@@ -120,7 +138,8 @@ def _marks(c: int) -> int:
 _PLAIN: set[bytes] = set()
 _GIVES: dict[bytes, tuple[str, ...]] = {}
 _REMEMBER = 60_000
-_MARKS_PER_SET = 48  # more marked bytes than 1 in this many: the set of all words is cheaper
+_MARKS_PER_FILL = 160  # more marks than 1 byte in this many: _marked_words is cheaper than one look per mark
+_MARKED_WORD = re.compile(rb"\xff([A-Za-z0-9+#]+)")
 
 
 def _tokens_of(words: set[bytes] | dict[bytes, None], out: list[str]) -> None:
@@ -140,7 +159,7 @@ def _nothing_to_mark(raw: bytes) -> bool:
     """Quick answer for prose (most small files): True when no word can give a token because the
     text has no capital and no sign, and no word that is one lower-case letter then digits."""
     if not raw.islower() or b"+" in raw or b"#" in raw:  # islower: no ASCII capital (and some letter)
-        return not raw.translate(None, _LOWER_OR_SEPARATOR)  # True: no letter, digit or sign at all
+        return False
     looked = 0  # a word like x11 needs a digit after a lower-case letter that starts a word
     for digit in _DIGIT_BYTES:
         at = raw.find(digit)
@@ -164,15 +183,16 @@ def _ascii_tokens(raw: bytes, out: list[str]) -> None:
     if n > _ONES_BYTES:  # longer than any chunk; the rule is the same
         _tokens_of(set(padded.translate(_WORD_VIEW).split()) - _PLAIN, out)
         return
-    marks = _marks(int.from_bytes(flags, "little"))
+    c = int.from_bytes(flags, "big")
+    marks = _marks(c)
     if not marks:
         return
-    if marks.bit_count() * _MARKS_PER_SET > n:
-        # Many marks (a test file full of assertEqual): every distinct word, at C speed, once.
-        _tokens_of(set(padded.translate(_WORD_VIEW).split()) - _PLAIN, out)
+    if marks.bit_count() * _MARKS_PER_FILL > n:
+        # Many marks (a test file full of assertEqual): every marked word at once, at C speed.
+        _tokens_of(_marked_words(padded, c, marks), out)
         return
     words: dict[bytes, None] = {}
-    at = marks.to_bytes(n, "little")
+    at = marks.to_bytes(n, "big")
     find, rfind, next_mark = flags.find, flags.rfind, at.find
     pos = next_mark(1)
     while pos >= 0:
