@@ -64,9 +64,10 @@ def rss_sampler(stop: threading.Event, peak: list[int]) -> None:
 def run_daemon_path(corpus: Path, files: list[str], db: Path, workers: int) -> float:
     open_db(db).close()
     writer = Writer(db, batch_files=2000)
-    # As the daemon's start-up crawl hands them over on an empty index (watch/reconcile.py).
-    changes = [SimpleNamespace(kind=KIND, agency_id="bench", root="c", path=p, bulk=True, unindexed=True)
-               for p in files]
+    # As the daemon's start-up crawl hands them over on an empty index (watch/reconcile.py): with the
+    # size the crawl saw (its stat is the crawl's, before the clock here as in the baseline).
+    changes = [SimpleNamespace(kind=KIND, agency_id="bench", root="c", path=p, bulk=True, unindexed=True,
+                               size=(corpus / p).stat().st_size) for p in files]
     work = ListQueue(changes)
     indexer = Indexer(db_path=db, work=work, writer=writer, root_paths={("bench", "c"): corpus},
                       params=ChunkParams(), workers=workers)
