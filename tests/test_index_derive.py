@@ -113,3 +113,9 @@ def test_remembered_words_give_the_same_tokens_as_the_first_look() -> None:
     assert again == first
     assert derive_mod._GIVES.get(b"parseHTTPResponse") == ("parse", "http", "response")
     assert b"a+b" in derive_mod._PLAIN  # marked (a letter then '+'), looked at, gives nothing
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet="abz019 \n.-_é", max_size=120))
+def test_lower_case_text_with_digits_same_as_every_word(text: str) -> None:
+    assert_both_ways_like_reference(text)  # the quick answer for prose (no capital, no sign) included

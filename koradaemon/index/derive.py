@@ -90,7 +90,7 @@ def _flags(c: int) -> int:
 _FLAGS = bytes(_flags(c) for c in range(256))
 _SEPARATOR = _NW | _DS  # the flag byte of every character outside words
 _WORD_VIEW = bytes(c if _FLAGS[c] != _SEPARATOR else 0x20 for c in range(256))
-_DIGIT_BYTES = b"0123456789"
+_NOT_DIGIT = bytes(c for c in range(256) if not 48 <= c <= 57)
 _LOOK_AT_MOST = 16
 _ONES_BYTES = 1 << 20
 _ONES = int.from_bytes(b"\x01" * _ONES_BYTES, "little")  # bit 0 of every byte (AND keeps the shorter)
@@ -160,15 +160,16 @@ def _nothing_to_mark(raw: bytes) -> bool:
     text has no capital and no sign, and no word that is one lower-case letter then digits."""
     if not raw.islower() or b"+" in raw or b"#" in raw:  # islower: no ASCII capital (and some letter)
         return False
-    looked = 0  # a word like x11 needs a digit after a lower-case letter that starts a word
-    for digit in _DIGIT_BYTES:
+    digits = raw.translate(None, _NOT_DIGIT)
+    if not digits:
+        return True
+    if len(digits) > _LOOK_AT_MOST:
+        return False  # many digits: let the marks decide
+    for digit in set(digits):  # a word like x11: a digit after a lower-case letter that starts a word
         at = raw.find(digit)
         while at >= 0:
             if at and 97 <= raw[at - 1] <= 122 and (at < 2 or _FLAGS[raw[at - 2]] == _SEPARATOR):
                 return False
-            looked += 1
-            if looked > _LOOK_AT_MOST:
-                return False  # many digits: let the marks decide
             at = raw.find(digit, at + 1)
     return True
 
