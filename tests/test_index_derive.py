@@ -119,3 +119,9 @@ def test_remembered_words_give_the_same_tokens_as_the_first_look() -> None:
 @given(st.text(alphabet="abz019 \n.-_é", max_size=120))
 def test_lower_case_text_with_digits_same_as_every_word(text: str) -> None:
     assert_both_ways_like_reference(text)  # the quick answer for prose (no capital, no sign) included
+
+
+def test_a_text_longer_than_the_marks_cover_gives_the_same_tokens() -> None:
+    text = "plain words and getUserName, x11; " * (derive_mod._ONES_BYTES // 30) + "C++ at the end"
+    assert len(text) > derive_mod._ONES_BYTES
+    assert ascii_part(text) == reference_ascii_tokens(text)

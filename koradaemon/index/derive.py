@@ -92,7 +92,7 @@ _SEPARATOR = _NW | _DS  # the flag byte of every character outside words
 _WORD_VIEW = bytes(c if _FLAGS[c] != _SEPARATOR else 0x20 for c in range(256))
 _NOT_DIGIT = bytes(c for c in range(256) if not 48 <= c <= 57)
 _LOOK_AT_MOST = 16
-_ONES_BYTES = 1 << 20
+_ONES_BYTES = 1 << 18  # chunks are ~50 KB; a longer text takes the set of all its words
 _ONES = int.from_bytes(b"\x01" * _ONES_BYTES, "little")  # bit 0 of every byte (AND keeps the shorter)
 
 
