@@ -125,3 +125,14 @@ def test_a_text_longer_than_the_marks_cover_gives_the_same_tokens() -> None:
     text = "plain words and getUserName, x11; " * (derive_mod._ONES_BYTES // 30) + "C++ at the end"
     assert len(text) > derive_mod._ONES_BYTES
     assert ascii_part(text) == reference_ascii_tokens(text)
+
+
+def test_with_the_word_memory_full_new_words_still_give_their_tokens() -> None:
+    text = "neverSeenBefore and alsoNewHere, D## x77 and plain prose\n"
+    saved = derive_mod._REMEMBER
+    derive_mod._REMEMBER = 0  # full: nothing new is remembered
+    try:
+        assert ascii_part(text) == reference_ascii_tokens(text)
+        assert b"neverSeenBefore" not in derive_mod._GIVES
+    finally:
+        derive_mod._REMEMBER = saved
