@@ -95,6 +95,8 @@ _NOT_DIGIT = bytes(c for c in range(256) if not 48 <= c <= 57)
 _LOOK_AT_MOST = 16
 _ONES_BYTES = 1 << 18  # chunks are ~50 KB; a longer text takes the set of all its words
 _ONES = int.from_bytes(b"\x01" * _ONES_BYTES, "little")  # bit 0 of every byte (AND keeps the shorter)
+_BITS_0_2 = _ONES * 0x05
+_BITS_4 = _ONES * 0x10
 
 
 def _marks(c: int) -> int:
@@ -110,11 +112,12 @@ def _marks(c: int) -> int:
     next byte's bit k at bit 0). Every word giving a token has one of these marks (see
     :func:`word_tokens`); the word itself decides.
     """
-    c7 = c << 7  # the next byte's bit 1 (upper) at bit 0
-    camel = c7 & (c | ((c >> 1) & (c << 16)))
-    signed = (c >> 2) & (c << 5)
-    digits = (c >> 4) & (c << 3) & (c >> 14) & (c << 9)
-    return (camel | signed | digits) & _ONES
+    c7 = c << 7  # the next byte's bit k + 1 at bit k
+    pairs = c & c7  # bit 0: lower/digit, upper; bit 2: letter/digit, sign; bit 4: lower, digit
+    upper_upper = (c >> 1) & c7 & (c << 16)  # bit 0: upper, upper, lower/digit
+    x11 = pairs & (c >> 10) & (c << 13)  # bit 4, also: no word character before, digit or none after
+    marks = (pairs & _BITS_0_2) | (x11 & _BITS_4) | upper_upper
+    return (marks | (marks >> 2) | (marks >> 4)) & _ONES
 
 
 def _marked_words(padded: bytes, c: int, marks: int) -> set[bytes]:
