@@ -136,3 +136,17 @@ def test_with_the_word_memory_full_new_words_still_give_their_tokens() -> None:
         assert b"neverSeenBefore" not in derive_mod._GIVES
     finally:
         derive_mod._REMEMBER = saved
+
+
+def reference_wide_tokens(text: str) -> list[str]:
+    """CJK grams of every run and a token per emoji, by two passes over the whole text."""
+    out = [g for m in derive_mod.CJK_RUN.finditer(text) for g in derive_mod.cjk_grams(m.group())]
+    return sorted(out + [derive_mod.emoji_token(m.group()) for m in derive_mod.EMOJI_CHAR.finditer(text)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([*"ab C→…", "日本語", "の", "中", "😀", "🚀", "\u2500", "\u3297", "\uff70",
+                                 "\U00020001", " ", "\n", "x"]), max_size=60).map("".join))
+def test_cjk_and_emoji_tokens_same_as_two_passes_over_the_text(text: str) -> None:
+    got = sorted(t for t in derive(text).split() if not t.isascii() or t.startswith("sym"))
+    assert got == reference_wide_tokens(text)

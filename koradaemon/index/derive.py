@@ -217,8 +217,24 @@ def derive(text: str) -> str:
     """
     out: list[str] = []
     _ascii_tokens(text.encode("utf-8", "surrogatepass"), out)
-    if not text.isascii() and _WIDE.search(text):
-        for m in CJK_RUN.finditer(text):
-            out.extend(cjk_grams(m.group()))
-        out.extend(emoji_token(m.group()) for m in EMOJI_CHAR.finditer(text))
+    if not text.isascii():
+        _wide_tokens(text, out)
     return " ".join(out)
+
+
+def _wide_tokens(text: str, out: list[str]) -> None:
+    """CJK grams and emoji tokens, looked for only where characters beyond U+1100 are (code and
+    prose have a few arrows or dashes here and there: two regex passes over all of it cost more)."""
+    search, cjk_run, emoji = _WIDE.search, CJK_RUN.match, EMOJI_CHAR.match
+    wide = search(text)
+    while wide is not None:
+        at = wide.start()
+        run = cjk_run(text, at)  # a run cannot start earlier: its first character is wide too
+        if run is not None:
+            out.extend(cjk_grams(run.group()))
+            at = run.end()
+        else:
+            if emoji(text, at) is not None:
+                out.append(emoji_token(text[at]))
+            at += 1
+        wide = search(text, at)
