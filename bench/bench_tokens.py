@@ -4,7 +4,7 @@ Run: .venv/bin/python bench/bench_tokens.py [--mib 30]
 
 The stdlib's .py text (code: camelCase, C-style operators, some non-ASCII) is chunked like the
 daemon does and inserted into two FTS5 tables of the same shape, in the same run: one with
-``extra`` filled by ``fts.derive`` (the daemon), one with ``extra`` empty (the baseline).
+``extra`` filled by ``derive.derive`` (the daemon), one with ``extra`` empty (the baseline).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 import apsw
 
 from koradaemon.index.chunking import iter_spans
-from koradaemon.index.fts import TOKENIZER, derive
+from koradaemon.index.derive import derive
+from koradaemon.index.fts import TOKENIZER
 
 
 def chunks(limit: int) -> list[str]:

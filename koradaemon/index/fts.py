@@ -15,30 +15,24 @@ rowid without their old text. The line a chunk starts on is in ``chunks.line``.
 
 from __future__ import annotations
 
-import re
 import weakref
 from collections.abc import Iterable
 
 import apsw
 
 from ..paths import check_agency_id
+from .derive import CJK_RUN as CJK_RUN
+from .derive import EMOJI_CHAR as EMOJI_CHAR
+from .derive import SYMWORD as SYMWORD
+from .derive import cjk_grams as cjk_grams
+from .derive import derive as derive
+from .derive import emoji_token as emoji_token
+from .derive import sign_word as sign_word
 
 TOKENIZER = "unicode61 remove_diacritics 2"
 
 # Known tables per connection: saves a schema lookup per document and per search.
 _KNOWN: weakref.WeakKeyDictionary[apsw.Connection, set[str]] = weakref.WeakKeyDictionary()
-
-CJK = (
-    "\u1100-\u11ff\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31a0-\u31ff\u3400-\u4dbf"
-    "\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
-)
-EMOJI = "\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u297f\u2b00-\u2bff\u3030\u303d\u3297\u3299\U0001f000-\U0001faff"
-CJK_RUN = re.compile(f"[{CJK}]+")
-EMOJI_CHAR = re.compile(f"[{EMOJI}]")
-CAMEL_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-# A word ending in '+' or '#' signs that no word character follows: C++, C#, F#, g++.
-SYMWORD = re.compile(r"(?<![^\W_])([^\W_]+)([+#]+)(?![^\W_+#])")
-SIGN_NAMES = {"+": "plus", "#": "sharp"}
 
 
 def bare_name(agency_id: str) -> str:
@@ -142,106 +136,3 @@ def merge_step(conn: apsw.Connection, pages: int) -> bool:
         conn.execute(f"INSERT INTO {name}({name}, rank) VALUES ('merge', ?)", (pages,))
         worked = worked or conn.total_changes() - before >= 2  # FTS5: 2 or more changes = work done
     return worked
-
-
-# -- derived tokens ------------------------------------------------------------------
-def sign_word(word: str, signs: str) -> str:
-    return word.lower() + "".join(SIGN_NAMES[c] for c in signs)
-
-
-def cjk_grams(run: str) -> list[str]:
-    """Bigrams of a CJK run, plus its last character alone (so a one-character query finds it)."""
-    if len(run) == 1:
-        return [run]
-    return [run[i : i + 2] for i in range(len(run) - 1)] + [run[-1]]
-
-
-def emoji_token(ch: str) -> str:
-    return f"sym{ord(ch):x}"
-
-
-def camel_parts(ident: str) -> list[str]:
-    return [p.lower() for p in CAMEL_PART.findall(ident)]
-
-
-# ASCII letters, digits and the signs '+' '#' kept, every other character a space:
-# ``text.translate(_WORDS).split()`` lists the words at C speed (str.translate has an ASCII fast path).
-_WORDS = str.maketrans({chr(c): (chr(c) if chr(c).isalnum() or chr(c) in "+#" else " ") for c in range(128)})
-_SIGNED = re.compile(r"([A-Za-z0-9]+)([+#]+)")
-_WIDE = re.compile("[\u1100-\U0010ffff]")
-# Character classes of ASCII text: 'a' lower, 'A' upper, '0' digit, '+' for '+' and '#', ' ' else.
-_CLASSES = str.maketrans({chr(c): ("a" if chr(c).islower() else "A" if chr(c).isupper() else "0"
-                                   if chr(c).isdigit() else "+" if chr(c) in "+#" else " ") for c in range(128)})
-_LOOK_AT_MOST = 16  # capitals or digits looked at one by one; more: let the word loop decide
-
-
-def _derivable(ascii_text: str) -> bool:
-    """Whether a word of the text can give :func:`derive` a token: a capital after a letter or digit
-    (camelCase, HTTPServer), one letter then digits as a whole word (x11), or a '+'/'#'.
-
-    False for prose and lower-case words, found by a translate and a few ``find`` calls at C speed
-    (a regex with these alternatives costs more than the word loop it saves).
-    """
-    classes = "  " + ascii_text.translate(_CLASSES)
-    if "+" in classes:
-        return True
-    for mark in "A0":
-        at, looked = classes.find(mark), 0
-        while at >= 0:
-            before = classes[at - 1]
-            if (mark == "A" and before in "aA0") or (mark == "0" and before in "aA" and classes[at - 2] == " "):
-                return True
-            looked += 1
-            if looked > _LOOK_AT_MOST:
-                return True
-            at = classes.find(mark, at + 1)
-    return False
-
-
-# Words already looked at by derive(), per process: those that give no token, and those that do with
-# their tokens. Bounded (short words: a few MB at most); past the bound new words are not remembered.
-_PLAIN: set[str] = set()
-_GIVES: dict[str, tuple[str, ...]] = {}
-_REMEMBER = 60_000
-
-
-def _word_tokens(word: str) -> tuple[str, ...]:
-    """What one word of ASCII letters, digits and '+'/'#' gives: a signed word (c++ → cplusplus-like),
-    or its camelCase parts when there are several; () for most words."""
-    if "+" in word or "#" in word:
-        m = _SIGNED.fullmatch(word)
-        return (sign_word(m.group(1), m.group(2)),) if m else ()
-    if not word[1:].islower() and not word.isupper() and not word.isdigit():
-        parts = camel_parts(word)
-        if len(parts) > 1:
-            return tuple(parts)
-    return ()
-
-
-def derive(text: str) -> str:
-    """Tokens the unicode61 tokenizer cannot see: camelCase parts, C++/C# words, CJK bigrams, emoji.
-
-    Each distinct word of the chunk is looked at once (a set of the words, split at C speed), and
-    only when the text has a word that can give a token (:func:`_derivable`); the CJK and emoji
-    regexes run only on text that has characters beyond U+1100.
-    """
-    ascii_view = text if text.isascii() else text.encode("ascii", "replace").decode("ascii")
-    out: list[str] = []
-    # Words seen before that gave nothing are dropped by one set difference at C speed; the
-    # others are looked up, and only words never seen are looked at one by one.
-    words = set(ascii_view.translate(_WORDS).split()) - _PLAIN if _derivable(ascii_view) else ()
-    for word in words:
-        got = _GIVES.get(word)
-        if got is None:
-            got = _word_tokens(word)
-            if len(_PLAIN) + len(_GIVES) < _REMEMBER:
-                if got:
-                    _GIVES[word] = got
-                else:
-                    _PLAIN.add(word)
-        out.extend(got)
-    if ascii_view is not text and _WIDE.search(text):
-        for m in CJK_RUN.finditer(text):
-            out.extend(cjk_grams(m.group()))
-        out.extend(emoji_token(m.group()) for m in EMOJI_CHAR.finditer(text))
-    return " ".join(out)

@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 
 from ..fsopen import NotRegularFile, open_regular, open_regular_file
 from .chunking import ChunkParams, Span, iter_spans, looks_binary
+from .derive import derive
 from .encoding import count_lines, decode, iter_spans_utf16, utf16_codec
-from .fts import derive
 from .jobs import DeleteJob, FsPath, IndexJob, Job, SkipFile, TouchJob
 from .store import ChunkRow, DocRow
 
