@@ -71,6 +71,10 @@ def test_a_hit_whose_file_changed_or_vanished_is_kept_and_marked_stale(writer_en
         (tmp / ROOT / "f.md").unlink()
         (hit,) = store.search("quince")
         assert hit.stale and hit.snippet == ""
+        (tmp / "outside.md").write_text("intro line\nthe quince needle here\n")  # the indexed bytes, elsewhere
+        (tmp / ROOT / "f.md").symlink_to(tmp / "outside.md")
+        (hit,) = store.search("quince")
+        assert hit.stale and hit.snippet == "", "a symlink is never followed, even to the same bytes"
     finally:
         conn.close()
 
