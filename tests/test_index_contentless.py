@@ -50,6 +50,8 @@ def check_fts(tmp: Path) -> None:
         (chunks,) = conn.execute("SELECT count(*) FROM chunks WHERE agency_id = 'a'").fetchone()
         assert rows == chunks
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'fts%content'").fetchall()
+        # a big segment is merged again once half of it is deleted, not a tenth (fts.DELETE_MERGE_PERCENT)
+        assert conn.execute("""SELECT v FROM "fts_a_config" WHERE k = 'deletemerge'""").fetchall() == [(50,)]
     finally:
         conn.close()
 
