@@ -50,6 +50,8 @@ def check_fts(tmp: Path) -> None:
         (chunks,) = conn.execute("SELECT count(*) FROM chunks WHERE agency_id = 'a'").fetchone()
         assert rows == chunks
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'fts%content'").fetchall()
+        # a big segment is merged again once half of it is deleted, not a tenth (fts.DELETE_MERGE_PERCENT)
+        assert conn.execute("""SELECT v FROM "fts_a_config" WHERE k = 'deletemerge'""").fetchall() == [(50,)]
     finally:
         conn.close()
 
@@ -71,6 +73,10 @@ def test_a_hit_whose_file_changed_or_vanished_is_kept_and_marked_stale(writer_en
         (tmp / ROOT / "f.md").unlink()
         (hit,) = store.search("quince")
         assert hit.stale and hit.snippet == ""
+        (tmp / "outside.md").write_text("intro line\nthe quince needle here\n")  # the indexed bytes, elsewhere
+        (tmp / ROOT / "f.md").symlink_to(tmp / "outside.md")
+        (hit,) = store.search("quince")
+        assert hit.stale and hit.snippet == "", "a symlink is never followed, even to the same bytes"
     finally:
         conn.close()
 

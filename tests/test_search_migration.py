@@ -140,6 +140,8 @@ def test_a_version_3_database_searches_identically_after_its_tables_lose_their_t
     for agency in FILES:
         name = fts.table(agency)
         migrated.execute(f"INSERT INTO {name}({name}) VALUES ('integrity-check')")
+        config = f'"{name[1:-1]}_config"'
+        assert migrated.execute(f"SELECT v FROM {config} WHERE k = 'deletemerge'").fetchall() == [(50,)]
         for q in QUERIES:
             old = AgencyStore(migrated, agency, FileTexts(tmp_path / "old", ("r",))).search_page(q, 10).to_dict()
             new = AgencyStore(fresh, agency, FileTexts(tmp_path / "new", ("r",))).search_page(q, 10).to_dict()

@@ -33,7 +33,7 @@ from typing import Any
 
 import apsw
 
-from ..errors import DataError, QueryError, QueryTooExpensive
+from ..errors import DataError, PathError, QueryError, QueryTooExpensive
 from . import fts, ranking
 from .query import Query
 from .ranking import BOUNDED, CAP, K1, B
@@ -254,7 +254,7 @@ def _with_text(hits: list[Hit], q: Query, texts: ChunkText) -> list[Hit]:
     for hit in hits:
         try:
             text = texts(ChunkRef(hit.root, hit.path, hit.byte_offset, hit.byte_length, hit.sha256))
-        except (DataError, OSError, ValueError):
+        except (DataError, PathError, OSError, ValueError):  # never served: stale
             out.append(dataclasses.replace(hit, stale=True))
             continue
         assert marker is not None
