@@ -22,7 +22,7 @@ from ..errors import KoraError
 from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
 from . import VectorsUnavailable
 from .heap import batch_mode, rest_mode
-from .store import VectorTables, connect
+from .store import QUERY_MMAP_BYTES, VectorTables, connect
 
 if TYPE_CHECKING:  # numpy and the model's libraries load on the vector thread, not in the daemon's start-up
     from .embedder import Embedder
@@ -168,7 +168,7 @@ class VectorService:
     def _conn(self) -> apsw.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self.vectors_db, self.kernel_db)
+            conn = connect(self.vectors_db, self.kernel_db, QUERY_MMAP_BYTES)
             self._local.conn = conn
         return conn
 

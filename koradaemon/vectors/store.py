@@ -33,6 +33,10 @@ BUSY_TIMEOUT_MS = 10_000
 # Small page caches (KiB): a search touches a few hundred rows; the OS page cache serves the rest,
 # and every control thread that searches holds a connection of its own.
 CACHE_KIB = 512
+# Search connections map the vectors database: a query scores a few hundred passages on random
+# pages, and reading each through the page cache (a pread per page) made the p99 five times the
+# p50. Mapped pages are the OS page cache's, shared and reclaimable, not this process's heap.
+QUERY_MMAP_BYTES = 1 << 30
 
 META = """CREATE TABLE IF NOT EXISTS vec_agencies(
     agency_id TEXT PRIMARY KEY, model TEXT NOT NULL, dims INTEGER NOT NULL) STRICT"""
@@ -100,8 +104,11 @@ def load_extension(conn: apsw.Connection) -> str:
                                  hint="reinstall sqlite-vec, or set vectors.enabled: false") from None
 
 
-def connect(vectors_db: Path, kernel_db: Path) -> apsw.Connection:
-    """A connection on the vectors database with sqlite-vec loaded and the kernel attached as ``k``."""
+def connect(vectors_db: Path, kernel_db: Path, mmap_bytes: int = 0) -> apsw.Connection:
+    """A connection on the vectors database with sqlite-vec loaded and the kernel attached as ``k``.
+
+    ``mmap_bytes``: how much of the vectors database reads may map (search connections).
+    """
     try:
         conn = apsw.Connection(str(vectors_db))
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
@@ -113,6 +120,8 @@ def connect(vectors_db: Path, kernel_db: Path) -> apsw.Connection:
     conn.execute("ATTACH DATABASE ? AS k", (str(kernel_db),))
     conn.execute(f"PRAGMA main.cache_size = -{CACHE_KIB}")
     conn.execute(f"PRAGMA k.cache_size = -{CACHE_KIB // 2}")
+    if mmap_bytes:
+        conn.execute(f"PRAGMA main.mmap_size = {int(mmap_bytes)}")
     conn.execute(META)
     return conn
 
