@@ -161,4 +161,4 @@ def test_word_cache_serves_the_same_tokens_as_tokenising_afresh(tmp_path_factory
             assert np.allclose((got * want).sum(axis=1), 1.0, atol=1e-5), batch
     finally:
         emb_mod.MAX_CACHED_WORDS = limit
-    assert len(fresh._start) <= 2500
+    assert fresh.cached_words <= 2500

@@ -199,21 +199,19 @@ class VectorTables:
 
         A deferred transaction that writes only this database: the kernel database is never locked.
         """
-        added: list[tuple[int, bytes]] = []
+        rows = [(chunk.chunk_id, p.offset, p.length, p.sha256, p.code, p.embedding)
+                for chunk, passages in done for p in passages]
         with self.conn:
-            for chunk, passages in done:
-                self.conn.execute(f"DELETE FROM {self.vp} WHERE chunk_id = ?", (chunk.chunk_id,))
-                for p in passages:
-                    self.conn.execute(
-                        f"INSERT INTO {self.vp}(chunk_id, byte_offset, byte_length, sha256, code, embedding)"
-                        " VALUES (?, ?, ?, ?, ?, vec_int8(?))",
-                        (chunk.chunk_id, p.offset, p.length, p.sha256, p.code, p.embedding),
-                    )
-                    added.append((self.conn.last_insert_rowid(), p.code))
-                self.conn.execute(
-                    f"INSERT OR REPLACE INTO {self.vd}(chunk_id, chunk_sha256, passages) VALUES (?, ?, ?)",
-                    (chunk.chunk_id, chunk.sha256, len(passages)),
-                )
+            self.conn.executemany(f"DELETE FROM {self.vp} WHERE chunk_id = ?", [(c.chunk_id,) for c, _ in done])
+            self.conn.executemany(
+                f"INSERT INTO {self.vp}(chunk_id, byte_offset, byte_length, sha256, code, embedding)"
+                " VALUES (?, ?, ?, ?, ?, vec_int8(?))", rows)
+            # AUTOINCREMENT in one transaction of this only writer: the new ids are consecutive
+            last = self.conn.last_insert_rowid()
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO {self.vd}(chunk_id, chunk_sha256, passages) VALUES (?, ?, ?)",
+                [(c.chunk_id, c.sha256, len(ps)) for c, ps in done])
+        added = [(last - len(rows) + 1 + i, r[4]) for i, r in enumerate(rows)]
         return added
 
     def sweep(self) -> list[int]:

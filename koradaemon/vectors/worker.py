@@ -34,6 +34,7 @@ class AgencyVectors:
     version: int | None = None
     lag_chunks: int = 0
     lag_bytes: int = 0
+    queue: list[PendingChunk] = field(default_factory=list)  # pending chunks read ahead, until the next commit
     counters: dict[str, float] = field(default_factory=lambda: {
         "chunks": 0, "passages": 0, "bytes": 0, "busy_s": 0.0, "cpu_s": 0.0, "stale": 0, "errors": 0, "swept": 0})
 
@@ -67,7 +68,7 @@ class Step:
             total += chunk.length
             if total >= self.batch_bytes:
                 return chunks[: i + 1]
-        return chunks
+        return chunks[:]  # a copy: the caller removes these from its queue
 
     def run(self, av: AgencyVectors) -> bool:
         """One batch for one agency; True if it did work (call again soon)."""
@@ -76,9 +77,12 @@ class Step:
             removed = av.tables.sweep()
             av.index.remove(removed)
             av.counters["swept"] += len(removed)
-            av.version, av.cursor = version, 0
+            av.version, av.cursor, av.queue = version, 0, []
             av.lag_chunks, av.lag_bytes = av.tables.lag()
-        chunks = self._take(av.tables.pending(av.cursor, self.batch_passages))
+        if sum(c.length for c in av.queue) < self.batch_bytes:  # one query for many batches of a few chunks
+            av.queue.extend(av.tables.pending(av.queue[-1].chunk_id if av.queue else av.cursor, self.batch_passages))
+        chunks = self._take(av.queue)
+        del av.queue[: len(chunks)]
         if not chunks:
             av.lag_chunks = av.lag_bytes = 0
             return False
