@@ -52,13 +52,8 @@ class PendingChunk:
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class PassageRow:
-    offset: int
-    length: int
-    sha256: str
-    code: bytes
-    embedding: bytes
+# One passage to store: chunk id, byte offset, byte length, sha256, sign-bit code, int8 embedding.
+PassageRow = tuple[int, int, int, str, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,13 +189,12 @@ class VectorTables:
         return int(chunks), int(passages)
 
     # -- writes (the embedding thread only) -------------------------------------------
-    def put(self, done: Sequence[tuple[PendingChunk, Sequence[PassageRow]]]) -> list[tuple[int, bytes]]:
-        """Store the passages of these chunks (replacing older ones); returns the new (id, code) pairs.
+    def put(self, done: Sequence[tuple[PendingChunk, int]], rows: Sequence[PassageRow]) -> list[tuple[int, bytes]]:
+        """Store the passages of these chunks (``done``: each chunk and its passage count; ``rows``: their
+        passages, in order), replacing older ones; returns the new (id, code) pairs.
 
         A deferred transaction that writes only this database: the kernel database is never locked.
         """
-        rows = [(chunk.chunk_id, p.offset, p.length, p.sha256, p.code, p.embedding)
-                for chunk, passages in done for p in passages]
         with self.conn:
             self.conn.executemany(f"DELETE FROM {self.vp} WHERE chunk_id = ?", [(c.chunk_id,) for c, _ in done])
             self.conn.executemany(
@@ -210,7 +204,7 @@ class VectorTables:
             last = self.conn.last_insert_rowid()
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO {self.vd}(chunk_id, chunk_sha256, passages) VALUES (?, ?, ?)",
-                [(c.chunk_id, c.sha256, len(ps)) for c, ps in done])
+                [(c.chunk_id, c.sha256, n) for c, n in done])
         added = [(last - len(rows) + 1 + i, r[4]) for i, r in enumerate(rows)]
         return added
 
