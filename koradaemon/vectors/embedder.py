@@ -88,11 +88,11 @@ class Embedder:
         # inserted and appended, never merged into a sorted array: merging re-copied the whole
         # cache (and rebuilt a bucket table over it) on every batch.
         self._keys = np.zeros(1 << 12, np.uint64)
-        self._vals = np.zeros(1 << 12, np.int64)
+        self._vals = np.zeros(1 << 12, np.int32)
         self._shift = np.uint64(64 - 12)
         self._words = 0
-        self._start = np.zeros(1024, np.int64)  # per word index (the first self._words): first token in _ids
-        self._count = np.zeros(1024, np.int64)
+        self._start = np.zeros(1024, np.int32)  # per word index (the first self._words): first token in _ids
+        self._count = np.zeros(1024, np.int32)
         self._ids = np.zeros(4096, np.int32)
         self._n_ids = 0
 
@@ -157,12 +157,12 @@ class Embedder:
                 size *= 2
             keys, vals = self._keys, self._vals
             used = np.flatnonzero(keys)
-            self._keys, self._vals = np.zeros(size, np.uint64), np.zeros(size, np.int64)
+            self._keys, self._vals = np.zeros(size, np.uint64), np.zeros(size, np.int32)
             self._shift = np.uint64(64 - (size.bit_length() - 1))
             self._insert(keys[used], vals[used])
-        self._insert(hashes, np.arange(first, first + n, dtype=np.int64))
+        self._insert(hashes, np.arange(first, first + n, dtype=np.int32))
 
-    def _insert(self, hashes: U64, slots: I64) -> None:
+    def _insert(self, hashes: U64, slots: npt.NDArray[np.int32]) -> None:
         """Put distinct hashes that are not in the table yet, all at once, round by round."""
         mask = len(self._keys) - 1
         at = (hashes >> self._shift).astype(np.intp)
@@ -201,7 +201,7 @@ class Embedder:
         at = (h >> self._shift).astype(np.intp)
         key = self._keys[at]
         hit = key == h
-        out: I64 = np.where(hit, self._vals[at], -1)
+        out: I64 = np.where(hit, self._vals[at], -1).astype(np.int64)
         idx = np.flatnonzero(~hit & (key != 0))
         at, want = (at[idx] + 1) & mask, h[idx]
         while len(idx):
@@ -229,7 +229,7 @@ class Embedder:
             words = [buf[s:e] for s, e in zip(starts[at].tolist(), ends[at].tolist(), strict=True)]
             self._learn(words, new)
             wid[miss] = self._lookup(h[miss])
-        counts = self._count[wid]
+        counts = self._count[wid].astype(np.int64)
         tok_ends = np.cumsum(counts)
         total = int(tok_ends[-1]) if len(tok_ends) else 0
         offs = np.repeat(self._start[wid] - (tok_ends - counts), counts) + np.arange(total)
