@@ -7,9 +7,9 @@ reads after a space) and keep its token ids in a bounded cache. Punctuation and
 whitespace carry no meaning for retrieval and are left out.
 
 A batch never loops over words in Python: the word boundaries come from a byte table,
-each word's 64-bit hash from a few unaligned 64-bit loads, the cache is a sorted array of
-hashes with a bucket table on their leading bits; only words never seen before are cut out and
-tokenised. Then a few gathers and one sum per passage.
+each word's 64-bit hash from a few unaligned 64-bit loads, the cache is an open-addressing
+hash table in numpy arrays (looked up and filled a whole batch at a time); only words never
+seen before are cut out and tokenised. Then a few gathers and one sum per passage.
 
 Binary codes (the sign of each dimension, packed) serve the in-memory
 pre-filter of :mod:`.codes`; exact cosine re-ranks its candidates.
@@ -218,7 +218,7 @@ class Embedder:
         h = self._hash(buf, starts, ends)
         np.maximum(h, np.uint64(1), out=h)  # 0 marks an empty slot of the table
         wid = self._lookup(h)
-        miss = np.flatnonzero(wid < 0)  # once the cache is warm, few: only those are sorted
+        miss = np.flatnonzero(wid < 0)  # once the cache is warm, few
         if len(miss):
             new, at = np.unique(h[miss], return_index=True)
             if self._words + len(new) > MAX_CACHED_WORDS:  # full: start over with this batch's words
