@@ -190,16 +190,12 @@ def recall(d: Daemon) -> dict[str, dict[str, float]]:
     return table
 
 
-def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
-    """Vector search at ``passages`` passages through VectorService.search (kernel rows written directly)."""
-    from koradaemon import gcsettings
-    from koradaemon.config import parse_config
+def knn_corpus(root: Path, passages: int) -> None:
+    """``root`` with files of about ``passages`` passages of standard-library text and their kernel rows
+    (documents and 50 KB chunks written directly, as the writer would)."""
     from koradaemon.index.db import open_db
-    from koradaemon.vectors.heap import batch_mode, rest_mode
-    from koradaemon.vectors.service import VectorService
-    from koradaemon.vectors.worker import Step
 
-    root = fresh(work / "knn")
+    fresh(root)
     src = fresh(root / "texts")
     stdlib_corpus(src, 24 << 20)
     text = b"".join(p.read_bytes() for p in sorted(src.rglob("*.py")))
@@ -212,9 +208,6 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
         files.append((f"f{n:04d}.txt", body))
         pos += len(body)
         n += 1
-    cfg = parse_config(f"agencies: [{{agency_id: bench, roots: [notes]}}]\nvault: {{enabled: false}}\n"
-                       f"vectors: {{enabled: true, dims: {dims}}}",
-                       data_root=root)
     kernel = open_db(root / "kora_kernel.db")
     with kernel:
         for i, (name, body) in enumerate(files, 1):
@@ -225,6 +218,23 @@ def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
                 kernel.execute("INSERT INTO chunks(agency_id, document_id, seq, byte_offset, byte_length, sha256)"
                                " VALUES ('bench', ?, ?, ?, ?, ?)", (i, seq, off, len(piece),
                                                                    hashlib.sha256(piece).hexdigest()))
+    kernel.close()
+
+
+def knn_latency(work: Path, passages: int, dims: int) -> dict[str, Any]:
+    """Vector search at ``passages`` passages through VectorService.search (kernel rows written directly)."""
+    from koradaemon import gcsettings
+    from koradaemon.config import parse_config
+    from koradaemon.vectors.heap import batch_mode, rest_mode
+    from koradaemon.vectors.service import VectorService
+    from koradaemon.vectors.worker import Step
+
+    root = work / "knn"
+    knn_corpus(root, passages)
+    text = b"".join(p.read_bytes() for p in sorted((root / "texts").rglob("*.py")))
+    cfg = parse_config(f"agencies: [{{agency_id: bench, roots: [notes]}}]\nvault: {{enabled: false}}\n"
+                       f"vectors: {{enabled: true, dims: {dims}}}",
+                       data_root=root)
     svc = VectorService(cfg, root / "kora_kernel.db", lambda a: False)
     conn = svc._load()
     svc.state = "ready"
