@@ -170,8 +170,10 @@ def test_code_index_returns_the_nearest_codes_by_hamming_distance_as_it_grows_an
     rng = np.random.default_rng(3)
     index = CodeIndex(32)
     codes: dict[int, bytes] = {}
+    next_id = 0
     for size in (50, 3000, 6000):
-        new = {len(codes) + i: rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for i in range(size)}
+        new = {next_id + i: rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for i in range(size)}
+        next_id += size
         codes.update(new)
         index.add(new.items())
         gone = [int(i) for i in rng.choice(list(codes), 10, replace=False)]
