@@ -238,6 +238,8 @@ def test_the_model_loads_only_while_the_keyword_pipeline_is_idle(tmp_path: Path)
     res = subprocess.run([sys.executable, str(script), str(tmp_path / "root")], capture_output=True, text=True,
                          timeout=120, stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    # the vector thread's log lines go to stdout too, and may come after the result
+    (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith('{"busy"')]
+    out = json.loads(line)
     assert out == {"busy": {"polls": True, "numpy": False, "state": "loading"},
                    "loaded": True, "state": "ready", "numpy": True}
