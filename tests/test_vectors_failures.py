@@ -201,3 +201,45 @@ def test_vector_mode_without_a_running_daemon_is_one_clear_line(tmp_path: Path) 
     res = d.cli("search", "--agency", "alpha", "--mode", "hybrid", "parsnips")
     assert res.returncode == 69 and "needs the running daemon" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+YIELDING_LOAD = textwrap.dedent("""
+    import json, sys, threading, time
+    from pathlib import Path
+    from koradaemon.config import parse_config
+    from koradaemon.vectors.service import start_vectors
+    root = Path(sys.argv[1])
+    (root / "notes").mkdir(parents=True)
+    cfg = parse_config("agencies: [{agency_id: alpha, roots: [notes]}]\\nvectors: {enabled: true}",
+                       data_root=root, runtime_checks=False)
+    busy, polls = threading.Event(), []
+    busy.set()
+    def pipeline_busy():  # idle at the first look, then a burst of files arrives
+        polls.append(1)
+        return len(polls) > 1 and busy.is_set()
+    svc = start_vectors(cfg, root / "kora_kernel.db", lambda a: False, pipeline_busy)
+    deadline = time.monotonic() + 30
+    while len(polls) < 20 and time.monotonic() < deadline:  # the vector thread is polling
+        time.sleep(0.01)
+    seen_busy = {"polls": len(polls) >= 20, "numpy": "numpy" in sys.modules, "state": svc.state}
+    busy.clear()
+    loaded = svc.wait_loaded(60)
+    print(json.dumps({"busy": seen_busy, "loaded": loaded, "state": svc.state, "numpy": "numpy" in sys.modules}))
+    svc.stop()
+""")
+
+
+def test_the_model_loads_only_while_the_keyword_pipeline_is_idle(tmp_path: Path) -> None:
+    # Importing numpy and parsing the tokenizer hold the GIL for hundreds of ms: a load that began
+    # while the pipeline was idle goes on only once it is idle again (a fresh interpreter: nothing
+    # imported before).
+    script = tmp_path / "yielding.py"
+    script.write_text(YIELDING_LOAD)
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "root")], capture_output=True, text=True,
+                         timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # the vector thread's log lines go to stdout too, and may come after the result
+    (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith('{"busy"')]
+    out = json.loads(line)
+    assert out == {"busy": {"polls": True, "numpy": False, "state": "loading"},
+                   "loaded": True, "state": "ready", "numpy": True}

@@ -161,4 +161,30 @@ def test_word_cache_serves_the_same_tokens_as_tokenising_afresh(tmp_path_factory
             assert np.allclose((got * want).sum(axis=1), 1.0, atol=1e-5), batch
     finally:
         emb_mod.MAX_CACHED_WORDS = limit
-    assert len(fresh._start) <= 2500
+    assert fresh.cached_words <= 2500
+
+
+def test_code_index_returns_the_nearest_codes_by_hamming_distance_as_it_grows_and_shrinks() -> None:
+    # Brute force over the same codes decides; the index reuses its buffers across queries,
+    # additions (more passages than its buffers hold) and removals.
+    rng = np.random.default_rng(3)
+    index = CodeIndex(32)
+    codes: dict[int, bytes] = {}
+    next_id = 0
+    for size in (50, 3000, 6000):
+        new = {next_id + i: rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for i in range(size)}
+        next_id += size
+        codes.update(new)
+        index.add(new.items())
+        gone = [int(i) for i in rng.choice(list(codes), 10, replace=False)]
+        index.remove(gone)
+        for i in gone:
+            del codes[i]
+        for _ in range(3):
+            query = rng.integers(0, 256, 32, dtype=np.uint8)
+            dist = {i: int(np.unpackbits(np.frombuffer(c, np.uint8) ^ query).sum()) for i, c in codes.items()}
+            got = index.candidates(query.tobytes(), 40)
+            assert len(got) == min(40, len(codes)) == len(set(got)) and set(got) <= set(codes)
+            if len(codes) > 40:
+                worst = max(dist[i] for i in got)
+                assert all(d >= worst for i, d in dist.items() if i not in got)  # nothing nearer left out

@@ -7,9 +7,9 @@ reads after a space) and keep its token ids in a bounded cache. Punctuation and
 whitespace carry no meaning for retrieval and are left out.
 
 A batch never loops over words in Python: the word boundaries come from a byte table,
-each word's 64-bit hash from a few unaligned 64-bit loads, the cache is a sorted array of
-hashes with a bucket table on their leading bits; only words never seen before are cut out and
-tokenised. Then a few gathers and one sum per passage.
+each word's 64-bit hash from a few unaligned 64-bit loads, the cache is an open-addressing
+hash table in numpy arrays (looked up and filled a whole batch at a time); only words never
+seen before are cut out and tokenised. Then a few gathers and one sum per passage.
 
 Binary codes (the sign of each dimension, packed) serve the in-memory
 pre-filter of :mod:`.codes`; exact cosine re-ranks its candidates.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -83,13 +83,22 @@ class Embedder:
         self._reset_cache()
 
     def _reset_cache(self) -> None:
-        self._hashes = np.zeros(0, np.uint64)  # sorted
-        self._shift = np.uint64(63)
-        self._bucket = np.zeros(3, np.int32)  # _hashes[_bucket[b]:_bucket[b + 1]] have top bits b
-        self._slot = np.zeros(0, np.int64)  # word index of each sorted hash
-        self._start = np.zeros(0, np.int64)  # per word index: first token in _ids
-        self._count = np.zeros(0, np.int64)
-        self._ids = np.zeros(0, np.int32)
+        # The word cache: an open-addressing hash table (linear probing, 0 = empty) from a word's
+        # hash to its word index, and per word index its tokens' place in _ids. New words are
+        # inserted and appended, never merged into a sorted array: merging re-copied the whole
+        # cache (and rebuilt a bucket table over it) on every batch.
+        self._keys = np.zeros(1 << 12, np.uint64)
+        self._vals = np.zeros(1 << 12, np.int32)
+        self._shift = np.uint64(64 - 12)
+        self._words = 0
+        self._start = np.zeros(1024, np.int32)  # per word index (the first self._words): first token in _ids
+        self._count = np.zeros(1024, np.int32)
+        self._ids = np.zeros(4096, np.int32)
+        self._n_ids = 0
+
+    @property
+    def cached_words(self) -> int:
+        return self._words
 
     @staticmethod
     def _hash(buf: bytes, starts: I64, ends: I64) -> U64:
@@ -130,21 +139,42 @@ class Embedder:
     def _learn(self, words: list[bytes], hashes: U64) -> None:
         """Tokenise words never seen before (each as it reads after a space) and remember their ids.
 
-        ``hashes`` are the words' hashes, sorted and not yet in the cache.
+        ``hashes`` are the words' hashes, distinct and not yet in the cache.
         """
         ids, counts = self._tokenize_words([w.decode("utf-8", "replace") for w in words])
-        first = len(self._start)
-        self._start = np.concatenate((self._start, len(self._ids) + np.cumsum(counts) - counts))
-        self._count = np.concatenate((self._count, counts))
-        self._ids = np.concatenate((self._ids, ids))
-        at = np.searchsorted(self._hashes, hashes)  # ``hashes`` is sorted: merged in place, no sort of the cache
-        self._hashes = np.insert(self._hashes, at, hashes)
-        self._slot = np.insert(self._slot, at, np.arange(first, first + len(words), dtype=np.int64))
-        bits = len(self._hashes).bit_length() + 1  # a quarter to a half of a hash a bucket
-        self._shift = np.uint64(64 - bits)
-        self._bucket = np.zeros((1 << bits) + 1, np.int32)
-        np.cumsum(np.bincount((self._hashes >> self._shift).astype(np.intp), minlength=1 << bits),
-                  out=self._bucket[1:])
+        first, n = self._words, len(words)
+        self._start = _room(self._start, first, n)
+        self._count = _room(self._count, first, n)
+        self._start[first : first + n] = self._n_ids + np.cumsum(counts) - counts
+        self._count[first : first + n] = counts
+        self._ids = _room(self._ids, self._n_ids, len(ids))
+        self._ids[self._n_ids : self._n_ids + len(ids)] = ids
+        self._n_ids += len(ids)
+        self._words += n
+        if 2 * self._words > len(self._keys):  # at most half full: probes stay short
+            size = len(self._keys)
+            while 2 * self._words > size:
+                size *= 2
+            keys, vals = self._keys, self._vals
+            used = np.flatnonzero(keys)
+            self._keys, self._vals = np.zeros(size, np.uint64), np.zeros(size, np.int32)
+            self._shift = np.uint64(64 - (size.bit_length() - 1))
+            self._insert(keys[used], vals[used])
+        self._insert(hashes, np.arange(first, first + n, dtype=np.int32))
+
+    def _insert(self, hashes: U64, slots: npt.NDArray[np.int32]) -> None:
+        """Put distinct hashes that are not in the table yet, all at once, round by round."""
+        mask = len(self._keys) - 1
+        at = (hashes >> self._shift).astype(np.intp)
+        while len(hashes):
+            free = np.flatnonzero(self._keys[at] == 0)
+            _, first = np.unique(at[free], return_index=True)  # one word per free slot this round
+            won = free[first]
+            self._keys[at[won]] = hashes[won]
+            self._vals[at[won]] = slots[won]
+            rest = np.ones(len(hashes), bool)
+            rest[won] = False
+            hashes, slots, at = hashes[rest], slots[rest], (at[rest] + 1) & mask
 
     def _tokenize_words(self, words: list[str]) -> tuple[npt.NDArray[np.int32], I64]:
         """Token ids of each word (as it reads after a space), concatenated, and each word's count.
@@ -166,39 +196,32 @@ class Embedder:
         return np.fromiter((i for x in lists for i in x), np.int32, int(counts.sum())), counts
 
     def _lookup(self, h: U64) -> I64:
-        """Word index of each hash, -1 where unknown.
-
-        The leading bits of a hash name its bucket (a slice of the sorted hashes, mostly empty
-        or one long); each round compares every query still open with the next hash of its bucket.
-        A binary search (``searchsorted``) took a cache miss per level for each of the batch's
-        tens of thousands of words.
-        """
-        if not len(self._hashes):
-            return np.full(len(h), -1, np.int64)
-        top = (h >> self._shift).astype(np.intp)
-        lo, hi = self._bucket[top], self._bucket[top + 1]
-        first = np.minimum(lo, len(self._hashes) - 1)
-        hit = (self._hashes[first] == h) & (lo < hi)
-        out: I64 = np.where(hit, self._slot[first], -1)  # most words: the first of their bucket
-        idx = np.flatnonzero(~hit & (lo + 1 < hi))
-        lo, hi, want = lo[idx] + 1, hi[idx], h[idx]
+        """Word index of each hash, -1 where unknown: one gather for most words, a few more rounds for the rest."""
+        mask = len(self._keys) - 1
+        at = (h >> self._shift).astype(np.intp)
+        key = self._keys[at]
+        hit = key == h
+        out: I64 = np.where(hit, self._vals[at], -1).astype(np.int64)
+        idx = np.flatnonzero(~hit & (key != 0))
+        at, want = (at[idx] + 1) & mask, h[idx]
         while len(idx):
-            hit = self._hashes[lo] == want
-            out[idx[hit]] = self._slot[lo[hit]]
-            lo += 1
-            more = ~hit & (lo < hi)
-            idx, lo, hi, want = idx[more], lo[more], hi[more], want[more]
+            key = self._keys[at]
+            hit = key == want
+            out[idx[hit]] = self._vals[at[hit]]
+            more = ~hit & (key != 0)
+            idx, at, want = idx[more], (at[more] + 1) & mask, want[more]
         return out
 
     def _word_tokens(self, buf: bytes) -> tuple[npt.NDArray[np.int32], I64, I64]:
         """Token ids of the words of ``buf`` in order, each word's token count, and the word starts."""
         starts, ends = word_spans(buf)
         h = self._hash(buf, starts, ends)
+        np.maximum(h, np.uint64(1), out=h)  # 0 marks an empty slot of the table
         wid = self._lookup(h)
-        miss = np.flatnonzero(wid < 0)  # once the cache is warm, few: only those are sorted
+        miss = np.flatnonzero(wid < 0)  # once the cache is warm, few
         if len(miss):
             new, at = np.unique(h[miss], return_index=True)
-            if len(self._start) + len(new) > MAX_CACHED_WORDS:  # full: start over with this batch's words
+            if self._words + len(new) > MAX_CACHED_WORDS:  # full: start over with this batch's words
                 self._reset_cache()
                 miss = np.arange(len(h))
                 new, at = np.unique(h, return_index=True)
@@ -206,7 +229,7 @@ class Embedder:
             words = [buf[s:e] for s, e in zip(starts[at].tolist(), ends[at].tolist(), strict=True)]
             self._learn(words, new)
             wid[miss] = self._lookup(h[miss])
-        counts = self._count[wid]
+        counts = self._count[wid].astype(np.int64)
         tok_ends = np.cumsum(counts)
         total = int(tok_ends[-1]) if len(tok_ends) else 0
         offs = np.repeat(self._start[wid] - (tok_ends - counts), counts) + np.arange(total)
@@ -270,6 +293,18 @@ class Embedder:
     def codes(self, vectors: F32) -> npt.NDArray[np.uint8]:
         """Packed sign bits: ``dims / 8`` bytes each (centring on the vocabulary mean kept fewer true neighbours)."""
         return np.packbits(vectors > 0, axis=-1)
+
+
+_Arr = TypeVar("_Arr", npt.NDArray[np.int64], npt.NDArray[np.int32])
+
+
+def _room(arr: _Arr, used: int, more: int) -> _Arr:
+    """``arr`` with room for ``more`` items after its first ``used`` (capacity doubles: appends stay cheap)."""
+    if used + more <= len(arr):
+        return arr
+    out = np.empty(max(2 * len(arr), used + more), arr.dtype)
+    out[:used] = arr[:used]
+    return out
 
 
 def pool_sums(table: F32, local: npt.NDArray[np.int32], tok_start: I64, tok_end: I64, out: F32) -> None:

@@ -22,7 +22,7 @@ from ..errors import KoraError
 from ..index.retrieval import ChunkRef, StaleChunk, read_chunk_text
 from . import VectorsUnavailable
 from .heap import batch_mode, rest_mode
-from .store import VectorTables, connect
+from .store import QUERY_MMAP_BYTES, VectorTables, connect
 
 if TYPE_CHECKING:  # numpy and the model's libraries load on the vector thread, not in the daemon's start-up
     from .embedder import Embedder
@@ -73,18 +73,36 @@ class VectorService:
             time.sleep(0.01)
         return self.state != "loading"
 
+    def _await_idle(self) -> float:
+        """Wait (up to LOAD_DEFER_S) while the keyword pipeline has work; the seconds waited.
+
+        Each step of the load holds the GIL for up to a few hundred ms (importing numpy most),
+        so the load goes step by step, each when the pipeline is idle: a burst of files that
+        arrives meanwhile is indexed first.
+        """
+        started = time.monotonic()
+        while (self.pipeline_busy is not None and self.pipeline_busy()
+               and time.monotonic() - started < LOAD_DEFER_S and not self._stop.wait(0.02)):
+            pass
+        return time.monotonic() - started
+
     def _load(self) -> apsw.Connection:
-        from .codes import CodeIndex
+        started, waited = time.monotonic(), self._await_idle()
+        from .codes import CodeIndex  # numpy: the longest step
         from .embedder import Embedder
         from .model import load_tokenizer, load_weights, prepare_cache_dir, quantize_rows
         from .worker import AgencyVectors
 
-        started = time.monotonic()
+        waited += self._await_idle()
         rest_mode()  # the tokenizer's JSON parse: its temporaries mapped and unmapped
         vc = self.cfg.vectors
         files = prepare_cache_dir(self.cfg.path(MODEL_DIR))
         rows, scales = quantize_rows(load_weights(files, vc.dims))  # int8: half of float16's memory
-        self.embedder = Embedder(load_tokenizer(files), rows, files.name, scales)
+        waited += self._await_idle()
+        tokenizer = load_tokenizer(files)
+        waited += self._await_idle()
+        self.embedder = Embedder(tokenizer, rows, files.name, scales)
+        waited += self._await_idle()
         self.model = f"{files.name}-{vc.dims}-int8"  # a change of model, dims or format rebuilds the tables
         conn = connect(self.vectors_db, self.kernel_db)
         for agency in self.cfg.agencies:
@@ -94,7 +112,8 @@ class VectorService:
             index = CodeIndex(vc.dims // 8)
             index.add(tables.all_codes())
             self.agencies[agency.agency_id] = AgencyVectors(tables, index, agency.roots)
-        self.load_s = round(time.monotonic() - started, 3)
+            waited += self._await_idle()
+        self.load_s = round(time.monotonic() - started - waited, 3)  # the load's own time, not the waits
         rest_mode()  # and what it freed handed back
         return conn
 
@@ -168,7 +187,7 @@ class VectorService:
     def _conn(self) -> apsw.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self.vectors_db, self.kernel_db)
+            conn = connect(self.vectors_db, self.kernel_db, QUERY_MMAP_BYTES)
             self._local.conn = conn
         return conn
 

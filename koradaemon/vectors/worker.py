@@ -34,6 +34,7 @@ class AgencyVectors:
     version: int | None = None
     lag_chunks: int = 0
     lag_bytes: int = 0
+    queue: list[PendingChunk] = field(default_factory=list)  # pending chunks read ahead, until the next commit
     counters: dict[str, float] = field(default_factory=lambda: {
         "chunks": 0, "passages": 0, "bytes": 0, "busy_s": 0.0, "cpu_s": 0.0, "stale": 0, "errors": 0, "swept": 0})
 
@@ -67,7 +68,7 @@ class Step:
             total += chunk.length
             if total >= self.batch_bytes:
                 return chunks[: i + 1]
-        return chunks
+        return chunks[:]  # a copy: the caller removes these from its queue
 
     def run(self, av: AgencyVectors) -> bool:
         """One batch for one agency; True if it did work (call again soon)."""
@@ -76,16 +77,19 @@ class Step:
             removed = av.tables.sweep()
             av.index.remove(removed)
             av.counters["swept"] += len(removed)
-            av.version, av.cursor = version, 0
+            av.version, av.cursor, av.queue = version, 0, []
             av.lag_chunks, av.lag_bytes = av.tables.lag()
-        chunks = self._take(av.tables.pending(av.cursor, self.batch_passages))
+        if sum(c.length for c in av.queue) < self.batch_bytes:  # one query for many batches of a few chunks
+            av.queue.extend(av.tables.pending(av.queue[-1].chunk_id if av.queue else av.cursor, self.batch_passages))
+        chunks = self._take(av.queue)
+        del av.queue[: len(chunks)]
         if not chunks:
             av.lag_chunks = av.lag_bytes = 0
             return False
         started, cpu = time.monotonic(), time.thread_time()
-        done: list[tuple[PendingChunk, list[PassageRow]]] = []
+        done: list[tuple[PendingChunk, int]] = []  # each chunk read and its passage count
         texts: list[bytes] = []
-        plans: list[tuple[PendingChunk, list[tuple[int, int, str]]]] = []
+        spans: list[tuple[int, int, int, str]] = []  # chunk id, offset, length, sha256 of each passage
         for chunk in chunks:
             try:
                 ref = ChunkRef(chunk.root, chunk.path, chunk.offset, chunk.length, chunk.sha256)
@@ -99,22 +103,19 @@ class Step:
                 log.warning("vector_chunk_unreadable", agency_id=av.tables.agency_id, path=chunk.path, error=str(exc))
                 continue
             passages = split_passages(data, chunk.offset, self.passage_bytes)
-            plans.append((chunk, [(p.offset, p.length, p.sha256) for p in passages]))
+            done.append((chunk, len(passages)))
+            spans.extend((chunk.chunk_id, p.offset, p.length, p.sha256) for p in passages)
             texts.extend(p.data for p in passages)
-        codes: list[bytes] = []
-        vectors: list[bytes] = []
+        rows: list[PassageRow] = []
         parts = -(-len(texts) // (self.batch_passages + self.batch_passages // 4))  # even parts, none tiny
-        size = -(-len(texts) // max(1, parts))
-        for start in range(0, len(texts), max(1, size)):
+        size = max(1, -(-len(texts) // max(1, parts)))
+        for start in range(0, len(texts), size):
             vecs = self.embedder.embed(texts[start : start + size])
-            codes.extend(c.tobytes() for c in self.embedder.codes(vecs))
-            vectors.extend(v.tobytes() for v in self.embedder.quantize(vecs))
-        k = 0
-        for chunk, spans in plans:
-            done.append((chunk, [PassageRow(off, ln, sha, codes[k + j], vectors[k + j])
-                                 for j, (off, ln, sha) in enumerate(spans)]))
-            k += len(spans)
-        added = av.tables.put(done)
+            codes, vectors = self.embedder.codes(vecs).tobytes(), self.embedder.quantize(vecs).tobytes()
+            cb, vb = len(codes) // len(vecs), len(vectors) // len(vecs)  # one bytes object, sliced per row
+            rows.extend((*span, codes[i * cb : i * cb + cb], vectors[i * vb : i * vb + vb])
+                        for i, span in enumerate(spans[start : start + size]))
+        added = av.tables.put(done, rows)
         av.index.add(added)
         nbytes = sum(c.length for c, _ in done)
         av.counters["chunks"] += len(done)
