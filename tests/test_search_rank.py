@@ -8,7 +8,7 @@ import apsw
 import pytest
 from search_util import new_db, put_texts, zipf_texts
 
-from koradaemon.index import fts, search
+from koradaemon.index import fts, ranking, search
 from koradaemon.index.query import parse
 from koradaemon.index.store import AgencyStore
 
@@ -173,3 +173,39 @@ def test_agency_names_never_meet_another_agencys_shadow_tables(tmp_path: Path) -
     for agency in names:
         assert [h.path for h in AgencyStore(conn, agency).search("shared")] == [f"{agency}.txt"]
         assert AgencyStore(conn, agency).search_page("shared").total == 1
+
+
+def test_the_totals_record_gives_fts5s_own_row_count_and_average_length(big: apsw.Connection) -> None:
+    name = fts.table("alpha")
+    seen: list[tuple[int, float]] = []
+
+    def stats(api: apsw.FTS5ExtensionApi, *args: object) -> int:
+        seen.append((api.row_count, api.column_total_size(-1) / api.row_count))
+        return 0
+
+    big.register_fts5_function("test_stats", stats)
+    big.execute(f"SELECT test_stats({name}) FROM {name} WHERE {name} MATCH 'w0' LIMIT 1").fetchall()
+    assert ranking._stats(big, name) == seen[0]
+
+
+def test_a_prefix_of_words_in_many_chunks_is_read_as_their_or_and_ranked_exactly(tmp_path: Path) -> None:
+    conn = new_db(tmp_path)  # pfxa and pfxb in the same 1,500 chunks: 3,000 listed, 1,500 matches
+    texts = [(f"p{i}.txt", "pfxa " * (1 + i % 7) + "pfxb filler " * (i % 5) + f"u{i}\n") for i in range(1500)]
+    put_texts(conn, "alpha", texts + [(f"o{i}.txt", f"other{i % 40} words\n") for i in range(1000)])
+    words = ranking._expansion(conn, fts.table("alpha"), "pfx")
+    assert sorted(words) == [("pfxa", 1500), ("pfxb", 1200)] and sum(d for _, d in words) > search.CAP
+    page = AgencyStore(conn, "alpha").search_page("pfx*", 10)
+    assert page.exact and page.total == 1500
+    assert [h.bm25 for h in page.hits] == [s for _, s in full_bm25_top(conn, "alpha", "pfx*")]
+
+
+@pytest.mark.parametrize("q", ["w1*", "w0*"])  # 1,111 words (merged by FTS5); one word (read as such)
+def test_a_prefix_in_more_than_cap_chunks_ranks_its_newest_matches(big: apsw.Connection, q: str) -> None:
+    name = fts.table("alpha")
+    page = AgencyStore(big, "alpha").search_page(q, 10)
+    newest = {r[0] for r in big.execute(f"SELECT rowid FROM {name} WHERE {name} MATCH ? ORDER BY rowid DESC"
+                                        " LIMIT ?", (parse(q).fts, search.BOUNDED))}
+    assert not page.exact and len(page.hits) == 10
+    assert {h.chunk_id for h in page.hits} <= newest
+    scores = [h.score for h in page.hits]
+    assert scores == sorted(scores, reverse=True) and scores[0] == 100.0

@@ -36,11 +36,13 @@ CAP = 2000  # queries with at most this many matching chunks are ranked in full 
 BOUNDED = 1000  # beyond CAP, the newest BOUNDED matches are ranked
 GROWTH = 4  # a window with too few matches grows by this factor
 DF_CACHE = 4096  # document frequencies kept per connection (until the database changes)
+OR_WORDS = 64  # a prefix in more than CAP chunks expanding to at most this many words is read as their OR
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 
-_TLS = threading.local()  # the pass being scored, per thread
+_TLS = threading.local()  # the statistics of the statement being scored, per thread
 _REGISTERED: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
 _DF: weakref.WeakKeyDictionary[apsw.Connection, tuple[int, dict[tuple[str, str], int]]] = weakref.WeakKeyDictionary()
+_K1P1 = K1 + 1.0
 
 
 @dataclass(slots=True)
@@ -50,60 +52,32 @@ class Ranked:
     exact: bool
 
 
-class _Pass:
-    """State of one scoring statement: how many more rows to score, the table's statistics."""
-
-    __slots__ = ("avgdl", "idfs", "last", "left", "n_rows")
-
-    def __init__(self, left: int, idfs: list[float | None] | None = None) -> None:
-        self.left = left
-        self.idfs = idfs
-        self.last = max((i for i, x in enumerate(idfs or []) if x is not None), default=-1)
-        self.avgdl = 0.0
-        self.n_rows = 0
-
-    def stats(self, api: apsw.FTS5ExtensionApi) -> float:
-        if not self.avgdl:
-            self.n_rows = n = api.row_count
-            self.avgdl = (api.column_total_size(-1) / n if n else 0.0) or 1.0
-        return self.avgdl
-
-
-def _g(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
-    """BM25's term part of the row with every instance of every unit counted alike (None once
-    the pass has scored its quota: rows beyond it are only counted)."""
-    p: _Pass = _TLS.p
-    if p.left <= 0:
-        return None
-    p.left -= 1
-    avgdl = p.stats(api)
+def _g(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
+    """BM25's term part of the row, every instance of every unit counted alike (FTS5's arithmetic,
+    in FTS5's order of operations, so that ``idf * _g`` is FTS5's bm25 of a one-unit query)."""
     tf = api.inst_count
-    return tf * (K1 + 1.0) / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
+    avgdl: float = _TLS.avgdl
+    return tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
 
 
 def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
-    """FTS5's bm25() (positive), with the IDF of each phrase given (None: an excluded unit).
+    """FTS5's bm25() (positive), with the IDF of each required phrase given (``_TLS.plan``).
 
     Every required phrase is in every matching row, and ``inst_count`` counts the instances of
-    all of them: the last required phrase's frequency is what the others leave of it.
+    all of them: the last required phrase's frequency is what the others leave of it. Excluded
+    phrases add ``idf * 0`` in FTS5, which changes no sum: they are left out of the plan.
     """
-    p: _Pass = _TLS.p
-    avgdl = p.stats(api)
-    idfs = p.idfs
-    assert idfs is not None
-    norm = K1 * (1 - B + B * api.column_size(-1) / avgdl)
+    t = _TLS
+    norm = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
     left = api.inst_count
     score = 0.0
-    last = p.last
-    for i, idf in enumerate(idfs):
-        if idf is None:
-            continue
-        if i == last:
+    for i, w in t.plan:
+        if i < 0:  # the last required phrase
             f = left
         else:  # the indexed columns, body and extra (fts.py)
             f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
             left -= f
-        score += idf * (f * (K1 + 1.0) / (f + norm))
+        score += w * (f * _K1P1 / (f + norm))
     return score
 
 
@@ -126,7 +100,7 @@ def rank(conn: apsw.Connection, name: str, q: Query, want: int) -> Ranked | None
     words = _words(pos)
     single = len(q.units) == 1
     if single and len(words) == 1 and words[0].endswith("*"):  # a prefix: its expansion merged once
-        return _single(conn, name, q.fts, cap, bounded, want)
+        return _prefix(conn, name, words[0], cap, bounded, want)
     newest = {w: _newest(conn, name, w, cap) for w in words}
     least = min(newest, key=lambda w: newest[w][0])
     if newest[least][0] == 0:
@@ -136,16 +110,14 @@ def rank(conn: apsw.Connection, name: str, q: Query, want: int) -> Ranked | None
             ranked = conn.execute(f"SELECT rowid, bm25({name}) FROM {name} WHERE {name} MATCH ?"
                                   " ORDER BY rank, rowid LIMIT ?", (q.fts, want))
             return Ranked([(-float(bm), int(rid)) for rid, bm in ranked], newest[least][0], True)
-        if single:
-            return _single(conn, name, q.fts, cap, bounded, want)
-        return _exact(conn, name, q, newest, least, cap, want)
+        return _exact(conn, name, q, newest, cap, want)
     rarest = min(newest, key=lambda w: newest[w][1])
     if single and len(words) == 1:  # one common word: its window holds only matches
-        p = _Pass(bounded)
+        n_rows, _ = _stats(conn, name)
         rows = _scored(conn, f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ?"
-                       " ORDER BY rowid DESC LIMIT ?", (q.fts, bounded), p)
+                       " ORDER BY rowid DESC LIMIT ?", (q.fts, bounded))
         n, lo = newest[rarest]
-        return Ranked(_top(rows, want), _estimate(conn, name, n, lo, p.n_rows), False)
+        return Ranked(_top(rows, want), _estimate(conn, name, n, lo, n_rows), False)
     return _windowed(conn, name, q.fts, rarest, newest[rarest][1], cap, bounded, want)
 
 
@@ -170,66 +142,125 @@ def _newest(conn: apsw.Connection, name: str, expr: str, cap: int) -> tuple[int,
     return int(row[0]), int(row[1] or 0)
 
 
-def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...], p: _Pass) -> list[tuple[int, float | None]]:
-    _TLS.p = p
-    try:
-        return [(int(rid), s) for rid, s in conn.execute(sql, params)]
-    finally:
-        _TLS.p = None
+def _stats(conn: apsw.Connection, name: str) -> tuple[int, float]:
+    """(rows, average row length in tokens) as FTS5's bm25() sees them, set for the scoring
+    functions of this thread. Read from FTS5's totals record (``_data`` row 1: varints, the row
+    count, then the tokens of each column), which is what FTS5 itself reads for them."""
+    row = conn.execute(f'SELECT block FROM "{name[1:-1]}_data" WHERE id = 1').fetchone()
+    values = _varints(bytes(row[0])) if row and row[0] is not None else [0]
+    n_rows = values[0]
+    _TLS.avgdl = (sum(values[1:]) / n_rows if n_rows else 0.0) or 1.0
+    return n_rows, _TLS.avgdl
 
 
-def _top(rows: list[tuple[int, float | None]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
-    """The best ``want`` (score * weight, rowid): highest score first, then lowest rowid."""
-    best = heapq.nsmallest(want, [(-s, rid) for rid, s in rows if s is not None])
+def _varints(blob: bytes) -> list[int]:
+    """SQLite's variable-length integers (big-endian 7-bit groups; a ninth byte gives 8 bits)."""
+    out: list[int] = []
+    i, n = 0, len(blob)
+    while i < n:
+        v = 0
+        for k in range(9):
+            if i >= n:
+                return out
+            c = blob[i]
+            i += 1
+            if k == 8:
+                v = (v << 8) | c
+                break
+            v = (v << 7) | (c & 0x7F)
+            if c < 0x80:
+                break
+        out.append(v)
+    return out
+
+
+def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float]]:
+    return [(int(rid), s) for rid, s in conn.execute(sql, params)]
+
+
+def _top(rows: list[tuple[int, float]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
+    """The best ``want`` (weight * score, rowid): highest score first, then lowest rowid."""
+    best = heapq.nsmallest(want, [(-s, rid) for rid, s in rows])
     return [(weight * -neg, rid) for neg, rid in best]
 
 
-def _single(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int, want: int) -> Ranked:
-    p = _Pass(bounded)
+def _expansion(conn: apsw.Connection, name: str, prefix: str) -> list[tuple[str, int]]:
+    """The indexed words starting with ``prefix`` and their chunk counts (fts5vocab, one range scan
+    of the term index; the counts are a walk of each word's list of chunks, without positions)."""
+    vocab = f'temp."{name[1:-1]}_vocab"'
+    try:
+        rows = conn.execute(f"SELECT term, doc FROM {vocab} WHERE term >= ? AND term < ?",
+                            (prefix, prefix + "\U0010ffff")).fetchall()
+    except apsw.SQLError:
+        conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {vocab} USING fts5vocab(main, '{name[1:-1]}', 'row')")
+        rows = conn.execute(f"SELECT term, doc FROM {vocab} WHERE term >= ? AND term < ?",
+                            (prefix, prefix + "\U0010ffff")).fetchall()
+    return [(str(t), int(str(d))) for t, d in rows]
+
+
+def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int, want: int) -> Ranked:
+    """One prefix (``expr`` is ``"conf"*``). FTS5 merges the lists of every word it expands to before the first
+    row comes out; for a prefix in many chunks the same words ORed are read lazily, newest first,
+    and only as far as the ``cap + 1`` newest matches (:data:`OR_WORDS` words at most)."""
+    n_rows, _ = _stats(conn, name)
+    words = _expansion(conn, name, expr[1:-2])
+    if not words:
+        return Ranked([], 0, True)
+    if sum(d for _, d in words) > cap and len(words) <= OR_WORDS:
+        expr = " OR ".join('"' + w.replace('"', '""') + '"' for w, _ in words)
     sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ?"
-    rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, cap + 1), p)
-    n = len(rows)
+    n, lo = _newest(conn, name, expr, cap)
     if n > cap:
-        return Ranked(_top(rows, want), _estimate(conn, name, n, rows[-1][0], p.n_rows), False)
-    if n > bounded:  # every match is ranked: score the older ones too
-        p.left = n
-        older = _scored(conn, sql + " AND rowid < ? ORDER BY rowid DESC", (expr, rows[bounded - 1][0]), p)
-        rows = rows[:bounded] + older
-    return Ranked(_top(rows, want, idf(p.n_rows, n)) if n else [], n, True)
+        rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, bounded))
+        return Ranked(_top(rows, want), _estimate(conn, name, n, lo, n_rows), False)
+    rows = _scored(conn, sql, (expr,))  # every match, scored with the prefix's IDF (FTS5's bm25)
+    return Ranked(_top(rows, want, idf(n_rows, n)) if n else [], n, True)
 
 
-def _exact(conn: apsw.Connection, name: str, q: Query, newest: dict[str, tuple[int, int]], least: str,
-           cap: int, want: int) -> Ranked:
+def _exact(conn: apsw.Connection, name: str, q: Query, newest: dict[str, tuple[int, int]], cap: int,
+           want: int) -> Ranked:
     """Several units, one of them selective: every match scored with FTS5's BM25."""
-    p = _Pass(1)  # the table's row count, read by the auxiliary function on one row
-    _scored(conn, f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ? LIMIT 1", (least,), p)
-    idfs: list[float | None] = []
-    for unit, neg in q.units:
+    n_rows, _ = _stats(conn, name)
+    plan: list[tuple[int, float]] = []
+    for i, (unit, neg) in enumerate(q.units):
+        if neg:  # an excluded unit is never in a matching row: FTS5 adds its idf * 0
+            continue
         known = newest.get(unit)
-        # an excluded unit is never in a matching row: FTS5 adds its idf * 0
-        idfs.append(None if neg else idf(p.n_rows, known[0] if known and known[0] <= cap else _df(conn, name, unit)))
-    p = _Pass(0, idfs)
-    rows = _scored(conn, f"SELECT rowid, kora_bm25({name}) FROM {name} WHERE {name} MATCH ?", (q.fts,), p)
+        plan.append((i, idf(n_rows, known[0] if known and known[0] <= cap else _df(conn, name, unit))))
+    plan[-1] = (-1, plan[-1][1])
+    _TLS.plan = plan
+    rows = _scored(conn, f"SELECT rowid, kora_bm25({name}) FROM {name} WHERE {name} MATCH ?", (q.fts,))
     return Ranked(_top(rows, want), len(rows), True)
 
 
 def _windowed(conn: apsw.Connection, name: str, expr: str, rarest: str, lo: int, cap: int, bounded: int,
               want: int) -> Ranked:
-    """No selective word: the matches among the newest chunks holding the rarest word."""
-    p = _Pass(bounded)
-    sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ? AND rowid >= ?"
-    rows = _scored(conn, sql + " ORDER BY rowid DESC", (expr, lo), p)
-    span = cap + 1
-    while len(rows) < want and lo > 0:
+    """No selective word: the matches among the newest chunks holding the rarest word; the newest
+    ``bounded`` of them are scored, the others only counted (for the estimated total)."""
+    n_rows, _ = _stats(conn, name)
+    sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid < ?"
+    count = f"SELECT count(*) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid < ?"
+    rows: list[tuple[int, float]] = []
+    found, hi, span = 0, -1, cap + 1
+    while True:
+        top = hi if hi >= 0 else (1 << 63) - 1
+        if len(rows) < bounded:
+            more = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, lo, top, bounded - len(rows)))
+            rows += more
+            found += len(more)
+            if len(rows) >= bounded:  # the rest of this window only counted
+                found += int(conn.execute(count, (expr, lo, rows[-1][0])).get)
+        else:
+            found += int(conn.execute(count, (expr, lo, top)).get)
+        if found >= want or lo <= 0:
+            break
         span *= GROWTH
         row = conn.execute(f"SELECT rowid FROM {name} WHERE {name} MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
                            (rarest, span - 1)).fetchone()
-        older = int(row[0]) if row else 0
-        rows += _scored(conn, sql + " AND rowid < ? ORDER BY rowid DESC", (expr, older, lo), p)
-        lo = older
+        hi, lo = lo, int(row[0]) if row else 0
     if lo <= 0:  # the whole table was searched: the count is exact, the ranking still bounded
-        return Ranked(_top(rows, want), len(rows), False)
-    return Ranked(_top(rows, want), _estimate(conn, name, len(rows), lo, p.n_rows), False)
+        return Ranked(_top(rows, want), found, False)
+    return Ranked(_top(rows, want), _estimate(conn, name, found, lo, n_rows), False)
 
 
 def _estimate(conn: apsw.Connection, name: str, found: int, lo: int, n_rows: int) -> int:
