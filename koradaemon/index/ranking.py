@@ -199,21 +199,33 @@ def _expansion(conn: apsw.Connection, name: str, prefix: str) -> list[tuple[str,
 
 
 def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int, want: int) -> Ranked:
-    """One prefix (``expr`` is ``"conf"*``). FTS5 merges the lists of every word it expands to before the first
-    row comes out; for a prefix in many chunks the same words ORed are read lazily, newest first,
-    and only as far as the ``cap + 1`` newest matches (:data:`OR_WORDS` words at most)."""
+    """One prefix (``expr`` is ``"conf"*``). FTS5 merges the lists of every word it expands to
+    before the first row comes out, so the prefix is matched once:
+
+    * its words in at most ``cap`` chunks together: every match scored in one pass (exact);
+    * more, and at most :data:`OR_WORDS` words: the OR of the words, read lazily newest first,
+      is counted to ``cap + 1`` and its newest ``bounded`` matches scored (all when ``cap`` or fewer);
+    * more words: one pass scores the ``cap + 1`` newest matches of the merged lists.
+    """
     n_rows, _ = _stats(conn, name)
     words = _expansion(conn, name, expr[1:-2])
     if not words:
         return Ranked([], 0, True)
-    if sum(d for _, d in words) > cap and len(words) <= OR_WORDS:
-        expr = " OR ".join('"' + w.replace('"', '""') + '"' for w, _ in words)
     sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ?"
-    n, lo = _newest(conn, name, expr, cap)
-    if n > cap:
-        rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, bounded))
-        return Ranked(_top(rows, want), _estimate(conn, name, n, lo, n_rows), False)
-    rows = _scored(conn, sql, (expr,))  # every match, scored with the prefix's IDF (FTS5's bm25)
+    if sum(d for _, d in words) <= cap:
+        rows = _scored(conn, sql, (expr,))
+    elif len(words) <= OR_WORDS:
+        expr = " OR ".join('"' + w.replace('"', '""') + '"' for w, _ in words)
+        n, lo = _newest(conn, name, expr, cap)
+        if n > cap:
+            rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, bounded))
+            return Ranked(_top(rows, want), _estimate(conn, name, n, lo, n_rows), False)
+        rows = _scored(conn, sql, (expr,))
+    else:
+        rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, cap + 1))
+        if len(rows) > cap:
+            return Ranked(_top(rows[:bounded], want), _estimate(conn, name, len(rows), rows[-1][0], n_rows), False)
+    n = len(rows)  # every match, scored with the prefix's IDF: FTS5's bm25
     return Ranked(_top(rows, want, idf(n_rows, n)) if n else [], n, True)
 
 
