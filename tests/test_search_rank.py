@@ -86,7 +86,7 @@ def _phrase_with_a_rare_word(conn: apsw.Connection, i: int) -> str:
 
 
 @pytest.mark.parametrize("q", ["w200", "w900 w0", '"w0 w1" w150', "w1500 OR w2000", "w300 -w40", "uniqd77 w0",
-                               "uniqd1*", "uniqd12*", "uniqd1* w0 -w2", "w0 w0 w700", "PHRASE"])
+                               "uniqd3*", "uniqd12*", "uniqd3* w0 -w2", "w0 w0 w700", "PHRASE"])
 def test_selective_queries_return_exactly_the_full_bm25_top_10(big: apsw.Connection, q: str) -> None:
     if q == "PHRASE":
         q = _phrase_with_a_rare_word(big, 7)
@@ -191,14 +191,15 @@ def test_the_totals_record_gives_fts5s_own_row_count_and_average_length(big: aps
 @pytest.mark.parametrize("many", [False, True])
 def test_a_prefix_of_words_listed_more_than_cap_times_in_fewer_chunks_is_ranked_exactly(
         tmp_path: Path, many: bool) -> None:
-    """Two words in the same 1,500 chunks (read as their OR), or 100 words three to a chunk
-    (more than OR_WORDS: FTS5's merged lists): 3,000 listed chunks, 1,500 or 1,000 matches."""
+    """Two words in the same chunks (read as their OR), or 100 words three to a chunk (more than
+    OR_WORDS: FTS5's merged lists): more than CAP chunks listed for the words, fewer matches."""
     conn = new_db(tmp_path)
+    n = search.CAP * 3 // 4
     if many:
         texts = [(f"p{i}.txt", " ".join(f"pfx{(i + k * 37) % 100}" for k in range(3)) + " filler" * (i % 5))
-                 for i in range(1000)]
+                 for i in range(n)]
     else:
-        texts = [(f"p{i}.txt", "pfxa " * (1 + i % 7) + "pfxb filler " * (i % 5) + f"u{i}\n") for i in range(1500)]
+        texts = [(f"p{i}.txt", "pfxa " * (1 + i % 7) + "pfxb filler " * (i % 5) + f"u{i}\n") for i in range(n)]
     put_texts(conn, "alpha", texts + [(f"o{i}.txt", f"other{i % 40} words\n") for i in range(1000)])
     words = ranking._expansion(conn, fts.table("alpha"), "pfx")
     assert sum(d for _, d in words) > search.CAP and (len(words) > ranking.OR_WORDS) == many

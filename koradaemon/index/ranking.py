@@ -32,8 +32,8 @@ import apsw
 
 from .query import Query
 
-CAP = 2000  # queries with at most this many matching chunks are ranked in full (exact)
-BOUNDED = 1000  # beyond CAP, the newest BOUNDED matches are ranked
+CAP = 1000  # queries with at most this many matching chunks are ranked in full (exact)
+BOUNDED = 500  # beyond CAP, the newest BOUNDED matches are ranked
 GROWTH = 4  # a window with too few matches grows by this factor
 DF_CACHE = 4096  # document frequencies kept per connection (until the database changes)
 OR_WORDS = 64  # a prefix in more than CAP chunks expanding to at most this many words is read as their OR
