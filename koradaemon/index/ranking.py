@@ -64,19 +64,22 @@ def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
     """FTS5's bm25() (positive), with the IDF of each required phrase given (``_TLS.plan``).
 
     Every required phrase is in every matching row, and ``inst_count`` counts the instances of
-    all of them: the last required phrase's frequency is what the others leave of it. Excluded
-    phrases add ``idf * 0`` in FTS5, which changes no sum: they are left out of the plan.
+    all of them: the frequency of the most common phrase (``_TLS.rest``, whose list of offsets
+    would be the longest) is what the others leave of it. Excluded phrases add ``idf * 0`` in
+    FTS5, which changes no sum: they are left out of the plan. The terms are added in FTS5's
+    phrase order.
     """
     t = _TLS
     norm = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
     left = api.inst_count
+    freqs = []
+    for i in t.others:  # the indexed columns, body and extra (fts.py)
+        f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
+        left -= f
+        freqs.append(f)
+    freqs.insert(t.rest, left)
     score = 0.0
-    for i, w in t.plan:
-        if i < 0:  # the last required phrase
-            f = left
-        else:  # the indexed columns, body and extra (fts.py)
-            f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
-            left -= f
+    for w, f in zip(t.plan, freqs, strict=True):
         score += w * (f * _K1P1 / (f + norm))
     return score
 
@@ -233,14 +236,15 @@ def _exact(conn: apsw.Connection, name: str, q: Query, newest: dict[str, tuple[i
            want: int) -> Ranked:
     """Several units, one of them selective: every match scored with FTS5's BM25."""
     n_rows, _ = _stats(conn, name)
-    plan: list[tuple[int, float]] = []
+    required: list[tuple[int, int]] = []  # (phrase number, chunks holding it)
     for i, (unit, neg) in enumerate(q.units):
-        if neg:  # an excluded unit is never in a matching row: FTS5 adds its idf * 0
-            continue
-        known = newest.get(unit)
-        plan.append((i, idf(n_rows, known[0] if known and known[0] <= cap else _df(conn, name, unit))))
-    plan[-1] = (-1, plan[-1][1])
-    _TLS.plan = plan
+        if not neg:  # an excluded unit is never in a matching row: FTS5 adds its idf * 0
+            known = newest.get(unit)
+            required.append((i, known[0] if known and known[0] <= cap else _df(conn, name, unit)))
+    rest = max(range(len(required)), key=lambda k: required[k][1])
+    _TLS.plan = [idf(n_rows, df) for _, df in required]
+    _TLS.others = [i for k, (i, _) in enumerate(required) if k != rest]
+    _TLS.rest = rest
     rows = _scored(conn, f"SELECT rowid, kora_bm25({name}) FROM {name} WHERE {name} MATCH ?", (q.fts,))
     return Ranked(_top(rows, want), len(rows), True)
 
