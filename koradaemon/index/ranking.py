@@ -1,22 +1,24 @@
-"""Ranking a plain query (ANDed words, phrases and prefixes; no OR, no filters, not raw) in one pass.
+"""Ranking a plain query (ANDed words, phrases and prefixes; no OR, no filters, not raw).
 
 A query's *units* are its quoted FTS5 phrases; its *words* are the single tokens of the units
 it requires. A word is *selective* when it is in at most ``CAP`` chunks (a capped count tells,
-newest first, without scoring). Three cases (docs/search.md, "Ranking and its bound"):
+newest first, without scoring). The cases (docs/search.md, "Ranking and its bound"):
 
-* one unit (a word, a prefix, a phrase with a selective word): a single pass over its newest
-  ``CAP + 1`` matches scores the newest ``BOUNDED`` of them with FTS5's BM25 term weight. At
-  most ``CAP`` matches: every match is scored and the IDF comes from the count just made, so
-  the values are FTS5's own ``bm25()`` (exact). More: the newest ``BOUNDED`` are ranked.
+* one word, selective: FTS5's own ``ORDER BY rank`` (exact).
 * several units with a selective word: every match (at most ``CAP``) is scored by BM25 with each
   unit's IDF; a unit's document frequency is counted once and kept until the database changes.
+* one prefix: its words come from the term list (fts5vocab); few chunks: every match scored
+  (exact); more: the OR of its words (at most ``OR_WORDS``) read newest first, or FTS5's merged
+  lists once, and the newest ``BOUNDED`` matches ranked when there are more than ``CAP``.
 * no selective word: the query is looked for only among the newest ``CAP + 1`` chunks that
   contain its least common word (four times as many while fewer than ``limit + offset`` matches
   turn up, up to the whole table); the newest ``BOUNDED`` matches found are ranked with every
-  unit weighted alike.
+  unit weighted alike, the others counted.
 
-Matching is done by FTS5; the scores are computed by a Python auxiliary function from FTS5's
-own per-row statistics with FTS5's arithmetic, so an exact result has FTS5's bm25 values.
+Matching is done by FTS5; the scores are computed by Python auxiliary functions from FTS5's
+own per-row statistics with FTS5's arithmetic (the table's totals read from FTS5's totals
+record), so an exact result has FTS5's bm25 values. Each scored row costs a Python call: the
+callbacks do no more than FTS5's formula, and the statements hand them only the rows ranked.
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ def _g(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
     return tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
 
 
+def _g_quota(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
+    """:func:`_g` for the first ``_TLS.left`` rows, None for the rest (only counted)."""
+    t = _TLS
+    if t.left <= 0:
+        return None
+    t.left -= 1
+    tf = api.inst_count
+    avgdl: float = t.avgdl
+    return tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
+
+
 def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
     """FTS5's bm25() (positive), with the IDF of each required phrase given (``_TLS.plan``).
 
@@ -98,6 +111,7 @@ def rank(conn: apsw.Connection, name: str, q: Query, want: int) -> Ranked | None
     if conn not in _REGISTERED:
         conn.register_fts5_function("kora_g", _g)
         conn.register_fts5_function("kora_bm25", _bm25)
+        conn.register_fts5_function("kora_gq", _g_quota)
         _REGISTERED.add(conn)
     cap, bounded = max(CAP, want), max(BOUNDED, want)
     words = _words(pos)
@@ -178,7 +192,12 @@ def _varints(blob: bytes) -> list[int]:
 
 
 def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float]]:
-    return [(int(rid), s) for rid, s in conn.execute(sql, params)]
+    return [(int(rid), float(s)) for rid, s in conn.execute(sql, params)]
+
+
+def _counted(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float | None]]:
+    """Rows of a statement scoring with ``kora_gq``: None for the rows beyond the quota."""
+    return [(int(rid), None if s is None else float(s)) for rid, s in conn.execute(sql, params)]
 
 
 def _top(rows: list[tuple[int, float]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
@@ -208,7 +227,8 @@ def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int,
     * its words in at most ``cap`` chunks together: every match scored in one pass (exact);
     * more, and at most :data:`OR_WORDS` words: the OR of the words, read lazily newest first,
       is counted to ``cap + 1`` and its newest ``bounded`` matches scored (all when ``cap`` or fewer);
-    * more words: one pass scores the ``cap + 1`` newest matches of the merged lists.
+    * more words: one pass over the merged lists, newest first, scores ``bounded`` matches and
+      counts the rest up to ``cap + 1`` (a second pass scores the older ones when that is all).
     """
     n_rows, _ = _stats(conn, name)
     words = _expansion(conn, name, expr[1:-2])
@@ -225,9 +245,14 @@ def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int,
             return Ranked(_top(rows, want), _estimate(conn, name, n, lo, n_rows), False)
         rows = _scored(conn, sql, (expr,))
     else:
-        rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, cap + 1))
-        if len(rows) > cap:
-            return Ranked(_top(rows[:bounded], want), _estimate(conn, name, len(rows), rows[-1][0], n_rows), False)
+        quota = f"SELECT rowid, kora_gq({name}) FROM {name} WHERE {name} MATCH ?"
+        _TLS.left = bounded
+        counted = _counted(conn, quota + " ORDER BY rowid DESC LIMIT ?", (expr, cap + 1))
+        rows = [(rid, sc) for rid, sc in counted if sc is not None]  # the newest, scored
+        if len(counted) > cap:
+            return Ranked(_top(rows, want), _estimate(conn, name, len(counted), counted[-1][0], n_rows), False)
+        if len(counted) > bounded:  # every match is ranked: score the older ones too
+            rows += _scored(conn, sql + " AND rowid < ?", (expr, rows[-1][0]))
     n = len(rows)  # every match, scored with the prefix's IDF: FTS5's bm25
     return Ranked(_top(rows, want, idf(n_rows, n)) if n else [], n, True)
 
