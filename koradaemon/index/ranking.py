@@ -83,10 +83,19 @@ def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
     phrase order.
     """
     t = _TLS
-    norm = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
+    norm: float = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
     left = api.inst_count
+    others = t.others
+    if len(others) == 1:  # two required phrases (the common case): no lists
+        i = others[0]
+        f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
+        left -= f
+        f0, f1 = (left, f) if t.rest == 0 else (f, left)
+        weights: list[float] = t.plan
+        w0, w1 = weights
+        return 0.0 + w0 * (f0 * _K1P1 / (f0 + norm)) + w1 * (f1 * _K1P1 / (f1 + norm))
     freqs = []
-    for i in t.others:  # the indexed columns, body and extra (fts.py)
+    for i in others:  # the indexed columns, body and extra (fts.py)
         f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
         left -= f
         freqs.append(f)
