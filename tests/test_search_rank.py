@@ -191,12 +191,12 @@ def test_the_totals_record_gives_fts5s_own_row_count_and_average_length(big: aps
 @pytest.mark.parametrize("many", [False, True])
 def test_a_prefix_of_words_listed_more_than_cap_times_in_fewer_chunks_is_ranked_exactly(
         tmp_path: Path, many: bool) -> None:
-    """Two words in the same chunks (read as their OR), or 100 words three to a chunk (more than
+    """Two words in the same chunks (read as their OR), or 300 words three to a chunk (more than
     OR_WORDS: FTS5's merged lists): more than CAP chunks listed for the words, fewer matches."""
     conn = new_db(tmp_path)
     n = search.CAP * 3 // 4
     if many:
-        texts = [(f"p{i}.txt", " ".join(f"pfx{(i + k * 37) % 100}" for k in range(3)) + " filler" * (i % 5))
+        texts = [(f"p{i}.txt", " ".join(f"pfx{(i + k * 101) % 300}" for k in range(3)) + " filler" * (i % 5))
                  for i in range(n)]
     else:
         texts = [(f"p{i}.txt", "pfxa " * (1 + i % 7) + "pfxb filler " * (i % 5) + f"u{i}\n") for i in range(n)]

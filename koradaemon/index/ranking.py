@@ -38,7 +38,7 @@ CAP = 1000  # queries with at most this many matching chunks are ranked in full 
 BOUNDED = 500  # beyond CAP, the newest BOUNDED matches are ranked
 GROWTH = 4  # a window with too few matches grows by this factor
 DF_CACHE = 4096  # document frequencies kept per connection (until the database changes)
-OR_WORDS = 64  # a prefix in more than CAP chunks expanding to at most this many words is read as their OR
+OR_WORDS = 256  # a prefix in more than CAP chunks expanding to at most this many words is read as their OR
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 
 _TLS = threading.local()  # the statistics of the statement being scored, per thread
@@ -216,16 +216,17 @@ def _top(rows: list[tuple[int, float]], want: int, weight: float = 1.0) -> list[
 
 
 def _expansion(conn: apsw.Connection, name: str, prefix: str) -> list[tuple[str, int]]:
-    """The indexed words starting with ``prefix`` and their chunk counts (fts5vocab, one range scan
-    of the term index; the counts are a walk of each word's list of chunks, without positions)."""
+    """The indexed words starting with ``prefix`` and their chunk counts, at most
+    ``OR_WORDS + 1`` of them (fts5vocab: a range scan of the term index; each count is a walk
+    of the word's list of chunks, so the scan stops where the OR would stop being used)."""
     vocab = f'temp."{name[1:-1]}_vocab"'
+    sql = f"SELECT term, doc FROM {vocab} WHERE term >= ? AND term < ? LIMIT ?"
+    args = (prefix, prefix + "\U0010ffff", OR_WORDS + 1)
     try:
-        rows = conn.execute(f"SELECT term, doc FROM {vocab} WHERE term >= ? AND term < ?",
-                            (prefix, prefix + "\U0010ffff")).fetchall()
+        rows = conn.execute(sql, args).fetchall()
     except apsw.SQLError:
         conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {vocab} USING fts5vocab(main, '{name[1:-1]}', 'row')")
-        rows = conn.execute(f"SELECT term, doc FROM {vocab} WHERE term >= ? AND term < ?",
-                            (prefix, prefix + "\U0010ffff")).fetchall()
+        rows = conn.execute(sql, args).fetchall()
     return [(str(t), int(str(d))) for t, d in rows]
 
 
@@ -244,7 +245,7 @@ def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int,
     if not words:
         return Ranked([], 0, True)
     sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ?"
-    if sum(d for _, d in words) <= cap:
+    if sum(d for _, d in words) <= cap and len(words) <= OR_WORDS:
         rows = _scored(conn, sql, (expr,))
     elif len(words) <= OR_WORDS:
         expr = " OR ".join('"' + w.replace('"', '""') + '"' for w, _ in words)
