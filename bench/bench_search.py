@@ -9,8 +9,8 @@ control socket. The baseline, run in-process on the same database file in the sa
 FTS5's own ``ORDER BY rank LIMIT 10`` of the same expression, without snippets; a third
 column runs the daemon's own search code in the bench process (no socket, no daemon threads).
 "daemon CPU/q" is the daemon process's CPU time per search (all its threads, read before and
-after each call, so the bench's own baseline queries in between add no idle time of the daemon;
-the kernel counts in 10 ms ticks, so it is an average over the class): unlike the latencies, it
+after each call from the scheduler's per-thread run time, so the bench's own baseline queries in
+between add no idle time of the daemon): unlike the latencies, it
 hardly changes with the machine's load. The load average is printed before and after.
 """
 
@@ -38,9 +38,19 @@ def pct(values: list[float], p: float) -> float:
 
 
 def _cpu(proc: psutil.Process | None) -> float:
-    """CPU seconds the daemon has used (all threads): its cost per query, whatever the machine's load."""
+    """CPU seconds the daemon has used (all threads): its cost per query, whatever the machine's load.
+    Linux: the scheduler's run time of every thread (nanoseconds; psutil's figures are 10 ms ticks)."""
     if proc is None:
         return 0.0
+    tasks = Path(f"/proc/{proc.pid}/task")
+    if tasks.is_dir():
+        total = 0
+        for t in tasks.iterdir():
+            try:
+                total += int((t / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that ended in between
+        return total / 1e9
     t = proc.cpu_times()
     return float(t.user + t.system)
 
