@@ -37,13 +37,17 @@ from .query import Query
 CAP = 1000  # queries with at most this many matching chunks are ranked in full (exact)
 BOUNDED = 500  # beyond CAP, the newest BOUNDED matches are ranked
 GROWTH = 4  # a window with too few matches grows by this factor
-DF_CACHE = 4096  # document frequencies kept per connection (until the database changes)
+DF_CACHE = 4096  # document frequencies kept per table (until its index changes)
 OR_WORDS = 256  # a prefix in more than CAP chunks expanding to at most this many words is read as their OR
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 
 _TLS = threading.local()  # the statistics of the statement being scored, per thread
 _REGISTERED: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
-_DF: weakref.WeakKeyDictionary[apsw.Connection, tuple[int, dict[tuple[str, str], int]]] = weakref.WeakKeyDictionary()
+# Document frequencies, shared by every connection of the process: per (database file, table), the
+# counts and the FTS5 structure record they were counted under (it changes with every write to
+# that table's index: new segment, merge, deletion).
+_DF: dict[tuple[str, str], tuple[bytes, dict[str, int]]] = {}
+_DF_LOCK = threading.Lock()
 _K1P1 = K1 + 1.0
 
 
@@ -326,13 +330,20 @@ def _estimate(conn: apsw.Connection, name: str, found: int, lo: int, n_rows: int
 
 
 def _df(conn: apsw.Connection, name: str, unit: str) -> int:
-    """Rows matching ``unit``: counted once, kept until another connection commits."""
-    version = int(conn.execute("PRAGMA data_version").get)
-    seen, cache = _DF.get(conn, (version, {}))
-    if seen != version or len(cache) > DF_CACHE:
-        cache = {}
-    _DF[conn] = (version, cache)
-    key = (name, unit)
-    if key not in cache:
-        cache[key] = int(conn.execute(f"SELECT count(*) FROM {name} WHERE {name} MATCH ?", (unit,)).get)
-    return cache[key]
+    """Rows matching ``unit``: counted once per state of the table's index, for every connection
+    (a common word's count is a pass over most of the table)."""
+    key = (conn.filename or f"memory {id(conn)}", name)
+    with conn:  # one read snapshot for the structure record and the count
+        row = conn.execute(f'SELECT block FROM "{name[1:-1]}_data" WHERE id = 10').fetchone()
+        stamp = bytes(row[0]) if row and row[0] is not None else b""
+        with _DF_LOCK:
+            seen = _DF.get(key)
+            counts = seen[1] if seen and seen[0] == stamp and len(seen[1]) <= DF_CACHE else {}
+            _DF[key] = (stamp, counts)
+            known = counts.get(unit)
+        if known is not None:
+            return known
+        n = int(str(conn.execute(f"SELECT count(*) FROM {name} WHERE {name} MATCH ?", (unit,)).get))
+    with _DF_LOCK:
+        counts[unit] = n
+    return n
