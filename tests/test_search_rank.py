@@ -221,29 +221,34 @@ def test_a_prefix_in_more_than_cap_chunks_ranks_its_newest_matches(big: apsw.Con
 
 
 def test_document_frequencies_are_shared_by_connections_until_the_tables_index_changes(tmp_path: Path) -> None:
-    conn = new_db(tmp_path)
-    put_texts(conn, "alpha", [(f"a{i}.txt", "w0 w0 w500\n" if i % 20 == 0 else f"w0 x{i % 50}\n")
-                              for i in range(search.CAP + 100)] + [(f"b{i}.txt", f"y{i}\n") for i in range(2400)])
-    other = new_db(tmp_path)
-    name = fts.table("alpha")
-    AgencyStore(conn, "alpha").search_page("w0 w500", 10)
-    stamp, counts = ranking._DF[(conn.filename, name)]
-    assert counts == {'"w0"': search.CAP + 100}
-    steps = [0]
+    conn, other, writer = new_db(tmp_path), new_db(tmp_path), new_db(tmp_path)
+    try:
+        put_texts(conn, "alpha", [(f"a{i}.txt", "w0 w0 w500\n" if i % 20 == 0 else f"w0 x{i % 50}\n")
+                                  for i in range(search.CAP + 100)] + [(f"b{i}.txt", f"y{i}\n") for i in range(2400)])
+        put_texts(conn, "beta", [("b0.txt", "w0\n")])
+        name = fts.table("alpha")
+        AgencyStore(conn, "alpha").search_page("w0 w500", 10)
+        stamp, counts = ranking._DF[(conn.filename, name)]
+        assert counts == {'"w0"': search.CAP + 100}
+        steps = [0]
 
-    def count(steps: list[int] = steps) -> bool:
-        steps[0] += 1
-        return False
+        def count(steps: list[int] = steps) -> bool:
+            steps[0] += 1
+            return False
 
-    other.set_progress_handler(count, 1)
-    assert ranking._df(other, name, '"w0"') == search.CAP + 100
-    assert steps[0] < 100, "the other connection reads the count, it does not count again"
-    put_texts(new_db(tmp_path), "beta", [("b.txt", "w0\n")])  # another agency's table: alpha's counts stay
-    steps[0] = 0
-    assert ranking._df(other, name, '"w0"') == search.CAP + 100 and steps[0] < 100
-    assert ranking._DF[(conn.filename, name)][0] == stamp
-    other.set_progress_handler(None)
-    put_texts(new_db(tmp_path), "alpha", [("new.txt", "w0 w1\n")])
-    assert ranking._df(other, name, '"w0"') == search.CAP + 101
-    page = AgencyStore(conn, "alpha").search_page("w0 w500", 10)
-    assert page.exact and [h.bm25 for h in page.hits] == [s for _, s in full_bm25_top(conn, "alpha", "w0 w500")]
+        other.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # its schema read
+        other.set_progress_handler(count, 1)
+        assert ranking._df(other, name, '"w0"') == search.CAP + 100
+        assert steps[0] < 100, "the other connection reads the count, it does not count again"
+        put_texts(writer, "beta", [("b1.txt", "w0\n")])  # another agency's table: alpha's counts stay
+        steps[0] = 0
+        assert ranking._df(other, name, '"w0"') == search.CAP + 100 and steps[0] < 100
+        assert ranking._DF[(conn.filename, name)][0] == stamp
+        other.set_progress_handler(None)
+        put_texts(writer, "alpha", [("new.txt", "w0 w1\n")])
+        assert ranking._df(other, name, '"w0"') == search.CAP + 101
+        page = AgencyStore(conn, "alpha").search_page("w0 w500", 10)
+        assert page.exact and [h.bm25 for h in page.hits] == [s for _, s in full_bm25_top(conn, "alpha", "w0 w500")]
+    finally:
+        for c in (conn, other, writer):
+            c.close()
