@@ -6,7 +6,7 @@ newest first, without scoring). The cases (docs/search.md, "Ranking and its boun
 
 * one word, selective: FTS5's own ``ORDER BY rank`` (exact).
 * several units with a selective word: every match (at most ``CAP``) is scored by BM25 with each
-  unit's IDF; a unit's document frequency is counted once and kept until the database changes.
+  unit's IDF; a unit's document frequency is counted once and kept until the table's index changes.
 * one prefix: its words come from the term list (fts5vocab); few chunks: every match scored
   (exact); more: the OR of its words (at most ``OR_WORDS``) read newest first, or FTS5's merged
   lists once, and the newest ``BOUNDED`` matches ranked when there are more than ``CAP``.
