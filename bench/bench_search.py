@@ -37,22 +37,28 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(len(s) * p))] * 1000
 
 
-def _cpu(proc: psutil.Process | None) -> float:
-    """CPU seconds the daemon has used (all threads): its cost per query, whatever the machine's load.
-    Linux: the scheduler's run time of every thread (nanoseconds; psutil's figures are 10 ms ticks)."""
+def _cpu(proc: psutil.Process | None) -> dict[int, float]:
+    """CPU seconds each thread of the daemon has used. Linux: the scheduler's run time (ns;
+    psutil's process figures count 10 ms ticks); elsewhere one figure for the process."""
     if proc is None:
-        return 0.0
+        return {}
     tasks = Path(f"/proc/{proc.pid}/task")
-    if tasks.is_dir():
-        total = 0
-        for t in tasks.iterdir():
-            try:
-                total += int((t / "schedstat").read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue  # a thread that ended in between
-        return total / 1e9
-    t = proc.cpu_times()
-    return float(t.user + t.system)
+    if not tasks.is_dir():
+        t = proc.cpu_times()
+        return {0: float(t.user + t.system)}
+    out = {}
+    for task in tasks.iterdir():
+        try:
+            out[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended in between
+    return out
+
+
+def _used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU time between two readings: threads that ended in between are left out (their time
+    leaves the sum), threads that started count whole."""
+    return sum(v - before.get(tid, 0.0) for tid, v in after.items())
 
 
 def main() -> None:
@@ -105,7 +111,7 @@ def main() -> None:
                         t0 = time.perf_counter()
                         c.call("search", "bench", token, query=q, limit=10)
                         sock.append(time.perf_counter() - t0)
-                        cpu += _cpu(daemon) - cpu0
+                        cpu += _used(cpu0, _cpu(daemon))
                         expr = parse(q).fts
                         t0 = time.perf_counter()
                         ro.execute("SELECT rowid, rank FROM fts_bench WHERE fts_bench MATCH ? ORDER BY rank LIMIT 10",
