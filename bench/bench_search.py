@@ -2,6 +2,11 @@
 
 Run: .venv/bin/python bench/bench_search.py [--chunks 100000] [--piece 1000] [--per-class 200] [--root DIR]
 
+Another checkout's code (an export of main in TREE): ``cd TREE && PYTHONPATH=TREE
+/path/to/.venv/bin/python /path/to/bench/bench_search.py ...``. The daemon is started with
+``python -m koradaemon``, which puts the working directory first on ``sys.path``: run from this
+tree, the daemon would import this tree's code whatever PYTHONPATH says.
+
 A corpus of ``--chunks`` files (one chunk each) is cut from the Python standard library's
 sources; the daemon indexes it; query words are picked from the index by document frequency
 (bench/corpus.py ``query_classes``). Each query asks for the top 10 with snippets through the
