@@ -8,7 +8,7 @@ import apsw
 import pytest
 from search_util import data_root, new_db, put_texts, store_of, zipf_texts
 
-from koradaemon.index import fts, search
+from koradaemon.index import fts, ranking, search
 from koradaemon.index.query import parse
 
 QUERIES = ["w0", "w5 w40", '"w1 w2"', "w12*", "w7 OR w300", "w3 -w4", "uniqa3"]
@@ -84,7 +84,7 @@ def _phrase_with_a_rare_word(conn: apsw.Connection, i: int) -> str:
 
 
 @pytest.mark.parametrize("q", ["w200", "w900 w0", '"w0 w1" w150', "w1500 OR w2000", "w300 -w40", "uniqd77 w0",
-                               "uniqd1*", "uniqd12*", "uniqd1* w0 -w2", "w0 w0 w700", "PHRASE"])
+                               "uniqd3*", "uniqd12*", "uniqd3* w0 -w2", "w0 w0 w700", "PHRASE"])
 def test_selective_queries_return_exactly_the_full_bm25_top_10(big: apsw.Connection, q: str) -> None:
     if q == "PHRASE":
         q = _phrase_with_a_rare_word(big, 7)
@@ -171,3 +171,82 @@ def test_agency_names_never_meet_another_agencys_shadow_tables(tmp_path: Path) -
     for agency in names:
         assert [h.path for h in store_of(conn, agency).search("shared")] == [f"{agency}.txt"]
         assert store_of(conn, agency).search_page("shared").total == 1
+
+
+def test_the_totals_record_gives_fts5s_own_row_count_and_average_length(big: apsw.Connection) -> None:
+    name = fts.table("alpha")
+    seen: list[tuple[int, float]] = []
+
+    def stats(api: apsw.FTS5ExtensionApi, *args: object) -> int:
+        seen.append((api.row_count, api.column_total_size(-1) / api.row_count))
+        return 0
+
+    big.register_fts5_function("test_stats", stats)
+    big.execute(f"SELECT test_stats({name}) FROM {name} WHERE {name} MATCH 'w0' LIMIT 1").fetchall()
+    assert ranking._stats(big, name) == seen[0]
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_prefix_of_words_listed_more_than_cap_times_in_fewer_chunks_is_ranked_exactly(
+        tmp_path: Path, many: bool) -> None:
+    """Two words in the same chunks (read as their OR), or 300 words three to a chunk (more than
+    OR_WORDS: FTS5's merged lists): more than CAP chunks listed for the words, fewer matches."""
+    conn = new_db(tmp_path)
+    n = search.CAP * 3 // 4
+    if many:
+        texts = [(f"p{i}.txt", " ".join(f"pfx{(i + k * 101) % 300}" for k in range(3)) + " filler" * (i % 5))
+                 for i in range(n)]
+    else:
+        texts = [(f"p{i}.txt", "pfxa " * (1 + i % 7) + "pfxb filler " * (i % 5) + f"u{i}\n") for i in range(n)]
+    put_texts(conn, "alpha", texts + [(f"o{i}.txt", f"other{i % 40} words\n") for i in range(1000)])
+    words = ranking._expansion(conn, fts.table("alpha"), "pfx")
+    assert sum(d for _, d in words) > search.CAP and (len(words) > ranking.OR_WORDS) == many
+    page = store_of(conn, "alpha").search_page("pfx*", 10)
+    assert page.exact and page.total == len(texts)
+    assert [h.bm25 for h in page.hits] == [s for _, s in full_bm25_top(conn, "alpha", "pfx*")]
+
+
+@pytest.mark.parametrize("q", ["w1*", "w0*"])  # 1,111 words (merged by FTS5); one word (read as such)
+def test_a_prefix_in_more_than_cap_chunks_ranks_its_newest_matches(big: apsw.Connection, q: str) -> None:
+    name = fts.table("alpha")
+    page = store_of(big, "alpha").search_page(q, 10)
+    newest = {r[0] for r in big.execute(f"SELECT rowid FROM {name} WHERE {name} MATCH ? ORDER BY rowid DESC"
+                                        " LIMIT ?", (parse(q).fts, search.BOUNDED))}
+    assert not page.exact and len(page.hits) == 10
+    assert {h.chunk_id for h in page.hits} <= newest
+    scores = [h.score for h in page.hits]
+    assert scores == sorted(scores, reverse=True) and scores[0] == 100.0
+
+
+def test_document_frequencies_are_shared_by_connections_until_the_tables_index_changes(tmp_path: Path) -> None:
+    conn, other, writer = new_db(tmp_path), new_db(tmp_path), new_db(tmp_path)
+    try:
+        put_texts(conn, "alpha", [(f"a{i}.txt", "w0 w0 w500\n" if i % 20 == 0 else f"w0 x{i % 50}\n")
+                                  for i in range(search.CAP + 100)] + [(f"b{i}.txt", f"y{i}\n") for i in range(2400)])
+        put_texts(conn, "beta", [("b0.txt", "w0\n")])
+        name = fts.table("alpha")
+        store_of(conn, "alpha").search_page("w0 w500", 10)
+        stamp, counts = ranking._DF[(conn.filename, name)]
+        assert counts == {'"w0"': search.CAP + 100}
+        steps = [0]
+
+        def count(steps: list[int] = steps) -> bool:
+            steps[0] += 1
+            return False
+
+        other.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # its schema read
+        other.set_progress_handler(count, 1)
+        assert ranking._df(other, name, '"w0"') == search.CAP + 100
+        assert steps[0] < 100, "the other connection reads the count, it does not count again"
+        put_texts(writer, "beta", [("b1.txt", "w0\n")])  # another agency's table: alpha's counts stay
+        steps[0] = 0
+        assert ranking._df(other, name, '"w0"') == search.CAP + 100 and steps[0] < 100
+        assert ranking._DF[(conn.filename, name)][0] == stamp
+        other.set_progress_handler(None)
+        put_texts(writer, "alpha", [("new.txt", "w0 w1\n")])
+        assert ranking._df(other, name, '"w0"') == search.CAP + 101
+        page = store_of(conn, "alpha").search_page("w0 w500", 10)
+        assert page.exact and [h.bm25 for h in page.hits] == [s for _, s in full_bm25_top(conn, "alpha", "w0 w500")]
+    finally:
+        for c in (conn, other, writer):
+            c.close()

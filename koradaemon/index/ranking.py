@@ -1,22 +1,24 @@
-"""Ranking a plain query (ANDed words, phrases and prefixes; no OR, no filters, not raw) in one pass.
+"""Ranking a plain query (ANDed words, phrases and prefixes; no OR, no filters, not raw).
 
 A query's *units* are its quoted FTS5 phrases; its *words* are the single tokens of the units
 it requires. A word is *selective* when it is in at most ``CAP`` chunks (a capped count tells,
-newest first, without scoring). Three cases (docs/search.md, "Ranking and its bound"):
+newest first, without scoring). The cases (docs/search.md, "Ranking and its bound"):
 
-* one unit (a word, a prefix, a phrase with a selective word): a single pass over its newest
-  ``CAP + 1`` matches scores the newest ``BOUNDED`` of them with FTS5's BM25 term weight. At
-  most ``CAP`` matches: every match is scored and the IDF comes from the count just made, so
-  the values are FTS5's own ``bm25()`` (exact). More: the newest ``BOUNDED`` are ranked.
+* one word, selective: FTS5's own ``ORDER BY rank`` (exact).
 * several units with a selective word: every match (at most ``CAP``) is scored by BM25 with each
-  unit's IDF; a unit's document frequency is counted once and kept until the database changes.
+  unit's IDF; a unit's document frequency is counted once and kept until the table's index changes.
+* one prefix: its words come from the term list (fts5vocab); few chunks: every match scored
+  (exact); more: the OR of its words (at most ``OR_WORDS``) read newest first, or FTS5's merged
+  lists once, and the newest ``BOUNDED`` matches ranked when there are more than ``CAP``.
 * no selective word: the query is looked for only among the newest ``CAP + 1`` chunks that
   contain its least common word (four times as many while fewer than ``limit + offset`` matches
   turn up, up to the whole table); the newest ``BOUNDED`` matches found are ranked with every
-  unit weighted alike.
+  unit weighted alike, the others counted.
 
-Matching is done by FTS5; the scores are computed by a Python auxiliary function from FTS5's
-own per-row statistics with FTS5's arithmetic, so an exact result has FTS5's bm25 values.
+Matching is done by FTS5; the scores are computed by Python auxiliary functions from FTS5's
+own per-row statistics with FTS5's arithmetic (the table's totals read from FTS5's totals
+record), so an exact result has FTS5's bm25 values. Each scored row costs a Python call: the
+callbacks do no more than FTS5's formula, and the statements hand them only the rows ranked.
 """
 
 from __future__ import annotations
@@ -32,15 +34,21 @@ import apsw
 
 from .query import Query
 
-CAP = 2000  # queries with at most this many matching chunks are ranked in full (exact)
-BOUNDED = 1000  # beyond CAP, the newest BOUNDED matches are ranked
+CAP = 1000  # queries with at most this many matching chunks are ranked in full (exact)
+BOUNDED = 500  # beyond CAP, the newest BOUNDED matches are ranked
 GROWTH = 4  # a window with too few matches grows by this factor
-DF_CACHE = 4096  # document frequencies kept per connection (until the database changes)
+DF_CACHE = 4096  # document frequencies kept per table (until its index changes)
+OR_WORDS = 256  # a prefix in more than CAP chunks expanding to at most this many words is read as their OR
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 
-_TLS = threading.local()  # the pass being scored, per thread
+_TLS = threading.local()  # the statistics of the statement being scored, per thread
 _REGISTERED: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
-_DF: weakref.WeakKeyDictionary[apsw.Connection, tuple[int, dict[tuple[str, str], int]]] = weakref.WeakKeyDictionary()
+# Document frequencies, shared by every connection of the process: per (database file, table), the
+# counts and the FTS5 structure record they were counted under (it changes with every write to
+# that table's index: new segment, merge, deletion).
+_DF: dict[tuple[str, str], tuple[bytes, dict[str, int]]] = {}
+_DF_LOCK = threading.Lock()
+_K1P1 = K1 + 1.0
 
 
 @dataclass(slots=True)
@@ -50,60 +58,55 @@ class Ranked:
     exact: bool
 
 
-class _Pass:
-    """State of one scoring statement: how many more rows to score, the table's statistics."""
-
-    __slots__ = ("avgdl", "idfs", "last", "left", "n_rows")
-
-    def __init__(self, left: int, idfs: list[float | None] | None = None) -> None:
-        self.left = left
-        self.idfs = idfs
-        self.last = max((i for i, x in enumerate(idfs or []) if x is not None), default=-1)
-        self.avgdl = 0.0
-        self.n_rows = 0
-
-    def stats(self, api: apsw.FTS5ExtensionApi) -> float:
-        if not self.avgdl:
-            self.n_rows = n = api.row_count
-            self.avgdl = (api.column_total_size(-1) / n if n else 0.0) or 1.0
-        return self.avgdl
-
-
-def _g(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
-    """BM25's term part of the row with every instance of every unit counted alike (None once
-    the pass has scored its quota: rows beyond it are only counted)."""
-    p: _Pass = _TLS.p
-    if p.left <= 0:
-        return None
-    p.left -= 1
-    avgdl = p.stats(api)
+def _g(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
+    """BM25's term part of the row, every instance of every unit counted alike (FTS5's arithmetic,
+    in FTS5's order of operations, so that ``idf * _g`` is FTS5's bm25 of a one-unit query)."""
     tf = api.inst_count
-    return tf * (K1 + 1.0) / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
+    avgdl: float = _TLS.avgdl
+    return tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
+
+
+def _g_quota(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
+    """:func:`_g` for the first ``_TLS.left`` rows, None for the rest (only counted)."""
+    t = _TLS
+    if t.left <= 0:
+        return None
+    t.left -= 1
+    tf = api.inst_count
+    avgdl: float = t.avgdl
+    return tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
 
 
 def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
-    """FTS5's bm25() (positive), with the IDF of each phrase given (None: an excluded unit).
+    """FTS5's bm25() (positive), with the IDF of each required phrase given (``_TLS.plan``).
 
     Every required phrase is in every matching row, and ``inst_count`` counts the instances of
-    all of them: the last required phrase's frequency is what the others leave of it.
+    all of them: the frequency of the most common phrase (``_TLS.rest``, whose list of offsets
+    would be the longest) is what the others leave of it. Excluded phrases add ``idf * 0`` in
+    FTS5, which changes no sum: they are left out of the plan. The terms are added in FTS5's
+    phrase order.
     """
-    p: _Pass = _TLS.p
-    avgdl = p.stats(api)
-    idfs = p.idfs
-    assert idfs is not None
-    norm = K1 * (1 - B + B * api.column_size(-1) / avgdl)
+    t = _TLS
+    norm: float = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
     left = api.inst_count
+    others = t.others
+    if len(others) == 1:  # two required phrases (the common case): no lists
+        i = others[0]
+        f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
+        left -= f
+        f0, f1 = (left, f) if t.rest == 0 else (f, left)
+        weights: list[float] = t.plan
+        w0, w1 = weights
+        return 0.0 + w0 * (f0 * _K1P1 / (f0 + norm)) + w1 * (f1 * _K1P1 / (f1 + norm))
+    freqs = []
+    for i in others:  # the indexed columns, body and extra (fts.py)
+        f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
+        left -= f
+        freqs.append(f)
+    freqs.insert(t.rest, left)
     score = 0.0
-    last = p.last
-    for i, idf in enumerate(idfs):
-        if idf is None:
-            continue
-        if i == last:
-            f = left
-        else:  # the indexed columns, body and extra (fts.py)
-            f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
-            left -= f
-        score += idf * (f * (K1 + 1.0) / (f + norm))
+    for w, f in zip(t.plan, freqs, strict=True):
+        score += w * (f * _K1P1 / (f + norm))
     return score
 
 
@@ -121,12 +124,13 @@ def rank(conn: apsw.Connection, name: str, q: Query, want: int) -> Ranked | None
     if conn not in _REGISTERED:
         conn.register_fts5_function("kora_g", _g)
         conn.register_fts5_function("kora_bm25", _bm25)
+        conn.register_fts5_function("kora_gq", _g_quota)
         _REGISTERED.add(conn)
     cap, bounded = max(CAP, want), max(BOUNDED, want)
     words = _words(pos)
     single = len(q.units) == 1
     if single and len(words) == 1 and words[0].endswith("*"):  # a prefix: its expansion merged once
-        return _single(conn, name, q.fts, cap, bounded, want)
+        return _prefix(conn, name, words[0], cap, bounded, want)
     newest = {w: _newest(conn, name, w, cap) for w in words}
     least = min(newest, key=lambda w: newest[w][0])
     if newest[least][0] == 0:
@@ -136,16 +140,14 @@ def rank(conn: apsw.Connection, name: str, q: Query, want: int) -> Ranked | None
             ranked = conn.execute(f"SELECT rowid, bm25({name}) FROM {name} WHERE {name} MATCH ?"
                                   " ORDER BY rank, rowid LIMIT ?", (q.fts, want))
             return Ranked([(-float(bm), int(rid)) for rid, bm in ranked], newest[least][0], True)
-        if single:
-            return _single(conn, name, q.fts, cap, bounded, want)
-        return _exact(conn, name, q, newest, least, cap, want)
+        return _exact(conn, name, q, newest, cap, want)
     rarest = min(newest, key=lambda w: newest[w][1])
     if single and len(words) == 1:  # one common word: its window holds only matches
-        p = _Pass(bounded)
+        n_rows, _ = _stats(conn, name)
         rows = _scored(conn, f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ?"
-                       " ORDER BY rowid DESC LIMIT ?", (q.fts, bounded), p)
+                       " ORDER BY rowid DESC LIMIT ?", (q.fts, bounded))
         n, lo = newest[rarest]
-        return Ranked(_top(rows, want), _estimate(conn, name, n, lo, p.n_rows), False)
+        return Ranked(_top(rows, want), _estimate(conn, name, n, lo, n_rows), False)
     return _windowed(conn, name, q.fts, rarest, newest[rarest][1], cap, bounded, want)
 
 
@@ -170,66 +172,150 @@ def _newest(conn: apsw.Connection, name: str, expr: str, cap: int) -> tuple[int,
     return int(row[0]), int(row[1] or 0)
 
 
-def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...], p: _Pass) -> list[tuple[int, float | None]]:
-    _TLS.p = p
-    try:
-        return [(int(rid), s) for rid, s in conn.execute(sql, params)]
-    finally:
-        _TLS.p = None
+def _stats(conn: apsw.Connection, name: str) -> tuple[int, float]:
+    """(rows, average row length in tokens) as FTS5's bm25() sees them, set for the scoring
+    functions of this thread. Read from FTS5's totals record (``_data`` row 1: varints, the row
+    count, then the tokens of each column), which is what FTS5 itself reads for them."""
+    row = conn.execute(f'SELECT block FROM "{name[1:-1]}_data" WHERE id = 1').fetchone()
+    values = _varints(bytes(row[0])) if row and row[0] is not None else [0]
+    n_rows = values[0]
+    _TLS.avgdl = (sum(values[1:]) / n_rows if n_rows else 0.0) or 1.0
+    return n_rows, _TLS.avgdl
 
 
-def _top(rows: list[tuple[int, float | None]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
-    """The best ``want`` (score * weight, rowid): highest score first, then lowest rowid."""
-    best = heapq.nsmallest(want, [(-s, rid) for rid, s in rows if s is not None])
+def _varints(blob: bytes) -> list[int]:
+    """SQLite's variable-length integers (big-endian 7-bit groups; a ninth byte gives 8 bits)."""
+    out: list[int] = []
+    i, n = 0, len(blob)
+    while i < n:
+        v = 0
+        for k in range(9):
+            if i >= n:
+                return out
+            c = blob[i]
+            i += 1
+            if k == 8:
+                v = (v << 8) | c
+                break
+            v = (v << 7) | (c & 0x7F)
+            if c < 0x80:
+                break
+        out.append(v)
+    return out
+
+
+def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float]]:
+    return [(int(rid), float(s)) for rid, s in conn.execute(sql, params)]
+
+
+def _counted(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float | None]]:
+    """Rows of a statement scoring with ``kora_gq``: None for the rows beyond the quota."""
+    return [(int(rid), None if s is None else float(s)) for rid, s in conn.execute(sql, params)]
+
+
+def _top(rows: list[tuple[int, float]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
+    """The best ``want`` (weight * score, rowid): highest score first, then lowest rowid."""
+    best = heapq.nsmallest(want, [(-s, rid) for rid, s in rows])
     return [(weight * -neg, rid) for neg, rid in best]
 
 
-def _single(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int, want: int) -> Ranked:
-    p = _Pass(bounded)
+def _expansion(conn: apsw.Connection, name: str, prefix: str) -> list[tuple[str, int]]:
+    """The indexed words starting with ``prefix`` and their chunk counts, at most
+    ``OR_WORDS + 1`` of them (fts5vocab: a range scan of the term index; each count is a walk
+    of the word's list of chunks, so the scan stops where the OR would stop being used)."""
+    vocab = f'temp."{name[1:-1]}_vocab"'
+    sql = f"SELECT term, doc FROM {vocab} WHERE term >= ? AND term < ? LIMIT ?"
+    args = (prefix, prefix + "\U0010ffff", OR_WORDS + 1)
+    try:
+        rows = conn.execute(sql, args).fetchall()
+    except apsw.SQLError:
+        conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {vocab} USING fts5vocab(main, '{name[1:-1]}', 'row')")
+        rows = conn.execute(sql, args).fetchall()
+    return [(str(t), int(str(d))) for t, d in rows]
+
+
+def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int, want: int) -> Ranked:
+    """One prefix (``expr`` is ``"conf"*``). FTS5 merges the lists of every word it expands to
+    before the first row comes out, so the prefix is matched once:
+
+    * its words in at most ``cap`` chunks together: every match scored in one pass (exact);
+    * more, and at most :data:`OR_WORDS` words: the OR of the words, read lazily newest first,
+      is counted to ``cap + 1`` and its newest ``bounded`` matches scored (all when ``cap`` or fewer);
+    * more words: one pass over the merged lists, newest first, scores ``bounded`` matches and
+      counts the rest up to ``cap + 1`` (a second pass scores the older ones when that is all).
+    """
+    n_rows, _ = _stats(conn, name)
+    words = _expansion(conn, name, expr[1:-2])
+    if not words:
+        return Ranked([], 0, True)
     sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ?"
-    rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, cap + 1), p)
-    n = len(rows)
-    if n > cap:
-        return Ranked(_top(rows, want), _estimate(conn, name, n, rows[-1][0], p.n_rows), False)
-    if n > bounded:  # every match is ranked: score the older ones too
-        p.left = n
-        older = _scored(conn, sql + " AND rowid < ? ORDER BY rowid DESC", (expr, rows[bounded - 1][0]), p)
-        rows = rows[:bounded] + older
-    return Ranked(_top(rows, want, idf(p.n_rows, n)) if n else [], n, True)
+    if sum(d for _, d in words) <= cap and len(words) <= OR_WORDS:
+        rows = _scored(conn, sql, (expr,))
+    elif len(words) <= OR_WORDS:
+        expr = " OR ".join('"' + w.replace('"', '""') + '"' for w, _ in words)
+        n, lo = _newest(conn, name, expr, cap)
+        if n > cap:
+            rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, bounded))
+            return Ranked(_top(rows, want), _estimate(conn, name, n, lo, n_rows), False)
+        rows = _scored(conn, sql, (expr,))
+    else:
+        quota = f"SELECT rowid, kora_gq({name}) FROM {name} WHERE {name} MATCH ?"
+        _TLS.left = bounded
+        counted = _counted(conn, quota + " ORDER BY rowid DESC LIMIT ?", (expr, cap + 1))
+        rows = [(rid, sc) for rid, sc in counted if sc is not None]  # the newest, scored
+        if len(counted) > cap:
+            return Ranked(_top(rows, want), _estimate(conn, name, len(counted), counted[-1][0], n_rows), False)
+        if len(counted) > bounded:  # every match is ranked: score the older ones too
+            rows += _scored(conn, sql + " AND rowid < ?", (expr, rows[-1][0]))
+    n = len(rows)  # every match, scored with the prefix's IDF: FTS5's bm25
+    return Ranked(_top(rows, want, idf(n_rows, n)) if n else [], n, True)
 
 
-def _exact(conn: apsw.Connection, name: str, q: Query, newest: dict[str, tuple[int, int]], least: str,
-           cap: int, want: int) -> Ranked:
+def _exact(conn: apsw.Connection, name: str, q: Query, newest: dict[str, tuple[int, int]], cap: int,
+           want: int) -> Ranked:
     """Several units, one of them selective: every match scored with FTS5's BM25."""
-    p = _Pass(1)  # the table's row count, read by the auxiliary function on one row
-    _scored(conn, f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ? LIMIT 1", (least,), p)
-    idfs: list[float | None] = []
-    for unit, neg in q.units:
-        known = newest.get(unit)
-        # an excluded unit is never in a matching row: FTS5 adds its idf * 0
-        idfs.append(None if neg else idf(p.n_rows, known[0] if known and known[0] <= cap else _df(conn, name, unit)))
-    p = _Pass(0, idfs)
-    rows = _scored(conn, f"SELECT rowid, kora_bm25({name}) FROM {name} WHERE {name} MATCH ?", (q.fts,), p)
+    n_rows, _ = _stats(conn, name)
+    required: list[tuple[int, int]] = []  # (phrase number, chunks holding it)
+    for i, (unit, neg) in enumerate(q.units):
+        if not neg:  # an excluded unit is never in a matching row: FTS5 adds its idf * 0
+            known = newest.get(unit)
+            required.append((i, known[0] if known and known[0] <= cap else _df(conn, name, unit)))
+    rest = max(range(len(required)), key=lambda k: required[k][1])
+    _TLS.plan = [idf(n_rows, df) for _, df in required]
+    _TLS.others = [i for k, (i, _) in enumerate(required) if k != rest]
+    _TLS.rest = rest
+    rows = _scored(conn, f"SELECT rowid, kora_bm25({name}) FROM {name} WHERE {name} MATCH ?", (q.fts,))
     return Ranked(_top(rows, want), len(rows), True)
 
 
 def _windowed(conn: apsw.Connection, name: str, expr: str, rarest: str, lo: int, cap: int, bounded: int,
               want: int) -> Ranked:
-    """No selective word: the matches among the newest chunks holding the rarest word."""
-    p = _Pass(bounded)
-    sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ? AND rowid >= ?"
-    rows = _scored(conn, sql + " ORDER BY rowid DESC", (expr, lo), p)
-    span = cap + 1
-    while len(rows) < want and lo > 0:
+    """No selective word: the matches among the newest chunks holding the rarest word; the newest
+    ``bounded`` of them are scored, the others only counted (for the estimated total)."""
+    n_rows, _ = _stats(conn, name)
+    sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid < ?"
+    count = f"SELECT count(*) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid < ?"
+    rows: list[tuple[int, float]] = []
+    found, hi, span = 0, -1, cap + 1
+    while True:
+        top = hi if hi >= 0 else (1 << 63) - 1
+        if len(rows) < bounded:
+            more = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, lo, top, bounded - len(rows)))
+            rows += more
+            found += len(more)
+            if len(rows) >= bounded:  # the rest of this window only counted
+                found += int(conn.execute(count, (expr, lo, rows[-1][0])).get)
+        else:
+            found += int(conn.execute(count, (expr, lo, top)).get)
+        if found >= want or lo <= 0:
+            break
         span *= GROWTH
         row = conn.execute(f"SELECT rowid FROM {name} WHERE {name} MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
                            (rarest, span - 1)).fetchone()
-        older = int(row[0]) if row else 0
-        rows += _scored(conn, sql + " AND rowid < ? ORDER BY rowid DESC", (expr, older, lo), p)
-        lo = older
+        hi, lo = lo, int(row[0]) if row else 0
     if lo <= 0:  # the whole table was searched: the count is exact, the ranking still bounded
-        return Ranked(_top(rows, want), len(rows), False)
-    return Ranked(_top(rows, want), _estimate(conn, name, len(rows), lo, p.n_rows), False)
+        return Ranked(_top(rows, want), found, False)
+    return Ranked(_top(rows, want), _estimate(conn, name, found, lo, n_rows), False)
 
 
 def _estimate(conn: apsw.Connection, name: str, found: int, lo: int, n_rows: int) -> int:
@@ -244,13 +330,20 @@ def _estimate(conn: apsw.Connection, name: str, found: int, lo: int, n_rows: int
 
 
 def _df(conn: apsw.Connection, name: str, unit: str) -> int:
-    """Rows matching ``unit``: counted once, kept until another connection commits."""
-    version = int(conn.execute("PRAGMA data_version").get)
-    seen, cache = _DF.get(conn, (version, {}))
-    if seen != version or len(cache) > DF_CACHE:
-        cache = {}
-    _DF[conn] = (version, cache)
-    key = (name, unit)
-    if key not in cache:
-        cache[key] = int(conn.execute(f"SELECT count(*) FROM {name} WHERE {name} MATCH ?", (unit,)).get)
-    return cache[key]
+    """Rows matching ``unit``: counted once per state of the table's index, for every connection
+    (a common word's count is a pass over most of the table)."""
+    key = (conn.filename or f"memory {id(conn)}", name)
+    with conn:  # one read snapshot for the structure record and the count
+        row = conn.execute(f'SELECT block FROM "{name[1:-1]}_data" WHERE id = 10').fetchone()
+        stamp = bytes(row[0]) if row and row[0] is not None else b""
+        with _DF_LOCK:
+            seen = _DF.get(key)
+            counts = seen[1] if seen and seen[0] == stamp and len(seen[1]) <= DF_CACHE else {}
+            _DF[key] = (stamp, counts)
+            known = counts.get(unit)
+        if known is not None:
+            return known
+        n = int(str(conn.execute(f"SELECT count(*) FROM {name} WHERE {name} MATCH ?", (unit,)).get))
+    with _DF_LOCK:
+        counts[unit] = n
+    return n
