@@ -179,6 +179,13 @@ class Indexer:
             self._index(conn, agency_id, root, change.path, bulk, change)
         elif kind in ("DELETE", "DELETE_TREE"):
             tree = kind == "DELETE_TREE" or bool(getattr(change, "is_directory", False))
+            if not tree and self._recreated(agency_id, root, change.path):
+                # Deleted and already written again (a branch switch: git unlinks each file it
+                # updates, then creates it): index what is there now, one replacement instead of
+                # a delete and a new document (its own create event then finds it unchanged).
+                self.counters["delete_recreated"] += 1
+                self._index(conn, agency_id, root, change.path, bulk, change)
+                return
             self._submit(DeleteJob(agency_id, root, change.path, tree=tree, bulk=bulk))
         elif kind in ("MOVE", "MOVE_TREE"):
             tree = kind == "MOVE_TREE" or bool(getattr(change, "is_directory", False))
@@ -188,6 +195,16 @@ class Indexer:
             self._submit(MoveJob(agency_id, root, change.path, change.dest_path, tree=tree, bulk=bulk))
         else:
             log.warning("indexer_unknown_change", kind=kind)
+
+    def _recreated(self, agency_id: str, root: str, path: str) -> bool:
+        """A regular file is at ``path`` again (no symlink followed)."""
+        root_path = self.root_paths.get((agency_id, root))
+        if root_path is None:
+            return False
+        try:
+            return stat.S_ISREG(os.lstat(os.path.join(root_path, path)).st_mode)
+        except (OSError, ValueError):
+            return False
 
     def _index(self, conn: apsw.Connection, agency_id: str, root: str, path: str, bulk: bool,
                change: Any = None) -> None:
