@@ -139,7 +139,12 @@ class DaemonProc:
                                       env=self.env)
         out.close()
         if wait_ready:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:  # never leave a daemon behind the failing test (nobody would stop it)
+                self.proc.kill()
+                self.proc.wait()
+                raise
         return self
 
     def client_call(self, op: str, agency: str = "alpha", **args: _Any) -> dict[str, _Any]:
