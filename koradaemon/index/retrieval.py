@@ -59,7 +59,7 @@ def _open_file(data_root: Path, roots: tuple[str, ...], ref: ChunkRef) -> int:
     except ValueError as exc:
         raise DataError(f"path {ref.path!r}: {exc}") from None
     try:
-        return open_regular(data_root / ref.root, name)
+        return open_regular(os.path.join(data_root, ref.root), name)  # a str join: no Path per hit
     except (FileNotFoundError, NotADirectoryError):
         raise StaleChunk(f"{ref.root}/{ref.path} no longer exists") from None
     except NotRegularFile as exc:

@@ -21,7 +21,6 @@ handler that interrupts it after the time limit (:class:`~koradaemon.errors.Quer
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import math
 import threading
@@ -255,13 +254,19 @@ def _with_text(hits: list[Hit], q: Query, texts: ChunkText) -> list[Hit]:
         try:
             text = texts(ChunkRef(hit.root, hit.path, hit.byte_offset, hit.byte_length, hit.sha256))
         except (DataError, PathError, OSError, ValueError):  # never served: stale
-            out.append(dataclasses.replace(hit, stale=True))
+            out.append(_rebuilt(hit, hit.line_end, hit.match_line, "", (), stale=True))
             continue
         assert marker is not None
         snippet, ranges, at = marker.snippet(text)
         line = hit.line_start
         last = len(text) - 1 if text.endswith("\n") else len(text)
-        out.append(dataclasses.replace(hit, line_end=line + text.count("\n", 0, max(last, 0)),
-                                       match_line=line + text.count("\n", 0, at), snippet=snippet,
-                                       highlights=ranges))
+        out.append(_rebuilt(hit, line + text.count("\n", 0, max(last, 0)), line + text.count("\n", 0, at),
+                            snippet, ranges))
     return out
+
+
+def _rebuilt(hit: Hit, line_end: int, match_line: int, snippet: str, highlights: tuple[tuple[int, int], ...],
+             *, stale: bool = False) -> Hit:
+    """``hit`` with what its text gave (built directly: ``dataclasses.replace`` costs ~20 us a hit)."""
+    return Hit(hit.chunk_id, hit.root, hit.path, hit.seq, hit.byte_offset, hit.byte_length, hit.sha256,
+               hit.line_start, line_end, match_line, snippet, highlights, hit.score, hit.bm25, stale)
