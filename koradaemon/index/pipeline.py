@@ -180,11 +180,12 @@ class Indexer:
         elif kind in ("DELETE", "DELETE_TREE"):
             tree = kind == "DELETE_TREE" or bool(getattr(change, "is_directory", False))
             if not tree and self._recreated(agency_id, root, change.path):
-                # Deleted and already written again (a branch switch: git unlinks each file it
-                # updates, then creates it): index what is there now, one replacement instead of
-                # a delete and a new document (its own create event then finds it unchanged).
+                # Deleted and already created again (a branch switch: git unlinks each file it
+                # updates, then creates it): the new file's own create/close (or move) change
+                # follows and replaces the document in one step. Deleting it first would cost a
+                # second write and a second audit record, and indexing it here could read it
+                # half written.
                 self.counters["delete_recreated"] += 1
-                self._index(conn, agency_id, root, change.path, bulk, change)
                 return
             self._submit(DeleteJob(agency_id, root, change.path, tree=tree, bulk=bulk))
         elif kind in ("MOVE", "MOVE_TREE"):
