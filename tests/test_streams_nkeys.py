@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import DaemonProc, wait_for
 from natsutil import NatsServer
 
 from koradaemon.audit.manager import AuditManager
@@ -176,20 +176,24 @@ def test_creds_file_with_a_user_jwt_exports_and_a_wrong_seed_is_refused(tmp_path
         server.stop()
 
 
-def test_daemon_reads_the_nkey_seed_from_the_vault_and_the_verifier_takes_a_seed_file(
-        tmp_path: Path, nkey_server: tuple[NatsServer, KeyPair]) -> None:
-    from conftest import DaemonProc
-
-    server, user = nkey_server
+def nkey_daemon(tmp_path: Path, url: str, seed: str) -> DaemonProc:
+    """A started daemon exporting to ``url`` with the nkey ``seed`` kept in its secrets vault
+    (set through the CLI, as a user would)."""
     d = DaemonProc(tmp_path / "root", extra=f"""nats:
   enabled: true
-  url: {server.url}
+  url: {url}
   host_id: t1
   nkey_seed_secret: alpha/nats-nkey
 """)
     set_cmd = [*d.cli_cmd(), "secret", "set", "--agency", "alpha", "nats-nkey"]
-    assert subprocess.run(set_cmd, input=user.seed.encode() + b"\n", env=d.env, timeout=120).returncode == 0
-    d.start()
+    assert subprocess.run(set_cmd, input=seed.encode() + b"\n", env=d.env, timeout=120).returncode == 0
+    return d.start()
+
+
+def test_daemon_reads_the_nkey_seed_from_the_vault_and_the_verifier_takes_a_seed_file(
+        tmp_path: Path, nkey_server: tuple[NatsServer, KeyPair]) -> None:
+    server, user = nkey_server
+    d = nkey_daemon(tmp_path, server.url, user.seed)
     try:
         (d.root / "alpha" / "notes" / "k.md").write_text("nkey auth\n")
         good = NatsAuth(key=user)
@@ -233,19 +237,9 @@ def test_config_takes_one_credential_and_a_bad_seed_in_the_vault_is_a_config_err
 
 def test_status_says_when_the_nats_server_refuses_the_daemons_credentials(
         tmp_path: Path, nkey_server: tuple[NatsServer, KeyPair]) -> None:
-    from conftest import DaemonProc
-
     server, _user = nkey_server
-    d = DaemonProc(tmp_path / "root", extra=f"""nats:
-  enabled: true
-  url: {server.url}
-  host_id: t1
-  nkey_seed_secret: alpha/nats-nkey
-""")
     wrong = KeyPair.generate()  # a valid seed the server does not know
-    set_cmd = [*d.cli_cmd(), "secret", "set", "--agency", "alpha", "nats-nkey"]
-    assert subprocess.run(set_cmd, input=wrong.seed.encode() + b"\n", env=d.env, timeout=120).returncode == 0
-    d.start()
+    d = nkey_daemon(tmp_path, server.url, wrong.seed)
     try:
         wait_for(lambda: json.loads(d.cli("status", "--json").stdout)["streams"].get("nats") == "refused",
                  30, 0.1, "status shows the refusal")
