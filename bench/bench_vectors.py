@@ -24,7 +24,6 @@ import hashlib
 import json
 import statistics
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -96,25 +95,7 @@ def initial_sync(d: Daemon, timeout: float = 120.0) -> dict[str, Any]:
 
 def live_corpus(dest: Path, skip_mb: int, mb: int) -> tuple[int, int]:
     """Standard-library sources after the first ``skip_mb`` (those are the distractors): (files, bytes)."""
-    src = Path(sysconfig.get_paths()["stdlib"])
-    seen = files = total = 0
-    for path in sorted(src.rglob("*.py")):
-        if "site-packages" in path.parts or total >= mb << 20:
-            continue
-        try:
-            data = path.read_bytes()
-            data.decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        seen += len(data)
-        if seen <= skip_mb << 20:
-            continue
-        out = dest / path.relative_to(src)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
-        files += 1
-        total += len(data)
-    return files, total
+    return stdlib_corpus(dest, mb << 20, skip_bytes=skip_mb << 20)
 
 
 def live_burst(d: Daemon, staged: Path, files: int, name: str = "live", timeout: float = 300.0) -> float:

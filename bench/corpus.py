@@ -14,10 +14,11 @@ WORDS = (  # noqa: SIM905
 ).split()
 
 
-def stdlib_corpus(dest: Path, limit_bytes: int = 60 << 20) -> tuple[int, int]:
-    """Copy the stdlib's .py files into ``dest`` (up to ``limit_bytes``); returns (files, bytes)."""
+def stdlib_corpus(dest: Path, limit_bytes: int = 60 << 20, skip_bytes: int = 0) -> tuple[int, int]:
+    """Copy the stdlib's .py files into ``dest`` (up to ``limit_bytes``), after the first
+    ``skip_bytes`` of them (in the same order); returns (files, bytes)."""
     src = Path(sysconfig.get_paths()["stdlib"])
-    files = total = 0
+    seen = files = total = 0
     for path in sorted(src.rglob("*.py")):
         if "site-packages" in path.parts or total >= limit_bytes:
             continue
@@ -25,6 +26,9 @@ def stdlib_corpus(dest: Path, limit_bytes: int = 60 << 20) -> tuple[int, int]:
             data = path.read_bytes()
             data.decode("utf-8")
         except (OSError, UnicodeDecodeError):
+            continue
+        seen += len(data)
+        if skip_bytes and seen <= skip_bytes:
             continue
         out = dest / path.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
