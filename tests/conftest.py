@@ -138,10 +138,16 @@ class DaemonProc:
         self.proc = _subprocess.Popen(cmd, stdout=out, stderr=_subprocess.STDOUT, stdin=_subprocess.DEVNULL,
                                       env=self.env)
         out.close()
+        return self.started(wait_ready)
+
+    def started(self, wait_ready: bool) -> DaemonProc:
+        """After the launch: wait until it is ready (if asked); a daemon that never gets there is
+        killed before the error goes up (nobody would stop it after the failing test)."""
         if wait_ready:
             try:
                 self.wait_ready()
-            except BaseException:  # never leave a daemon behind the failing test (nobody would stop it)
+            except BaseException:
+                assert self.proc is not None
                 self.proc.kill()
                 self.proc.wait()
                 raise

@@ -99,9 +99,7 @@ class ForkedDaemon(DaemonProc):
         argv = [*self.cli_cmd()[3:], "run"]  # the CLI's arguments after "python -m koradaemon"
         pid = self.zygote.ask({"run": argv, "log": str(self.log), "env": self.env})["pid"]
         self.proc = Forked(self.zygote, pid)  # type: ignore[assignment]
-        if wait_ready:
-            self.wait_ready()
-        return self
+        return self.started(wait_ready)
 
 
 @pytest.fixture
