@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import apsw
+from conftest import wait_for
 
 from koradaemon.index.checkpointer import Checkpointer
 from koradaemon.index.db import open_db
 from koradaemon.index.writer import Writer
-
-
-def wait_for(cond: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def fill(conn: apsw.Connection, commits: int) -> None:
@@ -40,7 +32,7 @@ def test_the_checkpoint_runs_on_its_own_thread_and_empties_the_wal(tmp_path: Pat
     try:
         cp.hook(conn)
         fill(conn, 30)  # ~155 pages: past the mark
-        wait_for(lambda: cp.checkpoints >= 1 and not cp.asked())
+        wait_for(lambda: cp.checkpoints >= 1 and not cp.asked(), what="the asked-for checkpoint")
         cp.stop()  # waits for the checkpoint under way, which started after the last commit
         fill(conn, 1)  # the WAL starts over after a complete checkpoint: it holds little, not all 30 commits
         assert conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] < 100
@@ -67,7 +59,7 @@ def test_writer_starts_and_stops_its_checkpointer(tmp_path: Path) -> None:
     open_db(db).close()
     writer = Writer(db)
     writer.start()
-    wait_for(writer.checkpointer.alive)
+    wait_for(writer.checkpointer.alive, what="the checkpointer thread running")
     writer.flush()
     writer.stop()
     assert not writer.checkpointer.alive()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+
+from conftest import wait_for
 
 from koradaemon.index import fts
 from koradaemon.index.db import immediate, open_db
@@ -14,14 +15,6 @@ from koradaemon.index.store import AgencyStore
 from koradaemon.index.writer import Writer
 
 ROOT = "notes"
-
-
-def wait_for(cond: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_segments_left_by_bulk_work_are_merged_when_quiet(tmp_path: Path) -> None:
@@ -39,7 +32,7 @@ def test_segments_left_by_bulk_work_are_merged_when_quiet(tmp_path: Path) -> Non
                 assert job is not None
                 writer.submit(job)
             writer.flush()
-        wait_for(lambda: writer.counters["tidy_steps"] >= 1)
+        wait_for(lambda: writer.counters["tidy_steps"] >= 1, interval=0.02, what="a merge step when quiet")
         writer.flush()
     finally:
         writer.stop()
