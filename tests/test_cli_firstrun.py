@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -154,3 +155,41 @@ def test_print_unit_fills_in_this_installation(kind: str) -> None:
         assert f"<array>\n    <string>{sys.executable}</string>\n    <string>-m</string>" in res.stdout
         if shutil.which("plutil"):
             assert _run(["plutil", "-lint", "-"], input=res.stdout).returncode == 0
+
+
+def test_readme_two_commands_scripts_run_then_the_commands_beside_it(short_home: Path) -> None:
+    """README, 'Two commands': `scripts/run` (the daemon in the foreground on the example config and
+    ./demo-data), then each line of the block for another terminal, run by bash as written, from a
+    folder laid out like the checkout (its scripts copied, etc/, pyproject.toml and .venv linked)."""
+    tree = short_home
+    shutil.copytree(REPO / "scripts", tree / "scripts")
+    for name in ("etc", "pyproject.toml", ".venv"):
+        (tree / name).symlink_to(REPO / name)
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("While `scripts/run` runs, in another terminal:"):].split("```", 2)[1]
+    lines = [ln.split("  #")[0].strip() for ln in block.splitlines()[1:] if ln.strip()]
+    assert lines[0].startswith("K=") and lines[1].startswith("echo ") and len(lines) == 7, lines
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KORA_") and k not in (
+        "STATE_DIRECTORY", "CONFIGURATION_DIRECTORY", "RUNTIME_DIRECTORY", "NOTIFY_SOCKET")}
+
+    def sh(line: str) -> subprocess.CompletedProcess[str]:
+        return _run(["bash", "-euo", "pipefail", "-c", f"{lines[0]}\n{line}"], cwd=tree, env=env)
+
+    with subprocess.Popen(["bash", "scripts/run"], cwd=tree, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) as proc:
+        try:
+            wait_for(lambda: proc.poll() is None and sh("$K status").returncode == 0, 120, 0.3, "scripts/run ready")
+            assert sh(lines[1]).returncode == 0  # echo "a note about rutabaga" > demo-data/demo/notes/veg.md
+            found = wait_for(lambda: (r := sh(lines[2])).returncode == 0 and "veg.md" in r.stdout and r, 60, 0.3,
+                             "the README's search finds the note")
+            assert "rutabaga" in found.stdout
+            for line in lines[3:]:  # --json search, status, snapshot, audit verify
+                res = sh(line)
+                assert res.returncode == 0 and "Traceback" not in res.stderr, (line, res.stdout, res.stderr)
+            hits = json.loads(sh(lines[3]).stdout)["hits"]
+            assert [(h["root"], h["path"], h["stale"]) for h in hits] == [("demo/notes", "veg.md", False)]
+            assert "rutabaga" in hits[0]["snippet"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out[-2000:]
