@@ -17,16 +17,18 @@ pre-filter of :mod:`.codes`; exact cosine re-ranks its candidates.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from tokenizers import Tokenizer
+    from tokenizers import Encoding, Tokenizer
 
 # A word: a run of ASCII word characters and non-ASCII bytes (so accented and non-Latin words
 # stay whole), on the UTF-8 bytes. WORD is the same rule for queries.
@@ -65,6 +67,31 @@ def word_spans(buf: bytes) -> tuple[I64, I64]:
     return starts, ends
 
 
+def word_sequences(buf: bytes, starts: I64, ends: I64, per_seq: int) -> list[str]:
+    """The words ``buf[starts[i]:ends[i]]`` joined by single spaces, ``per_seq`` words to a string.
+
+    Built in numpy (no Python object per word): the words' bytes are gathered into one
+    buffer with a space after each, cut after every ``per_seq``-th word and each piece
+    decoded (invalid UTF-8 replaced). The same strings as decoding each word and joining:
+    a space is ASCII, so no bad sequence reaches across it.
+    """
+    n = len(starts)
+    if not n:
+        return []
+    lengths = ends - starts
+    seps = np.cumsum(lengths + 1) - 1  # the space after each word in the joined buffer
+    joined = np.full(int(seps[-1]) + 1, 0x20, np.uint8)
+    word_bytes = np.ones(len(joined), bool)
+    word_bytes[seps] = False
+    dest = np.flatnonzero(word_bytes)
+    joined[dest] = np.frombuffer(buf, np.uint8)[dest + np.repeat(starts - (seps - lengths), lengths)]
+    text = joined.tobytes()
+    cuts = [-1, *seps[per_seq - 1 :: per_seq].tolist()]
+    if cuts[-1] != int(seps[-1]):
+        cuts.append(int(seps[-1]))
+    return [text[a + 1 : b].decode("utf-8", "replace") for a, b in itertools.pairwise(cuts)]
+
+
 class Embedder:
     def __init__(self, tokenizer: Tokenizer, weights: I8 | F16 | F32, name: str, scales: F32 | None = None) -> None:
         self.tokenizer = tokenizer
@@ -75,6 +102,7 @@ class Embedder:
         self.dims = int(weights.shape[1])
         self.name = name
         self._lock = threading.Lock()  # the word cache is the batch path's; queries do not touch it
+        self._helper: ThreadPoolExecutor | None = None  # a second tokenizer caller (see _encode)
         self._marker = np.zeros(max(len(weights), tokenizer.get_vocab_size()), bool)  # tokens that start a word
         for i in range(tokenizer.get_vocab_size()):  # one id at a time: get_vocab()'s dict left 2.6 MB behind
             token = tokenizer.id_to_token(i)
@@ -136,13 +164,13 @@ class Embedder:
             h ^= h >> np.uint64(33)
         return h
 
-    def _learn(self, words: list[bytes], hashes: U64) -> None:
+    def _learn(self, buf: bytes, starts: I64, ends: I64, hashes: U64, split: bool = False) -> None:
         """Tokenise words never seen before (each as it reads after a space) and remember their ids.
 
-        ``hashes`` are the words' hashes, distinct and not yet in the cache.
+        The words are ``buf[starts[i]:ends[i]]``; ``hashes`` their hashes, distinct and not yet in the cache.
         """
-        ids, counts = self._tokenize_words([w.decode("utf-8", "replace") for w in words])
-        first, n = self._words, len(words)
+        ids, counts = self._tokenize_words(word_sequences(buf, starts, ends, TOKENIZE_WORDS), len(starts), split)
+        first, n = self._words, len(starts)
         self._start = _room(self._start, first, n)
         self._count = _room(self._count, first, n)
         self._start[first : first + n] = self._n_ids + np.cumsum(counts) - counts
@@ -176,24 +204,53 @@ class Embedder:
             rest[won] = False
             hashes, slots, at = hashes[rest], slots[rest], (at[rest] + 1) & mask
 
-    def _tokenize_words(self, words: list[str]) -> tuple[npt.NDArray[np.int32], I64]:
-        """Token ids of each word (as it reads after a space), concatenated, and each word's count.
+    def _tokenize_words(self, seqs: list[str], n_words: int, split: bool = False) -> tuple[npt.NDArray[np.int32], I64]:
+        """Token ids of ``n_words`` words (each as it reads after a space), concatenated, and each word's count.
 
-        One call for all the words, joined by spaces into sequences of TOKENIZE_WORDS words (BPE
-        over a shorter sequence is quicker: 20 % less time than one sequence of thousands): the
-        tokenizer turns each space into the word marker, and every word's first token (only that
-        one) starts with the marker. A word that
-        itself holds the marker character breaks that rule; then each word is encoded on its own.
+        ``seqs``: the words joined by single spaces, a few hundred to a sequence (see
+        :func:`word_sequences`; BPE over a shorter sequence is quicker: 20 % less time than one
+        sequence of thousands). One call for all of them: the tokenizer turns each space into
+        the word marker, and every word's first token (only that one) starts with the marker.
+        A word that itself holds the marker character breaks that rule; then each word is
+        encoded on its own.
         """
-        seqs = [" ".join(words[i : i + TOKENIZE_WORDS]) for i in range(0, len(words), TOKENIZE_WORDS)]
-        encs = self.tokenizer.encode_batch_fast(seqs, add_special_tokens=False)
+        encs = self._encode(seqs, split)
         ids = np.concatenate([np.asarray(e.ids, np.int32) for e in encs]) if encs else np.zeros(0, np.int32)
         starts = np.flatnonzero(self._marker[ids])
-        if len(starts) == len(words) and (not len(starts) or starts[0] == 0):
+        if len(starts) == n_words and (not len(starts) or starts[0] == 0):
             return ids, np.diff(np.append(starts, len(ids))).astype(np.int64)
-        lists = [e.ids for e in self.tokenizer.encode_batch_fast(words, add_special_tokens=False)]
+        words = [w for seq in seqs for w in seq.split(" ")]  # a decoded word holds no U+0020
+        lists = [e.ids for e in self._encode(words)]
         counts = np.fromiter(map(len, lists), np.int64, len(lists))
         return np.fromiter((i for x in lists for i in x), np.int32, int(counts.sum())), counts
+
+    def _encode(self, texts: list[str], split: bool = False) -> list[Encoding]:
+        """The encodings of ``texts``, in order.
+
+        ``split``: the first half of the texts (by length) goes to a helper thread while this
+        one encodes the rest. The tokenizer releases the GIL while it works, so on a free core
+        the two halves run at once; the caller asks for it only while the keyword pipeline is
+        idle. The tokenizer's own thread pool stays off (TOKENIZERS_PARALLELISM, see
+        model.load_tokenizer): it cannot be switched per call.
+        """
+        if not split or len(texts) < 2:
+            return self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
+        half = min(len(texts) - 1, max(1, int(np.searchsorted(ends, ends[-1] / 2))))
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="kora-vectors-tok")
+        first = self._helper.submit(self.tokenizer.encode_batch_fast, texts[:half], add_special_tokens=False)
+        try:
+            rest = self.tokenizer.encode_batch_fast(texts[half:], add_special_tokens=False)
+        finally:
+            head = first.result()  # always waited for: the next batch never overlaps this one
+        return [*head, *rest]
+
+    def close(self) -> None:
+        """End the helper thread, if any (the embedder stays usable; a later split starts one again)."""
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            helper.shutdown(wait=True)
 
     def _lookup(self, h: U64) -> I64:
         """Word index of each hash, -1 where unknown: one gather for most words, a few more rounds for the rest."""
@@ -212,7 +269,7 @@ class Embedder:
             idx, at, want = idx[more], (at[more] + 1) & mask, want[more]
         return out
 
-    def _word_tokens(self, buf: bytes) -> tuple[npt.NDArray[np.int32], I64, I64]:
+    def _word_tokens(self, buf: bytes, split: bool = False) -> tuple[npt.NDArray[np.int32], I64, I64]:
         """Token ids of the words of ``buf`` in order, each word's token count, and the word starts."""
         starts, ends = word_spans(buf)
         h = self._hash(buf, starts, ends)
@@ -226,8 +283,7 @@ class Embedder:
                 miss = np.arange(len(h))
                 new, at = np.unique(h, return_index=True)
             at = miss[at]
-            words = [buf[s:e] for s, e in zip(starts[at].tolist(), ends[at].tolist(), strict=True)]
-            self._learn(words, new)
+            self._learn(buf, starts[at], ends[at], new, split)
             wid[miss] = self._lookup(h[miss])
         counts = self._count[wid].astype(np.int64)
         tok_ends = np.cumsum(counts)
@@ -235,8 +291,11 @@ class Embedder:
         offs = np.repeat(self._start[wid] - (tok_ends - counts), counts) + np.arange(total)
         return self._ids[offs], counts, starts
 
-    def embed(self, texts: Sequence[bytes]) -> F32:
-        """Unit vectors of ``texts`` (UTF-8; a text without words gets the zero vector)."""
+    def embed(self, texts: Sequence[bytes], split: bool = False) -> F32:
+        """Unit vectors of ``texts`` (UTF-8; a text without words gets the zero vector).
+
+        ``split``: new words are tokenised on two threads (see :meth:`_encode`); same vectors.
+        """
         out = np.zeros((len(texts), self.dims), np.float32)
         if not texts:
             return out
@@ -244,7 +303,7 @@ class Embedder:
         lengths = np.fromiter(map(len, texts), np.int64, len(texts))
         text_end = np.cumsum(lengths + 1) - 1  # offset of each text's end in buf
         with self._lock:
-            tokens, counts, starts = self._word_tokens(buf)
+            tokens, counts, starts = self._word_tokens(buf, split)
         if not len(tokens):
             return out
         words_before = np.searchsorted(starts, text_end)  # words that start before each text's end

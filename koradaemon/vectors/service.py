@@ -32,8 +32,11 @@ log = structlog.get_logger(__name__)
 
 MODEL_DIR = "models/wordllama"
 # While the keyword pipeline has work, the embedding step takes at most this share of the time:
-# after a batch of t seconds it waits t * (1 - share) / share. Vectors follow behind.
+# after a batch of t seconds it waits t * (1 - share) / share, and before any batch it waits at
+# least BUSY_WAIT_S for the pipeline to be idle (a burst that arrives while vectors are idle is not
+# met by a batch at once). Vectors follow behind; a batch at least every BUSY_WAIT_S keeps them going.
 BUSY_SHARE = 0.1
+BUSY_WAIT_S = 1.0
 # The model loads once the keyword pipeline is idle (the start-up crawl done), or after this long.
 LOAD_DEFER_S = 10.0
 MIN_CANDIDATES = 512  # at 256 dimensions; fewer sign bits need more candidates (1024 at 128)
@@ -56,6 +59,7 @@ class VectorService:
         self.agencies: dict[str, AgencyVectors] = {}
         self._stop = threading.Event()
         self._local = threading.local()
+        self._owed = 0.0  # seconds the last batch owes the keyword pipeline if it has work (BUSY_SHARE)
         self._thread = threading.Thread(target=self._run, name="kora-vectors", daemon=True)
 
     # -- life cycle -------------------------------------------------------------------
@@ -137,7 +141,9 @@ class VectorService:
         from .worker import Step
 
         vc = self.cfg.vectors
-        step = Step(self.embedder, self.cfg.data_root, vc.passage_bytes, vc.batch_passages)
+        # two tokenizer threads only while the keyword pipeline has nothing to do
+        step = Step(self.embedder, self.cfg.data_root, vc.passage_bytes, vc.batch_passages,
+                    split=lambda: self.pipeline_busy is None or not self.pipeline_busy())
         was_busy = False
         try:
             while not self._stop.is_set():
@@ -145,10 +151,11 @@ class VectorService:
                 for agency_id, av in self.agencies.items():
                     if self._stop.is_set() or self.is_locked(agency_id):
                         continue
-                    started = time.monotonic()
                     try:
+                        self._wait_turn()
+                        started = time.monotonic()
                         busy = step.run(av) or busy
-                        self._yield_to_keyword(time.monotonic() - started)
+                        self._owed = (time.monotonic() - started) * (1 - BUSY_SHARE) / BUSY_SHARE
                     except Exception as exc:  # one bad batch must not stop the thread
                         av.counters["errors"] += 1
                         log.error("vector_step_failed", agency_id=agency_id, error=f"{type(exc).__name__}: {exc}")
@@ -161,11 +168,20 @@ class VectorService:
                     self._stop.wait(vc.poll_s)
                 was_busy = busy
         finally:
+            self.embedder.close()
             conn.close()
 
-    def _yield_to_keyword(self, spent: float) -> None:
-        if self.pipeline_busy is not None and self.pipeline_busy():
-            self._stop.wait(spent * (1 - BUSY_SHARE) / BUSY_SHARE)
+    def _wait_turn(self) -> float:
+        """Before a batch: while the keyword pipeline has work, wait for it to be idle, up to what the
+        last batch owes it or BUSY_WAIT_S, whichever is longer. Returns the seconds waited."""
+        started = time.monotonic()
+        if self.pipeline_busy is None:
+            return 0.0
+        deadline = started + max(self._owed, BUSY_WAIT_S)
+        while self.pipeline_busy() and time.monotonic() < deadline and not self._stop.wait(0.02):
+            pass
+        self._owed = 0.0
+        return time.monotonic() - started
 
     def _fail(self, message: str) -> None:
         self.state, self.error = "error", message

@@ -10,6 +10,7 @@ chunks without a ``vd`` row of the same sha256.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,8 +53,11 @@ class AgencyVectors:
 class Step:
     """The embedding step for all agencies, on one connection."""
 
-    def __init__(self, embedder: Embedder, data_root: Path, passage_bytes: int, batch_passages: int) -> None:
+    def __init__(self, embedder: Embedder, data_root: Path, passage_bytes: int, batch_passages: int,
+                 split: Callable[[], bool] | None = None) -> None:
         self.embedder = embedder
+        # asked before each part of a batch: may new words be tokenised on two threads (Embedder.embed)?
+        self.split = split
         self.data_root = data_root
         self.passage_bytes = passage_bytes
         self.batch_passages = batch_passages
@@ -110,7 +114,7 @@ class Step:
         parts = -(-len(texts) // (self.batch_passages + self.batch_passages // 4))  # even parts, none tiny
         size = max(1, -(-len(texts) // max(1, parts)))
         for start in range(0, len(texts), size):
-            vecs = self.embedder.embed(texts[start : start + size])
+            vecs = self.embedder.embed(texts[start : start + size], self.split is not None and self.split())
             codes, vectors = self.embedder.codes(vecs).tobytes(), self.embedder.quantize(vecs).tobytes()
             cb, vb = len(codes) // len(vecs), len(vectors) // len(vecs)  # one bytes object, sliced per row
             rows.extend((*span, codes[i * cb : i * cb + cb], vectors[i * vb : i * vb + vb])
