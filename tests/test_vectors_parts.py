@@ -188,3 +188,45 @@ def test_code_index_returns_the_nearest_codes_by_hamming_distance_as_it_grows_an
             if len(codes) > 40:
                 worst = max(dist[i] for i in got)
                 assert all(d >= worst for i, d in dist.items() if i not in got)  # nothing nearer left out
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=70).map(lambda b: bytes(c if c > 0x20 else 0x61 for c in b)),
+                max_size=40), st.integers(1, 7))
+def test_word_sequences_are_the_words_decoded_and_joined(words: list[bytes], per_seq: int) -> None:
+    # Any bytes (invalid UTF-8, sequences cut in two), laid out in a buffer with other bytes between:
+    # the numpy-built strings equal decoding each word on its own and joining them by spaces.
+    from koradaemon.vectors.embedder import word_sequences
+
+    buf, starts, ends = b"", [], []
+    for w in words:
+        buf += b"\xe2\n"  # a truncated sequence and a separator before each word
+        starts.append(len(buf))
+        buf += w
+        ends.append(len(buf))
+    got = word_sequences(buf, np.array(starts, np.int64), np.array(ends, np.int64), per_seq)
+    decoded = [w.decode("utf-8", "replace") for w in words]
+    assert got == [" ".join(decoded[i : i + per_seq]) for i in range(0, len(decoded), per_seq)]
+
+
+def test_tokenising_on_two_threads_gives_the_same_vectors(tmp_path: Path) -> None:
+    # Two embedders with empty word caches, one tokenising its new words on two threads: the same
+    # vectors, bit for bit, over batches of many new words (and a word holding the word marker).
+    import threading
+
+    files = prepare_cache_dir(tmp_path / "model")
+    rows, scales = quantize_rows(load_weights(files, 256))
+    one, two = (Embedder(load_tokenizer(files), rows, files.name, scales) for _ in range(2))
+    rng = np.random.default_rng(5)
+    letters = list("abcdefghijklmnopqrstuvwxyz_0123456789éß東")
+    words = ["".join(rng.choice(letters, int(rng.integers(1, 16)))) for _ in range(3000)]
+    for batch in range(3):
+        texts = [" ".join(words[int(j)] for j in rng.integers(0, 1000 * (batch + 1), 80)).encode() for _ in range(40)]
+        texts.append("odd\u2581word in between".encode())
+        assert np.array_equal(one.embed(texts), two.embed(texts, split=True)), batch
+    helpers = [t for t in threading.enumerate() if t.name.startswith("kora-vectors-tok")]
+    assert len(helpers) == 1 and one.cached_words == two.cached_words
+    two.close()
+    assert not helpers[0].is_alive()
+    assert np.array_equal(one.embed([b"after close"]), two.embed([b"after close"], split=True))
+    two.close()
