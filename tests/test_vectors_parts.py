@@ -226,6 +226,7 @@ def test_tokenising_on_two_threads_gives_the_same_vectors(tmp_path: Path) -> Non
         assert np.array_equal(one.embed(texts), two.embed(texts, split=True)), batch
     helpers = [t for t in threading.enumerate() if t.name.startswith("kora-vectors-tok")]
     assert len(helpers) == 1 and one.cached_words == two.cached_words
+    assert two.helper_cpu_s > 0 and one.helper_cpu_s == 0  # the step counts the helper's CPU as its own
     two.close()
     assert not helpers[0].is_alive()
     assert np.array_equal(one.embed([b"after close"]), two.embed([b"after close"], split=True))

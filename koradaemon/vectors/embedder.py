@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import re
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
@@ -103,6 +104,7 @@ class Embedder:
         self.name = name
         self._lock = threading.Lock()  # the word cache is the batch path's; queries do not touch it
         self._helper: ThreadPoolExecutor | None = None  # a second tokenizer caller (see _encode)
+        self.helper_cpu_s = 0.0  # the helper thread's CPU time so far (a batch's cost includes it)
         self._marker = np.zeros(max(len(weights), tokenizer.get_vocab_size()), bool)  # tokens that start a word
         for i in range(tokenizer.get_vocab_size()):  # one id at a time: get_vocab()'s dict left 2.6 MB behind
             token = tokenizer.id_to_token(i)
@@ -239,12 +241,20 @@ class Embedder:
         half = min(len(texts) - 1, max(1, int(np.searchsorted(ends, ends[-1] / 2))))
         if self._helper is None:
             self._helper = ThreadPoolExecutor(1, thread_name_prefix="kora-vectors-tok")
-        first = self._helper.submit(self.tokenizer.encode_batch_fast, texts[:half], add_special_tokens=False)
+        first = self._helper.submit(self._encode_timed, texts[:half])
         try:
             rest = self.tokenizer.encode_batch_fast(texts[half:], add_special_tokens=False)
         finally:
             head = first.result()  # always waited for: the next batch never overlaps this one
         return [*head, *rest]
+
+    def _encode_timed(self, texts: list[str]) -> list[Encoding]:
+        """On the helper thread: encode, and count this thread's CPU time (read after the result)."""
+        started = time.thread_time()
+        try:
+            return self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        finally:
+            self.helper_cpu_s += time.thread_time() - started
 
     def close(self) -> None:
         """End the helper thread, if any (the embedder stays usable; a later split starts one again)."""

@@ -90,7 +90,7 @@ class Step:
         if not chunks:
             av.lag_chunks = av.lag_bytes = 0
             return False
-        started, cpu = time.monotonic(), time.thread_time()
+        started, cpu = time.monotonic(), time.thread_time() + self.embedder.helper_cpu_s
         done: list[tuple[PendingChunk, int]] = []  # each chunk read and its passage count
         texts: list[bytes] = []
         spans: list[tuple[int, int, int, str]] = []  # chunk id, offset, length, sha256 of each passage
@@ -126,7 +126,8 @@ class Step:
         av.counters["passages"] += len(added)
         av.counters["bytes"] += nbytes
         av.counters["busy_s"] += time.monotonic() - started
-        av.counters["cpu_s"] += time.thread_time() - cpu  # this thread's CPU: a figure the machine's load does not skew
+        # this thread's CPU and the tokenizer helper's: a figure the machine's load does not skew
+        av.counters["cpu_s"] += time.thread_time() + self.embedder.helper_cpu_s - cpu
         av.lag_chunks = max(0, av.lag_chunks - len(chunks))
         av.lag_bytes = max(0, av.lag_bytes - sum(c.length for c in chunks))
         av.cursor = chunks[-1].chunk_id
