@@ -224,7 +224,7 @@ def test_tokenising_on_two_threads_gives_the_same_vectors(tmp_path: Path) -> Non
         texts = [" ".join(words[int(j)] for j in rng.integers(0, 1000 * (batch + 1), 80)).encode() for _ in range(40)]
         texts.append("odd\u2581word in between".encode())
         assert np.array_equal(one.embed(texts), two.embed(texts, split=True)), batch
-    helpers = [t for t in threading.enumerate() if t.name.startswith("kora-vectors-tok")]
+    helpers = [t for t in threading.enumerate() if t.name.startswith("kora-vectors-helper")]
     assert len(helpers) == 1 and one.cached_words == two.cached_words
     assert two.helper_cpu_s > 0 and one.helper_cpu_s == 0  # the step counts the helper's CPU as its own
     two.close()

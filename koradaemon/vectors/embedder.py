@@ -21,8 +21,8 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -43,6 +43,7 @@ WORD_BYTE[0x80:] = True
 MAX_CACHED_WORDS = 200_000  # about 40 bytes each in numpy arrays
 TOKENIZE_WORDS = 200  # new words per tokenizer sequence
 _LOAD_MASK = np.array([0, *((1 << (8 * r)) - 1 for r in range(1, 8)), (1 << 64) - 1], np.uint64)  # n low bytes
+SPLIT_POOL_TEXTS = 16  # a split batch pools on two threads from this many texts
 POOL_ELEMENTS = 1 << 18  # floats gathered and summed at a time when pooling (1,024 tokens at 256 dims)
 
 F32 = npt.NDArray[np.float32]
@@ -103,7 +104,7 @@ class Embedder:
         self.dims = int(weights.shape[1])
         self.name = name
         self._lock = threading.Lock()  # the word cache is the batch path's; queries do not touch it
-        self._helper: ThreadPoolExecutor | None = None  # a second tokenizer caller (see _encode)
+        self._helper: ThreadPoolExecutor | None = None  # a second thread for a split batch (see embed)
         self.helper_cpu_s = 0.0  # the helper thread's CPU time so far (a batch's cost includes it)
         self._marker = np.zeros(max(len(weights), tokenizer.get_vocab_size()), bool)  # tokens that start a word
         for i in range(tokenizer.get_vocab_size()):  # one id at a time: get_vocab()'s dict left 2.6 MB behind
@@ -239,22 +240,25 @@ class Embedder:
             return self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
         ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
         half = min(len(texts) - 1, max(1, int(np.searchsorted(ends, ends[-1] / 2))))
-        if self._helper is None:
-            self._helper = ThreadPoolExecutor(1, thread_name_prefix="kora-vectors-tok")
-        first = self._helper.submit(self._encode_timed, texts[:half])
+        first = self._submit(self.tokenizer.encode_batch_fast, texts[:half], add_special_tokens=False)
         try:
             rest = self.tokenizer.encode_batch_fast(texts[half:], add_special_tokens=False)
         finally:
             head = first.result()  # always waited for: the next batch never overlaps this one
         return [*head, *rest]
 
-    def _encode_timed(self, texts: list[str]) -> list[Encoding]:
-        """On the helper thread: encode, and count this thread's CPU time (read after the result)."""
-        started = time.thread_time()
-        try:
-            return self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-        finally:
-            self.helper_cpu_s += time.thread_time() - started
+    def _submit(self, fn: Callable[..., _T], *args: object, **kwargs: object) -> Future[_T]:
+        """``fn(*args, **kwargs)`` on the helper thread, its CPU time counted (read after the result)."""
+        def timed() -> _T:
+            started = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.helper_cpu_s += time.thread_time() - started
+
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="kora-vectors-helper")
+        return self._helper.submit(timed)
 
     def close(self) -> None:
         """End the helper thread, if any (the embedder stays usable; a later split starts one again)."""
@@ -304,7 +308,9 @@ class Embedder:
     def embed(self, texts: Sequence[bytes], split: bool = False) -> F32:
         """Unit vectors of ``texts`` (UTF-8; a text without words gets the zero vector).
 
-        ``split``: new words are tokenised on two threads (see :meth:`_encode`); same vectors.
+        ``split``: new words are tokenised on two threads (see :meth:`_encode`), and the texts
+        pooled on two (each half its own rows of the result, summed exactly as on one thread;
+        ``take`` and BLAS release the GIL): the same vectors, bit for bit.
         """
         out = np.zeros((len(texts), self.dims), np.float32)
         if not texts:
@@ -328,7 +334,13 @@ class Embedder:
         table = self._rows(rows)  # only this batch's vocabulary, in float32
         local = remap[tokens]
         del used, remap, tokens
-        pool_sums(table, local, tok_start, tok_end, out)
+        half = len(texts) // 2 if split and len(texts) >= SPLIT_POOL_TEXTS else 0
+        first = self._submit(pool_sums, table, local, tok_start[:half], tok_end[:half], out[:half]) if half else None
+        try:
+            pool_sums(table, local, tok_start[half:], tok_end[half:], out[half:])
+        finally:
+            if first is not None:
+                first.result()
         return normalize(out)
 
     def embed_query(self, text: str) -> F32:
@@ -365,6 +377,7 @@ class Embedder:
 
 
 _Arr = TypeVar("_Arr", npt.NDArray[np.int64], npt.NDArray[np.int32])
+_T = TypeVar("_T")
 
 
 def _room(arr: _Arr, used: int, more: int) -> _Arr:
