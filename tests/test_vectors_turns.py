@@ -29,15 +29,31 @@ def test_wait_turn_waits_while_busy_and_ends_when_idle(tmp_path: Path, monkeypat
     monkeypatch.setattr(service_mod, "BUSY_WAIT_S", 0.3)
     busy = threading.Event()
     svc = service(tmp_path, busy)
-    assert svc._wait_turn() < 0.1  # idle: no wait at all
+    assert svc._wait_turn() < 0.1 and svc._calm  # idle: no wait at all
     busy.set()
-    assert svc._wait_turn() >= 0.3  # busy throughout: BUSY_WAIT_S
+    assert svc._wait_turn() >= 0.3 and not svc._calm  # busy throughout: BUSY_WAIT_S, then a forced turn
     svc._owed = 0.6
     assert svc._wait_turn() >= 0.6  # what the last batch owes, when longer
     svc._owed = 5.0
     threading.Timer(0.1, busy.clear).start()
-    assert 0.1 <= svc._wait_turn() < 4.0  # the pipeline went idle: the batch starts then
-    assert svc._owed == 0.0
+    waited = svc._wait_turn()  # the pipeline goes idle: the batch starts once it stayed idle a while
+    assert 0.1 + service_mod.IDLE_SETTLE_S <= waited < 4.0 and svc._calm and svc._owed == 0.0
+
+
+def test_short_idle_moments_do_not_start_a_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A burst has idle moments (between the crawler's lists); a batch waits for a settled pipeline.
+    monkeypatch.setattr(service_mod, "BUSY_WAIT_S", 0.6)
+    looks = 0
+
+    def flickering() -> bool:
+        nonlocal looks
+        looks += 1
+        return looks % 3 != 0  # idle at every third look, for one look
+
+    cfg = parse_config("agencies: [{agency_id: alpha, roots: [notes]}]\nvectors: {enabled: true}",
+                       data_root=tmp_path, runtime_checks=False)
+    svc = VectorService(cfg, tmp_path / "kora_kernel.db", lambda a: False, flickering)
+    assert svc._wait_turn() >= 0.6 and not svc._calm and looks > 10
 
 
 def test_a_busy_pipeline_delays_each_batch_but_vectors_keep_up(tmp_path: Path,

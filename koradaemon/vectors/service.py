@@ -32,11 +32,12 @@ log = structlog.get_logger(__name__)
 
 MODEL_DIR = "models/wordllama"
 # While the keyword pipeline has work, the embedding step takes at most this share of the time:
-# after a batch of t seconds it waits t * (1 - share) / share, and before any batch it waits at
-# least BUSY_WAIT_S for the pipeline to be idle (a burst that arrives while vectors are idle is not
-# met by a batch at once). Vectors follow behind; a batch at least every BUSY_WAIT_S keeps them going.
+# a batch found the pipeline busy waits for it to be idle for IDLE_SETTLE_S (a burst has short idle
+# moments between the crawler's lists), up to t * (1 - share) / share after a batch of t seconds
+# or BUSY_WAIT_S, whichever is longer; then it runs anyway, so vectors keep following behind.
 BUSY_SHARE = 0.1
 BUSY_WAIT_S = 1.0
+IDLE_SETTLE_S = 0.2
 # The model loads once the keyword pipeline is idle (the start-up crawl done), or after this long.
 LOAD_DEFER_S = 10.0
 MIN_CANDIDATES = 512  # at 256 dimensions; fewer sign bits need more candidates (1024 at 128)
@@ -60,6 +61,7 @@ class VectorService:
         self._stop = threading.Event()
         self._local = threading.local()
         self._owed = 0.0  # seconds the last batch owes the keyword pipeline if it has work (BUSY_SHARE)
+        self._calm = True  # the last turn began with the pipeline idle (not forced by the wait's end)
         self._thread = threading.Thread(target=self._run, name="kora-vectors", daemon=True)
 
     # -- life cycle -------------------------------------------------------------------
@@ -141,9 +143,9 @@ class VectorService:
         from .worker import Step
 
         vc = self.cfg.vectors
-        # two tokenizer threads only while the keyword pipeline has nothing to do
+        # a second thread only while the keyword pipeline has nothing to do
         step = Step(self.embedder, self.cfg.data_root, vc.passage_bytes, vc.batch_passages,
-                    split=lambda: self.pipeline_busy is None or not self.pipeline_busy())
+                    split=lambda: self._calm and (self.pipeline_busy is None or not self.pipeline_busy()))
         was_busy = False
         try:
             while not self._stop.is_set():
@@ -172,14 +174,27 @@ class VectorService:
             conn.close()
 
     def _wait_turn(self) -> float:
-        """Before a batch: while the keyword pipeline has work, wait for it to be idle, up to what the
-        last batch owes it or BUSY_WAIT_S, whichever is longer. Returns the seconds waited."""
+        """Before a batch: if the keyword pipeline has work, wait until it has been idle for
+        IDLE_SETTLE_S, at most what the last batch owes it or BUSY_WAIT_S, whichever is longer
+        (then the turn is forced: not calm). Returns the seconds waited."""
         started = time.monotonic()
-        if self.pipeline_busy is None:
+        self._calm = True
+        if self.pipeline_busy is None or not self.pipeline_busy():
+            self._owed = 0.0
             return 0.0
         deadline = started + max(self._owed, BUSY_WAIT_S)
-        while self.pipeline_busy() and time.monotonic() < deadline and not self._stop.wait(0.02):
-            pass
+        idle_since: float | None = None
+        while not self._stop.wait(0.02):
+            now = time.monotonic()
+            if self.pipeline_busy():
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            if idle_since is not None and now - idle_since >= IDLE_SETTLE_S:
+                break
+            if now >= deadline:
+                self._calm = False
+                break
         self._owed = 0.0
         return time.monotonic() - started
 
