@@ -291,14 +291,14 @@ class Embedder:
         wid = self._lookup(h)
         miss = np.flatnonzero(wid < 0)  # once the cache is warm, few
         if len(miss):
-            new, at = np.unique(h[miss], return_index=True)
+            new, at, which = np.unique(h[miss], return_index=True, return_inverse=True)
             if self._words + len(new) > MAX_CACHED_WORDS:  # full: start over with this batch's words
                 self._reset_cache()
                 miss = np.arange(len(h))
-                new, at = np.unique(h, return_index=True)
-            at = miss[at]
-            self._learn(buf, starts[at], ends[at], new, split)
-            wid[miss] = self._lookup(h[miss])
+                new, at, which = np.unique(h, return_index=True, return_inverse=True)
+            first = self._words
+            self._learn(buf, starts[miss[at]], ends[miss[at]], new, split)
+            wid[miss] = first + which  # _learn numbers the new words in order from first
         counts = self._count[wid].astype(np.int64)
         tok_ends = np.cumsum(counts)
         total = int(tok_ends[-1]) if len(tok_ends) else 0
