@@ -56,7 +56,7 @@ class Step:
     def __init__(self, embedder: Embedder, data_root: Path, passage_bytes: int, batch_passages: int,
                  split: Callable[[], bool] | None = None) -> None:
         self.embedder = embedder
-        # asked before each part of a batch: may new words be tokenised on two threads (Embedder.embed)?
+        # asked before each part of a batch: may it use a second thread (Embedder.embed)?
         self.split = split
         self.data_root = data_root
         self.passage_bytes = passage_bytes
@@ -126,7 +126,7 @@ class Step:
         av.counters["passages"] += len(added)
         av.counters["bytes"] += nbytes
         av.counters["busy_s"] += time.monotonic() - started
-        # this thread's CPU and the tokenizer helper's: a figure the machine's load does not skew
+        # this thread's CPU and its helper's: a figure the machine's load does not skew
         av.counters["cpu_s"] += time.thread_time() + self.embedder.helper_cpu_s - cpu
         av.lag_chunks = max(0, av.lag_chunks - len(chunks))
         av.lag_bytes = max(0, av.lag_bytes - sum(c.length for c in chunks))
