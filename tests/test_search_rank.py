@@ -218,6 +218,22 @@ def test_a_prefix_in_more_than_cap_chunks_ranks_its_newest_matches(big: apsw.Con
     assert scores == sorted(scores, reverse=True) and scores[0] == 100.0
 
 
+@pytest.mark.parametrize("q", ["w3*", "w10*"])  # 111 words each, one of them in more than CAP chunks
+def test_a_common_prefix_ranks_the_same_newest_matches_from_merged_lists_or_its_words_or(
+        big: apsw.Connection, q: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One word of the prefix in more than CAP chunks: one scoring pass over the newest BOUNDED
+    matches, read from FTS5's merged lists or from the OR of the words, with the same result."""
+    words = ranking._expansion(big, fts.table("alpha"), q[:-1])
+    assert max(d for _, d in words) > search.CAP and len(words) <= ranking.OR_WORDS
+    pages = []
+    for per_word in (0, 10**9):  # always the OR / always the merged lists
+        monkeypatch.setattr(ranking, "MERGE_PER_WORD", per_word)
+        page = store_of(big, "alpha").search_page(q, 10)
+        pages.append([(h.chunk_id, h.bm25) for h in page.hits])
+        assert not page.exact and max(d for _, d in words) <= page.total <= sum(d for _, d in words)
+    assert pages[0] == pages[1] and len(pages[0]) == 10
+
+
 def test_document_frequencies_are_shared_by_connections_until_the_tables_index_changes(tmp_path: Path) -> None:
     conn, other, writer = new_db(tmp_path), new_db(tmp_path), new_db(tmp_path)
     try:

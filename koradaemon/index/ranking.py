@@ -39,6 +39,9 @@ BOUNDED = 500  # beyond CAP, the newest BOUNDED matches are ranked
 GROWTH = 4  # a window with too few matches grows by this factor
 DF_CACHE = 4096  # document frequencies kept per table (until its index changes)
 OR_WORDS = 256  # a prefix in more than CAP chunks expanding to at most this many words is read as their OR
+# ... unless its words' lists are short: FTS5's merge of a prefix's lists costs about a fifth of a
+# microsecond per listed chunk, an OR about 40 us per word for the newest BOUNDED matches.
+MERGE_PER_WORD = 200
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 
 _TLS = threading.local()  # the statistics of the statement being scored, per thread
@@ -91,8 +94,8 @@ def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
     left = api.inst_count
     others = t.others
     if len(others) == 1:  # two required phrases (the common case): no lists
-        i = others[0]
-        f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
+        c0, c1 = api.phrase_locations(others[0])  # both indexed columns in one call
+        f = len(c0) + len(c1)
         left -= f
         f0, f1 = (left, f) if t.rest == 0 else (f, left)
         weights: list[float] = t.plan
@@ -100,7 +103,8 @@ def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
         return 0.0 + w0 * (f0 * _K1P1 / (f0 + norm)) + w1 * (f1 * _K1P1 / (f1 + norm))
     freqs = []
     for i in others:  # the indexed columns, body and extra (fts.py)
-        f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
+        c0, c1 = api.phrase_locations(i)
+        f = len(c0) + len(c1)
         left -= f
         freqs.append(f)
     freqs.insert(t.rest, left)
@@ -239,8 +243,12 @@ def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int,
     before the first row comes out, so the prefix is matched once:
 
     * its words in at most ``cap`` chunks together: every match scored in one pass (exact);
-    * more, and at most :data:`OR_WORDS` words: the OR of the words, read lazily newest first,
-      is counted to ``cap + 1`` and its newest ``bounded`` matches scored (all when ``cap`` or fewer);
+    * at most :data:`OR_WORDS` words, one of them in more than ``cap`` chunks: the newest
+      ``bounded`` matches scored in one pass, read from FTS5's merged lists when they are short
+      (:data:`MERGE_PER_WORD`), else from the OR of the words, read lazily newest first; the
+      total is estimated from the rowids they span;
+    * more, and at most :data:`OR_WORDS` words: the OR of the words is counted to ``cap + 1``
+      and its newest ``bounded`` matches scored (all when ``cap`` or fewer);
     * more words: one pass over the merged lists, newest first, scores ``bounded`` matches and
       counts the rest up to ``cap + 1`` (a second pass scores the older ones when that is all).
     """
@@ -249,8 +257,17 @@ def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int,
     if not words:
         return Ranked([], 0, True)
     sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ?"
-    if sum(d for _, d in words) <= cap and len(words) <= OR_WORDS:
+    listed = sum(d for _, d in words)  # the chunks of all its words: the merge's length
+    most = max(d for _, d in words)
+    if listed <= cap and len(words) <= OR_WORDS:
         rows = _scored(conn, sql, (expr,))
+    elif len(words) <= OR_WORDS and most > cap:  # more than cap matches: the newest ranked, one pass
+        if listed > MERGE_PER_WORD * len(words):  # long lists: their OR, read lazily, costs less
+            expr = " OR ".join('"' + w.replace('"', '""') + '"' for w, _ in words)
+        rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, bounded))
+        if len(rows) >= bounded:  # (fewer: the term list counted deleted chunks; all scored below)
+            found = _estimate(conn, name, len(rows), rows[-1][0], n_rows)
+            return Ranked(_top(rows, want), max(most, min(listed, found)), False)
     elif len(words) <= OR_WORDS:
         expr = " OR ".join('"' + w.replace('"', '""') + '"' for w, _ in words)
         n, lo = _newest(conn, name, expr, cap)
