@@ -48,7 +48,7 @@ def main() -> None:
         qs = classes[kind]
         for q in qs:
             store.search_page(q, 10)
-        c0, t0 = time.thread_time(), time.perf_counter()
+        c0 = time.thread_time()
         lat = []
         for q in qs:
             t1 = time.perf_counter()
@@ -56,7 +56,8 @@ def main() -> None:
             lat.append(time.perf_counter() - t1)
         cpu = (time.thread_time() - c0) / len(qs) * 1000
         lat.sort()
-        print(f"{kind:14s} cpu/q {cpu:6.2f} ms  p50 {lat[len(lat) // 2] * 1000:6.2f}  p99 {lat[int(len(lat) * .99)] * 1000:6.2f}")
+        p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * .99)] * 1000
+        print(f"{kind:14s} cpu/q {cpu:6.2f} ms  p50 {p50:6.2f}  p99 {p99:6.2f}")
         if kind == args.profile:
             pr = cProfile.Profile()
             pr.enable()

@@ -123,6 +123,13 @@ class Highlighter:
         (the alternation's ``finditer``)."""
         words = self.words or []
         low = raw.lower()
+        if len(words) == 1:  # one word: its matches one after another
+            out = []
+            pos, end = _next_word(raw, low, words[0], 0)
+            while pos >= 0:
+                out.append((pos, end))
+                pos, end = _next_word(raw, low, words[0], end)
+            return out
         nexts = [_next_word(raw, low, w, 0) for w in words]
         out: list[tuple[int, int]] = []
         while True:
