@@ -112,6 +112,25 @@ def test_a_word_in_most_chunks_ranks_a_bounded_set_and_says_so(big: apsw.Connect
     assert scores == sorted(scores, reverse=True) and scores[0] == 100.0
 
 
+def test_rows_left_unscored_by_the_bound_never_change_the_top(big: apsw.Connection) -> None:
+    """The scoring functions skip the length lookup of rows that cannot reach the top 10: the
+    page is the top 10 of every one of the newest BOUNDED matches scored in full."""
+    name = fts.table("alpha")
+    ranking.rank(big, name, parse("w0"), 10)  # registers the functions and sets the table's statistics
+    avgdl = ranking._stats(big, name)[1]
+
+    def full(api: apsw.FTS5ExtensionApi, *_: object) -> float:
+        tf, k1, b = api.inst_count, ranking.K1, ranking.B
+        return float(tf * (k1 + 1) / (tf + k1 * (1 - b + b * api.column_size(-1) / avgdl)))
+
+    big.register_fts5_function("test_full_g", full)
+    rows = big.execute(f"SELECT rowid, test_full_g({name}) FROM {name} WHERE {name} MATCH 'w0'"
+                       " ORDER BY rowid DESC LIMIT ?", (search.BOUNDED,)).fetchall()
+    want = [rid for _, rid in sorted((-s, rid) for rid, s in rows)[:10]]
+    page = store_of(big, "alpha").search_page("w0", 10)
+    assert [h.chunk_id for h in page.hits] == want
+
+
 def test_a_phrase_of_common_words_is_looked_for_among_the_newest_chunks_of_its_rarest_word(
         big: apsw.Connection) -> None:
     name = fts.table("alpha")

@@ -52,6 +52,7 @@ _REGISTERED: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
 _DF: dict[tuple[str, str], tuple[bytes, dict[str, int]]] = {}
 _DF_LOCK = threading.Lock()
 _K1P1 = K1 + 1.0
+_SHORTEST = K1 * (1 - B)  # BM25's length part for a row of length 0: the bound of every row's score
 
 
 @dataclass(slots=True)
@@ -61,12 +62,26 @@ class Ranked:
     exact: bool
 
 
-def _g(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
+def _g(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
     """BM25's term part of the row, every instance of every unit counted alike (FTS5's arithmetic,
-    in FTS5's order of operations, so that ``idf * _g`` is FTS5's bm25 of a one-unit query)."""
+    in FTS5's order of operations, so that ``idf * _g`` is FTS5's bm25 of a one-unit query).
+
+    None for a row that cannot be among the query's best ``_TLS.want``: even at length 0 its
+    score would be below the ``want``-th best of the rows scored so far (``_TLS.best``, a
+    min-heap; see :func:`_start`). Its length, the costly lookup, is then never read."""
+    t = _TLS
     tf = api.inst_count
-    avgdl: float = _TLS.avgdl
-    return tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
+    best: list[float] = t.best
+    if len(best) >= t.want and tf * _K1P1 / (tf + _SHORTEST) < best[0]:
+        return None
+    avgdl: float = t.avgdl
+    return _kept(tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl)))
+
+
+def _start(want: int) -> None:
+    """A new query for :func:`_g`: no row scored yet, its best ``want`` to find."""
+    _TLS.best = []
+    _TLS.want = want
 
 
 def _g_quota(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
@@ -80,27 +95,31 @@ def _g_quota(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
     return tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
 
 
-def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
+def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
     """FTS5's bm25() (positive), with the IDF of each required phrase given (``_TLS.plan``).
 
     Every required phrase is in every matching row, and ``inst_count`` counts the instances of
     all of them: the frequency of the most common phrase (``_TLS.rest``, whose list of offsets
     would be the longest) is what the others leave of it. Excluded phrases add ``idf * 0`` in
     FTS5, which changes no sum: they are left out of the plan. The terms are added in FTS5's
-    phrase order.
+    phrase order. None, as in :func:`_g`, for a row whose score even at length 0 is below the
+    best ``want`` so far: its length is not read.
     """
     t = _TLS
-    norm: float = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
     left = api.inst_count
     others = t.others
+    weights: list[float] = t.plan
     if len(others) == 1:  # two required phrases (the common case): no lists
         c0, c1 = api.phrase_locations(others[0])  # both indexed columns in one call
         f = len(c0) + len(c1)
         left -= f
         f0, f1 = (left, f) if t.rest == 0 else (f, left)
-        weights: list[float] = t.plan
         w0, w1 = weights
-        return 0.0 + w0 * (f0 * _K1P1 / (f0 + norm)) + w1 * (f1 * _K1P1 / (f1 + norm))
+        if len(t.best) >= t.want and (0.0 + w0 * (f0 * _K1P1 / (f0 + _SHORTEST))
+                                      + w1 * (f1 * _K1P1 / (f1 + _SHORTEST))) < t.best[0]:
+            return None
+        norm: float = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
+        return _kept(0.0 + w0 * (f0 * _K1P1 / (f0 + norm)) + w1 * (f1 * _K1P1 / (f1 + norm)))
     freqs = []
     for i in others:  # the indexed columns, body and extra (fts.py)
         c0, c1 = api.phrase_locations(i)
@@ -108,9 +127,26 @@ def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
         left -= f
         freqs.append(f)
     freqs.insert(t.rest, left)
+    if len(t.best) >= t.want:
+        bound = 0.0
+        for w, f in zip(weights, freqs, strict=True):
+            bound += w * (f * _K1P1 / (f + _SHORTEST))
+        if bound < t.best[0]:
+            return None
+    norm = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
     score = 0.0
-    for w, f in zip(t.plan, freqs, strict=True):
+    for w, f in zip(weights, freqs, strict=True):
         score += w * (f * _K1P1 / (f + norm))
+    return _kept(score)
+
+
+def _kept(score: float) -> float:
+    """``score``, entered among the best ``_TLS.want`` so far (the bound of :func:`_g` and :func:`_bm25`)."""
+    best: list[float] = _TLS.best
+    if len(best) < _TLS.want:
+        heapq.heappush(best, score)
+    elif score > best[0]:
+        heapq.heapreplace(best, score)
     return score
 
 
@@ -131,6 +167,7 @@ def rank(conn: apsw.Connection, name: str, q: Query, want: int) -> Ranked | None
         conn.register_fts5_function("kora_gq", _g_quota)
         _REGISTERED.add(conn)
     cap, bounded = max(CAP, want), max(BOUNDED, want)
+    _start(want)
     words = _words(pos)
     single = len(q.units) == 1
     if single and len(words) == 1 and words[0].endswith("*"):  # a prefix: its expansion merged once
@@ -208,18 +245,14 @@ def _varints(blob: bytes) -> list[int]:
     return out
 
 
-def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float]]:
-    return [(int(rid), float(s)) for rid, s in conn.execute(sql, params)]
-
-
-def _counted(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float | None]]:
-    """Rows of a statement scoring with ``kora_gq``: None for the rows beyond the quota."""
+def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float | None]]:
+    """Rows and scores; None for a row :func:`_g` left out (it cannot reach the top)."""
     return [(int(rid), None if s is None else float(s)) for rid, s in conn.execute(sql, params)]
 
 
-def _top(rows: list[tuple[int, float]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
+def _top(rows: list[tuple[int, float | None]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
     """The best ``want`` (weight * score, rowid): highest score first, then lowest rowid."""
-    best = heapq.nsmallest(want, [(-s, rid) for rid, s in rows])
+    best = heapq.nsmallest(want, [(-s, rid) for rid, s in rows if s is not None])
     return [(weight * -neg, rid) for neg, rid in best]
 
 
@@ -278,7 +311,7 @@ def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int,
     else:
         quota = f"SELECT rowid, kora_gq({name}) FROM {name} WHERE {name} MATCH ?"
         _TLS.left = bounded
-        counted = _counted(conn, quota + " ORDER BY rowid DESC LIMIT ?", (expr, cap + 1))
+        counted = _scored(conn, quota + " ORDER BY rowid DESC LIMIT ?", (expr, cap + 1))
         rows = [(rid, sc) for rid, sc in counted if sc is not None]  # the newest, scored
         if len(counted) > cap:
             return Ranked(_top(rows, want), _estimate(conn, name, len(counted), counted[-1][0], n_rows), False)
@@ -312,7 +345,7 @@ def _windowed(conn: apsw.Connection, name: str, expr: str, rarest: str, lo: int,
     n_rows, _ = _stats(conn, name)
     sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid < ?"
     count = f"SELECT count(*) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid < ?"
-    rows: list[tuple[int, float]] = []
+    rows: list[tuple[int, float | None]] = []
     found, hi, span = 0, -1, cap + 1
     while True:
         top = hi if hi >= 0 else (1 << 63) - 1
