@@ -8,7 +8,7 @@ import apsw
 import pytest
 from search_util import data_root, new_db, put_texts, store_of, zipf_texts
 
-from koradaemon.index import fts, ranking, search
+from koradaemon.index import counts, fts, ranking, search
 from koradaemon.index.query import parse
 
 QUERIES = ["w0", "w5 w40", '"w1 w2"', "w12*", "w7 OR w300", "w3 -w4", "uniqa3"]
@@ -261,8 +261,8 @@ def test_document_frequencies_are_shared_by_connections_until_the_tables_index_c
         put_texts(conn, "beta", [("b0.txt", "w0\n")])
         name = fts.table("alpha")
         store_of(conn, "alpha").search_page("w0 w500", 10)
-        stamp, counts = ranking._DF[(conn.filename, name)]
-        assert counts == {'"w0"': search.CAP + 100}
+        stamp, kept = counts.DF[(conn.filename, name)]
+        assert kept == {'"w0"': search.CAP + 100}
         steps = [0]
 
         def count(steps: list[int] = steps) -> bool:
@@ -271,17 +271,45 @@ def test_document_frequencies_are_shared_by_connections_until_the_tables_index_c
 
         other.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # its schema read
         other.set_progress_handler(count, 1)
-        assert ranking._df(other, name, '"w0"') == search.CAP + 100
+        assert counts.df(other, name, '"w0"') == search.CAP + 100
         assert steps[0] < 100, "the other connection reads the count, it does not count again"
         put_texts(writer, "beta", [("b1.txt", "w0\n")])  # another agency's table: alpha's counts stay
         steps[0] = 0
-        assert ranking._df(other, name, '"w0"') == search.CAP + 100 and steps[0] < 100
-        assert ranking._DF[(conn.filename, name)][0] == stamp
+        assert counts.df(other, name, '"w0"') == search.CAP + 100 and steps[0] < 100
+        assert counts.DF[(conn.filename, name)][0] == stamp
         other.set_progress_handler(None)
         put_texts(writer, "alpha", [("new.txt", "w0 w1\n")])
-        assert ranking._df(other, name, '"w0"') == search.CAP + 101
+        assert counts.df(other, name, '"w0"') == search.CAP + 101
         page = store_of(conn, "alpha").search_page("w0 w500", 10)
         assert page.exact and [h.bm25 for h in page.hits] == [s for _, s in full_bm25_top(conn, "alpha", "w0 w500")]
     finally:
         for c in (conn, other, writer):
             c.close()
+
+
+def test_a_common_words_newest_count_is_kept_until_the_tables_index_changes(tmp_path: Path) -> None:
+    conn, writer = new_db(tmp_path), new_db(tmp_path)
+    try:
+        put_texts(conn, "alpha", [(f"a{i}.txt", f"w0 x{i}\n") for i in range(search.CAP + 10)])
+        name = fts.table("alpha")
+        first = counts.newest_all(conn, name, ['"w0"', '"x3"'], search.CAP)
+        assert first['"w0"'][0] == search.CAP + 1 and first['"x3"'][0] == 1
+        assert set(counts.NEWEST[(conn.filename, name)][1]) == {('"w0"', search.CAP)}, "only the common word kept"
+        steps = [0]
+
+        def count(steps: list[int] = steps) -> bool:
+            steps[0] += 1
+            return False
+
+        conn.set_progress_handler(count, 1)
+        assert counts.newest_all(conn, name, ['"w0"'], search.CAP) == {'"w0"': first['"w0"']}
+        assert steps[0] < 100, "read from the cache, not counted again"
+        conn.set_progress_handler(None)
+        put_texts(writer, "alpha", [(f"n{i}.txt", "w0 new\n") for i in range(5)])
+        again = counts.newest_all(conn, name, ['"w0"'], search.CAP)['"w0"']
+        (lo,) = conn.execute(f"SELECT min(rowid) FROM (SELECT rowid FROM {name} WHERE {name} MATCH 'w0'"
+                             " ORDER BY rowid DESC LIMIT ?)", (search.CAP + 1,)).fetchone()
+        assert again == (search.CAP + 1, lo) and lo > first['"w0"'][1], "the window moved to the new chunks"
+    finally:
+        conn.close()
+        writer.close()

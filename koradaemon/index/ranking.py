@@ -32,12 +32,12 @@ from typing import Any
 
 import apsw
 
+from . import counts
 from .query import Query
 
 CAP = 1000  # queries with at most this many matching chunks are ranked in full (exact)
 BOUNDED = 500  # beyond CAP, the newest BOUNDED matches are ranked
 GROWTH = 4  # a window with too few matches grows by this factor
-DF_CACHE = 4096  # document frequencies kept per table (until its index changes)
 OR_WORDS = 256  # a prefix in more than CAP chunks expanding to at most this many words is read as their OR
 # ... unless its words' lists are short: FTS5's merge of a prefix's lists costs about a fifth of a
 # microsecond per listed chunk, an OR about 40 us per word for the newest BOUNDED matches.
@@ -46,11 +46,6 @@ K1, B = 1.2, 0.75  # FTS5's bm25() constants
 
 _TLS = threading.local()  # the statistics of the statement being scored, per thread
 _REGISTERED: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
-# Document frequencies, shared by every connection of the process: per (database file, table), the
-# counts and the FTS5 structure record they were counted under (it changes with every write to
-# that table's index: new segment, merge, deletion).
-_DF: dict[tuple[str, str], tuple[bytes, dict[str, int]]] = {}
-_DF_LOCK = threading.Lock()
 _K1P1 = K1 + 1.0
 _SHORTEST = K1 * (1 - B)  # BM25's length part for a row of length 0: the bound of every row's score
 
@@ -172,7 +167,7 @@ def rank(conn: apsw.Connection, name: str, q: Query, want: int) -> Ranked | None
     single = len(q.units) == 1
     if single and len(words) == 1 and words[0].endswith("*"):  # a prefix: its expansion merged once
         return _prefix(conn, name, words[0], cap, bounded, want)
-    newest = {w: _newest(conn, name, w, cap) for w in words}
+    newest = counts.newest_all(conn, name, words, cap)
     least = min(newest, key=lambda w: newest[w][0])
     if newest[least][0] == 0:
         return Ranked([], 0, True)
@@ -203,14 +198,6 @@ def _words(units: list[str]) -> list[str]:
             if t and w not in out:
                 out.append(w)
     return out
-
-
-def _newest(conn: apsw.Connection, name: str, expr: str, cap: int) -> tuple[int, int]:
-    """(matches counted up to cap + 1, the oldest rowid among them)."""
-    row = conn.execute(f"SELECT count(*), min(rowid) FROM (SELECT rowid FROM {name} WHERE {name} MATCH ?"
-                       " ORDER BY rowid DESC LIMIT ?)", (expr, cap + 1)).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1] or 0)
 
 
 def _stats(conn: apsw.Connection, name: str) -> tuple[int, float]:
@@ -303,7 +290,7 @@ def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int,
             return Ranked(_top(rows, want), max(most, min(listed, found)), False)
     elif len(words) <= OR_WORDS:
         expr = " OR ".join('"' + w.replace('"', '""') + '"' for w, _ in words)
-        n, lo = _newest(conn, name, expr, cap)
+        n, lo = counts.newest(conn, name, expr, cap)
         if n > cap:
             rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, bounded))
             return Ranked(_top(rows, want), _estimate(conn, name, n, lo, n_rows), False)
@@ -329,7 +316,7 @@ def _exact(conn: apsw.Connection, name: str, q: Query, newest: dict[str, tuple[i
     for i, (unit, neg) in enumerate(q.units):
         if not neg:  # an excluded unit is never in a matching row: FTS5 adds its idf * 0
             known = newest.get(unit)
-            required.append((i, known[0] if known and known[0] <= cap else _df(conn, name, unit)))
+            required.append((i, known[0] if known and known[0] <= cap else counts.df(conn, name, unit)))
     rest = max(range(len(required)), key=lambda k: required[k][1])
     _TLS.plan = [idf(n_rows, df) for _, df in required]
     _TLS.others = [i for k, (i, _) in enumerate(required) if k != rest]
@@ -377,23 +364,3 @@ def _estimate(conn: apsw.Connection, name: str, found: int, lo: int, n_rows: int
         return found
     share = float((last - lo + 1) / max(last - first + 1, 1))
     return max(found, min(n_rows or found, round(found / max(share, 1e-9))))
-
-
-def _df(conn: apsw.Connection, name: str, unit: str) -> int:
-    """Rows matching ``unit``: counted once per state of the table's index, for every connection
-    (a common word's count is a pass over most of the table)."""
-    key = (conn.filename or f"memory {id(conn)}", name)
-    with conn:  # one read snapshot for the structure record and the count
-        row = conn.execute(f'SELECT block FROM "{name[1:-1]}_data" WHERE id = 10').fetchone()
-        stamp = bytes(row[0]) if row and row[0] is not None else b""
-        with _DF_LOCK:
-            seen = _DF.get(key)
-            counts = seen[1] if seen and seen[0] == stamp and len(seen[1]) <= DF_CACHE else {}
-            _DF[key] = (stamp, counts)
-            known = counts.get(unit)
-        if known is not None:
-            return known
-        n = int(str(conn.execute(f"SELECT count(*) FROM {name} WHERE {name} MATCH ?", (unit,)).get))
-    with _DF_LOCK:
-        counts[unit] = n
-    return n
