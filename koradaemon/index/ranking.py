@@ -19,6 +19,8 @@ Matching is done by FTS5; the scores are computed by Python auxiliary functions 
 own per-row statistics with FTS5's arithmetic (the table's totals read from FTS5's totals
 record), so an exact result has FTS5's bm25 values. Each scored row costs a Python call: the
 callbacks do no more than FTS5's formula, and the statements hand them only the rows ranked.
+A row whose score could not reach the best ``want`` so far even at length 0 is left unscored
+(None): its length, the costly lookup, is not read, and the page is the same.
 """
 
 from __future__ import annotations
