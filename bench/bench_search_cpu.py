@@ -24,6 +24,7 @@ from typing import Any
 import apsw
 from corpus import query_classes
 
+from koradaemon.index.retrieval import FileTexts
 from koradaemon.index.store import AgencyStore
 
 
@@ -42,14 +43,16 @@ def main() -> None:
     def ro() -> apsw.Connection:
         return apsw.Connection(str(args.db), flags=apsw.SQLITE_OPEN_READONLY)
 
-    stores: dict[str, Any] = {"this": AgencyStore(ro(), "bench")}
+    root = args.db.parent  # the data root: the chunks' text is read from its files
+    stores: dict[str, Any] = {"this": AgencyStore(ro(), "bench", FileTexts(root, ("corpus",)))}
     with tempfile.TemporaryDirectory(prefix="kora-compare-") as tmp:
         if args.compare:
             shutil.copytree(args.compare / "koradaemon", Path(tmp) / "kora_compare")
             sys.path.insert(0, tmp)
             other = importlib.import_module("kora_compare.index.store")
-            stores["compare"] = other.AgencyStore(ro(), "bench")
-        classes = query_classes(ro(), "fts_bench", random.Random(5), args.per_class)
+            texts = importlib.import_module("kora_compare.index.retrieval").FileTexts(root, ("corpus",))
+            stores["compare"] = other.AgencyStore(ro(), "bench", texts)
+        classes = query_classes(ro(), "fts_bench", random.Random(5), args.per_class, root)
         for q in classes["rare"][:20]:  # warm both caches
             for s in stores.values():
                 s.search_page(q, 10)

@@ -8,7 +8,7 @@ import apsw
 import pytest
 from search_util import data_root, new_db, put_texts, store_of, zipf_texts
 
-from koradaemon.index import fts, ranking, search
+from koradaemon.index import counts, fts, ranking, search
 from koradaemon.index.query import parse
 
 QUERIES = ["w0", "w5 w40", '"w1 w2"', "w12*", "w7 OR w300", "w3 -w4", "uniqa3"]
@@ -110,6 +110,25 @@ def test_a_word_in_most_chunks_ranks_a_bounded_set_and_says_so(big: apsw.Connect
     assert {h.chunk_id for h in page.hits} <= newest, "ranked among the newest CAP matches"
     scores = [h.score for h in page.hits]
     assert scores == sorted(scores, reverse=True) and scores[0] == 100.0
+
+
+def test_rows_left_unscored_by_the_bound_never_change_the_top(big: apsw.Connection) -> None:
+    """The scoring functions skip the length lookup of rows that cannot reach the top 10: the
+    page is the top 10 of every one of the newest BOUNDED matches scored in full."""
+    name = fts.table("alpha")
+    ranking.rank(big, name, parse("w0"), 10)  # registers the functions and sets the table's statistics
+    avgdl = ranking._stats(big, name)[1]
+
+    def full(api: apsw.FTS5ExtensionApi, *_: object) -> float:
+        tf, k1, b = api.inst_count, ranking.K1, ranking.B
+        return float(tf * (k1 + 1) / (tf + k1 * (1 - b + b * api.column_size(-1) / avgdl)))
+
+    big.register_fts5_function("test_full_g", full)
+    rows = big.execute(f"SELECT rowid, test_full_g({name}) FROM {name} WHERE {name} MATCH 'w0'"
+                       " ORDER BY rowid DESC LIMIT ?", (search.BOUNDED,)).fetchall()
+    want = [rid for _, rid in sorted((-s, rid) for rid, s in rows)[:10]]
+    page = store_of(big, "alpha").search_page("w0", 10)
+    assert [h.chunk_id for h in page.hits] == want
 
 
 def test_a_phrase_of_common_words_is_looked_for_among_the_newest_chunks_of_its_rarest_word(
@@ -218,6 +237,22 @@ def test_a_prefix_in_more_than_cap_chunks_ranks_its_newest_matches(big: apsw.Con
     assert scores == sorted(scores, reverse=True) and scores[0] == 100.0
 
 
+@pytest.mark.parametrize("q", ["w3*", "w10*"])  # 111 words each, one of them in more than CAP chunks
+def test_a_common_prefix_ranks_the_same_newest_matches_from_merged_lists_or_its_words_or(
+        big: apsw.Connection, q: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One word of the prefix in more than CAP chunks: one scoring pass over the newest BOUNDED
+    matches, read from FTS5's merged lists or from the OR of the words, with the same result."""
+    words = ranking._expansion(big, fts.table("alpha"), q[:-1])
+    assert max(d for _, d in words) > search.CAP and len(words) <= ranking.OR_WORDS
+    pages = []
+    for per_word in (0, 10**9):  # always the OR / always the merged lists
+        monkeypatch.setattr(ranking, "MERGE_PER_WORD", per_word)
+        page = store_of(big, "alpha").search_page(q, 10)
+        pages.append([(h.chunk_id, h.bm25) for h in page.hits])
+        assert not page.exact and max(d for _, d in words) <= page.total <= sum(d for _, d in words)
+    assert pages[0] == pages[1] and len(pages[0]) == 10
+
+
 def test_document_frequencies_are_shared_by_connections_until_the_tables_index_changes(tmp_path: Path) -> None:
     conn, other, writer = new_db(tmp_path), new_db(tmp_path), new_db(tmp_path)
     try:
@@ -226,8 +261,8 @@ def test_document_frequencies_are_shared_by_connections_until_the_tables_index_c
         put_texts(conn, "beta", [("b0.txt", "w0\n")])
         name = fts.table("alpha")
         store_of(conn, "alpha").search_page("w0 w500", 10)
-        stamp, counts = ranking._DF[(conn.filename, name)]
-        assert counts == {'"w0"': search.CAP + 100}
+        stamp, kept = counts.DF[(conn.filename, name)]
+        assert kept == {'"w0"': search.CAP + 100}
         steps = [0]
 
         def count(steps: list[int] = steps) -> bool:
@@ -236,17 +271,45 @@ def test_document_frequencies_are_shared_by_connections_until_the_tables_index_c
 
         other.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # its schema read
         other.set_progress_handler(count, 1)
-        assert ranking._df(other, name, '"w0"') == search.CAP + 100
+        assert counts.df(other, name, '"w0"') == search.CAP + 100
         assert steps[0] < 100, "the other connection reads the count, it does not count again"
         put_texts(writer, "beta", [("b1.txt", "w0\n")])  # another agency's table: alpha's counts stay
         steps[0] = 0
-        assert ranking._df(other, name, '"w0"') == search.CAP + 100 and steps[0] < 100
-        assert ranking._DF[(conn.filename, name)][0] == stamp
+        assert counts.df(other, name, '"w0"') == search.CAP + 100 and steps[0] < 100
+        assert counts.DF[(conn.filename, name)][0] == stamp
         other.set_progress_handler(None)
         put_texts(writer, "alpha", [("new.txt", "w0 w1\n")])
-        assert ranking._df(other, name, '"w0"') == search.CAP + 101
+        assert counts.df(other, name, '"w0"') == search.CAP + 101
         page = store_of(conn, "alpha").search_page("w0 w500", 10)
         assert page.exact and [h.bm25 for h in page.hits] == [s for _, s in full_bm25_top(conn, "alpha", "w0 w500")]
     finally:
         for c in (conn, other, writer):
             c.close()
+
+
+def test_a_common_words_newest_count_is_kept_until_the_tables_index_changes(tmp_path: Path) -> None:
+    conn, writer = new_db(tmp_path), new_db(tmp_path)
+    try:
+        put_texts(conn, "alpha", [(f"a{i}.txt", f"w0 x{i}\n") for i in range(search.CAP + 10)])
+        name = fts.table("alpha")
+        first = counts.newest_all(conn, name, ['"w0"', '"x3"'], search.CAP)
+        assert first['"w0"'][0] == search.CAP + 1 and first['"x3"'][0] == 1
+        assert set(counts.NEWEST[(conn.filename, name)][1]) == {('"w0"', search.CAP)}, "only the common word kept"
+        steps = [0]
+
+        def count(steps: list[int] = steps) -> bool:
+            steps[0] += 1
+            return False
+
+        conn.set_progress_handler(count, 1)
+        assert counts.newest_all(conn, name, ['"w0"'], search.CAP) == {'"w0"': first['"w0"']}
+        assert steps[0] < 100, "read from the cache, not counted again"
+        conn.set_progress_handler(None)
+        put_texts(writer, "alpha", [(f"n{i}.txt", "w0 new\n") for i in range(5)])
+        again = counts.newest_all(conn, name, ['"w0"'], search.CAP)['"w0"']
+        (lo,) = conn.execute(f"SELECT min(rowid) FROM (SELECT rowid FROM {name} WHERE {name} MATCH 'w0'"
+                             " ORDER BY rowid DESC LIMIT ?)", (search.CAP + 1,)).fetchone()
+        assert again == (search.CAP + 1, lo) and lo > first['"w0"'][1], "the window moved to the new chunks"
+    finally:
+        conn.close()
+        writer.close()

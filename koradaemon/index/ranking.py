@@ -19,6 +19,8 @@ Matching is done by FTS5; the scores are computed by Python auxiliary functions 
 own per-row statistics with FTS5's arithmetic (the table's totals read from FTS5's totals
 record), so an exact result has FTS5's bm25 values. Each scored row costs a Python call: the
 callbacks do no more than FTS5's formula, and the statements hand them only the rows ranked.
+A row whose score could not reach the best ``want`` so far even at length 0 is left unscored
+(None): its length, the costly lookup, is not read, and the page is the same.
 """
 
 from __future__ import annotations
@@ -32,23 +34,22 @@ from typing import Any
 
 import apsw
 
+from . import counts
 from .query import Query
 
 CAP = 1000  # queries with at most this many matching chunks are ranked in full (exact)
 BOUNDED = 500  # beyond CAP, the newest BOUNDED matches are ranked
 GROWTH = 4  # a window with too few matches grows by this factor
-DF_CACHE = 4096  # document frequencies kept per table (until its index changes)
 OR_WORDS = 256  # a prefix in more than CAP chunks expanding to at most this many words is read as their OR
+# ... unless its words' lists are short: FTS5's merge of a prefix's lists costs about a fifth of a
+# microsecond per listed chunk, an OR about 40 us per word for the newest BOUNDED matches.
+MERGE_PER_WORD = 200
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 
 _TLS = threading.local()  # the statistics of the statement being scored, per thread
 _REGISTERED: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
-# Document frequencies, shared by every connection of the process: per (database file, table), the
-# counts and the FTS5 structure record they were counted under (it changes with every write to
-# that table's index: new segment, merge, deletion).
-_DF: dict[tuple[str, str], tuple[bytes, dict[str, int]]] = {}
-_DF_LOCK = threading.Lock()
 _K1P1 = K1 + 1.0
+_SHORTEST = K1 * (1 - B)  # BM25's length part for a row of length 0: the bound of every row's score
 
 
 @dataclass(slots=True)
@@ -58,12 +59,26 @@ class Ranked:
     exact: bool
 
 
-def _g(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
+def _g(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
     """BM25's term part of the row, every instance of every unit counted alike (FTS5's arithmetic,
-    in FTS5's order of operations, so that ``idf * _g`` is FTS5's bm25 of a one-unit query)."""
+    in FTS5's order of operations, so that ``idf * _g`` is FTS5's bm25 of a one-unit query).
+
+    None for a row that cannot be among the query's best ``_TLS.want``: even at length 0 its
+    score would be below the ``want``-th best of the rows scored so far (``_TLS.best``, a
+    min-heap; see :func:`_start`). Its length, the costly lookup, is then never read."""
+    t = _TLS
     tf = api.inst_count
-    avgdl: float = _TLS.avgdl
-    return tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
+    best: list[float] = t.best
+    if len(best) >= t.want and tf * _K1P1 / (tf + _SHORTEST) < best[0]:
+        return None
+    avgdl: float = t.avgdl
+    return _kept(tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl)))
+
+
+def _start(want: int) -> None:
+    """A new query for :func:`_g`: no row scored yet, its best ``want`` to find."""
+    _TLS.best = []
+    _TLS.want = want
 
 
 def _g_quota(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
@@ -77,36 +92,58 @@ def _g_quota(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
     return tf * _K1P1 / (tf + K1 * (1 - B + B * api.column_size(-1) / avgdl))
 
 
-def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float:
+def _bm25(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
     """FTS5's bm25() (positive), with the IDF of each required phrase given (``_TLS.plan``).
 
     Every required phrase is in every matching row, and ``inst_count`` counts the instances of
     all of them: the frequency of the most common phrase (``_TLS.rest``, whose list of offsets
     would be the longest) is what the others leave of it. Excluded phrases add ``idf * 0`` in
     FTS5, which changes no sum: they are left out of the plan. The terms are added in FTS5's
-    phrase order.
+    phrase order. None, as in :func:`_g`, for a row whose score even at length 0 is below the
+    best ``want`` so far: its length is not read.
     """
     t = _TLS
-    norm: float = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
     left = api.inst_count
     others = t.others
+    weights: list[float] = t.plan
     if len(others) == 1:  # two required phrases (the common case): no lists
-        i = others[0]
-        f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
+        c0, c1 = api.phrase_locations(others[0])  # both indexed columns in one call
+        f = len(c0) + len(c1)
         left -= f
         f0, f1 = (left, f) if t.rest == 0 else (f, left)
-        weights: list[float] = t.plan
         w0, w1 = weights
-        return 0.0 + w0 * (f0 * _K1P1 / (f0 + norm)) + w1 * (f1 * _K1P1 / (f1 + norm))
+        if len(t.best) >= t.want and (0.0 + w0 * (f0 * _K1P1 / (f0 + _SHORTEST))
+                                      + w1 * (f1 * _K1P1 / (f1 + _SHORTEST))) < t.best[0]:
+            return None
+        norm: float = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
+        return _kept(0.0 + w0 * (f0 * _K1P1 / (f0 + norm)) + w1 * (f1 * _K1P1 / (f1 + norm)))
     freqs = []
     for i in others:  # the indexed columns, body and extra (fts.py)
-        f = len(api.phrase_column_offsets(i, 0)) + len(api.phrase_column_offsets(i, 1))
+        c0, c1 = api.phrase_locations(i)
+        f = len(c0) + len(c1)
         left -= f
         freqs.append(f)
     freqs.insert(t.rest, left)
+    if len(t.best) >= t.want:
+        bound = 0.0
+        for w, f in zip(weights, freqs, strict=True):
+            bound += w * (f * _K1P1 / (f + _SHORTEST))
+        if bound < t.best[0]:
+            return None
+    norm = K1 * (1 - B + B * api.column_size(-1) / t.avgdl)
     score = 0.0
-    for w, f in zip(t.plan, freqs, strict=True):
+    for w, f in zip(weights, freqs, strict=True):
         score += w * (f * _K1P1 / (f + norm))
+    return _kept(score)
+
+
+def _kept(score: float) -> float:
+    """``score``, entered among the best ``_TLS.want`` so far (the bound of :func:`_g` and :func:`_bm25`)."""
+    best: list[float] = _TLS.best
+    if len(best) < _TLS.want:
+        heapq.heappush(best, score)
+    elif score > best[0]:
+        heapq.heapreplace(best, score)
     return score
 
 
@@ -127,11 +164,12 @@ def rank(conn: apsw.Connection, name: str, q: Query, want: int) -> Ranked | None
         conn.register_fts5_function("kora_gq", _g_quota)
         _REGISTERED.add(conn)
     cap, bounded = max(CAP, want), max(BOUNDED, want)
+    _start(want)
     words = _words(pos)
     single = len(q.units) == 1
     if single and len(words) == 1 and words[0].endswith("*"):  # a prefix: its expansion merged once
         return _prefix(conn, name, words[0], cap, bounded, want)
-    newest = {w: _newest(conn, name, w, cap) for w in words}
+    newest = counts.newest_all(conn, name, words, cap)
     least = min(newest, key=lambda w: newest[w][0])
     if newest[least][0] == 0:
         return Ranked([], 0, True)
@@ -162,14 +200,6 @@ def _words(units: list[str]) -> list[str]:
             if t and w not in out:
                 out.append(w)
     return out
-
-
-def _newest(conn: apsw.Connection, name: str, expr: str, cap: int) -> tuple[int, int]:
-    """(matches counted up to cap + 1, the oldest rowid among them)."""
-    row = conn.execute(f"SELECT count(*), min(rowid) FROM (SELECT rowid FROM {name} WHERE {name} MATCH ?"
-                       " ORDER BY rowid DESC LIMIT ?)", (expr, cap + 1)).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1] or 0)
 
 
 def _stats(conn: apsw.Connection, name: str) -> tuple[int, float]:
@@ -204,18 +234,14 @@ def _varints(blob: bytes) -> list[int]:
     return out
 
 
-def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float]]:
-    return [(int(rid), float(s)) for rid, s in conn.execute(sql, params)]
-
-
-def _counted(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float | None]]:
-    """Rows of a statement scoring with ``kora_gq``: None for the rows beyond the quota."""
+def _scored(conn: apsw.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[int, float | None]]:
+    """Rows and scores; None for a row :func:`_g` left out (it cannot reach the top)."""
     return [(int(rid), None if s is None else float(s)) for rid, s in conn.execute(sql, params)]
 
 
-def _top(rows: list[tuple[int, float]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
+def _top(rows: list[tuple[int, float | None]], want: int, weight: float = 1.0) -> list[tuple[float, int]]:
     """The best ``want`` (weight * score, rowid): highest score first, then lowest rowid."""
-    best = heapq.nsmallest(want, [(-s, rid) for rid, s in rows])
+    best = heapq.nsmallest(want, [(-s, rid) for rid, s in rows if s is not None])
     return [(weight * -neg, rid) for neg, rid in best]
 
 
@@ -239,8 +265,12 @@ def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int,
     before the first row comes out, so the prefix is matched once:
 
     * its words in at most ``cap`` chunks together: every match scored in one pass (exact);
-    * more, and at most :data:`OR_WORDS` words: the OR of the words, read lazily newest first,
-      is counted to ``cap + 1`` and its newest ``bounded`` matches scored (all when ``cap`` or fewer);
+    * at most :data:`OR_WORDS` words, one of them in more than ``cap`` chunks: the newest
+      ``bounded`` matches scored in one pass, read from FTS5's merged lists when they are short
+      (:data:`MERGE_PER_WORD`), else from the OR of the words, read lazily newest first; the
+      total is estimated from the rowids they span;
+    * more, and at most :data:`OR_WORDS` words: the OR of the words is counted to ``cap + 1``
+      and its newest ``bounded`` matches scored (all when ``cap`` or fewer);
     * more words: one pass over the merged lists, newest first, scores ``bounded`` matches and
       counts the rest up to ``cap + 1`` (a second pass scores the older ones when that is all).
     """
@@ -249,11 +279,20 @@ def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int,
     if not words:
         return Ranked([], 0, True)
     sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ?"
-    if sum(d for _, d in words) <= cap and len(words) <= OR_WORDS:
+    listed = sum(d for _, d in words)  # the chunks of all its words: the merge's length
+    most = max(d for _, d in words)
+    if listed <= cap and len(words) <= OR_WORDS:
         rows = _scored(conn, sql, (expr,))
+    elif len(words) <= OR_WORDS and most > cap:  # more than cap matches: the newest ranked, one pass
+        if listed > MERGE_PER_WORD * len(words):  # long lists: their OR, read lazily, costs less
+            expr = " OR ".join('"' + w.replace('"', '""') + '"' for w, _ in words)
+        rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, bounded))
+        if len(rows) >= bounded:  # (fewer: the term list counted deleted chunks; all scored below)
+            found = _estimate(conn, name, len(rows), rows[-1][0], n_rows)
+            return Ranked(_top(rows, want), max(most, min(listed, found)), False)
     elif len(words) <= OR_WORDS:
         expr = " OR ".join('"' + w.replace('"', '""') + '"' for w, _ in words)
-        n, lo = _newest(conn, name, expr, cap)
+        n, lo = counts.newest(conn, name, expr, cap)
         if n > cap:
             rows = _scored(conn, sql + " ORDER BY rowid DESC LIMIT ?", (expr, bounded))
             return Ranked(_top(rows, want), _estimate(conn, name, n, lo, n_rows), False)
@@ -261,7 +300,7 @@ def _prefix(conn: apsw.Connection, name: str, expr: str, cap: int, bounded: int,
     else:
         quota = f"SELECT rowid, kora_gq({name}) FROM {name} WHERE {name} MATCH ?"
         _TLS.left = bounded
-        counted = _counted(conn, quota + " ORDER BY rowid DESC LIMIT ?", (expr, cap + 1))
+        counted = _scored(conn, quota + " ORDER BY rowid DESC LIMIT ?", (expr, cap + 1))
         rows = [(rid, sc) for rid, sc in counted if sc is not None]  # the newest, scored
         if len(counted) > cap:
             return Ranked(_top(rows, want), _estimate(conn, name, len(counted), counted[-1][0], n_rows), False)
@@ -279,7 +318,7 @@ def _exact(conn: apsw.Connection, name: str, q: Query, newest: dict[str, tuple[i
     for i, (unit, neg) in enumerate(q.units):
         if not neg:  # an excluded unit is never in a matching row: FTS5 adds its idf * 0
             known = newest.get(unit)
-            required.append((i, known[0] if known and known[0] <= cap else _df(conn, name, unit)))
+            required.append((i, known[0] if known and known[0] <= cap else counts.df(conn, name, unit)))
     rest = max(range(len(required)), key=lambda k: required[k][1])
     _TLS.plan = [idf(n_rows, df) for _, df in required]
     _TLS.others = [i for k, (i, _) in enumerate(required) if k != rest]
@@ -295,7 +334,7 @@ def _windowed(conn: apsw.Connection, name: str, expr: str, rarest: str, lo: int,
     n_rows, _ = _stats(conn, name)
     sql = f"SELECT rowid, kora_g({name}) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid < ?"
     count = f"SELECT count(*) FROM {name} WHERE {name} MATCH ? AND rowid >= ? AND rowid < ?"
-    rows: list[tuple[int, float]] = []
+    rows: list[tuple[int, float | None]] = []
     found, hi, span = 0, -1, cap + 1
     while True:
         top = hi if hi >= 0 else (1 << 63) - 1
@@ -327,23 +366,3 @@ def _estimate(conn: apsw.Connection, name: str, found: int, lo: int, n_rows: int
         return found
     share = float((last - lo + 1) / max(last - first + 1, 1))
     return max(found, min(n_rows or found, round(found / max(share, 1e-9))))
-
-
-def _df(conn: apsw.Connection, name: str, unit: str) -> int:
-    """Rows matching ``unit``: counted once per state of the table's index, for every connection
-    (a common word's count is a pass over most of the table)."""
-    key = (conn.filename or f"memory {id(conn)}", name)
-    with conn:  # one read snapshot for the structure record and the count
-        row = conn.execute(f'SELECT block FROM "{name[1:-1]}_data" WHERE id = 10').fetchone()
-        stamp = bytes(row[0]) if row and row[0] is not None else b""
-        with _DF_LOCK:
-            seen = _DF.get(key)
-            counts = seen[1] if seen and seen[0] == stamp and len(seen[1]) <= DF_CACHE else {}
-            _DF[key] = (stamp, counts)
-            known = counts.get(unit)
-        if known is not None:
-            return known
-        n = int(str(conn.execute(f"SELECT count(*) FROM {name} WHERE {name} MATCH ?", (unit,)).get))
-    with _DF_LOCK:
-        counts[unit] = n
-    return n

@@ -123,8 +123,14 @@ class Highlighter:
         (the alternation's ``finditer``)."""
         words = self.words or []
         low = raw.lower()
-        nexts = [_next_word(raw, low, w, 0) for w in words]
         out: list[tuple[int, int]] = []
+        if len(words) == 1:  # one word: its matches one after another
+            pos, end = _next_word(raw, low, words[0], 0)
+            while pos >= 0:
+                out.append((pos, end))
+                pos, end = _next_word(raw, low, words[0], end)
+            return out
+        nexts = [_next_word(raw, low, w, 0) for w in words]
         while True:
             found = [x for x in nexts if x[0] >= 0]
             if not found:
