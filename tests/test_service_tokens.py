@@ -89,3 +89,25 @@ def test_concurrent_ensure_agrees_on_one_token(tmp_path: Path) -> None:
     assert len(seen) == 8 and len(set(seen)) == 1
     assert store.read("demo") == seen[0]
     assert [p.name for p in store.directory.iterdir()] == ["demo.token"]
+
+
+def test_check_follows_a_token_replaced_or_rewritten_on_disk(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "tokens")
+    first = store.ensure("demo")
+    assert store.check("demo", first)
+    path = store.path("demo")
+    # Replaced by rename (a new inode), same length as the old token.
+    second = "B" * len(first)
+    tmp = path.with_name("new.tmp")
+    tmp.write_text(second + "\n")
+    os.replace(tmp, path)
+    assert store.check("demo", second)
+    assert not store.check("demo", first)
+    # Rewritten in place with another length (same inode).
+    third = "C" * (len(first) + 5)
+    path.write_text(third + "\n")
+    assert store.check("demo", third)
+    assert not store.check("demo", second)
+    # Removed: nothing is accepted any more, not even the token last seen.
+    path.unlink()
+    assert not store.check("demo", third)

@@ -10,6 +10,7 @@ import contextlib
 import hmac
 import os
 import secrets
+import threading
 from pathlib import Path
 
 import structlog
@@ -23,6 +24,10 @@ log = structlog.get_logger(__name__)
 class TokenStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # check() keeps each token with the file's identity (inode, size, mtime, ctime): a request
+        # then costs one stat, and a token replaced or rewritten on disk is read anew.
+        self._known: dict[str, tuple[tuple[int, int, int, int, int], str]] = {}
+        self._lock = threading.Lock()
 
     def path(self, agency_id: str) -> Path:
         """The token file of ``agency_id`` (:class:`PathError` for an invalid id)."""
@@ -67,11 +72,25 @@ class TokenStore:
     def check(self, agency_id: str, token: str) -> bool:
         """Constant-time comparison; unknown agencies and invalid ids are simply False."""
         try:
-            expected = self.read(agency_id)
+            expected = self._current(agency_id)
         except (KoraError, OSError, UnicodeError):
             expected = ""
         ok = hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace"))
         return ok and bool(expected)
+
+    def _current(self, agency_id: str) -> str:
+        """The token on disk now: read again only when the file's identity changed."""
+        path = self.path(agency_id)
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with self._lock:
+            known = self._known.get(agency_id)
+        if known is not None and known[0] == key:
+            return known[1]
+        token = self.read(agency_id)
+        with self._lock:
+            self._known[agency_id] = (key, token)
+        return token
 
     def _ensure_dir(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
