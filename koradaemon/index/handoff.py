@@ -33,6 +33,7 @@ BATCH_BYTES = 1 << 20
 REQUEST_BYTES = 16 << 10  # names per request: far below a pipe's buffer, so a send never waits on an answer
 IN_FLIGHT = 2
 WRITER_SHORT = 8  # jobs queued at the writer below which it shares the preparing when the worker is behind
+IDLE_POLL_S = 0.002  # nothing queued: how often to look for new work while waiting for the worker
 HANDOFF_JOBS = 32  # read jobs handed to the writer at once while more work is queued
 
 
@@ -63,6 +64,7 @@ class Handoff:
         self.writer = writer
         self.counters = counters
         self.depth = depth
+        self.stop = stop
         self.prep = PrepWorker(counters, stop) if prep else None
         self._held: list[Job | Batch] = []
         self._open: Batch | None = None
@@ -109,12 +111,16 @@ class Handoff:
             return
         assert self.prep is not None
         batch.generation = self.prep.send([_request(it) for it in batch.items])
+        self.counters["prep_batches"] += 1
         self._held.append(batch)
 
     def hand_over(self, *, force: bool) -> None:
-        """Give the writer what is ready, in order: everything when ``force`` or nothing more is queued."""
-        drain = force or self.depth() == 0
-        if drain:
+        """Give the writer what is ready, in order; everything when ``force``. When nothing more is
+        queued, wait for the worker's answers too, unless new work arrives first: then the change
+        just done is marked done with work still queued, so the queue never looks idle while files
+        are out at the worker (status, the drain at stop)."""
+        idle = not force and self.depth() == 0
+        if force or idle:
             self._send()
         if not self._held:
             return
@@ -123,14 +129,19 @@ class Handoff:
         while self._held:
             head = self._held[0]
             if isinstance(head, Batch):
-                if not (drain or self._sent() > IN_FLIGHT or self._ready(head)):
-                    break
+                if not (force or self._sent() > IN_FLIGHT or self._ready(head)):
+                    if not idle:
+                        break
+                    if not self._ready(head, IDLE_POLL_S) and self.depth() > 0 and not self.stop.is_set():
+                        idle = False  # new work: take it first
+                        break
+                    continue
                 out.extend(self._resolve(head))
                 resolved = True
             else:
                 out.append(head)
             self._held.pop(0)
-        if not drain and not resolved and len(out) < HANDOFF_JOBS:
+        if not (force or idle or resolved) and len(out) < HANDOFF_JOBS:
             self._held[:0] = out  # read jobs wait for more company
             return
         self._submit(out)
@@ -162,8 +173,9 @@ class Handoff:
     def _sent(self) -> int:
         return sum(1 for h in self._held if isinstance(h, Batch) and h.generation is not None)
 
-    def _ready(self, batch: Batch) -> bool:
-        return batch.generation is None or (self.prep is not None and self.prep.ready(batch.generation))
+    def _ready(self, batch: Batch, wait: float = 0.0) -> bool:
+        return (batch.generation is None or self.stop.is_set()
+                or (self.prep is not None and self.prep.ready(batch.generation, wait)))
 
     def _resolve(self, batch: Batch) -> list[Job]:
         results: list[Result] | None = None

@@ -76,13 +76,14 @@ class PrepWorker:
         self._last_use = time.monotonic()
         return self.generation
 
-    def ready(self, generation: int) -> bool:
-        """The next answer can be read without waiting (or will never come: receive says so at once)."""
+    def ready(self, generation: int, wait: float = 0.0) -> bool:
+        """The next answer can be read without waiting (or will never come: receive says so at once);
+        waits up to ``wait`` seconds for it."""
         proc = self._proc
         if generation != self.generation or proc is None or proc.stdout is None:
             return True
         try:
-            return bool(select.select([proc.stdout], [], [], 0)[0])
+            return bool(select.select([proc.stdout], [], [], wait)[0])
         except (OSError, ValueError):
             return True
 

@@ -92,7 +92,8 @@ class IndexPipeline:
                              optimize_idle_s=index.optimize_idle_s)
         self.indexer = Indexer(db_path=db_path, work=self.work, writer=self.writer, root_paths=_RootPaths(self.roots),
                                params=ChunkParams(index.chunk_bytes, index.overlap_percent, index.max_file_bytes),
-                               workers=index.workers, on_rescan=self.reconcile, is_locked=is_locked)
+                               workers=index.workers, on_rescan=self.reconcile, is_locked=is_locked,
+                               prep_process=index.prep_process)
         self.crawler = Crawler(put=self.work.put, depth=self.work.depth,
                                high_water=max(8, min(CRAWL_HIGH_WATER, watch.queue_max // 2)), is_locked=is_locked)
         self.sync = SyncTracker(self.crawler, self.work, self.writer)  # per agency: progress, ETA, incomplete
