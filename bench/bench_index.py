@@ -68,10 +68,10 @@ def rss_sampler(stop: threading.Event, peak: list[int]) -> None:
                 peak[1] = max(peak[1], child.memory_info().rss)
 
 
-def cpu_now() -> float:
-    """CPU seconds of this process and of its children that ended (the prep worker is waited for)."""
+def cpu_now() -> tuple[float, float]:
+    """CPU seconds of this process, and of its children that ended (the prep worker is waited for)."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    return t.user + t.system, t.children_user + t.children_system
 
 
 def run_daemon_path(corpus: Path, files: list[str], db: Path, workers: int, prep: bool) -> float:
@@ -146,25 +146,29 @@ def main() -> None:
         stop = threading.Event()
         sampler = threading.Thread(target=rss_sampler, args=(stop, peak), daemon=True)
         sampler.start()
-        ratios, cpu_ratios, best_base, best = [], [], 0.0, 0.0
+        ratios, cpu_ratios, own_ratios, best_base, best = [], [], [], 0.0, 0.0
         for r in range(args.rounds):  # baseline and pipeline alternate: a load swing hits both alike
             cpu0 = cpu_now()
             base_dt = run_baseline(corpus, files, base / f"baseline{r}.db")
             cpu1 = cpu_now()
             dt = run_daemon_path(corpus, files, base / f"kora{r}.db", args.workers, not args.no_prep_process)
             cpu2 = cpu_now()
+            base_cpu = sum(cpu1) - sum(cpu0)
+            own, worker = cpu2[0] - cpu1[0], cpu2[1] - cpu1[1]
             ratios.append(base_dt / dt)
-            cpu_ratios.append((cpu1 - cpu0) / (cpu2 - cpu1))
+            cpu_ratios.append(base_cpu / (own + worker))
+            own_ratios.append(base_cpu / own)
             best_base, best = max(best_base, nfiles / base_dt), max(best, nfiles / dt)
             print(f"round {r + 1}: baseline (1 txn, plain FTS5 insert) {mb / base_dt:6.1f} MB/s {nfiles / base_dt:8.0f}"
                   f" files/s | koradaemon bulk index {mb / dt:6.1f} MB/s {nfiles / dt:8.0f} files/s"
-                  f" | ratio {base_dt / dt:.2f} | cpu {cpu1 - cpu0:.2f} s vs {cpu2 - cpu1:.2f} s")
+                  f" | ratio {base_dt / dt:.2f} | cpu {base_cpu:.2f} s vs {own:.2f} s + worker {worker:.2f} s")
             for old in base.glob(f"*{r}.db*"):
                 old.unlink()
         stop.set()
         sampler.join()
         print(f"median ratio {statistics.median(ratios):.2f} of baseline over {args.rounds} rounds"
-              f" (cpu: {statistics.median(cpu_ratios):.2f}); best rounds:"
+              f" (cpu: {statistics.median(cpu_ratios):.2f} of all, {statistics.median(own_ratios):.2f} of this"
+              f" process's alone); best rounds:"
               f" baseline {best_base:.0f} files/s, koradaemon {best:.0f} files/s")
         print(f"peak RSS of this process         : {peak[0] / 1e6:6.1f} MB  (cpus={os.cpu_count()})")
         print(f"peak RSS of the prep worker      : {peak[1] / 1e6:6.1f} MB  (last round: {PREPARED})")

@@ -345,3 +345,57 @@ def test_writer_applies_worker_jobs_like_thread_jobs(writer_env: tuple[Path, Wri
         h.close(5.0)
     types = sorted((a.type, str(a.data["path"])) for a in applied)
     assert types == [("index", "code.py"), ("index", "prose.txt"), ("skip", "bin.dat")]
+
+
+def test_the_work_queue_is_idle_only_once_every_prepared_file_is_with_the_writer(tmp_path: Path) -> None:
+    from koradaemon.watch.changes import ChangeKind, FileChange
+    from koradaemon.watch.workqueue import WorkQueue
+
+    folder = tmp_path / ROOT
+    files = corpus(folder)
+    rels = sorted(rel for rel, data in files.items() if data)
+    db = tmp_path / "idle.db"
+    open_db(db).close()
+    writer = Writer(db)
+    work = WorkQueue()
+    indexer = Indexer(db_path=db, work=work, writer=writer, root_paths={("a", ROOT): folder}, params=SMALL,
+                      workers=1, prep_process=True)
+    writer.start()
+    indexer.start()
+    try:
+        for round_ in range(3):  # a trickle, then a flood, then a trickle: idle in between each time
+            chosen = rels[round_::3]
+            for rel in chosen:
+                work.put(FileChange(ChangeKind.INDEX, "a", ROOT, rel, bulk=True, size=len(files[rel]),
+                                    unindexed=round_ == 0))
+            assert work.wait_idle(30)
+            # Idle: every change's job is with the writer (or done), none left at the worker.
+            assert writer.submitted >= sum(len(rels[r::3]) for r in range(round_ + 1))
+        writer.flush()
+        assert indexer.counters["prepared_by_worker"] > 0
+    finally:
+        indexer.stop(5.0)
+        writer.stop()
+    assert snapshot(db)[0] and len(snapshot(db)[0]) == len(rels)
+
+
+def test_a_daemon_crawls_with_the_worker_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    from koradaemon.config import load_config
+    from koradaemon.daemon.assembler import Daemon
+
+    (tmp_path / "koradaemon.yaml").write_text(
+        "version: 1\nshutdown_timeout_s: 10\nlog: {level: warning, format: json}\nindex: {workers: 1}\n"
+        "vault: {enabled: false}\nagencies:\n  - {agency_id: alpha, roots: [alpha/notes]}\n")
+    files = corpus(tmp_path / "alpha" / "notes")
+    me = psutil.Process()
+    kids_before = {c.pid for c in me.children()}
+    daemon = Daemon(load_config(tmp_path / "koradaemon.yaml", data_root=tmp_path))
+    try:
+        daemon.start()
+        counters = daemon.pipeline.indexer.counters
+        wait_for(lambda: daemon.pipeline.writer.counters["indexed"] + daemon.pipeline.writer.counters[
+            "skipped_binary"] >= len(files), timeout=60, what="the crawl to index every file")
+        assert counters["prepared_by_worker"] > 0 and counters["prep_worker_crashes"] == 0
+    finally:
+        daemon.stop()
+    assert {c.pid for c in me.children()} == kids_before
