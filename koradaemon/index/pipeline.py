@@ -219,13 +219,12 @@ class Indexer:
         queued = float(getattr(change, "queued", 0.0)) or time.monotonic()
         crawl = bool(getattr(change, "bulk", False))
         top = str(root_path)
-        abs_path = os.path.join(top, path)
         # A crawl's change carries the size it just saw: no second stat here. Whatever the file is by
         # the time it is read (bigger, gone, a link), prepare_index sees and says.
         size = int(getattr(change, "size", 0) or 0) if crawl else 0
         if not size:
             try:
-                st = os.stat(abs_path, follow_symlinks=False)
+                st = os.stat(os.path.join(top, path), follow_symlinks=False)
                 size = st.st_size if stat.S_ISREG(st.st_mode) else -1
             except (FileNotFoundError, NotADirectoryError, PermissionError):
                 size = -1  # prepare_index below says what to do (delete, skip)
@@ -239,7 +238,7 @@ class Indexer:
             return
         # A file the crawl found unindexed needs no lookup (as for a ReadJob): the writer inserts it.
         known = None if unindexed else AgencyStore(conn, agency_id).document(root, path)
-        job = prepare_index(agency_id, root, path, abs_path, known, self.params, bulk, root_path=top)
+        job = prepare_index(agency_id, root, path, os.path.join(top, path), known, self.params, bulk, root_path=top)
         if job is not None:
             if isinstance(job, IndexJob):  # latency: from queueing, crawl and live apart
                 job.started, job.crawl = queued, crawl
