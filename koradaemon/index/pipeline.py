@@ -18,6 +18,7 @@ from .db import open_db
 from .handoff import Handoff, Item
 from .jobs import DeleteJob, IndexJob, Job, MoveJob, ReadJob
 from .prepare import EAGER_LIMIT, ChunkParams, prepare_index, skip_job
+from .prepclient import child_rss
 from .store import AgencyStore
 from .writer import Writer
 
@@ -94,6 +95,11 @@ class Indexer:
             self._handoff.prep.kill()
             if not any(t.is_alive() for t in self._threads):
                 self._handoff.close(max(0.1, deadline - time.monotonic()))
+
+    def prep_worker_mb(self) -> float:
+        """Resident MB of the prep worker process (0 when none runs)."""
+        prep = self._handoff.prep
+        return round(child_rss(prep.pid) / 1e6, 1) if prep is not None else 0.0
 
     def alive(self) -> bool:
         """Every worker thread started is still running (a dead one: the daemon must not go on as ready)."""

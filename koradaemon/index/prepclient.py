@@ -156,9 +156,10 @@ class PrepWorker:
                 self.counters["prep_worker_crashes"] += 1
                 log.error("prep_worker_cannot_start", error=str(exc))
                 return None
-            if self._proc.stdout is not None:  # bigger answers per read: fewer wake-ups of both sides
-                with contextlib.suppress(OSError):
-                    fcntl.fcntl(self._proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            for pipe in (self._proc.stdin, self._proc.stdout):  # bigger reads: fewer wake-ups of both sides
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
             self.generation += 1
             self._owed = 0
             self.counters["prep_worker_starts"] += 1

@@ -7,13 +7,15 @@ chunk_bytes, overlap_percent, max_file_bytes)`` (``known``: the indexed row's fi
 the answer is one result per item, in order (see :func:`encode`). Each item runs the very code
 the daemon runs in its own threads (:func:`~.prepare.prepare_index`), so the rows are the same.
 An item that fails here is answered ``("R", reason)``: the daemon does it itself. The process
-ends at end of input; a frame it cannot read ends it with one line on stderr and status 65.
+ends at end of input (the daemon closed the pipe, or is gone); a frame it cannot read ends it with
+one line on stderr and status 65. SIGINT is ignored: the daemon ends it.
 """
 
 from __future__ import annotations
 
 import marshal
 import os
+import signal
 import struct
 import sys
 from typing import BinaryIO
@@ -91,6 +93,7 @@ def serve(src: BinaryIO, dst: BinaryIO) -> None:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the daemon's terminal is the daemon's to handle
     try:
         serve(sys.stdin.buffer, sys.stdout.buffer)
     except BrokenPipeError:  # the daemon went away
@@ -98,8 +101,6 @@ def main() -> int:
     except (ValueError, EOFError, TypeError) as exc:
         print(f"koradaemon prep worker: bad request: {exc}", file=sys.stderr)
         return 65
-    except KeyboardInterrupt:
-        return 0
     return 0
 
 
