@@ -176,6 +176,8 @@ def test_bad_input_in_the_worker_is_prepared_here_with_the_same_outcome(tmp_path
     assert handoff.counters["errors"] == 1
     assert handoff.counters["prepared_here"] == 1
     assert handoff.prep is not None and handoff.counters["prep_worker_crashes"] == 0
+    # A root given relative is never sent (the worker runs in "/"): the caller prepares the file.
+    assert not handoff.offload(Item("a", ROOT, "prose.txt", "notes", None, SMALL, True, 0.0, True), 10)
     # A request of the wrong shape is answered per item, the worker goes on.
     gen = handoff.prep.send([("x",), (1, 2, 3, 4, 5, 6, 7)])
     assert gen is not None and handoff.prep.receive(gen, 2) == [("R", "error:ValueError"), ("R", "bad_item")]

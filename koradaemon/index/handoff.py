@@ -83,8 +83,8 @@ class Handoff:
 
     def offload(self, item: Item, size: int) -> bool:
         """Prepare ``item`` in the prep worker; False: no worker here, the caller prepares it."""
-        if self.prep is None or not self.prep.usable:
-            return False
+        if self.prep is None or not self.prep.usable or not item.top.startswith("/"):
+            return False  # (the worker runs in "/": a relative root would name other files there)
         if self._open is None and self._worker_behind():
             # The writer prepares this one (a read job): at once when nothing held is for its file.
             self.counters["prep_shared"] += 1

@@ -107,7 +107,10 @@ class PrepWorker:
             if not isinstance(results, list) or len(results) != count:
                 raise ValueError("answer does not fit the request")
         except (OSError, ValueError, EOFError, TypeError) as exc:
-            if generation == self.generation:
+            if self.stop_flag.is_set():  # ended by the stopping thread (Indexer.stop): no crash
+                self.counters["prep_stopped_busy"] += 1
+                self.close(1.0)
+            elif generation == self.generation:
                 self._crashed(f"receive: {type(exc).__name__}: {exc}")
             return None
         self._owed -= 1
