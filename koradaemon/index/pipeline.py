@@ -234,7 +234,7 @@ class Indexer:
                 size = st.st_size if stat.S_ISREG(st.st_mode) else -1
             except (FileNotFoundError, NotADirectoryError, PermissionError):
                 size = -1  # prepare_index below says what to do (delete, skip)
-        if bulk and 0 < size <= EAGER_LIMIT and self._handoff.prep is not None:
+        if bulk and 0 < size <= EAGER_LIMIT and self._handoff.prep is not None and self._handoff.prep.usable:
             known = None if unindexed else AgencyStore(conn, agency_id).document(root, path)
             if self._handoff.offload(Item(agency_id, root, path, top, known, self.params, bulk, queued, crawl), size):
                 return
