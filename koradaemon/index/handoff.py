@@ -69,6 +69,12 @@ class Handoff:
         self._held: list[Job | Batch] = []
         self._open: Batch | None = None
 
+    def warm(self) -> None:
+        """Start the worker now (the indexer thread starts: a start-up crawl follows at once), so its
+        interpreter is up by the first batch; without work it ends after its idle time."""
+        if self.prep is not None:
+            self.prep.warm()
+
     def hold(self, job: Job) -> None:
         self._held.append(job)
 

@@ -112,6 +112,7 @@ class Indexer:
         except Exception as exc:  # the thread ends; alive() says so
             log.error("indexer_cannot_start", error=str(exc))
             return
+        self._handoff.warm()
         try:
             while not self._stop.is_set():
                 try:

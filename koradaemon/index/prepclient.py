@@ -76,6 +76,11 @@ class PrepWorker:
         self._last_use = time.monotonic()
         return self.generation
 
+    def warm(self) -> None:
+        if self._proc is None and self.usable:
+            self._start()
+            self._last_use = time.monotonic()
+
     def ready(self, generation: int, wait: float = 0.0) -> bool:
         """The next answer can be read without waiting (or will never come: receive says so at once);
         waits up to ``wait`` seconds for it."""
