@@ -4,8 +4,9 @@ Bulk work (a crawl, a deep burst) spends about as much CPU preparing files (read
 decode, derived tokens) as SQLite spends inserting them. Done in a thread, both share one GIL;
 done in this one child process, the preparing runs on the second core while the writer inserts.
 
-The process is started on first use (``subprocess`` runs a fresh interpreter: nothing is forked
-from the threaded daemon), stopped after ``idle_s`` without work and at stop. Only the indexer
+The process is started with the indexer thread and on use after it ended (``subprocess`` runs a
+fresh interpreter: nothing is forked from the threaded daemon), stopped after ``idle_s`` without
+work and at stop. Only the indexer
 thread that owns a :class:`PrepWorker` calls it, except :meth:`kill` (any thread). A process that
 dies or answers nonsense is counted (``prep_worker_crashes``) and its batches are prepared in the
 daemon's thread instead; after ``MAX_CRASHES`` it is not started again.
