@@ -24,7 +24,7 @@ from conftest import wait_for
 
 from koradaemon.index.chunking import ChunkParams
 from koradaemon.index.db import open_db
-from koradaemon.index.handoff import Handoff, Item
+from koradaemon.index.handoff import IN_FLIGHT, Handoff, Item
 from koradaemon.index.jobs import Applied, IndexJob
 from koradaemon.index.pipeline import Indexer
 from koradaemon.index.prepare import prepare_index
@@ -47,10 +47,12 @@ class ListQueue:
         self.pending = len(items)
         self.lock = threading.Lock()
         self.done = threading.Event()
+        self.gate = threading.Event()  # nothing is handed out before it is set
+        self.gate.set()
 
     def get(self, timeout: float | None = None) -> object | None:
         with self.lock:
-            if self.items:
+            if self.items and self.gate.is_set():
                 return self.items.pop(0)
         time.sleep(min(timeout or 0.0, 0.01))
         return None
@@ -224,7 +226,8 @@ def test_a_worker_killed_mid_batch_is_counted_and_its_files_prepared_here(tmp_pa
     assert handoff.prep.pid not in (None, pid)
 
 
-def run_indexer(tmp_path: Path, name: str, prep: bool, rels: list[str]) -> tuple[Indexer, ListQueue, Writer, Path]:
+def run_indexer(tmp_path: Path, name: str, prep: bool, rels: list[str], *,
+                gated: bool = False) -> tuple[Indexer, ListQueue, Writer, Path]:
     db = tmp_path / f"{name}.db"
     open_db(db).close()
     writer = Writer(db)
@@ -232,6 +235,8 @@ def run_indexer(tmp_path: Path, name: str, prep: bool, rels: list[str]) -> tuple
     changes = [SimpleNamespace(kind=INDEX, agency_id="a", root=ROOT, path=rel, bulk=True, unindexed=True,
                                size=(folder / rel).stat().st_size) for rel in rels]
     work = ListQueue(changes)  # type: ignore[arg-type]
+    if gated:
+        work.gate.clear()
     indexer = Indexer(db_path=db, work=work, writer=writer, root_paths={("a", ROOT): folder}, params=SMALL,
                       workers=1, prep_process=prep)
     writer.start()
@@ -282,11 +287,13 @@ def test_the_index_built_with_the_worker_is_the_index_built_without(tmp_path: Pa
 
 def test_stop_while_the_worker_is_busy_ends_it_within_the_deadline(tmp_path: Path) -> None:
     files = corpus(tmp_path / ROOT)
-    indexer, _, writer, _ = run_indexer(tmp_path, "stop", True, sorted(files) * 3)
+    indexer, work, writer, _ = run_indexer(tmp_path, "stop", True, sorted(files) * 3, gated=True)
     prep = indexer._handoff.prep
     assert prep is not None
-    pid = wait_for(lambda: prep.pid, what="the prep worker to start")
+    pid = wait_for(lambda: prep.pid, what="the prep worker to start")  # started with the indexer thread
     os.kill(pid, signal.SIGSTOP)  # it hangs (as on a stuck disk): the indexer waits for its answer
+    work.gate.set()
+    wait_for(lambda: prep._owed > IN_FLIGHT - 1, what="the indexer to wait on the worker")
     try:
         t0 = time.monotonic()
         indexer.stop(3.0)

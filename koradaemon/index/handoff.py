@@ -32,6 +32,7 @@ BATCH_FILES = 64
 BATCH_BYTES = 1 << 20
 REQUEST_BYTES = 16 << 10  # names per request: far below a pipe's buffer, so a send never waits on an answer
 IN_FLIGHT = 2
+LOOK_EVERY = 8  # hand_over calls between two looks for the worker's answers while work is queued
 WRITER_SHORT = 8  # jobs queued at the writer below which it shares the preparing when the worker is behind
 IDLE_POLL_S = 0.002  # nothing queued: how often to look for new work while waiting for the worker
 HANDOFF_JOBS = 32  # read jobs handed to the writer at once while more work is queued
@@ -68,6 +69,8 @@ class Handoff:
         self.prep = PrepWorker(counters, stop) if prep else None
         self._held: list[Job | Batch] = []
         self._open: Batch | None = None
+        self._sent_now = False  # a batch went out since hand_over last looked
+        self._calls = 0  # hand_over calls since it last looked
 
     def warm(self) -> None:
         """Start the worker now (the indexer thread starts: a start-up crawl follows at once), so its
@@ -119,6 +122,7 @@ class Handoff:
         batch.generation = self.prep.send([_request(it) for it in batch.items])
         self.counters["prep_batches"] += 1
         self._held.append(batch)
+        self._sent_now = True
 
     def hand_over(self, *, force: bool) -> None:
         """Give the writer what is ready, in order; everything when ``force``. When nothing more is
@@ -130,6 +134,11 @@ class Handoff:
             self._send()
         if not self._held:
             return
+        if not (force or idle or self._sent_now) and self._calls < LOOK_EVERY:
+            self._calls += 1  # between sends, look for answers (a select) only now and then
+            return
+        self._calls = 0
+        self._sent_now = False
         out: list[Job] = []
         resolved = False
         while self._held:
