@@ -14,7 +14,7 @@ from koradaemon.control.client import ControlClient
 CONFIG = """\
 version: 1
 log: {{level: warning, format: json}}
-index: {{workers: 1}}
+index: {{workers: 1, prep_process: {prep}}}
 watch: {{debounce_ms: {debounce}, queue_max: 200000}}
 vault: {{enabled: false}}
 agencies:
@@ -24,11 +24,11 @@ agencies:
 
 
 class LiveDaemon:
-    def __init__(self, root: Path, debounce_ms: int = 20) -> None:
+    def __init__(self, root: Path, debounce_ms: int = 20, *, prep_process: bool = True) -> None:
         self.root = root
         (root / "corpus").mkdir(parents=True, exist_ok=True)
         self.config = root / "koradaemon.yaml"
-        self.config.write_text(CONFIG.format(debounce=debounce_ms))
+        self.config.write_text(CONFIG.format(debounce=debounce_ms, prep="true" if prep_process else "false"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:

@@ -39,6 +39,7 @@ class IndexConfig:
     bulk_batch_bytes: int = num(64 * MiB, 1, 1 << 34)
     optimize_idle_s: float = num(30, 1, 86_400)
     search_time_limit_ms: int = num(1000, 10, 60_000)
+    prep_process: bool = True  # bulk files prepared in a worker process (index/prepclient.py)
 
 
 @dataclass(frozen=True)

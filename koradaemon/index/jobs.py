@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .chunking import ChunkParams
-from .store import ChunkRow
+from .rows import ChunkRow
 
 FsPath = str | Path  # a plain string on the hot path: joining pathlib paths cost more than reading a small file
 

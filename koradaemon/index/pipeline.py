@@ -15,8 +15,10 @@ import apsw
 import structlog
 
 from .db import open_db
+from .handoff import Handoff, Item
 from .jobs import DeleteJob, IndexJob, Job, MoveJob, ReadJob
-from .prepare import ChunkParams, prepare_index, skip_job
+from .prepare import EAGER_LIMIT, ChunkParams, prepare_index, skip_job
+from .prepclient import child_rss
 from .store import AgencyStore
 from .writer import Writer
 
@@ -26,7 +28,6 @@ DEEP_WORK = 8  # changes waiting behind this one: treat it as bulk work
 # Files up to this size are read, hashed and chunked by the writer thread itself (ReadJob); larger
 # ones here, in parallel with the writer's inserts, and handed over as prepared jobs.
 INLINE_BYTES = 16 << 10
-HANDOFF_JOBS = 32  # read jobs handed to the writer at once while more work is queued
 
 
 class ChangeQueue(Protocol):
@@ -59,6 +60,7 @@ class Indexer:
         workers: int = 2,
         on_rescan: Callable[[str, str], None] | None = None,
         is_locked: Callable[[str], bool] = lambda agency_id: False,
+        prep_process: bool = True,
     ) -> None:
         self.db_path = db_path
         self.work = work
@@ -72,11 +74,12 @@ class Indexer:
             threading.Thread(target=self._run, name=f"kora-indexer-{i}", daemon=True) for i in range(workers)
         ]
         self.counters: Counter[str] = Counter()
-        # With one worker, read jobs wait here while more work is queued and go to the writer
-        # together (order kept: every other job goes after them). With more workers each job is
-        # handed over before its change is marked done, which keeps changes to one path in order.
-        self._held: list[Job] = []
+        # With one worker, read jobs wait while more work is queued and go to the writer together,
+        # and bulk files are prepared in the prep worker process (handoff.py; order kept: every
+        # other job goes after them). With more workers each job is handed over before its change
+        # is marked done, which keeps changes to one path in order.
         self._batching = workers == 1
+        self._handoff = Handoff(writer, self.counters, self._stop, self._depth, prep=self._batching and prep_process)
 
     def start(self) -> None:
         for t in self._threads:
@@ -88,6 +91,15 @@ class Indexer:
         for t in self._threads:
             if t.is_alive():
                 t.join(max(0.0, deadline - time.monotonic()))
+        if self._handoff.prep is not None:  # the thread closed it; if it is still stuck, end the process
+            self._handoff.prep.kill()
+            if not any(t.is_alive() for t in self._threads):
+                self._handoff.close(max(0.1, deadline - time.monotonic()))
+
+    def prep_worker_mb(self) -> float:
+        """Resident MB of the prep worker process (0 when none runs)."""
+        prep = self._handoff.prep
+        return round(child_rss(prep.pid) / 1e6, 1) if prep is not None else 0.0
 
     def alive(self) -> bool:
         """Every worker thread started is still running (a dead one: the daemon must not go on as ready)."""
@@ -100,6 +112,7 @@ class Indexer:
         except Exception as exc:  # the thread ends; alive() says so
             log.error("indexer_cannot_start", error=str(exc))
             return
+        self._handoff.warm()
         try:
             while not self._stop.is_set():
                 try:
@@ -110,6 +123,7 @@ class Indexer:
                     time.sleep(0.1)
                     continue
                 if change is None:
+                    self._handoff.idle()
                     continue
                 try:
                     self.handle(conn, change)
@@ -122,25 +136,20 @@ class Indexer:
                     self.work.task_done()
         finally:
             self._hand_over(force=True)
+            self._handoff.close(1.0)
             conn.close()
 
     def _submit(self, job: Job) -> None:
         """Every job goes to the writer through here, after the read jobs held back."""
         if self._batching and isinstance(job, ReadJob):
-            self._held.append(job)
+            self._handoff.hold(job)
             return
         self._hand_over(force=True)
         self.writer.submit(job)
 
     def _hand_over(self, *, force: bool) -> None:
-        """Submit the held read jobs when enough are held or nothing more is queued."""
-        if self._held and (force or len(self._held) >= HANDOFF_JOBS or self._depth() == 0):
-            jobs, self._held = self._held, []
-            try:
-                self.writer.submit_many(jobs)
-            except Exception:
-                self.counters["errors"] += len(jobs)
-                log.exception("indexer_handoff_failed", jobs=len(jobs))
+        """Submit held jobs when enough are held or ready, or nothing more is queued (handoff.py)."""
+        self._handoff.hand_over(force=force)
 
     def _depth(self) -> int:
         depth = getattr(self.work, "depth", None)
@@ -217,23 +226,26 @@ class Indexer:
         queued = float(getattr(change, "queued", 0.0)) or time.monotonic()
         crawl = bool(getattr(change, "bulk", False))
         top = str(root_path)
-        abs_path = os.path.join(top, path)
         # A crawl's change carries the size it just saw: no second stat here. Whatever the file is by
         # the time it is read (bigger, gone, a link), prepare_index sees and says.
         size = int(getattr(change, "size", 0) or 0) if crawl else 0
         if not size:
             try:
-                st = os.stat(abs_path, follow_symlinks=False)
+                st = os.stat(os.path.join(top, path), follow_symlinks=False)
                 size = st.st_size if stat.S_ISREG(st.st_mode) else -1
             except (FileNotFoundError, NotADirectoryError, PermissionError):
                 size = -1  # prepare_index below says what to do (delete, skip)
+        if bulk and 0 < size <= EAGER_LIMIT and self._handoff.prep is not None and self._handoff.prep.usable:
+            known = None if unindexed else AgencyStore(conn, agency_id).document(root, path)
+            if self._handoff.offload(Item(agency_id, root, path, top, known, self.params, bulk, queued, crawl), size):
+                return
         if 0 <= size <= INLINE_BYTES:
             # A small file is read by the writer itself, inside its transaction (see ReadJob).
             self._submit(ReadJob(agency_id, root, path, top, self.params, bulk, unindexed, queued, crawl))
             return
         # A file the crawl found unindexed needs no lookup (as for a ReadJob): the writer inserts it.
         known = None if unindexed else AgencyStore(conn, agency_id).document(root, path)
-        job = prepare_index(agency_id, root, path, abs_path, known, self.params, bulk, root_path=top)
+        job = prepare_index(agency_id, root, path, os.path.join(top, path), known, self.params, bulk, root_path=top)
         if job is not None:
             if isinstance(job, IndexJob):  # latency: from queueing, crawl and live apart
                 job.started, job.crawl = queued, crawl

@@ -20,7 +20,7 @@ from .chunking import ChunkParams, Span, iter_spans, looks_binary
 from .derive import derive
 from .encoding import count_lines, decode, iter_spans_utf16, utf16_codec
 from .jobs import DeleteJob, FsPath, IndexJob, Job, SkipFile, TouchJob
-from .store import ChunkRow, DocRow
+from .rows import ChunkRow, DocRow
 
 __all__ = ["EAGER_LIMIT", "ChunkParams", "prepare_index", "skip_job"]
 

@@ -92,7 +92,8 @@ class IndexPipeline:
                              optimize_idle_s=index.optimize_idle_s)
         self.indexer = Indexer(db_path=db_path, work=self.work, writer=self.writer, root_paths=_RootPaths(self.roots),
                                params=ChunkParams(index.chunk_bytes, index.overlap_percent, index.max_file_bytes),
-                               workers=index.workers, on_rescan=self.reconcile, is_locked=is_locked)
+                               workers=index.workers, on_rescan=self.reconcile, is_locked=is_locked,
+                               prep_process=index.prep_process)
         self.crawler = Crawler(put=self.work.put, depth=self.work.depth,
                                high_water=max(8, min(CRAWL_HIGH_WATER, watch.queue_max // 2)), is_locked=is_locked)
         self.sync = SyncTracker(self.crawler, self.work, self.writer)  # per agency: progress, ETA, incomplete
@@ -204,5 +205,6 @@ class IndexPipeline:
         return {"queue": {"depth": self.work.depth(), "writer": self.writer.depth(), "acks": self.acks.depth(),
                           "busy_workers": self.work.stats()["in_flight"], "idle": self.idle()},
                 "crawl": {**self.crawler.progress(), "initial_sync": self.initial_sync},
-                "indexer": dict(self.indexer.counters), "writer": dict(self.writer.counters),
+                "indexer": {**self.indexer.counters, "prep_worker_mb": self.indexer.prep_worker_mb()},
+                "writer": dict(self.writer.counters),
                 "latency": self.writer.latency.summary()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import apsw
@@ -22,10 +21,8 @@ from . import search as searching
 from .names import fs_name, shown_name
 from .query import parse
 from .retrieval import ChunkText
+from .rows import ChunkRow, DocRow
 from .search import Hit
-
-# byte_offset, byte_length, sha256, text, start line (1-based), derived tokens (fts.derive)
-ChunkRow = tuple[int, int, str, str, int, str]
 
 # Next chunk id per writing connection: saves a max(id) query per document.
 _NEXT_CHUNK_ID: weakref.WeakKeyDictionary[apsw.Connection, int] = weakref.WeakKeyDictionary()
@@ -78,17 +75,6 @@ def discard_deferred(conn: apsw.Connection) -> None:
 
 # Skip reasons that describe the database's trouble, not the file's (see known_files).
 TRANSIENT_SKIPS = frozenset({"error:FullError", "error:IOError", "error:BusyError", "error:ReadOnlyError"})
-
-
-@dataclass(frozen=True, slots=True)
-class DocRow:
-    id: int
-    root: str
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    skipped: str | None
 
 
 _stamp: list[object] = [-1, ""]

@@ -150,6 +150,10 @@ class Writer:
         """Jobs submitted and not yet committed (and handed on)."""
         return self._outstanding
 
+    def queued(self) -> int:
+        """Jobs waiting to be taken up (not yet being applied)."""
+        return self._q.qsize()
+
     def call(self, fn: Callable[[apsw.Connection], object], timeout: float = 60.0) -> object:
         """Run ``fn`` on the writer connection after all earlier jobs; wait for it."""
         result: list[object] = []
