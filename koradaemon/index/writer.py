@@ -45,6 +45,11 @@ QUEUE_TEXT_BYTES = 16 << 20
 # Live changes queued at least this deep are batched like bulk work: a burst converges at
 # close to the bulk rate, while a single change still commits alone and at once.
 DEEP_QUEUE = 4
+# A batch of live changes (a burst: a branch switch, a rewrite of many files) waits this long for the
+# next change before it commits: the changes of a burst trickle in at the pace of whoever writes
+# them, and committing whenever the queue is empty for a moment made transactions of ~30 files,
+# whose commits (FTS5 flushes a segment each) cost more than the files (issue 12).
+BURST_LINGER_S = 0.02
 IDLE_TICK_S = 1.0  # after this long without work: checkpoint the WAL (TRUNCATE) if bulk work ran
 
 
@@ -305,19 +310,21 @@ class Writer:
     def _take_for_batch(self, lingering: bool) -> Job | None:
         """The next job for the open batch, or None to commit it now.
 
-        Bulk batches wait a moment for the next crawled file; a batch of live changes takes only
-        what is already queued. A job that cannot join (a call, a streamed file, a live change
-        while the queue is shallow) is kept for after the commit.
+        Bulk batches wait a moment for the next crawled file and give way to a live change while
+        the queue is shallow; a batch of live changes (a burst) waits ``BURST_LINGER_S`` for the
+        next one. A job that cannot join (a call, a streamed file, a live change a bulk batch gives
+        way to) is kept for after the commit.
         """
         try:
-            job = self._q.get(timeout=BULK_LINGER_S) if lingering else self._q.get_nowait()
+            job = self._q.get(timeout=BULK_LINGER_S if lingering else BURST_LINGER_S)
         except queue.Empty:
             return None
         self._release(job)
         if job is None:
             self._stop_seen = True
             return None
-        if isinstance(job, CallJob) or streamed(job) or not (job.bulk or self._q.qsize() >= DEEP_QUEUE - 1):
+        joins = job.bulk or not lingering or self._q.qsize() >= DEEP_QUEUE - 1
+        if isinstance(job, CallJob) or streamed(job) or not joins:
             self._pending = job
             return None
         return job

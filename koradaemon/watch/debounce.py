@@ -27,6 +27,11 @@ log = structlog.get_logger(__name__)
 
 ReleaseFn = Callable[[str, ChangeKind], None]
 ZERO_HOLD_S = 0.05  # debounce 0: how long a create/modify waits for its close
+# Debounce 0: how long a delete waits for the same file to be created again. A branch switch (git)
+# unlinks each file it updates and writes it anew: held this long, the delete and the new file's
+# create and close become one INDEX (the document replaced in one step, one audit record) instead of a
+# delete, its audit record and a fresh insert.
+DELETE_HOLD_S = 0.02
 
 
 @dataclass(slots=True)
@@ -67,21 +72,20 @@ class Debouncer:
     def touch(self, path: str, kind: ChangeKind, *, prompt: bool = False, created: bool = False) -> None:
         """Record an INDEX or DELETE event for ``path`` (prompt: a close-after-write).
 
-        With no delay at all (``debounce_s`` 0) a close-after-write or a delete is released at once
-        on the caller's thread (no timer thread hand-off on the live path); a create or modify waits
-        for that close, at most ``ZERO_HOLD_S`` (a file written without closing is still indexed).
+        With no delay at all (``debounce_s`` 0) a close-after-write is released at once on the
+        caller's thread (no timer thread hand-off on the live path); a create or modify waits for
+        that close, at most ``ZERO_HOLD_S`` (a file written without closing is still indexed); a
+        delete waits ``DELETE_HOLD_S`` for the file to come back (then the two are one INDEX).
         """
         hold: float | None = None
         if self.debounce_s == 0 and not self._stopping:
-            if prompt or kind is ChangeKind.DELETE:
+            if prompt:
                 with self._cond:
-                    entry = self._pending.pop(path, None)
-                if kind is ChangeKind.DELETE and entry is not None and entry.fresh:
-                    self.cancelled += 1  # born and gone before its close was seen
-                    return
+                    self._pending.pop(path, None)
                 self._release(path, kind)
                 return
-            hold = ZERO_HOLD_S  # created/modified: the close-after-write that follows releases it
+            # created/modified: the close-after-write that follows releases it
+            hold = DELETE_HOLD_S if kind is ChangeKind.DELETE else ZERO_HOLD_S
         now = time.monotonic()
         with self._cond:
             entry = self._pending.get(path)

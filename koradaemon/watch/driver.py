@@ -125,7 +125,7 @@ class WatchDriver:
                                     max_watches=self.max_watches, skip_dir=self._skip_dir,
                                     on_listed=self._learner.learn)
             try:
-                observer: BaseObserver = ReportingInotifyObserver(fd, timeout=0.5)
+                observer: BaseObserver = ReportingInotifyObserver(fd, timeout=0.5, direct=self.mapper)
                 self._start_observer(observer)  # adds every watch before it returns
             finally:
                 fd.on_listed, learner, self._learner = None, self._learner, None
