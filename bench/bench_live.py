@@ -149,8 +149,11 @@ def bench_burst(d: LiveDaemon, base: Path, files: int, size: int) -> dict[str, f
 
 
 def git(repo: Path, *args: str) -> None:
+    # gc.auto=0: a detached auto-gc packing objects in the background would change files under
+    # the watched root while the bench measures (and vanish from under the size count).
     subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "init.defaultBranch=one",
-                    *args], cwd=repo, check=True, stdout=subprocess.DEVNULL)
+                    "-c", "gc.auto=0", "-c", "maintenance.auto=false", *args],
+                   cwd=repo, check=True, stdout=subprocess.DEVNULL)
 
 
 def make_repo(repo: Path, staging: Path, files: int, size: int) -> dict[str, str]:

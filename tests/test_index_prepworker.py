@@ -415,3 +415,30 @@ def test_a_daemon_crawls_with_the_worker_and_leaves_no_process_behind(tmp_path: 
     finally:
         daemon.stop()
     assert {c.pid for c in me.children()} == kids_before
+
+
+def test_a_daemon_killed_with_sigkill_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """kill -9 gives the daemon no chance to end its worker: the worker sees its input end and goes."""
+    from conftest import BASE_CONFIG, DaemonProc
+
+    config = BASE_CONFIG.format(extra="", vault="false").replace("workers: 2", "workers: 1")
+    assert "workers: 1" in config  # the prep worker runs with one indexer thread
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "koradaemon.yaml").write_text(config)
+    d = DaemonProc(tmp_path)
+    corpus(tmp_path / "alpha" / "notes")
+    d.start()
+    try:
+        assert d.proc is not None
+        daemon = psutil.Process(d.proc.pid)
+        workers = wait_for(lambda: [c for c in daemon.children() if "prepworker" in " ".join(c.cmdline())],
+                           timeout=30, what="the daemon's prep worker process")
+        os.kill(d.proc.pid, signal.SIGKILL)
+        d.proc.wait(30)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"prep worker outlived its daemon: {[p.pid for p in alive]}"
+        assert len(gone) == len(workers) == 1
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait(30)
