@@ -442,3 +442,28 @@ def test_a_daemon_killed_with_sigkill_leaves_no_worker_behind(tmp_path: Path) ->
         if d.proc is not None and d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait(30)
+
+
+def test_the_worker_never_reads_through_a_link_or_from_a_special_file(tmp_path: Path, handoff: Handoff) -> None:
+    """Names the crawl saw as regular files, swapped before the worker opens them (a symlink to a
+    file outside the root, a FIFO, a folder replaced by a link): nothing outside is read, nothing
+    blocks, and the regular file after them is still prepared by the worker."""
+    folder = tmp_path / ROOT
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("outside the root: basilisk\n")
+    folder.mkdir()
+    (folder / "link.txt").symlink_to(outside / "secret.txt")
+    os.mkfifo(folder / "pipe.txt")
+    (folder / "dir").symlink_to(outside, target_is_directory=True)
+    (folder / "plain.txt").write_text("a plain note: ammonite\n")
+    rels = ["link.txt", "pipe.txt", "dir/secret.txt", "plain.txt"]
+    for it in items(folder, rels):
+        assert handoff.offload(it, 30)  # the size the crawl saw before the swap
+    handoff._send()
+    got = wait_for(lambda: resolved(handoff) or None, timeout=30, what="the worker's answers")
+    texts = [str(field) for j in got if isinstance(j, IndexJob) for c in j.chunks for field in c]
+    assert not any("basilisk" in t for t in texts)
+    assert any("ammonite" in t for t in texts)
+    assert [j.path for j in got if isinstance(j, IndexJob) and j.chunks] == ["plain.txt"]  # type: ignore[union-attr]
+    assert handoff.counters["prepared_by_worker"] >= 1 and handoff.counters["prep_worker_crashes"] == 0
