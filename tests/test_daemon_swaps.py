@@ -17,7 +17,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from conftest import DaemonProc, wait_for
+from conftest import BASE_CONFIG, DaemonProc, wait_for
 
 from koradaemon.errors import KoraError
 
@@ -32,6 +32,16 @@ def short_dir() -> Iterator[Path]:
     for child in path.iterdir():
         child.unlink()
     path.rmdir()
+
+
+def shipped_daemon(root: Path) -> DaemonProc:
+    """A daemon with the shipped default of one indexer thread: bulk files then go through the prep
+    worker process, which must open them as safely as the daemon's own threads."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = BASE_CONFIG.format(extra="", vault="false").replace("workers: 2", "workers: 1")
+    assert "workers: 1" in config
+    (root / "koradaemon.yaml").write_text(config)
+    return DaemonProc(root)
 
 
 def skipped_reasons(d: DaemonProc, agency: str = "alpha") -> dict[str, int]:
@@ -84,7 +94,7 @@ def swap_in(path: Path, make: str, tmp_dir: Path, target: Path) -> None:
 
 
 def test_symlink_swapped_in_after_a_write_never_indexes_outside_bytes(tmp_path: Path) -> None:
-    d = DaemonProc(tmp_path / "root")
+    d = shipped_daemon(tmp_path / "root")
     outside = tmp_path / "outside.txt"
     outside.write_text(f"outside the data root: {OUTSIDE_MARKER}\n")
     beta_file = d.root / "beta" / "notes" / "b.md"
@@ -118,6 +128,41 @@ def test_symlink_swapped_in_after_a_write_never_indexes_outside_bytes(tmp_path: 
             d.proc.wait()
 
 
+def test_files_swapped_for_links_during_the_start_up_crawl_never_index_outside_bytes(tmp_path: Path) -> None:
+    """The start-up crawl hands files to the prep worker process with the size it saw; links swapped
+    in meanwhile (to a file outside the data root, to beta's file) are never read there either."""
+    d = shipped_daemon(tmp_path / "root")
+    outside = tmp_path / "outside.txt"
+    outside.write_text(f"outside the data root: {OUTSIDE_MARKER}\n")
+    beta_file = d.root / "beta" / "notes" / "b.md"
+    beta_file.write_text(f"beta's own text: {BETA_MARKER}\n")
+    notes = d.root / "alpha" / "notes"
+    names = [notes / f"d{i % 20}" / f"n{i}.txt" for i in range(3000)]
+    for i, f in enumerate(names):
+        f.parent.mkdir(exist_ok=True)
+        f.write_text(f"note {i} of the crawl\n" * 20)
+    try:
+        d.start(wait_ready=False)
+        for i, f in enumerate(names[::7]):  # swapped while the daemon starts and crawls
+            swap_in(f, "symlink", f.parent, outside if i % 2 else beta_file)
+        (notes / "after.md").write_text("written after the swaps: ammonite\n")
+        wait_for(lambda: d.status() is not None, 60, what="the daemon to answer")
+        wait_for(lambda: d.search("ammonite"), 60, what="indexing goes on")
+        settle(d)
+        assert d.search(OUTSIDE_MARKER) == [] and d.search(BETA_MARKER) == []
+        text = all_indexed_text(d)
+        assert "crawl" in text.split() and BETA_MARKER in text
+        assert OUTSIDE_MARKER not in text
+        st = d.status()
+        assert st is not None and st["prep_worker"]["files"] > 0, "the crawl went through the worker"
+        assert st["prep_worker"]["crashes"] == 0
+        assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
 @pytest.mark.parametrize("make", ["fifo", "socket", "device"])
 def test_special_file_swapped_in_never_blocks_indexing(tmp_path: Path, short_dir: Path, make: str) -> None:
     if make == "device":
@@ -126,7 +171,7 @@ def test_special_file_swapped_in_never_blocks_indexing(tmp_path: Path, short_dir
         except OSError as exc:
             pytest.skip(f"cannot create device nodes here: {exc.strerror}")
         (short_dir / "probe").unlink()
-    d = DaemonProc(tmp_path / "root")
+    d = shipped_daemon(tmp_path / "root")
     notes = d.root / "alpha" / "notes"
     try:
         d.start()
@@ -150,7 +195,7 @@ def test_special_file_swapped_in_never_blocks_indexing(tmp_path: Path, short_dir
 
 
 def test_get_chunk_on_special_files_refuses_without_pinning_threads(tmp_path: Path, short_dir: Path) -> None:
-    d = DaemonProc(tmp_path / "root")
+    d = shipped_daemon(tmp_path / "root")
     notes = d.root / "alpha" / "notes"
     (notes / "a.md").write_text("reference me: nautilus\n")
     (d.root / "beta" / "notes" / "secret.md").write_text("beta secret: nautilus\n")
@@ -202,7 +247,7 @@ def skip_records(d: DaemonProc, agency: str = "alpha") -> list[dict[str, object]
 
 
 def test_a_link_inside_the_root_is_skipped_once_and_its_target_indexed(tmp_path: Path) -> None:
-    d = DaemonProc(tmp_path / "root")
+    d = shipped_daemon(tmp_path / "root")
     notes = d.root / "alpha" / "notes"
     (notes / "target.md").write_text("the target's own text: trilobite\n")
     (notes / "alias.md").symlink_to(notes / "target.md")
@@ -224,7 +269,7 @@ def test_a_link_inside_the_root_is_skipped_once_and_its_target_indexed(tmp_path:
 
 
 def test_ignore_files_are_never_read_through_a_link_or_from_a_fifo(tmp_path: Path) -> None:
-    d = DaemonProc(tmp_path / "root")
+    d = shipped_daemon(tmp_path / "root")
     notes = d.root / "alpha" / "notes"
     os.mkfifo(notes / ".koraignore")  # nobody writes it: reading it would block the start for ever
     (d.root / "beta" / "notes" / "rules.txt").write_text("*.md\n")

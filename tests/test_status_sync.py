@@ -169,6 +169,10 @@ def test_latency_per_phase_and_index_size_on_disk(running: Daemon) -> None:
     assert "vectors" not in size
     # the shared files' size is for callers who can read them anyway (root, the daemon's user)
     assert full_status(daemon, "alpha", None)["index_size"] is None
+    # so are the prep worker's figures (they count every agency's files)
+    assert full_status(daemon, "alpha", None)["prep_worker"] is None
+    worker = call(root, "status")["prep_worker"]
+    assert set(worker) == {"mb", "starts", "crashes", "files", "files_here"} and worker["crashes"] == 0
     human = cli(root, "status")
     assert "index on disk:" in human.stdout and "shared by every agency" in human.stdout
     assert "queued → searchable: live p50" in human.stdout, human.stdout

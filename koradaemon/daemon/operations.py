@@ -140,7 +140,8 @@ class Operations:
         # The shared database files are sized only for a caller who can read them anyway.
         cfg = self.d.cfg
         files = index_files(self.d.db_path, cfg.path(cfg.vectors.database) if cfg.vectors.enabled else None)
-        return full_status(self.d, req.agency_id, files if local_operator(req.peer) else None)
+        operator = local_operator(req.peer)
+        return full_status(self.d, req.agency_id, files if operator else None, operator=operator)
 
     def search(self, req: Request) -> dict[str, Any]:
         self._runtime(req).check_unlocked()

@@ -96,12 +96,14 @@ def agency_status(src: StatusSources, agency_id: str) -> dict[str, Any]:
             "vectors": src.vectors.agency_status(agency_id) if src.vectors is not None else {"state": "disabled"}}
 
 
-def full_status(src: StatusSources, agency_id: str, index_files: Mapping[str, Path] | None = None) -> dict[str, Any]:
+def full_status(src: StatusSources, agency_id: str, index_files: Mapping[str, Path] | None = None,
+                *, operator: bool = False) -> dict[str, Any]:
     """The status one agency's token may see: its own figures, and daemon-wide health without
     any other agency's name, path or counts.
 
     ``index_files`` (the database files every agency shares) are sized only for a caller who may
-    read them anyway (root or the daemon's user); otherwise ``index_size`` is None.
+    read them anyway (root or the daemon's user); otherwise ``index_size`` is None. The prep
+    worker's figures (files of every agency) go to that ``operator`` alone; otherwise None.
     """
     mine = agency_status(src, agency_id)
     threads = src.threads_alive()
@@ -126,7 +128,17 @@ def full_status(src: StatusSources, agency_id: str, index_files: Mapping[str, Pa
         "stalled": stalled_parts(src, agency_id),
         "streams": src.streams_status(),
         "log": {"console_lines_lost": console_lines_lost()},
+        "prep_worker": prep_worker_status(src) if operator else None,
     }
+
+
+def prep_worker_status(src: StatusSources) -> dict[str, Any]:
+    """The prep worker process (bulk files prepared off the daemon's GIL): its resident MB now (0
+    when none runs), starts, crashes (its files were then prepared in the daemon) and files."""
+    counters = src.pipeline.indexer.counters
+    return {"mb": src.pipeline.indexer.prep_worker_mb(), "starts": counters.get("prep_worker_starts", 0),
+            "crashes": counters.get("prep_worker_crashes", 0), "files": counters.get("prepared_by_worker", 0),
+            "files_here": counters.get("prepared_here", 0)}
 
 
 def stalled_parts(src: StatusSources, agency_id: str | None = None) -> dict[str, str]:
