@@ -82,7 +82,7 @@ BASE_CONFIG = """\
 version: 1
 shutdown_timeout_s: 20
 log: {{level: debug, format: json}}
-index: {{workers: 2, optimize_idle_s: 5}}
+index: {{workers: 1, optimize_idle_s: 5}}  # the shipped default: bulk files go through the prep worker
 watch: {{debounce_ms: 20}}
 vault: {{enabled: {vault}, passphrase_file: secrets/pass, idle_lock_s: 60, auto_interval_s: 0,
         milestone_settle_s: 0, keep_last: 3}}

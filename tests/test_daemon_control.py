@@ -218,8 +218,8 @@ def test_cli_status_answers_during_8_pathological_searches_and_200_idle_connecti
     big_daemon: DaemonProc,
 ) -> None:
     d = big_daemon
-    text = d.config.read_text().replace("index: {workers: 2, optimize_idle_s: 5}",
-                                        f"index: {{workers: 2, optimize_idle_s: 5, "
+    text = d.config.read_text().replace("index: {workers: 1, optimize_idle_s: 5}",
+                                        f"index: {{workers: 1, optimize_idle_s: 5, "
                                         f"search_time_limit_ms: {int(TIME_LIMIT_S * 1000)}}}")
     assert "search_time_limit_ms" in text
     d.config.write_text(text)

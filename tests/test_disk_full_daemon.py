@@ -21,7 +21,7 @@ from diskutil import fill_up, small_tmpfs
 
 from koradaemon.errors import SnapshotError
 
-INDEX_LINE = "index: {workers: 2, optimize_idle_s: 5}"
+INDEX_LINE = "index: {workers: 1, optimize_idle_s: 5}"
 LOG_LINE = "log: {level: debug, format: json}"
 VAULT_KEY = "keep_last: 3}"
 
