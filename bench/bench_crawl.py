@@ -12,18 +12,16 @@ peak RSS of the daemon and of the prep worker.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
-from corpus import fresh, generated_corpus, stdlib_corpus
-from daemon_proc import LiveDaemon
+from corpus import fresh, make_corpus
+from daemon_proc import LiveDaemon, Sampler
 
 
 def one_run(base: Path, corpus: Path, prep: bool, tag: str) -> dict[str, float]:
@@ -31,42 +29,25 @@ def one_run(base: Path, corpus: Path, prep: bool, tag: str) -> dict[str, float]:
     d = LiveDaemon(root, prep_process=prep)
     (root / "corpus").rmdir()
     corpus.rename(root / "corpus")
-    peak, child_peak, child_cpu = [0.0], [0.0], {}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while d.proc is None and not stop.is_set():
-            time.sleep(0.005)
-        while not stop.wait(0.05):
-            with contextlib.suppress(psutil.Error, AssertionError):
-                proc = psutil.Process(d.proc.pid)  # type: ignore[union-attr]
-                peak[0] = max(peak[0], proc.memory_info().rss / 1e6)
-                for c in proc.children():
-                    child_peak[0] = max(child_peak[0], c.memory_info().rss / 1e6)
-                    t = c.cpu_times()
-                    child_cpu[c.pid] = t.user + t.system
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = Sampler(d)
     try:
-        wall = d.start()
-        sync: dict[str, float] = {}
-        for _ in range(100):
-            sync = (d.status() or {}).get("crawl", {}).get("initial_sync") or {}
-            if sync:
-                break
-            time.sleep(0.05)
-        assert d.proc is not None
-        t = psutil.Process(d.proc.pid).cpu_times()
-        cpu = t.user + t.system
+        with sampler:
+            wall = d.start()
+            sync: dict[str, float] = {}
+            for _ in range(100):
+                sync = (d.status() or {}).get("crawl", {}).get("initial_sync") or {}
+                if sync:
+                    break
+                time.sleep(0.05)
+            assert d.proc is not None
+            t = psutil.Process(d.proc.pid).cpu_times()
+            cpu = t.user + t.system
     finally:
-        stop.set()
-        sampler.join()
         d.stop()
         (root / "corpus").rename(corpus)
         shutil.rmtree(root, ignore_errors=True)
     return {"files_s": sync["files"] / sync["seconds"], "wall": wall, "cpu": cpu,
-            "child_cpu": sum(child_cpu.values()), "rss": peak[0], "child_rss": child_peak[0]}
+            "child_cpu": sum(sampler.child_cpu.values()), "rss": sampler.peak, "child_rss": sampler.child_peak}
 
 
 def main() -> None:
@@ -79,10 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kora-crawl-") as tmp:
         base = Path(tmp)
         corpus = fresh(base / "the-corpus")
-        if args.corpus == "stdlib":
-            nfiles, nbytes = stdlib_corpus(corpus)
-        else:
-            nfiles, nbytes = generated_corpus(corpus, args.files, args.size)
+        nfiles, nbytes = make_corpus(args.corpus, corpus, args.files, args.size)
         print(f"corpus: {args.corpus}, {nfiles} files, {nbytes / 1e6:.1f} MB; load {os.getloadavg()}")
         ratios, cpu_ratios = [], []
         for r in range(args.rounds):

@@ -15,16 +15,13 @@ holding the same chunks with nothing else (what any full-text index of this text
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import apsw
-import psutil
-from corpus import fresh, generated_corpus, stdlib_corpus
-from daemon_proc import LiveDaemon
+from corpus import fresh, generated_corpus, make_corpus
+from daemon_proc import LiveDaemon, Sampler
 
 from koradaemon.index.chunking import iter_spans
 
@@ -37,29 +34,16 @@ def peak_rss(base: Path) -> tuple[float, float, float]:
     own peak memory (MB, page caches and FTS5's pending terms included). The prep worker process's
     peak goes to ``CHILD_PEAK``."""
     d = LiveDaemon(base, prep_process=PREP[0])
-    peak = [0.0]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while d.proc is None and not stop.is_set():
-            time.sleep(0.005)
-        while not stop.wait(0.05):
-            with contextlib.suppress(psutil.Error, AssertionError):
-                peak[0] = max(peak[0], d.rss_mb())
-                for child in psutil.Process(d.proc.pid).children():  # type: ignore[union-attr]
-                    CHILD_PEAK[0] = max(CHILD_PEAK[0], child.memory_info().rss / 1e6)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = Sampler(d)
     try:
-        dt = d.start()
-        time.sleep(2.0)  # the writer checkpoints (and gives back free pages) after a second without work
-        sqlite_peak = float(((d.status() or {}).get("memory") or {}).get("sqlite_peak_mb", 0.0))
+        with sampler:
+            dt = d.start()
+            time.sleep(2.0)  # the writer checkpoints (and gives back free pages) after a second without work
+            sqlite_peak = float(((d.status() or {}).get("memory") or {}).get("sqlite_peak_mb", 0.0))
     finally:
-        stop.set()
-        sampler.join()
         d.stop()
-    return peak[0], dt, sqlite_peak
+    CHILD_PEAK[0] = max(CHILD_PEAK[0], sampler.child_peak)
+    return sampler.peak, dt, sqlite_peak
 
 
 def db_breakdown(db: Path) -> tuple[int, list[tuple[str, int]], int]:
@@ -99,10 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kora-footprint-") as tmp:
         small, big = Path(tmp) / "small", Path(tmp) / "big"
         generated_corpus(fresh(small / "corpus"), 10, args.size)
-        if args.corpus == "stdlib":
-            nfiles, nbytes = stdlib_corpus(fresh(big / "corpus"))
-        else:
-            nfiles, nbytes = generated_corpus(fresh(big / "corpus"), args.files, args.size)
+        nfiles, nbytes = make_corpus(args.corpus, fresh(big / "corpus"), args.files, args.size)
         PREP[0] = not args.no_prep_process
         base_rss, _, base_sqlite = peak_rss(small)
         rss, dt, sqlite_peak = peak_rss(big)

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import apsw
 import psutil
-from corpus import fresh, generated_corpus, stdlib_corpus
+from corpus import fresh, make_corpus
 
 from koradaemon.index import fts
 from koradaemon.index.chunking import iter_spans
@@ -135,10 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kora-bench-") as tmp:
         base = Path(tmp)
         corpus = fresh(base / "corpus")
-        if args.corpus == "stdlib":
-            nfiles, nbytes = stdlib_corpus(corpus)
-        else:
-            nfiles, nbytes = generated_corpus(corpus, args.files, args.size)
+        nfiles, nbytes = make_corpus(args.corpus, corpus, args.files, args.size)
         files = sorted(str(p.relative_to(corpus)) for p in corpus.rglob("*") if p.is_file())
         mb = nbytes / 1e6
         print(f"corpus: {args.corpus}, {nfiles} files, {mb:.1f} MB")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import apsw
 import psutil
-from corpus import WORDS, generated_corpus, query_classes, stdlib_corpus
+from corpus import WORDS, generated_corpus, make_corpus, query_classes
 from daemon_proc import LiveDaemon
 
 from koradaemon.index.retrieval import FileTexts
@@ -232,10 +232,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kora-live-") as tmp:
         d = LiveDaemon(Path(tmp), args.debounce_ms)
-        if args.corpus == "stdlib":
-            nfiles, nbytes = stdlib_corpus(Path(tmp) / "corpus")
-        else:
-            nfiles, nbytes = generated_corpus(Path(tmp) / "corpus", args.files, args.size)
+        nfiles, nbytes = make_corpus(args.corpus, Path(tmp) / "corpus", args.files, args.size)
         repo_want: dict[str, str] = {}
         if args.checkout:
             repo_want = make_repo(Path(tmp) / "corpus" / "repo", Path(tmp) / "repo-two", args.checkout, args.size)

@@ -72,6 +72,12 @@ def generated_corpus(dest: Path, files: int, size: int, seed: int = 7) -> tuple[
     return files, total
 
 
+def make_corpus(kind: str, dest: Path, files: int, size: int) -> tuple[int, int]:
+    """The benches' ``--corpus`` choice: ``stdlib`` (the standard library's sources) or
+    ``generated`` (``files`` files of ``size`` bytes); (files, bytes) written to ``dest``."""
+    return stdlib_corpus(dest) if kind == "stdlib" else generated_corpus(dest, files, size)
+
+
 def fresh(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)

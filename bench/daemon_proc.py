@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -72,3 +74,40 @@ class LiveDaemon:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(60)
+
+
+class Sampler:
+    """While in its ``with``, every 50 ms from a thread: the daemon's peak RSS (MB), its child
+    processes' (the prep worker's) peak RSS (MB) and CPU seconds per child."""
+
+    def __init__(self, d: LiveDaemon) -> None:
+        self.d = d
+        self.peak = 0.0
+        self.child_peak = 0.0
+        self.child_cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        while self.d.proc is None and not self._stop.is_set():
+            time.sleep(0.005)
+        while not self._stop.wait(0.05):
+            if self.d.proc is None:
+                continue
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(self.d.proc.pid)
+                self.peak = max(self.peak, proc.memory_info().rss / 1e6)
+                for child in proc.children():
+                    self.child_peak = max(self.child_peak, child.memory_info().rss / 1e6)
+                    t = child.cpu_times()
+                    self.child_cpu[child.pid] = t.user + t.system
