@@ -9,6 +9,7 @@ record, which every write to the table's index (new segment, merge, deletion) re
 from __future__ import annotations
 
 import threading
+from typing import TypeVar
 
 import apsw
 
@@ -17,6 +18,8 @@ DF_CACHE = 4096  # entries kept per table (until its index changes)
 DF: dict[tuple[str, str], tuple[bytes, dict[str, int]]] = {}
 NEWEST: dict[tuple[str, str], tuple[bytes, dict[tuple[str, int], tuple[int, int]]]] = {}
 LOCK = threading.Lock()
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def newest(conn: apsw.Connection, name: str, expr: str, cap: int) -> tuple[int, int]:
@@ -31,14 +34,10 @@ def newest_all(conn: apsw.Connection, name: str, words: list[str], cap: int) -> 
     """:func:`newest` of each word; the result of a word in more than ``cap`` chunks (a count
     that reads ``cap + 1`` entries of a long list) is kept per state of the table's index, for
     every connection, like the document frequencies (:func:`df`)."""
-    key = (conn.filename or f"memory {id(conn)}", name)
     out: dict[str, tuple[int, int]] = {}
     with conn:  # one read snapshot for the structure record and the counts
-        mark = stamp(conn, name)
+        kept = _current(NEWEST, conn, name)
         with LOCK:
-            seen = NEWEST.get(key)
-            kept = seen[1] if seen and seen[0] == mark and len(seen[1]) <= DF_CACHE else {}
-            NEWEST[key] = (mark, kept)
             known = {w: kept.get((w, cap)) for w in words}
         for w in words:
             got = known[w]
@@ -51,6 +50,19 @@ def newest_all(conn: apsw.Connection, name: str, words: list[str], cap: int) -> 
     return out
 
 
+def _current(cache: dict[tuple[str, str], tuple[bytes, dict[K, V]]], conn: apsw.Connection, name: str) -> dict[K, V]:
+    """The entries ``cache`` holds for the table in its index's current state (the structure
+    record); a new, empty dict, kept from now on, once that state changed or the entries grew past
+    :data:`DF_CACHE`. Call inside the read transaction the counts are taken in."""
+    key = (conn.filename or f"memory {id(conn)}", name)
+    mark = stamp(conn, name)
+    with LOCK:
+        seen = cache.get(key)
+        entries = seen[1] if seen and seen[0] == mark and len(seen[1]) <= DF_CACHE else {}
+        cache[key] = (mark, entries)
+    return entries
+
+
 def stamp(conn: apsw.Connection, name: str) -> bytes:
     """FTS5's structure record of the table: it changes with every write to the table's index."""
     row = conn.execute(f'SELECT block FROM "{name[1:-1]}_data" WHERE id = 10').fetchone()
@@ -60,13 +72,9 @@ def stamp(conn: apsw.Connection, name: str) -> bytes:
 def df(conn: apsw.Connection, name: str, unit: str) -> int:
     """Rows matching ``unit``: counted once per state of the table's index, for every connection
     (a common word's count is a pass over most of the table)."""
-    key = (conn.filename or f"memory {id(conn)}", name)
     with conn:  # one read snapshot for the structure record and the count
-        mark = stamp(conn, name)
+        counts = _current(DF, conn, name)
         with LOCK:
-            seen = DF.get(key)
-            counts = seen[1] if seen and seen[0] == mark and len(seen[1]) <= DF_CACHE else {}
-            DF[key] = (mark, counts)
             known = counts.get(unit)
         if known is not None:
             return known
