@@ -44,6 +44,16 @@ def shipped_daemon(root: Path) -> DaemonProc:
     return DaemonProc(root)
 
 
+def link_targets(tmp_path: Path, d: DaemonProc) -> tuple[Path, Path]:
+    """The files a swapped-in link points at: one outside the data root, one in beta's root; each
+    holds its marker, which alpha's index must never hold."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text(f"outside the data root: {OUTSIDE_MARKER}\n")
+    beta_file = d.root / "beta" / "notes" / "b.md"
+    beta_file.write_text(f"beta's own text: {BETA_MARKER}\n")
+    return outside, beta_file
+
+
 def skipped_reasons(d: DaemonProc, agency: str = "alpha") -> dict[str, int]:
     conn = apsw.Connection(os.fspath(d.root / "kora_kernel.db"), flags=apsw.SQLITE_OPEN_READONLY)
     try:
@@ -95,10 +105,7 @@ def swap_in(path: Path, make: str, tmp_dir: Path, target: Path) -> None:
 
 def test_symlink_swapped_in_after_a_write_never_indexes_outside_bytes(tmp_path: Path) -> None:
     d = shipped_daemon(tmp_path / "root")
-    outside = tmp_path / "outside.txt"
-    outside.write_text(f"outside the data root: {OUTSIDE_MARKER}\n")
-    beta_file = d.root / "beta" / "notes" / "b.md"
-    beta_file.write_text(f"beta's own text: {BETA_MARKER}\n")
+    outside, beta_file = link_targets(tmp_path, d)
     notes = d.root / "alpha" / "notes"
     swaps = tmp_path / "swaps"
     swaps.mkdir()
@@ -132,10 +139,7 @@ def test_files_swapped_for_links_during_the_start_up_crawl_never_index_outside_b
     """The start-up crawl hands files to the prep worker process with the size it saw; links swapped
     in meanwhile (to a file outside the data root, to beta's file) are never read there either."""
     d = shipped_daemon(tmp_path / "root")
-    outside = tmp_path / "outside.txt"
-    outside.write_text(f"outside the data root: {OUTSIDE_MARKER}\n")
-    beta_file = d.root / "beta" / "notes" / "b.md"
-    beta_file.write_text(f"beta's own text: {BETA_MARKER}\n")
+    outside, beta_file = link_targets(tmp_path, d)
     notes = d.root / "alpha" / "notes"
     names = [notes / f"d{i % 20}" / f"n{i}.txt" for i in range(3000)]
     for i, f in enumerate(names):
