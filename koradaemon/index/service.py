@@ -205,6 +205,5 @@ class IndexPipeline:
         return {"queue": {"depth": self.work.depth(), "writer": self.writer.depth(), "acks": self.acks.depth(),
                           "busy_workers": self.work.stats()["in_flight"], "idle": self.idle()},
                 "crawl": {**self.crawler.progress(), "initial_sync": self.initial_sync},
-                "indexer": {**self.indexer.counters, "prep_worker_mb": self.indexer.prep_worker_mb()},
-                "writer": dict(self.writer.counters),
+                "indexer": dict(self.indexer.counters), "writer": dict(self.writer.counters),
                 "latency": self.writer.latency.summary()}
