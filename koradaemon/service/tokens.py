@@ -79,7 +79,8 @@ class TokenStore:
         return ok and bool(expected)
 
     def _current(self, agency_id: str) -> str:
-        """The token on disk now: read again only when the file's identity changed."""
+        """The token on disk now ('' for an empty file): read again only when the file's identity
+        changed; :class:`FileNotFoundError` when there is none."""
         path = self.path(agency_id)
         st = os.stat(path)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -87,7 +88,7 @@ class TokenStore:
             known = self._known.get(agency_id)
         if known is not None and known[0] == key:
             return known[1]
-        token = self.read(agency_id)
+        token = _read_file(path) or ""  # the path is resolved once (read() would check the id again)
         with self._lock:
             self._known[agency_id] = (key, token)
         return token
