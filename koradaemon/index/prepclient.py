@@ -214,8 +214,9 @@ def child_rss(pid: int | None) -> int:
     """Resident bytes of the prep worker (0 when none runs); for status and the benches."""
     if pid is None:
         return 0
+    import psutil  # as status reads the daemon's own; imported on that path only
+
     try:
-        with open(f"/proc/{pid}/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:  # it ended in between
         return 0
